@@ -1,0 +1,193 @@
+//! `palisade`: one binary, one subcommand per process kind (DESIGN.md, "Processes").
+//! This is the binary's edge, so errors are `anyhow` here and typed everywhere below.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use palisade_edge::{Edge, EdgeOptions};
+
+#[derive(Parser)]
+#[command(name = "palisade", version, about = "Palisade: a self-hostable edge network")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an edge node (a "city"): the reverse proxy in front of websites.
+    Edge {
+        /// The configuration document (TOML). Re-read on SIGHUP and `POST /reload` on the admin listener.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Directory for the last-known-good copy of the active config.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Boot from this last-known-good file when --config is missing or unusable.
+        #[arg(long)]
+        lkg: Option<PathBuf>,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Run the demo origin (a small website for demos, benches and tests).
+    Origin {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "origin")]
+        name: String,
+    },
+    /// Everything on one machine with embedded defaults: a demo origin and an edge node in front of it.
+    Demo {
+        /// The edge's HTTP port on 127.0.0.1.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// The edge's admin port on 127.0.0.1.
+        #[arg(long, default_value_t = 9901)]
+        admin_port: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Check a configuration document offline: prints every problem with its path, exits non-zero on any.
+    Validate { file: PathBuf },
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PALISADE_LOG").unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().json().with_writer(std::io::stderr).with_env_filter(filter).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config { command: ConfigCommand::Validate { file } } => validate(&file),
+        other => {
+            init_logging();
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("palisade: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(run(other)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("palisade: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn validate(file: &std::path::Path) -> ExitCode {
+    let bytes = match palisade_edge::server::read_config_file(file) {
+        Ok(b) => b,
+        Err(p) => {
+            eprintln!("{}: {}", file.display(), p.message);
+            return ExitCode::from(2);
+        }
+    };
+    match palisade_config::load(&bytes) {
+        Ok(v) => {
+            println!(
+                "{}: ok (version {}, {} zone(s), sha256 {})",
+                file.display(),
+                v.doc.version,
+                v.doc.zones.len(),
+                v.hash
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let problems = e.problems();
+            eprintln!("{}: {} problem(s)", file.display(), problems.len());
+            for p in problems {
+                eprintln!("  {p}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_ready(edge: &Edge) {
+    let b = &edge.bound;
+    let show = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
+    println!("palisade edge ready http={} https={} admin={}", show(b.http), show(b.https), show(b.admin));
+}
+
+async fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Edge { config, state_dir, lkg } => {
+            let edge = Edge::start(EdgeOptions { config_path: config, state_dir, lkg_file: lkg }).await?;
+            print_ready(&edge);
+            edge.run_until_shutdown().await;
+            Ok(())
+        }
+        Command::Origin { listen, name } => {
+            let (addr, _) = palisade_origin::spawn(listen, &name).await?;
+            println!("palisade origin ready http={addr}");
+            tokio::signal::ctrl_c().await?;
+            Ok(())
+        }
+        Command::Demo { port, admin_port } => demo(port, admin_port).await,
+        Command::Config { .. } => Ok(()),
+    }
+}
+
+async fn demo(port: u16, admin_port: u16) -> anyhow::Result<()> {
+    let (origin_a, _) = palisade_origin::spawn("127.0.0.1:0".parse()?, "demo-origin-a").await?;
+    let (origin_b, _) = palisade_origin::spawn("127.0.0.1:0".parse()?, "demo-origin-b").await?;
+    let dir = std::env::temp_dir().join(format!("palisade-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let config = format!(
+        r#"# Written by `palisade demo`.
+version = 1
+[node]
+name = "demo-edge"
+city = "localhost"
+[listen]
+http = "127.0.0.1:{port}"
+admin = "127.0.0.1:{admin_port}"
+[[zones]]
+name = "demo"
+hostnames = ["localhost", "127.0.0.1", "demo.localhost", "*.demo.localhost"]
+origins = [{{ address = "{origin_a}" }}, {{ address = "{origin_b}" }}]
+balance = "round_robin"
+[zones.health_check]
+path = "/health"
+interval_ms = 2000
+"#
+    );
+    let path = dir.join("palisade.toml");
+    std::fs::write(&path, config)?;
+    let edge = Edge::start(EdgeOptions {
+        config_path: Some(path.clone()),
+        state_dir: Some(dir.join("state")),
+        lkg_file: None,
+    })
+    .await?;
+    print_ready(&edge);
+    println!();
+    println!("  Palisade demo is running.");
+    println!("  Site through the edge:  http://127.0.0.1:{port}/   (also http://demo.localhost:{port}/)");
+    println!("  Metrics:                http://127.0.0.1:{admin_port}/metrics");
+    println!("  Active config:          http://127.0.0.1:{admin_port}/config");
+    println!(
+        "  Config file:            {}  (edit, then: kill -HUP {} or curl -XPOST 127.0.0.1:{admin_port}/reload)",
+        path.display(),
+        std::process::id()
+    );
+    println!("  Origins:                http://{origin_a}/  http://{origin_b}/");
+    println!();
+    println!("  Ctrl-C stops it.");
+    edge.run_until_shutdown().await;
+    Ok(())
+}

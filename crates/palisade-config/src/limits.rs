@@ -1,0 +1,51 @@
+//! Every limit the validator enforces, in one place so that the README table, the error messages and
+//! the tests all read the same numbers.
+
+/// Largest configuration document accepted, in bytes.
+pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+/// Zones in one document.
+pub const MAX_ZONES: usize = 1000;
+/// Hostnames in one zone.
+pub const MAX_HOSTNAMES_PER_ZONE: usize = 100;
+/// Origins (backends) in one zone's pool.
+pub const MAX_ORIGINS_PER_ZONE: usize = 64;
+/// Length of a zone name.
+pub const MAX_NAME_LEN: usize = 64;
+/// Length of a hostname (RFC 1035).
+pub const MAX_HOSTNAME_LEN: usize = 253;
+/// Length of a path (health-check path, file path).
+pub const MAX_PATH_LEN: usize = 1024;
+/// Weight of one origin.
+pub const MAX_WEIGHT: u32 = 100;
+/// Retry attempts per request.
+pub const MAX_RETRIES: u32 = 5;
+
+/// (min, max) ranges for every number in the document. Durations are in milliseconds.
+pub mod range {
+    pub const HEADER_TIMEOUT_MS: (u64, u64) = (100, 300_000);
+    pub const IDLE_TIMEOUT_MS: (u64, u64) = (100, 3_600_000);
+    pub const BODY_TIMEOUT_MS: (u64, u64) = (100, 3_600_000);
+    pub const DRAIN_TIMEOUT_MS: (u64, u64) = (0, 600_000);
+    pub const MAX_HEADER_BYTES: (u64, u64) = (1024, 1024 * 1024);
+    pub const MAX_HEADERS: (u64, u64) = (8, 1000);
+    pub const MAX_CONNECTIONS: (u64, u64) = (1, 1_000_000);
+    pub const MAX_CONNECTIONS_PER_IP: (u64, u64) = (1, 1_000_000);
+    pub const MAX_H2_STREAMS: (u64, u64) = (1, 1000);
+    pub const CONNECT_TIMEOUT_MS: (u64, u64) = (10, 60_000);
+    pub const RESPONSE_HEADER_TIMEOUT_MS: (u64, u64) = (10, 3_600_000);
+    pub const UPSTREAM_IDLE_TIMEOUT_MS: (u64, u64) = (100, 3_600_000);
+    pub const TOTAL_TIMEOUT_MS: (u64, u64) = (10, 86_400_000);
+    pub const MAX_BODY_BYTES: (u64, u64) = (0, 64 * 1024 * 1024 * 1024);
+    pub const RETRY_BUDGET_PERCENT: (u64, u64) = (0, 100);
+    pub const RETRY_MIN_CONCURRENT: (u64, u64) = (0, 1000);
+    pub const HEALTH_INTERVAL_MS: (u64, u64) = (50, 3_600_000);
+    pub const HEALTH_TIMEOUT_MS: (u64, u64) = (10, 60_000);
+    pub const HEALTH_STATUS: (u64, u64) = (100, 599);
+    pub const HEALTH_THRESHOLD: (u64, u64) = (1, 100);
+    pub const EJECT_CONSECUTIVE_FAILURES: (u64, u64) = (0, 1000);
+    pub const EJECT_BASE_MS: (u64, u64) = (100, 3_600_000);
+    pub const EJECT_MAX_MS: (u64, u64) = (100, 86_400_000);
+    pub const WEIGHT: (u64, u64) = (1, super::MAX_WEIGHT as u64);
+    pub const RETRIES: (u64, u64) = (0, super::MAX_RETRIES as u64);
+    pub const ACCESS_LOG_BUFFER: (u64, u64) = (16, 1_000_000);
+}

@@ -1,0 +1,262 @@
+//! The document as it is written (TOML on disk, the same shape as JSON over the API).
+//! Every struct rejects unknown fields: a typo is an error, never a silently ignored setting.
+
+use serde::{Deserialize, Serialize};
+
+/// One fleet configuration document.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Document {
+    /// Monotonically increasing version number, assigned by whoever publishes the document.
+    #[serde(default)]
+    pub version: u64,
+    #[serde(default)]
+    pub node: NodeSection,
+    #[serde(default)]
+    pub listen: ListenSection,
+    #[serde(default)]
+    pub limits: ConnectionLimits,
+    #[serde(default)]
+    pub access_log: AccessLogSection,
+    #[serde(default)]
+    pub zones: Vec<Zone>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeSection {
+    /// Name of this node, shown in `Via`, metrics and logs.
+    pub name: String,
+    /// Location label ("city").
+    pub city: String,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self { name: "palisade".into(), city: "local".into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenSection {
+    /// Cleartext HTTP listener (`ip:port`); HTTP/1.1 and HTTP/2 with prior knowledge.
+    pub http: Option<String>,
+    /// TLS listener (`ip:port`); certificates come from the zones, chosen by SNI; ALPN h2 and http/1.1.
+    pub https: Option<String>,
+    /// Admin listener: `/metrics`, `/healthz`, `/config`, `POST /reload`. Loopback by default.
+    pub admin: Option<String>,
+}
+
+impl Default for ListenSection {
+    fn default() -> Self {
+        Self { http: Some("127.0.0.1:8080".into()), https: None, admin: Some("127.0.0.1:9901".into()) }
+    }
+}
+
+/// Connection guards. The defaults are safe for a public listener.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionLimits {
+    /// Time allowed to receive a complete request head (and the TLS handshake), from its first byte.
+    pub header_timeout_ms: u64,
+    /// Keep-alive: time a connection may sit with no request in flight and no bytes moving.
+    pub idle_timeout_ms: u64,
+    /// Time allowed between two reads of a request body.
+    pub body_timeout_ms: u64,
+    /// Largest request head (request line and headers), in bytes. Over it: 431.
+    pub max_header_bytes: u64,
+    /// Most header fields in one request. Over it: 431.
+    pub max_headers: u64,
+    /// Most open client connections on this node.
+    pub max_connections: u64,
+    /// Most open connections from one client IP address.
+    pub max_connections_per_ip: u64,
+    /// Most concurrent streams on one HTTP/2 connection.
+    pub max_h2_streams: u64,
+    /// On shutdown, how long in-flight requests may take to finish.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            body_timeout_ms: 30_000,
+            max_header_bytes: 16 * 1024,
+            max_headers: 100,
+            max_connections: 20_000,
+            max_connections_per_ip: 256,
+            max_h2_streams: 128,
+            drain_timeout_ms: 15_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogSection {
+    /// Where JSON lines go: a file path, "stdout", or "off".
+    pub target: String,
+    /// Records buffered between the request path and the writer; when full, records are dropped and counted.
+    pub buffer: u64,
+}
+
+impl Default for AccessLogSection {
+    fn default() -> Self {
+        Self { target: "off".into(), buffer: 8192 }
+    }
+}
+
+/// A set of hostnames served from one origin pool with one set of settings.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Zone {
+    pub name: String,
+    /// Exact names (`www.example.com`) or one-label wildcards (`*.example.com`).
+    pub hostnames: Vec<String>,
+    pub origins: Vec<Origin>,
+    #[serde(default)]
+    pub balance: Balance,
+    /// For `consistent_hash`: `client_ip`, `path`, `uri`, `header:NAME` or `cookie:NAME`.
+    #[serde(default)]
+    pub hash_key: Option<String>,
+    #[serde(default)]
+    pub origin_protocol: OriginProtocol,
+    #[serde(default)]
+    pub timeouts: PoolTimeouts,
+    #[serde(default)]
+    pub retries: RetryPolicy,
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    #[serde(default)]
+    pub passive_health: PassiveHealth,
+    /// Largest request body accepted, in bytes. Over it: 413.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: u64,
+    #[serde(default)]
+    pub tls: Option<ZoneTls>,
+}
+
+fn default_max_body_bytes() -> u64 {
+    10 * 1024 * 1024
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Origin {
+    /// `ip:port` of the origin server.
+    pub address: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    LeastConnections,
+    ConsistentHash,
+    PowerOfTwoChoices,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OriginProtocol {
+    #[default]
+    Http1,
+    H2,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolTimeouts {
+    pub connect_ms: u64,
+    /// From sending the request to receiving the response head. Over it: 504.
+    pub response_header_ms: u64,
+    /// How long an unused pooled connection to the origin is kept.
+    pub idle_ms: u64,
+    /// The whole exchange, body streaming included.
+    pub total_ms: u64,
+}
+
+impl Default for PoolTimeouts {
+    fn default() -> Self {
+        Self { connect_ms: 3_000, response_header_ms: 60_000, idle_ms: 60_000, total_ms: 600_000 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    /// Extra attempts on another origin after a connect failure (idempotent requests without a body).
+    pub attempts: u32,
+    /// Retries in flight may be at most this share of requests in flight...
+    pub budget_percent: u64,
+    /// ...but this many are always allowed.
+    pub min_concurrent: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { attempts: 2, budget_percent: 20, min_concurrent: 3 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub expected_status: u16,
+    /// Consecutive successes that bring an unhealthy origin back.
+    pub healthy_threshold: u32,
+    /// Consecutive failures that mark an origin unhealthy.
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            path: "/".into(),
+            interval_ms: 5_000,
+            timeout_ms: 2_000,
+            expected_status: 200,
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+        }
+    }
+}
+
+/// Passive ejection: an origin that fails this many times in a row (connect failure or 5xx) is
+/// taken out of rotation for a back-off period that doubles on each ejection, up to a maximum.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveHealth {
+    /// 0 switches passive ejection off.
+    pub consecutive_failures: u32,
+    pub ejection_ms: u64,
+    pub max_ejection_ms: u64,
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        Self { consecutive_failures: 5, ejection_ms: 10_000, max_ejection_ms: 300_000 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneTls {
+    /// PEM certificate chain, read by the node when the snapshot is compiled.
+    pub cert_file: String,
+    /// PEM private key.
+    pub key_file: String,
+}

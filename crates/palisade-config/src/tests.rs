@@ -1,0 +1,189 @@
+use super::*;
+
+const GOOD: &str = r#"
+version = 3
+[listen]
+http = "127.0.0.1:8080"
+admin = "127.0.0.1:9901"
+
+[[zones]]
+name = "shop"
+hostnames = ["shop.example", "*.shop.example"]
+origins = [{ address = "127.0.0.1:9000" }, { address = "127.0.0.1:9001", weight = 3 }]
+balance = "consistent_hash"
+hash_key = "cookie:session"
+[zones.health_check]
+path = "/health"
+"#;
+
+fn paths(e: &ConfigError) -> Vec<String> {
+    e.problems().into_iter().map(|p| p.path).collect()
+}
+
+#[test]
+fn good_document_loads_with_defaults_and_hash() {
+    let v = load(GOOD.as_bytes()).unwrap();
+    assert_eq!(v.doc.version, 3);
+    assert_eq!(v.hash, content_hash(GOOD.as_bytes()));
+    assert_eq!(v.zones[0].hash_key, HashKey::Cookie("session".into()));
+    assert_eq!(v.zones[0].origin_addrs.len(), 2);
+    assert_eq!(v.doc.limits, ConnectionLimits::default());
+}
+
+#[test]
+fn unknown_field_is_a_syntax_error_with_position() {
+    let bad = GOOD.replace("balance =", "balanse =");
+    let e = load(bad.as_bytes()).unwrap_err();
+    match &e {
+        ConfigError::Syntax { line, message, .. } => {
+            assert!(message.contains("balanse"), "{message}");
+            assert_eq!(*line, 11);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn every_problem_is_reported_with_its_path() {
+    let bad = r#"
+[listen]
+http = "127.0.0.1:8080"
+admin = "127.0.0.1:8080"
+[limits]
+max_headers = 5000
+[[zones]]
+name = "a"
+hostnames = ["a.example", "bad host"]
+origins = [{ address = "nowhere" }, { address = "127.0.0.1:1", weight = 0 }]
+[[zones]]
+name = "a"
+hostnames = ["A.example"]
+origins = []
+hash_key = "client_ip"
+[zones.timeouts]
+connect_ms = 0
+"#;
+    let e = load(bad.as_bytes()).unwrap_err();
+    let p = paths(&e);
+    for want in [
+        "listen.admin",
+        "limits.max_headers",
+        "zones[0].hostnames[1]",
+        "zones[0].origins[0].address",
+        "zones[0].origins[1].weight",
+        "zones[1].name",
+        "zones[1].hostnames[0]",
+        "zones[1].origins",
+        "zones[1].hash_key",
+        "zones[1].timeouts.connect_ms",
+    ] {
+        assert!(p.iter().any(|x| x == want), "missing {want} in {p:?}");
+    }
+    let text = e.to_string();
+    assert!(text.contains("5000 is out of range; allowed 8..=1000"), "{text}");
+    assert!(text.contains("duplicate hostname `a.example`"), "{text}");
+}
+
+#[test]
+fn oversized_document_names_the_limit() {
+    let big = format!("{GOOD}\n#{}", "x".repeat(limits::MAX_DOCUMENT_BYTES));
+    let e = load(big.as_bytes()).unwrap_err();
+    assert!(matches!(e, ConfigError::TooLarge { limit, .. } if limit == limits::MAX_DOCUMENT_BYTES));
+    assert!(e.to_string().contains(&limits::MAX_DOCUMENT_BYTES.to_string()));
+}
+
+#[test]
+fn too_many_origins_and_zones_are_refused_with_the_count() {
+    let mut doc = String::from(
+        "[listen]\nhttp = \"127.0.0.1:8080\"\n[[zones]]\nname = \"z\"\nhostnames = [\"z.example\"]\norigins = [",
+    );
+    for i in 0..(limits::MAX_ORIGINS_PER_ZONE + 1) {
+        doc.push_str(&format!("{{ address = \"127.0.0.1:{}\" }},", 1000 + i));
+    }
+    doc.push_str("]\n");
+    let e = load(doc.as_bytes()).unwrap_err();
+    assert!(
+        e.to_string().contains(&format!(
+            "has {} entries; the limit is {}",
+            limits::MAX_ORIGINS_PER_ZONE + 1,
+            limits::MAX_ORIGINS_PER_ZONE
+        )),
+        "{e}"
+    );
+
+    let mut doc = String::from("[listen]\nhttp = \"127.0.0.1:8080\"\n");
+    for i in 0..(limits::MAX_ZONES + 1) {
+        doc.push_str(&format!(
+            "[[zones]]\nname = \"z{i}\"\nhostnames = [\"z{i}.example\"]\norigins = [{{ address = \"127.0.0.1:1\" }}]\n"
+        ));
+    }
+    let e = load(doc.as_bytes()).unwrap_err();
+    assert!(paths(&e).contains(&"zones".to_string()), "{e}");
+}
+
+#[test]
+fn duplicated_entries_are_refused() {
+    // The 18 November failure mode: the same rows twice.
+    let dup = GOOD.replace(
+        "origins = [{ address = \"127.0.0.1:9000\" }",
+        "origins = [{ address = \"127.0.0.1:9000\" }, { address = \"127.0.0.1:9000\" }",
+    );
+    let e = load(dup.as_bytes()).unwrap_err();
+    assert!(e.to_string().contains("duplicate origin 127.0.0.1:9000"), "{e}");
+    // A whole zone duplicated.
+    let start = GOOD.find("[[zones]]").unwrap();
+    let twice = format!("{GOOD}\n{}", &GOOD[start..]);
+    let e = load(twice.as_bytes()).unwrap_err();
+    assert!(e.to_string().contains("duplicate zone name"), "{e}");
+}
+
+#[test]
+fn every_truncation_is_rejected_or_valid_never_a_panic() {
+    let bytes = GOOD.as_bytes();
+    for n in 0..bytes.len() {
+        // Must return, whatever the cut. Most cuts are errors; some are valid documents.
+        let _ = load(&bytes[..n]);
+    }
+    assert!(load(&bytes[..GOOD.find("[[zones]]").unwrap()]).is_ok());
+    assert!(load(&bytes[..bytes.len() - 10]).is_err());
+}
+
+#[test]
+fn random_and_mutated_inputs_are_rejected_cleanly() {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut rejected = 0;
+    for _ in 0..3000 {
+        let len = (next() % 512) as usize;
+        let random: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if load(&random).is_err() {
+            rejected += 1;
+        }
+        let mut mutated = GOOD.as_bytes().to_vec();
+        for _ in 0..(1 + next() % 4) {
+            let i = (next() as usize) % mutated.len();
+            mutated[i] = next() as u8;
+        }
+        let _ = load(&mutated);
+    }
+    assert!(rejected > 2900, "random bytes were accepted {} times", 3000 - rejected);
+}
+
+#[test]
+fn deep_nesting_is_refused_without_overflow() {
+    let deep = format!("x = {}{}", "[".repeat(100_000), "]".repeat(100_000));
+    assert!(load(deep.as_bytes()).is_err());
+}
+
+#[test]
+fn hostnames() {
+    assert_eq!(validate::check_hostname("*.Example.COM").unwrap(), "*.example.com");
+    for bad in ["", "*.", "a..b", "-a.b", "a b", "*.*.a", "a.*.b", &"a".repeat(64)] {
+        assert!(validate::check_hostname(bad).is_err(), "{bad}");
+    }
+}

@@ -1,0 +1,328 @@
+//! parsed -> validated: every limit, range, duplicate and cross-reference check, collecting all
+//! problems (not just the first) with their path in the document.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use crate::limits::{self, range};
+use crate::schema::*;
+
+/// One thing wrong with a document, at a path such as `zones[2].origins[0].address`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// What a consistent-hash pool hashes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Path,
+    Uri,
+    Header(String),
+    Cookie(String),
+}
+
+/// A document that passed every check, with the values the checks already parsed.
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    pub doc: Document,
+    /// Content hash of the bytes this document came from.
+    pub hash: String,
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    /// Parallel to `doc.zones`.
+    pub zones: Vec<ValidZone>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ValidZone {
+    /// Parallel to the zone's `origins`.
+    pub origin_addrs: Vec<SocketAddr>,
+    pub hash_key: HashKey,
+    /// Lowercased hostnames.
+    pub hostnames: Vec<String>,
+}
+
+struct Checker {
+    problems: Vec<Problem>,
+}
+
+impl Checker {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem { path: path.into(), message: message.into() });
+    }
+
+    fn range(&mut self, path: impl fmt::Display, value: u64, (min, max): (u64, u64)) {
+        if value < min || value > max {
+            self.err(path.to_string(), format!("{value} is out of range; allowed {min}..={max}"));
+        }
+    }
+
+    fn count<T>(&mut self, path: impl fmt::Display, items: &[T], min: usize, max: usize) {
+        if items.len() < min {
+            self.err(path.to_string(), format!("needs at least {min} entr{}", if min == 1 { "y" } else { "ies" }));
+        } else if items.len() > max {
+            self.err(path.to_string(), format!("has {} entries; the limit is {max}", items.len()));
+        }
+    }
+
+    fn addr(&mut self, path: impl fmt::Display, value: &str) -> Option<SocketAddr> {
+        match value.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(path.to_string(), format!("`{}` is not an ip:port address", clip(value)));
+                None
+            }
+        }
+    }
+}
+
+/// Keeps error messages bounded even when the offending value is huge.
+fn clip(s: &str) -> String {
+    const MAX: usize = 80;
+    if s.chars().count() <= MAX {
+        s.to_string()
+    } else {
+        format!("{}...", s.chars().take(MAX).collect::<String>())
+    }
+}
+
+/// parsed -> validated. Returns every problem found.
+pub fn validate(doc: Document, hash: String) -> Result<ValidConfig, Vec<Problem>> {
+    let mut c = Checker { problems: Vec::new() };
+
+    let http = doc.listen.http.as_deref().and_then(|a| c.addr("listen.http", a));
+    let https = doc.listen.https.as_deref().and_then(|a| c.addr("listen.https", a));
+    let admin = doc.listen.admin.as_deref().and_then(|a| c.addr("listen.admin", a));
+    if doc.listen.http.is_none() && doc.listen.https.is_none() {
+        c.err("listen", "at least one of `http` or `https` is needed");
+    }
+    let mut seen_listen: HashMap<SocketAddr, &str> = HashMap::new();
+    for (name, addr) in [("listen.http", http), ("listen.https", https), ("listen.admin", admin)] {
+        // Port 0 asks the OS for a free port: never a clash.
+        if let Some(a) = addr.filter(|a| a.port() != 0) {
+            if let Some(prev) = seen_listen.insert(a, name) {
+                c.err(name, format!("{a} is already used by {prev}"));
+            }
+        }
+    }
+
+    check_name(&mut c, "node.name", &doc.node.name);
+    check_name(&mut c, "node.city", &doc.node.city);
+
+    let l = &doc.limits;
+    c.range("limits.header_timeout_ms", l.header_timeout_ms, range::HEADER_TIMEOUT_MS);
+    c.range("limits.idle_timeout_ms", l.idle_timeout_ms, range::IDLE_TIMEOUT_MS);
+    c.range("limits.body_timeout_ms", l.body_timeout_ms, range::BODY_TIMEOUT_MS);
+    c.range("limits.max_header_bytes", l.max_header_bytes, range::MAX_HEADER_BYTES);
+    c.range("limits.max_headers", l.max_headers, range::MAX_HEADERS);
+    c.range("limits.max_connections", l.max_connections, range::MAX_CONNECTIONS);
+    c.range("limits.max_connections_per_ip", l.max_connections_per_ip, range::MAX_CONNECTIONS_PER_IP);
+    c.range("limits.max_h2_streams", l.max_h2_streams, range::MAX_H2_STREAMS);
+    c.range("limits.drain_timeout_ms", l.drain_timeout_ms, range::DRAIN_TIMEOUT_MS);
+    if l.max_connections_per_ip > l.max_connections {
+        c.err("limits.max_connections_per_ip", "must not exceed limits.max_connections");
+    }
+
+    let t = &doc.access_log.target;
+    if t.is_empty() || t.len() > limits::MAX_PATH_LEN {
+        c.err(
+            "access_log.target",
+            format!("must be \"off\", \"stdout\" or a file path of 1..={} bytes", limits::MAX_PATH_LEN),
+        );
+    }
+    c.range("access_log.buffer", doc.access_log.buffer, range::ACCESS_LOG_BUFFER);
+
+    c.count("zones", &doc.zones, 0, limits::MAX_ZONES);
+    let mut zone_names: HashMap<&str, usize> = HashMap::new();
+    let mut hostnames: HashMap<String, String> = HashMap::new();
+    let mut zones = Vec::with_capacity(doc.zones.len().min(limits::MAX_ZONES));
+    for (zi, z) in doc.zones.iter().enumerate().take(limits::MAX_ZONES) {
+        let p = format!("zones[{zi}]");
+        check_name(&mut c, format!("{p}.name"), &z.name);
+        if let Some(prev) = zone_names.insert(z.name.as_str(), zi) {
+            c.err(format!("{p}.name"), format!("duplicate zone name `{}` (also zones[{prev}])", clip(&z.name)));
+        }
+
+        c.count(format!("{p}.hostnames"), &z.hostnames, 1, limits::MAX_HOSTNAMES_PER_ZONE);
+        let mut zone_hosts = Vec::new();
+        for (hi, h) in z.hostnames.iter().enumerate().take(limits::MAX_HOSTNAMES_PER_ZONE) {
+            let hp = format!("{p}.hostnames[{hi}]");
+            match check_hostname(h) {
+                Ok(norm) => {
+                    if let Some(prev) = hostnames.insert(norm.clone(), hp.clone()) {
+                        c.err(hp, format!("duplicate hostname `{norm}` (also {prev})"));
+                    }
+                    zone_hosts.push(norm);
+                }
+                Err(why) => c.err(hp, why),
+            }
+        }
+
+        c.count(format!("{p}.origins"), &z.origins, 1, limits::MAX_ORIGINS_PER_ZONE);
+        let mut addrs = Vec::new();
+        let mut seen_addr: HashMap<SocketAddr, usize> = HashMap::new();
+        for (oi, o) in z.origins.iter().enumerate().take(limits::MAX_ORIGINS_PER_ZONE) {
+            let op = format!("{p}.origins[{oi}]");
+            if let Some(a) = c.addr(format!("{op}.address"), &o.address) {
+                if let Some(prev) = seen_addr.insert(a, oi) {
+                    c.err(format!("{op}.address"), format!("duplicate origin {a} (also {p}.origins[{prev}])"));
+                }
+                addrs.push(a);
+            }
+            c.range(format!("{op}.weight"), u64::from(o.weight), range::WEIGHT);
+        }
+
+        let hash_key = match (&z.balance, z.hash_key.as_deref()) {
+            (Balance::ConsistentHash, Some(k)) => match parse_hash_key(k) {
+                Ok(k) => k,
+                Err(why) => {
+                    c.err(format!("{p}.hash_key"), why);
+                    HashKey::ClientIp
+                }
+            },
+            (Balance::ConsistentHash, None) => HashKey::ClientIp,
+            (_, Some(_)) => {
+                c.err(format!("{p}.hash_key"), "only meaningful with balance = \"consistent_hash\"");
+                HashKey::ClientIp
+            }
+            (_, None) => HashKey::ClientIp,
+        };
+
+        let t = &z.timeouts;
+        c.range(format!("{p}.timeouts.connect_ms"), t.connect_ms, range::CONNECT_TIMEOUT_MS);
+        c.range(format!("{p}.timeouts.response_header_ms"), t.response_header_ms, range::RESPONSE_HEADER_TIMEOUT_MS);
+        c.range(format!("{p}.timeouts.idle_ms"), t.idle_ms, range::UPSTREAM_IDLE_TIMEOUT_MS);
+        c.range(format!("{p}.timeouts.total_ms"), t.total_ms, range::TOTAL_TIMEOUT_MS);
+        if t.total_ms < t.response_header_ms.min(range::TOTAL_TIMEOUT_MS.1) && t.total_ms >= range::TOTAL_TIMEOUT_MS.0 {
+            c.err(format!("{p}.timeouts.total_ms"), "must be at least timeouts.response_header_ms");
+        }
+
+        let r = &z.retries;
+        c.range(format!("{p}.retries.attempts"), u64::from(r.attempts), range::RETRIES);
+        c.range(format!("{p}.retries.budget_percent"), r.budget_percent, range::RETRY_BUDGET_PERCENT);
+        c.range(format!("{p}.retries.min_concurrent"), r.min_concurrent, range::RETRY_MIN_CONCURRENT);
+
+        if let Some(h) = &z.health_check {
+            let hp = format!("{p}.health_check");
+            if !h.path.starts_with('/')
+                || h.path.len() > limits::MAX_PATH_LEN
+                || h.path.chars().any(|ch| ch.is_control() || ch == ' ')
+            {
+                c.err(
+                    format!("{hp}.path"),
+                    format!(
+                        "must start with `/`, have no spaces or control characters, and be at most {} bytes",
+                        limits::MAX_PATH_LEN
+                    ),
+                );
+            }
+            c.range(format!("{hp}.interval_ms"), h.interval_ms, range::HEALTH_INTERVAL_MS);
+            c.range(format!("{hp}.timeout_ms"), h.timeout_ms, range::HEALTH_TIMEOUT_MS);
+            c.range(format!("{hp}.expected_status"), u64::from(h.expected_status), range::HEALTH_STATUS);
+            c.range(format!("{hp}.healthy_threshold"), u64::from(h.healthy_threshold), range::HEALTH_THRESHOLD);
+            c.range(format!("{hp}.unhealthy_threshold"), u64::from(h.unhealthy_threshold), range::HEALTH_THRESHOLD);
+        }
+
+        let ph = &z.passive_health;
+        c.range(
+            format!("{p}.passive_health.consecutive_failures"),
+            u64::from(ph.consecutive_failures),
+            range::EJECT_CONSECUTIVE_FAILURES,
+        );
+        c.range(format!("{p}.passive_health.ejection_ms"), ph.ejection_ms, range::EJECT_BASE_MS);
+        c.range(format!("{p}.passive_health.max_ejection_ms"), ph.max_ejection_ms, range::EJECT_MAX_MS);
+        if ph.max_ejection_ms < ph.ejection_ms {
+            c.err(format!("{p}.passive_health.max_ejection_ms"), "must be at least passive_health.ejection_ms");
+        }
+
+        c.range(format!("{p}.max_body_bytes"), z.max_body_bytes, range::MAX_BODY_BYTES);
+
+        if let Some(tls) = &z.tls {
+            for (field, v) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
+                if v.is_empty() || v.len() > limits::MAX_PATH_LEN {
+                    c.err(
+                        format!("{p}.tls.{field}"),
+                        format!("must be a file path of 1..={} bytes", limits::MAX_PATH_LEN),
+                    );
+                }
+            }
+            if https.is_none() {
+                c.err(format!("{p}.tls"), "a certificate is configured but listen.https is not set");
+            }
+        }
+
+        zones.push(ValidZone { origin_addrs: addrs, hash_key, hostnames: zone_hosts });
+    }
+
+    if c.problems.is_empty() {
+        Ok(ValidConfig { doc, hash, http, https, admin, zones })
+    } else {
+        Err(c.problems)
+    }
+}
+
+fn check_name(c: &mut Checker, path: impl Into<String>, name: &str) {
+    let ok = !name.is_empty()
+        && name.len() <= limits::MAX_NAME_LEN
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !ok {
+        c.err(
+            path,
+            format!("`{}` must be 1..={} characters of a-z, A-Z, 0-9, `-`, `_`, `.`", clip(name), limits::MAX_NAME_LEN),
+        );
+    }
+}
+
+/// Checks one hostname (exact, or `*.` followed by an exact name) and returns it lowercased.
+pub(crate) fn check_hostname(h: &str) -> Result<String, String> {
+    let norm = h.to_ascii_lowercase();
+    let bare = norm.strip_prefix("*.").unwrap_or(&norm);
+    if norm.len() > limits::MAX_HOSTNAME_LEN {
+        return Err(format!("hostname is {} bytes; the limit is {}", norm.len(), limits::MAX_HOSTNAME_LEN));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if bare.is_empty() || !bare.split('.').all(label_ok) {
+        return Err(format!(
+            "`{}` is not a hostname (labels of a-z, 0-9, `-`; a wildcard is `*.` followed by a name)",
+            clip(h)
+        ));
+    }
+    Ok(norm)
+}
+
+fn parse_hash_key(k: &str) -> Result<HashKey, String> {
+    let header_ok = |n: &str| {
+        !n.is_empty() && n.len() <= 128 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    match k {
+        "client_ip" => Ok(HashKey::ClientIp),
+        "path" => Ok(HashKey::Path),
+        "uri" => Ok(HashKey::Uri),
+        _ => {
+            if let Some(n) = k.strip_prefix("header:").filter(|n| header_ok(n)) {
+                Ok(HashKey::Header(n.to_ascii_lowercase()))
+            } else if let Some(n) = k.strip_prefix("cookie:").filter(|n| header_ok(n)) {
+                Ok(HashKey::Cookie(n.to_string()))
+            } else {
+                Err(format!("`{}` is not one of client_ip, path, uri, header:NAME, cookie:NAME", clip(k)))
+            }
+        }
+    }
+}

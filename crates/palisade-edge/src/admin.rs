@@ -1,0 +1,113 @@
+//! The admin listener (loopback by default): `/metrics`, `/healthz`, `/config`, `POST /reload`,
+//! `POST /config` (apply a document sent in the body) and `POST /shutdown`. Answers use the
+//! envelope users of edge-provider APIs know: `{success, errors:[{code,message}], messages, result}`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use palisade_config::{limits::MAX_DOCUMENT_BYTES, Problem};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::server::{Applied, EdgeShared};
+
+pub async fn serve(shared: Arc<EdgeShared>, listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(route(shared, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(value.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn envelope_ok(result: serde_json::Value) -> Response<Full<Bytes>> {
+    json_response(StatusCode::OK, json!({"success": true, "errors": [], "messages": [], "result": result}))
+}
+
+fn envelope_problems(status: StatusCode, problems: &[Problem]) -> Response<Full<Bytes>> {
+    let errors: Vec<_> = problems
+        .iter()
+        .map(|p| json!({"code": 1001, "message": p.to_string(), "path": p.path, "detail": p.message}))
+        .collect();
+    json_response(
+        status,
+        json!({"success": false, "errors": errors, "messages": ["the running configuration was kept"], "result": null}),
+    )
+}
+
+fn applied(a: Applied) -> Response<Full<Bytes>> {
+    envelope_ok(serde_json::to_value(a).unwrap_or_default())
+}
+
+async fn route(shared: Arc<EdgeShared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => {
+            let mut r = Response::new(Full::new(Bytes::from(shared.metrics.render())));
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+            r
+        }
+        (&Method::GET, "/healthz") => {
+            let snap = shared.snapshot.load();
+            envelope_ok(json!({"status": "ok", "version": snap.version(), "hash": snap.hash()}))
+        }
+        (&Method::GET, "/config") => {
+            let snap = shared.snapshot.load();
+            envelope_ok(json!({
+                "version": snap.version(),
+                "hash": snap.hash(),
+                "source": snap.source,
+                "node": snap.config.doc.node,
+                "zones": snap.config.doc.zones.iter().map(|z| &z.name).collect::<Vec<_>>(),
+            }))
+        }
+        (&Method::POST, "/reload") => match shared.reload().await {
+            Ok(a) => applied(a),
+            Err(p) => envelope_problems(StatusCode::UNPROCESSABLE_ENTITY, &p),
+        },
+        (&Method::POST, "/config") => {
+            let body = match Limited::new(req.into_body(), MAX_DOCUMENT_BYTES).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return envelope_problems(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &[Problem {
+                            path: "(document)".into(),
+                            message: format!("larger than {MAX_DOCUMENT_BYTES} bytes"),
+                        }],
+                    )
+                }
+            };
+            match shared.apply(&body, "admin API") {
+                Ok(a) => applied(a),
+                Err(p) => envelope_problems(StatusCode::UNPROCESSABLE_ENTITY, &p),
+            }
+        }
+        (&Method::POST, "/shutdown") => {
+            let _ = shared.shutdown.send(true);
+            envelope_ok(json!({"shutting_down": true}))
+        }
+        _ => json_response(
+            StatusCode::NOT_FOUND,
+            json!({"success": false, "errors": [{"code": 1000, "message": "no such admin endpoint"}], "messages": [], "result": null}),
+        ),
+    }
+}

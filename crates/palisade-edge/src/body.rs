@@ -1,0 +1,182 @@
+//! Body types of the request path. Bodies stream both ways frame by frame; nothing here buffers a
+//! whole body.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+
+use crate::finish::Finish;
+
+/// Error type of the bodies we produce.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The downstream request body on its way to the origin, with the zone's size limit applied as it
+/// streams (a `Content-Length` over the limit is refused before any byte is read).
+pub struct RequestBody {
+    inner: Option<Incoming>,
+    remaining: u64,
+    /// Set when the limit was hit, so the handler answers 413 rather than 502.
+    pub(crate) too_large: Arc<AtomicBool>,
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming, limit: u64, too_large: Arc<AtomicBool>) -> Self {
+        Self { inner: Some(inner), remaining: limit, too_large }
+    }
+
+    pub fn empty() -> Self {
+        Self { inner: None, remaining: 0, too_large: Arc::default() }
+    }
+}
+
+#[derive(Debug)]
+struct TooLarge;
+impl std::fmt::Display for TooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request body exceeds the zone's max_body_bytes")
+    }
+}
+impl std::error::Error for TooLarge {}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let Some(inner) = self.inner.as_mut() else { return Poll::Ready(None) };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > self.remaining {
+                        self.too_large.store(true, Ordering::Relaxed);
+                        self.inner = None;
+                        return Poll::Ready(Some(Err(Box::new(TooLarge))));
+                    }
+                    self.remaining -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.as_ref().map(|b| b.size_hint()).unwrap_or_else(|| SizeHint::with_exact(0))
+    }
+}
+
+enum Source {
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+/// Every response body the edge sends: a local page or the origin's streamed body. It counts the
+/// bytes it sends, enforces the pool's total deadline, and on drop hands the request's record to
+/// [`Finish`] (metrics, access log, in-flight counters), so every exit path is accounted once.
+pub struct EdgeBody {
+    source: Source,
+    deadline: Option<Pin<Box<Sleep>>>,
+    finish: Option<Finish>,
+}
+
+impl EdgeBody {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        Self { source: Source::Full(Some(bytes.into())), deadline: None, finish: None }
+    }
+
+    pub fn empty() -> Self {
+        Self { source: Source::Full(None), deadline: None, finish: None }
+    }
+
+    pub fn upstream(body: Incoming, deadline: Option<Pin<Box<Sleep>>>) -> Self {
+        Self { source: Source::Upstream(body), deadline, finish: None }
+    }
+
+    pub fn set_finish(&mut self, f: Finish) {
+        self.finish = Some(f);
+    }
+
+    pub fn finish_mut(&mut self) -> Option<&mut Finish> {
+        self.finish.as_mut()
+    }
+}
+
+#[derive(Debug)]
+struct TotalTimeout;
+impl std::fmt::Display for TotalTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("origin exchange exceeded timeouts.total_ms")
+    }
+}
+impl std::error::Error for TotalTimeout {}
+
+impl Body for EdgeBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = match &mut this.source {
+            Source::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Source::Upstream(body) => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e) as BoxError))),
+                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => {
+                    if let Some(d) = this.deadline.as_mut() {
+                        if d.as_mut().poll(cx).is_ready() {
+                            if let Some(f) = this.finish.as_mut() {
+                                f.total_timeout = true;
+                            }
+                            return Poll::Ready(Some(Err(Box::new(TotalTimeout))));
+                        }
+                    }
+                    Poll::Pending
+                }
+            },
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(d), Some(f)) = (frame.data_ref(), this.finish.as_mut()) {
+                    f.bytes_sent += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(f) = this.finish.as_mut() {
+                    f.completed = true;
+                }
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.source {
+            Source::Full(b) => b.is_none(),
+            Source::Upstream(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.source {
+            Source::Full(b) => SizeHint::with_exact(b.as_ref().map(|b| b.len() as u64).unwrap_or(0)),
+            Source::Upstream(b) => b.size_hint(),
+        }
+    }
+}
+
+use std::future::Future;

@@ -1,0 +1,104 @@
+//! The end of a request: one place that updates metrics, writes the access-log record and
+//! releases in-flight counters, run when the response body is dropped (completed, failed, or the
+//! client went away), so that no exit path is counted twice or forgotten.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use crate::access_log::AccessRecord;
+use crate::guard::ConnShared;
+use crate::metrics::ZoneStats;
+use crate::pool::{OriginState, RetryBudget};
+use crate::server::EdgeShared;
+
+pub struct Finish {
+    pub edge: Arc<EdgeShared>,
+    pub conn: Arc<ConnShared>,
+    pub started: Instant,
+    pub started_wall: SystemTime,
+    pub request_id: String,
+    pub client_ip: IpAddr,
+    pub method: hyper::Method,
+    pub host: String,
+    pub path: String,
+    pub protocol: &'static str,
+    pub status: u16,
+    pub zone: Option<(Arc<str>, Arc<ZoneStats>, Arc<RetryBudget>)>,
+    pub origin: Option<Arc<OriginState>>,
+    pub origin_duration: Option<Duration>,
+    pub bytes_sent: u64,
+    pub completed: bool,
+    pub total_timeout: bool,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.conn.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let elapsed = self.started.elapsed();
+        if let Some((_, stats, budget)) = &self.zone {
+            budget.requests_in_flight.fetch_sub(1, Ordering::Relaxed);
+            stats.latency.observe(elapsed);
+            if self.origin.is_none() {
+                stats.local.add(self.status);
+            }
+        }
+        if let Some(o) = &self.origin {
+            o.in_flight.fetch_sub(1, Ordering::Relaxed);
+            o.stats.responses.add(self.status);
+            if self.total_timeout {
+                o.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if self.edge.access_log.enabled() {
+            let record = AccessRecord {
+                edge_start_timestamp: humantime_rfc3339(self.started_wall),
+                ray_id: std::mem::take(&mut self.request_id),
+                zone_name: self.zone.as_ref().map(|z| z.0.to_string()).unwrap_or_default(),
+                client_ip: self.client_ip.to_string(),
+                client_request_method: self.method.to_string(),
+                client_request_host: std::mem::take(&mut self.host),
+                client_request_path: std::mem::take(&mut self.path),
+                client_request_protocol: self.protocol,
+                edge_response_status: self.status,
+                edge_response_bytes: self.bytes_sent,
+                edge_time_ms: elapsed.as_secs_f64() * 1000.0,
+                origin_ip: self.origin.as_ref().map(|o| o.label.clone()),
+                origin_response_time_ms: self.origin_duration.map(|d| d.as_secs_f64() * 1000.0),
+                edge_response_completed: self.completed,
+            };
+            self.edge.access_log.send(record, &self.edge.metrics);
+        }
+    }
+}
+
+/// RFC 3339 UTC timestamp with milliseconds, without pulling in a date crate.
+pub fn humantime_rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{:03}Z", d.subsec_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339() {
+        let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_763_460_000_123);
+        assert_eq!(super::humantime_rfc3339(t), "2025-11-18T10:00:00.123Z");
+    }
+}

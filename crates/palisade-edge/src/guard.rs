@@ -1,0 +1,672 @@
+//! The connection guard: an I/O wrapper between the socket and hyper that checks every HTTP/1.x
+//! request head on the raw bytes *before* hyper parses it, and enforces the connection timers.
+//!
+//! Why raw bytes: hyper quietly merges duplicate identical `Content-Length` headers and drops
+//! `Content-Length` when `Transfer-Encoding` is present. Those are exactly the ambiguous framings a
+//! request-smuggling attack relies on, and we must answer them with 400 instead of guessing. The
+//! guard also tracks body framing (length or chunked) so that it finds the next head on a
+//! keep-alive connection, and it validates chunk syntax on the way.
+//!
+//! A head that fails a check is never shown to hyper: the guard hands hyper a fixed placeholder
+//! request instead and records the rejection in [`ConnShared`] under the request's index; the
+//! service answers that request with the recorded status and closes the connection.
+//!
+//! Timers (a slowloris client must not hold a connection): a request head must complete within
+//! `header_timeout` of its first byte; a body must make progress every `body_timeout`; a connection
+//! with no request in flight and no bytes moving is closed after `idle_timeout`.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// The fixed request hyper sees in place of a rejected head.
+pub(crate) const PLACEHOLDER: &[u8] =
+    b"GET /.palisade/rejected HTTP/1.1\r\nhost: rejected.invalid\r\nconnection: close\r\n\r\n";
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const READ_CHUNK: usize = 16 * 1024;
+const MAX_CHUNK_EXT: usize = 4096;
+
+#[derive(Debug, Clone, Copy)]
+pub struct GuardLimits {
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub body_timeout: Duration,
+}
+
+/// A reason to refuse a request head, with the status it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    BadRequestLine,
+    BadHeader,
+    HeadersTooLarge,
+    TooManyHeaders,
+    ContentLengthAndTransferEncoding,
+    DuplicateContentLength,
+    BadContentLength,
+    BadTransferEncoding,
+    UnsupportedTransferEncoding,
+    MissingHost,
+    DuplicateHost,
+    BadChunk,
+    MethodNotAllowed,
+}
+
+impl Rejection {
+    pub fn status(self) -> u16 {
+        match self {
+            Rejection::HeadersTooLarge | Rejection::TooManyHeaders => 431,
+            Rejection::UnsupportedTransferEncoding => 501,
+            Rejection::MethodNotAllowed => 405,
+            _ => 400,
+        }
+    }
+
+    /// Short machine-readable reason, used in metrics labels and error pages.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Rejection::BadRequestLine => "bad_request_line",
+            Rejection::BadHeader => "bad_header",
+            Rejection::HeadersTooLarge => "headers_too_large",
+            Rejection::TooManyHeaders => "too_many_headers",
+            Rejection::ContentLengthAndTransferEncoding => "content_length_and_transfer_encoding",
+            Rejection::DuplicateContentLength => "duplicate_content_length",
+            Rejection::BadContentLength => "bad_content_length",
+            Rejection::BadTransferEncoding => "bad_transfer_encoding",
+            Rejection::UnsupportedTransferEncoding => "unsupported_transfer_encoding",
+            Rejection::MissingHost => "missing_host",
+            Rejection::DuplicateHost => "duplicate_host",
+            Rejection::BadChunk => "bad_chunk",
+            Rejection::MethodNotAllowed => "method_not_allowed",
+        }
+    }
+
+    pub const ALL: [Rejection; 13] = [
+        Rejection::BadRequestLine,
+        Rejection::BadHeader,
+        Rejection::HeadersTooLarge,
+        Rejection::TooManyHeaders,
+        Rejection::ContentLengthAndTransferEncoding,
+        Rejection::DuplicateContentLength,
+        Rejection::BadContentLength,
+        Rejection::BadTransferEncoding,
+        Rejection::UnsupportedTransferEncoding,
+        Rejection::MissingHost,
+        Rejection::DuplicateHost,
+        Rejection::BadChunk,
+        Rejection::MethodNotAllowed,
+    ];
+}
+
+/// State shared between one connection's guard and the service handling its requests.
+#[derive(Debug, Default)]
+pub struct ConnShared {
+    /// Requests currently being handled (incremented by the service, decremented when the
+    /// response body ends). The idle timer runs only when this is zero.
+    pub in_flight: AtomicUsize,
+    /// Set by the service after a successful protocol upgrade: the guard stops timing the tunnel.
+    pub upgraded: AtomicBool,
+    /// Index of the next request the service will see (HTTP/1 requests are strictly sequential).
+    pub next_request: AtomicU64,
+    /// A head rejected by the guard, by request index.
+    rejected: Mutex<Option<(u64, Rejection)>>,
+    /// A body the guard found malformed, by request index.
+    bad_body: Mutex<Option<(u64, Rejection)>>,
+}
+
+impl ConnShared {
+    /// The rejection recorded for request `index`, if its head was refused.
+    pub fn rejection_for(&self, index: u64) -> Option<Rejection> {
+        lock(&self.rejected).filter(|(i, _)| *i == index).map(|(_, r)| r)
+    }
+
+    /// The body error recorded for request `index`, if its body was malformed.
+    pub fn body_error_for(&self, index: u64) -> Option<Rejection> {
+        lock(&self.bad_body).filter(|(i, _)| *i == index).map(|(_, r)| r)
+    }
+}
+
+fn lock<T: Copy>(m: &Mutex<Option<T>>) -> Option<T> {
+    match m.lock() {
+        Ok(g) => *g,
+        Err(poisoned) => *poisoned.into_inner(),
+    }
+}
+
+fn set<T>(m: &Mutex<Option<T>>, v: T) {
+    match m.lock() {
+        Ok(mut g) => *g = Some(v),
+        Err(poisoned) => *poisoned.into_inner() = Some(v),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Size { digits: u8, value: u64 },
+    Ext { len: usize, value: u64 },
+    SizeLf { value: u64 },
+    Data(u64),
+    DataCr,
+    DataLf,
+    TrailerStart,
+    Trailer,
+    TrailerLf,
+    FinalLf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for (or inside) a request head.
+    Head,
+    /// Inside a body of known remaining length.
+    Body(u64),
+    Chunked(Chunk),
+    /// After a placeholder or a body error: nothing more is read from this connection.
+    Closed,
+    /// HTTP/2 or an upgraded/tunnelled connection: bytes pass unchecked.
+    Passthrough,
+}
+
+/// What a complete head tells about what follows it.
+enum HeadVerdict {
+    Body(u64),
+    Chunked,
+    Upgrade,
+    H2Preface,
+}
+
+/// The wrapper. See the module documentation.
+pub struct Guarded<IO> {
+    io: IO,
+    shared: Arc<ConnShared>,
+    limits: GuardLimits,
+    state: State,
+    /// Bytes read from the socket not yet released to hyper.
+    raw: BytesMut,
+    /// Bytes released to hyper but not yet copied out (a checked head, or the placeholder).
+    out: BytesMut,
+    /// Heads released so far; the index of the next head.
+    heads: u64,
+    head_started: Option<Instant>,
+    last_activity: Instant,
+    /// Trailer bytes seen in the current chunked body.
+    trailer_bytes: usize,
+    upgrade_after_body: bool,
+    timer: Pin<Box<Sleep>>,
+    timer_deadline: Option<Instant>,
+    /// The connection is past its first request (the first one is held to the header timeout).
+    seen_request: bool,
+    eof: bool,
+}
+
+impl<IO> Guarded<IO> {
+    /// Wraps a connection that speaks HTTP/1.x or sends the HTTP/2 preface.
+    pub fn new(io: IO, shared: Arc<ConnShared>, limits: GuardLimits) -> Self {
+        let now = Instant::now();
+        Self {
+            io,
+            shared,
+            limits,
+            state: State::Head,
+            raw: BytesMut::new(),
+            out: BytesMut::new(),
+            heads: 0,
+            head_started: None,
+            last_activity: now,
+            trailer_bytes: 0,
+            upgrade_after_body: false,
+            timer: Box::pin(tokio::time::sleep_until(now + limits.header_timeout)),
+            timer_deadline: None,
+            seen_request: false,
+            eof: false,
+        }
+    }
+
+    /// Wraps a connection already known to be HTTP/2 (ALPN): only the idle timer applies.
+    pub fn passthrough(io: IO, shared: Arc<ConnShared>, limits: GuardLimits) -> Self {
+        let mut g = Self::new(io, shared, limits);
+        g.state = State::Passthrough;
+        g
+    }
+
+    pub fn get_ref(&self) -> &IO {
+        &self.io
+    }
+
+    /// Moves as many raw bytes as the state machine allows into `out`. Returns false when it
+    /// needs more input.
+    fn advance(&mut self) -> bool {
+        loop {
+            if self.raw.is_empty() {
+                return false;
+            }
+            match self.state {
+                State::Closed => {
+                    self.raw.clear();
+                    return false;
+                }
+                State::Passthrough => {
+                    let all = self.raw.split();
+                    self.out.unsplit(all);
+                    return true;
+                }
+                State::Body(n) => {
+                    let take = usize::try_from(n).unwrap_or(usize::MAX).min(self.raw.len());
+                    let part = self.raw.split_to(take);
+                    self.out.unsplit(part);
+                    let left = n - take as u64;
+                    self.state = if left == 0 { self.after_body() } else { State::Body(left) };
+                    return true;
+                }
+                State::Chunked(c) => {
+                    return self.advance_chunked(c);
+                }
+                State::Head => {
+                    if self.head_started.is_none() {
+                        self.head_started = Some(Instant::now());
+                    }
+                    match self.check_head() {
+                        Ok(None) => return false,
+                        Ok(Some((len, verdict))) => {
+                            let head = self.raw.split_to(len);
+                            self.out.unsplit(head);
+                            self.heads += 1;
+                            self.head_started = None;
+                            self.seen_request = true;
+                            self.state = match verdict {
+                                HeadVerdict::H2Preface => State::Passthrough,
+                                HeadVerdict::Upgrade => State::Passthrough,
+                                HeadVerdict::Body(0) => self.after_body(),
+                                HeadVerdict::Body(n) => State::Body(n),
+                                HeadVerdict::Chunked => {
+                                    self.trailer_bytes = 0;
+                                    State::Chunked(Chunk::Size { digits: 0, value: 0 })
+                                }
+                            };
+                            // Continue: a pipelined body or the next head may already be buffered.
+                        }
+                        Err(rejection) => {
+                            set(&self.shared.rejected, (self.heads, rejection));
+                            self.heads += 1;
+                            self.raw.clear();
+                            self.out.extend_from_slice(PLACEHOLDER);
+                            self.state = State::Closed;
+                            return true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn after_body(&mut self) -> State {
+        if std::mem::take(&mut self.upgrade_after_body) {
+            State::Passthrough
+        } else {
+            State::Head
+        }
+    }
+
+    fn fail_body(&mut self) -> bool {
+        // The head that started this body has index heads - 1.
+        set(&self.shared.bad_body, (self.heads.saturating_sub(1), Rejection::BadChunk));
+        self.raw.clear();
+        self.state = State::Closed;
+        self.eof = true;
+        !self.out.is_empty()
+    }
+
+    fn advance_chunked(&mut self, mut c: Chunk) -> bool {
+        let mut i = 0usize;
+        let mut done = false;
+        let mut failed = false;
+        let len = self.raw.len();
+        while i < len {
+            let Some(&b) = self.raw.get(i) else { break };
+            let next = match c {
+                Chunk::Data(n) => {
+                    let take = n.min((len - i) as u64);
+                    i += take as usize;
+                    c = if take == n { Chunk::DataCr } else { Chunk::Data(n - take) };
+                    continue;
+                }
+                Chunk::Size { digits, value } => match hex_value(b) {
+                    Some(d) if digits < 15 => {
+                        Some(Chunk::Size { digits: digits + 1, value: (value << 4) | u64::from(d) })
+                    }
+                    Some(_) => None,
+                    None if digits == 0 => None,
+                    None if b == b';' => Some(Chunk::Ext { len: 0, value }),
+                    None if b == b'\r' => Some(Chunk::SizeLf { value }),
+                    None => None,
+                },
+                Chunk::Ext { len, value } => match b {
+                    b'\r' => Some(Chunk::SizeLf { value }),
+                    b'\t' if len < MAX_CHUNK_EXT => Some(Chunk::Ext { len: len + 1, value }),
+                    _ if b < 0x20 || b == 0x7f || len >= MAX_CHUNK_EXT => None,
+                    _ => Some(Chunk::Ext { len: len + 1, value }),
+                },
+                Chunk::SizeLf { value } => match b {
+                    b'\n' if value == 0 => Some(Chunk::TrailerStart),
+                    b'\n' => Some(Chunk::Data(value)),
+                    _ => None,
+                },
+                Chunk::DataCr => (b == b'\r').then_some(Chunk::DataLf),
+                Chunk::DataLf => (b == b'\n').then_some(Chunk::Size { digits: 0, value: 0 }),
+                Chunk::TrailerStart => match b {
+                    b'\r' => Some(Chunk::FinalLf),
+                    b'\n' => None,
+                    _ => Some(Chunk::Trailer),
+                },
+                Chunk::Trailer => match b {
+                    b'\r' => Some(Chunk::TrailerLf),
+                    _ if b < 0x20 && b != b'\t' => None,
+                    _ => Some(Chunk::Trailer),
+                },
+                Chunk::TrailerLf => (b == b'\n').then_some(Chunk::TrailerStart),
+                Chunk::FinalLf => (b == b'\n').then_some(Chunk::FinalLf),
+            };
+            let Some(n) = next else {
+                failed = true;
+                break;
+            };
+            i += 1;
+            if c == Chunk::FinalLf {
+                done = true;
+                break;
+            }
+            c = n;
+            if matches!(c, Chunk::Trailer | Chunk::TrailerLf) {
+                self.trailer_bytes += 1;
+                if self.trailer_bytes > self.limits.max_header_bytes {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        let valid = self.raw.split_to(i.min(len));
+        self.out.unsplit(valid);
+        if failed {
+            return self.fail_body();
+        }
+        self.state = if done { self.after_body() } else { State::Chunked(c) };
+        true
+    }
+
+    /// Checks the head at the start of `raw`. `Ok(None)`: incomplete.
+    fn check_head(&mut self) -> Result<Option<(usize, HeadVerdict)>, Rejection> {
+        let buf = &self.raw[..];
+        if self.heads == 0 {
+            if buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(buf) {
+                return Ok(None);
+            }
+            if buf.starts_with(H2_PREFACE) {
+                return Ok(Some((buf.len(), HeadVerdict::H2Preface)));
+            }
+        }
+        let mut headers = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
+        let mut req = httparse::Request::new(&mut headers);
+        let len = match req.parse(buf) {
+            Ok(httparse::Status::Partial) => {
+                if buf.len() > self.limits.max_header_bytes {
+                    return Err(Rejection::HeadersTooLarge);
+                }
+                return Ok(None);
+            }
+            Ok(httparse::Status::Complete(n)) => n,
+            Err(httparse::Error::TooManyHeaders) => return Err(Rejection::TooManyHeaders),
+            Err(httparse::Error::Version | httparse::Error::Token | httparse::Error::NewLine) => {
+                return Err(if buf.len() > self.limits.max_header_bytes {
+                    Rejection::HeadersTooLarge
+                } else {
+                    Rejection::BadRequestLine
+                })
+            }
+            Err(_) => return Err(Rejection::BadHeader),
+        };
+        if len > self.limits.max_header_bytes {
+            return Err(Rejection::HeadersTooLarge);
+        }
+        let method = req.method.unwrap_or("");
+        if method.eq_ignore_ascii_case("CONNECT") {
+            return Err(Rejection::MethodNotAllowed);
+        }
+        let http11 = req.version == Some(1);
+        let mut content_length: Option<u64> = None;
+        let mut te_seen = false;
+        let mut hosts = 0usize;
+        let mut upgrade = false;
+        let mut connection_upgrade = false;
+        for h in req.headers.iter() {
+            let name = h.name;
+            if name.eq_ignore_ascii_case("content-length") {
+                if content_length.is_some() {
+                    return Err(Rejection::DuplicateContentLength);
+                }
+                content_length = Some(parse_content_length(h.value)?);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                if te_seen || !http11 {
+                    return Err(Rejection::BadTransferEncoding);
+                }
+                te_seen = true;
+                let v = std::str::from_utf8(h.value).map_err(|_| Rejection::BadTransferEncoding)?;
+                if !v.trim().eq_ignore_ascii_case("chunked") {
+                    return Err(if v.to_ascii_lowercase().contains("chunked") {
+                        Rejection::BadTransferEncoding
+                    } else {
+                        Rejection::UnsupportedTransferEncoding
+                    });
+                }
+            } else if name.eq_ignore_ascii_case("host") {
+                hosts += 1;
+            } else if name.eq_ignore_ascii_case("upgrade") {
+                upgrade = true;
+            } else if name.eq_ignore_ascii_case("connection") {
+                connection_upgrade |=
+                    h.value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
+            }
+        }
+        if te_seen && content_length.is_some() {
+            return Err(Rejection::ContentLengthAndTransferEncoding);
+        }
+        if hosts > 1 {
+            return Err(Rejection::DuplicateHost);
+        }
+        if http11 && hosts == 0 {
+            return Err(Rejection::MissingHost);
+        }
+        let verdict = if te_seen { HeadVerdict::Chunked } else { HeadVerdict::Body(content_length.unwrap_or(0)) };
+        if upgrade && connection_upgrade {
+            self.upgrade_after_body = true;
+            if let HeadVerdict::Body(0) = verdict {
+                return Ok(Some((len, HeadVerdict::Upgrade)));
+            }
+        }
+        Ok(Some((len, verdict)))
+    }
+
+    /// The deadline that applies now, if any.
+    fn deadline(&self) -> Option<Instant> {
+        let idle = || {
+            if self.shared.in_flight.load(Ordering::Relaxed) > 0 {
+                None
+            } else {
+                let t = if self.seen_request { self.limits.idle_timeout } else { self.limits.header_timeout };
+                Some(self.last_activity + t)
+            }
+        };
+        match self.state {
+            State::Head => match self.head_started {
+                Some(t) => Some(t + self.limits.header_timeout),
+                None => idle(),
+            },
+            State::Body(_) | State::Chunked(_) => Some(self.last_activity + self.limits.body_timeout),
+            State::Passthrough => {
+                if self.shared.upgraded.load(Ordering::Relaxed) {
+                    None
+                } else {
+                    idle()
+                }
+            }
+            State::Closed => Some(self.last_activity + self.limits.header_timeout),
+        }
+    }
+
+    /// Polls the timer for the current deadline. Ready(kind) when it has passed.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<io::ErrorKind> {
+        let Some(deadline) = self.deadline() else {
+            self.timer_deadline = None;
+            return Poll::Pending;
+        };
+        if self.timer_deadline != Some(deadline) {
+            self.timer.as_mut().reset(deadline);
+            self.timer_deadline = Some(deadline);
+        }
+        match self.timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(match self.state {
+                State::Head if self.head_started.is_none() => io::ErrorKind::UnexpectedEof,
+                _ => io::ErrorKind::TimedOut,
+            }),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn parse_content_length(v: &[u8]) -> Result<u64, Rejection> {
+    // Digits only: no sign, no list ("5, 5"), no spaces inside, at most 19 digits (fits u64).
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return Err(Rejection::BadContentLength);
+    }
+    v.iter()
+        .try_fold(0u64, |acc, d| acc.checked_mul(10).and_then(|a| a.checked_add(u64::from(d - b'0'))))
+        .ok_or(Rejection::BadContentLength)
+}
+
+use std::future::Future;
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if !this.out.is_empty() {
+                let n = this.out.len().min(buf.remaining());
+                if let Some(part) = this.out.get(..n) {
+                    buf.put_slice(part);
+                }
+                this.out.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            if this.eof {
+                return Poll::Ready(Ok(()));
+            }
+            if this.state == State::Closed {
+                // After a placeholder: hyper must not see EOF (it would drop the connection before
+                // writing our error response); it closes after answering `connection: close`.
+                return match this.poll_timer(cx) {
+                    Poll::Ready(_) => Poll::Ready(Ok(())),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+            // Fast path: nothing buffered and the bytes need no inspection.
+            if this.raw.is_empty() && this.state == State::Passthrough {
+                let before = buf.filled().len();
+                return match Pin::new(&mut this.io).poll_read(cx, buf) {
+                    Poll::Ready(r) => {
+                        if buf.filled().len() > before {
+                            this.last_activity = Instant::now();
+                        }
+                        Poll::Ready(r)
+                    }
+                    Poll::Pending => match this.poll_timer(cx) {
+                        Poll::Ready(kind) => Poll::Ready(timeout_result(kind)),
+                        Poll::Pending => Poll::Pending,
+                    },
+                };
+            }
+            this.advance();
+            if !this.out.is_empty() || this.eof || this.state == State::Closed {
+                continue;
+            }
+            // Need more bytes from the socket.
+            this.raw.reserve(READ_CHUNK);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut this.raw) {
+                Poll::Ready(Ok(n)) => {
+                    if n == 0 {
+                        this.eof = true;
+                        // Whatever is left unreleased is an incomplete head: drop it.
+                        this.raw.clear();
+                        return Poll::Ready(Ok(()));
+                    }
+                    this.last_activity = Instant::now();
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    return match this.poll_timer(cx) {
+                        Poll::Ready(kind) => Poll::Ready(timeout_result(kind)),
+                        Poll::Pending => Poll::Pending,
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn timeout_result(kind: io::ErrorKind) -> io::Result<()> {
+    match kind {
+        // Idle keep-alive expiry is a clean close, not an error.
+        io::ErrorKind::UnexpectedEof => Ok(()),
+        k => Err(io::Error::new(k, "connection guard timeout")),
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.last_activity = Instant::now();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.last_activity = Instant::now();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,25 @@
+//! palisade-edge: the data plane. One node ("a city") that terminates client connections,
+//! guards them, routes requests by host to a zone and proxies them to the zone's origins.
+//!
+//! Config flows one way: bytes -> [`palisade_config::load`] -> [`snapshot::compile`] ->
+//! atomic swap ([`server::EdgeShared::apply`]). This crate must never depend on the control plane:
+//! a node serves from what it has (last-known-good on disk) when everything above it is gone.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
+#![forbid(unsafe_code)]
+
+pub mod access_log;
+mod admin;
+pub mod body;
+pub mod finish;
+pub mod guard;
+mod health;
+pub mod lkg;
+pub mod metrics;
+pub mod pages;
+pub mod pool;
+pub mod proxy;
+pub mod server;
+pub mod snapshot;
+pub mod tls;
+
+pub use server::{Edge, EdgeOptions, EdgeShared, StartError};

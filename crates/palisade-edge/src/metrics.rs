@@ -1,0 +1,276 @@
+//! Counters and histograms for `/metrics`, kept as plain atomics so the request path pays one
+//! relaxed increment per figure. Per-zone and per-origin figures live in structs that survive
+//! config reloads (looked up by name when a snapshot is compiled).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::guard::Rejection;
+
+/// Latency buckets, in seconds (upper bounds).
+pub const LATENCY_BUCKETS: [f64; 14] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
+            if let Some(b) = self.buckets.get(i) {
+                b.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (b, le) in self.buckets.iter().zip(LATENCY_BUCKETS) {
+            cumulative += b.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
+/// Responses by status class: index 0 = 1xx ... 4 = 5xx.
+#[derive(Debug, Default)]
+pub struct StatusCounts([AtomicU64; 5]);
+
+impl StatusCounts {
+    pub fn add(&self, status: u16) {
+        let class = usize::from((status / 100).clamp(1, 5)) - 1;
+        if let Some(c) = self.0.get(class) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(&self, class: usize) -> u64 {
+        self.0.get(class).map(|c| c.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+}
+
+/// Figures for one zone.
+#[derive(Debug, Default)]
+pub struct ZoneStats {
+    /// Responses produced without an origin (errors, rejections).
+    pub local: StatusCounts,
+    pub latency: Histogram,
+    pub retries: AtomicU64,
+    pub body_too_large: AtomicU64,
+}
+
+/// Figures for one origin of one zone.
+#[derive(Debug, Default)]
+pub struct OriginStats {
+    pub responses: StatusCounts,
+    pub connect_failures: AtomicU64,
+    pub ejections: AtomicU64,
+    pub timeouts: AtomicU64,
+}
+
+/// Node-wide figures.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub connections_total: AtomicU64,
+    pub connections_active: AtomicU64,
+    pub connections_rejected_total_limit: AtomicU64,
+    pub connections_rejected_ip_limit: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
+    pub guard_rejections: [AtomicU64; Rejection::ALL.len()],
+    pub unknown_host: AtomicU64,
+    pub misdirected: AtomicU64,
+    pub reloads_ok: AtomicU64,
+    pub reloads_rejected: AtomicU64,
+    pub access_log_dropped: AtomicU64,
+    pub access_log_write_errors: AtomicU64,
+    pub config_version: AtomicU64,
+    config_hash: Mutex<String>,
+    zones: Mutex<BTreeMap<String, Arc<ZoneStats>>>,
+    origins: Mutex<BTreeMap<(String, String), Arc<OriginStats>>>,
+    /// (zone, origin) -> healthy, set by snapshot compilation and health checks.
+    health: Mutex<BTreeMap<(String, String), Arc<crate::pool::OriginState>>>,
+}
+
+fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Metrics {
+    pub fn zone(&self, name: &str) -> Arc<ZoneStats> {
+        guard(&self.zones).entry(name.to_string()).or_default().clone()
+    }
+
+    pub fn origin(&self, zone: &str, addr: &str) -> Arc<OriginStats> {
+        guard(&self.origins).entry((zone.to_string(), addr.to_string())).or_default().clone()
+    }
+
+    /// Replaces the set of origins whose health is exported (the active snapshot's).
+    pub fn set_health(&self, states: BTreeMap<(String, String), Arc<crate::pool::OriginState>>) {
+        *guard(&self.health) = states;
+    }
+
+    pub fn set_config(&self, version: u64, hash: &str) {
+        self.config_version.store(version, Ordering::Relaxed);
+        *guard(&self.config_hash) = hash.to_string();
+    }
+
+    pub fn config_hash(&self) -> String {
+        guard(&self.config_hash).clone()
+    }
+
+    pub fn reject(&self, r: Rejection) {
+        if let Some(i) = Rejection::ALL.iter().position(|x| *x == r) {
+            if let Some(c) = self.guard_rejections.get(i) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut o = String::with_capacity(8192);
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let classes = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+        o.push_str("# HELP palisade_requests_total Responses sent, by zone, status class and origin (\"none\" when no origin answered).\n# TYPE palisade_requests_total counter\n");
+        let zones = guard(&self.zones).clone();
+        let origins = guard(&self.origins).clone();
+        for (zone, z) in &zones {
+            for (i, class) in classes.iter().enumerate() {
+                let v = z.local.get(i);
+                if v > 0 {
+                    let _ = writeln!(
+                        o,
+                        "palisade_requests_total{{zone=\"{}\",status_class=\"{class}\",origin=\"none\"}} {v}",
+                        esc(zone)
+                    );
+                }
+            }
+        }
+        for ((zone, addr), s) in &origins {
+            for (i, class) in classes.iter().enumerate() {
+                let v = s.responses.get(i);
+                if v > 0 {
+                    let _ = writeln!(
+                        o,
+                        "palisade_requests_total{{zone=\"{}\",status_class=\"{class}\",origin=\"{}\"}} {v}",
+                        esc(zone),
+                        esc(addr)
+                    );
+                }
+            }
+        }
+        o.push_str("# HELP palisade_request_duration_seconds Time from request head to response end.\n# TYPE palisade_request_duration_seconds histogram\n");
+        for (zone, z) in &zones {
+            z.latency.render(&mut o, "palisade_request_duration_seconds", &format!("zone=\"{}\"", esc(zone)));
+        }
+        o.push_str("# HELP palisade_upstream_retries_total Retries to another origin after a connect failure.\n# TYPE palisade_upstream_retries_total counter\n");
+        for (zone, z) in &zones {
+            let _ = writeln!(o, "palisade_upstream_retries_total{{zone=\"{}\"}} {}", esc(zone), ld(&z.retries));
+        }
+        o.push_str("# HELP palisade_request_body_too_large_total Requests refused with 413.\n# TYPE palisade_request_body_too_large_total counter\n");
+        for (zone, z) in &zones {
+            let _ = writeln!(
+                o,
+                "palisade_request_body_too_large_total{{zone=\"{}\"}} {}",
+                esc(zone),
+                ld(&z.body_too_large)
+            );
+        }
+        o.push_str("# HELP palisade_origin_connect_failures_total Failed connections to an origin.\n# TYPE palisade_origin_connect_failures_total counter\n");
+        for ((zone, addr), s) in &origins {
+            let _ = writeln!(
+                o,
+                "palisade_origin_connect_failures_total{{zone=\"{}\",origin=\"{}\"}} {}",
+                esc(zone),
+                esc(addr),
+                ld(&s.connect_failures)
+            );
+        }
+        o.push_str("# HELP palisade_origin_timeouts_total Origin response-header or total timeouts.\n# TYPE palisade_origin_timeouts_total counter\n");
+        for ((zone, addr), s) in &origins {
+            let _ = writeln!(
+                o,
+                "palisade_origin_timeouts_total{{zone=\"{}\",origin=\"{}\"}} {}",
+                esc(zone),
+                esc(addr),
+                ld(&s.timeouts)
+            );
+        }
+        o.push_str("# HELP palisade_origin_ejections_total Passive ejections of an origin.\n# TYPE palisade_origin_ejections_total counter\n");
+        for ((zone, addr), s) in &origins {
+            let _ = writeln!(
+                o,
+                "palisade_origin_ejections_total{{zone=\"{}\",origin=\"{}\"}} {}",
+                esc(zone),
+                esc(addr),
+                ld(&s.ejections)
+            );
+        }
+        o.push_str("# HELP palisade_origin_healthy 1 when the origin is in rotation (active check passing and not ejected).\n# TYPE palisade_origin_healthy gauge\n");
+        for ((zone, addr), s) in guard(&self.health).iter() {
+            let _ = writeln!(
+                o,
+                "palisade_origin_healthy{{zone=\"{}\",origin=\"{}\"}} {}",
+                esc(zone),
+                esc(addr),
+                u8::from(s.available())
+            );
+        }
+        let _ = write!(
+            o,
+            "# HELP palisade_connections_active Open client connections.\n# TYPE palisade_connections_active gauge\npalisade_connections_active {}\n\
+             # HELP palisade_connections_total Client connections accepted.\n# TYPE palisade_connections_total counter\npalisade_connections_total {}\n\
+             # HELP palisade_connections_rejected_total Connections closed at accept by a limit.\n# TYPE palisade_connections_rejected_total counter\n\
+             palisade_connections_rejected_total{{reason=\"max_connections\"}} {}\npalisade_connections_rejected_total{{reason=\"max_connections_per_ip\"}} {}\n\
+             # HELP palisade_tls_handshake_failures_total Failed or timed-out TLS handshakes.\n# TYPE palisade_tls_handshake_failures_total counter\npalisade_tls_handshake_failures_total {}\n",
+            ld(&self.connections_active),
+            ld(&self.connections_total),
+            ld(&self.connections_rejected_total_limit),
+            ld(&self.connections_rejected_ip_limit),
+            ld(&self.tls_handshake_failures),
+        );
+        o.push_str("# HELP palisade_guard_rejections_total Request heads refused by the connection guard.\n# TYPE palisade_guard_rejections_total counter\n");
+        for (r, c) in Rejection::ALL.iter().zip(self.guard_rejections.iter()) {
+            let _ = writeln!(o, "palisade_guard_rejections_total{{reason=\"{}\"}} {}", r.reason(), ld(c));
+        }
+        let _ = write!(
+            o,
+            "# HELP palisade_unknown_host_total Requests for a host no zone serves (404).\n# TYPE palisade_unknown_host_total counter\npalisade_unknown_host_total {}\n\
+             # HELP palisade_misdirected_total Requests whose Host is not served by the TLS connection's zone (421).\n# TYPE palisade_misdirected_total counter\npalisade_misdirected_total {}\n\
+             # HELP palisade_config_reloads_total Config reload attempts by result.\n# TYPE palisade_config_reloads_total counter\n\
+             palisade_config_reloads_total{{result=\"ok\"}} {}\npalisade_config_reloads_total{{result=\"rejected\"}} {}\n\
+             # HELP palisade_config_version Version number of the active config.\n# TYPE palisade_config_version gauge\npalisade_config_version {}\n\
+             # HELP palisade_config_info The active config's content hash.\n# TYPE palisade_config_info gauge\npalisade_config_info{{hash=\"{}\"}} 1\n\
+             # HELP palisade_access_log_dropped_total Access-log records dropped because the writer was behind.\n# TYPE palisade_access_log_dropped_total counter\npalisade_access_log_dropped_total {}\n\
+             # HELP palisade_access_log_write_errors_total Access-log write failures.\n# TYPE palisade_access_log_write_errors_total counter\npalisade_access_log_write_errors_total {}\n",
+            ld(&self.unknown_host),
+            ld(&self.misdirected),
+            ld(&self.reloads_ok),
+            ld(&self.reloads_rejected),
+            ld(&self.config_version),
+            esc(&self.config_hash()),
+            ld(&self.access_log_dropped),
+            ld(&self.access_log_write_errors),
+        );
+        o
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

@@ -1,0 +1,52 @@
+//! Local responses: error pages with the request ID and nothing internal (no origin addresses,
+//! no node names, no error chains).
+
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
+use hyper::{Response, StatusCode};
+
+use crate::body::EdgeBody;
+
+fn reason(status: StatusCode) -> (&'static str, &'static str) {
+    match status.as_u16() {
+        400 => ("Bad request", "The request could not be understood."),
+        404 => ("Site not found", "No site on this network is configured for this hostname."),
+        405 => ("Method not allowed", "This method is not supported here."),
+        408 => ("Request timeout", "The request took too long to arrive."),
+        413 => ("Request body too large", "The request body is larger than this site accepts."),
+        421 => (
+            "Misdirected request",
+            "This connection cannot serve the requested hostname. Please retry on a new connection.",
+        ),
+        431 => ("Request headers too large", "The request headers are larger than this site accepts."),
+        501 => ("Not implemented", "The request uses a feature this server does not support."),
+        502 => ("Bad gateway", "The origin server could not be reached or sent an invalid response."),
+        503 => ("Service unavailable", "The site is temporarily unable to serve this request."),
+        504 => ("Gateway timeout", "The origin server did not answer in time."),
+        _ => ("Error", "The request could not be completed."),
+    }
+}
+
+/// An HTML error page. `close` adds `Connection: close` (after a framing error, the rest of the
+/// connection cannot be trusted).
+pub fn error_page(status: StatusCode, request_id: &str, close: bool) -> Response<EdgeBody> {
+    let (title, text) = reason(status);
+    let code = status.as_u16();
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+<title>{code} {title}</title><style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}}\
+code{{background:#f3f3f3;padding:.1rem .3rem}}</style></head>\n<body><h1>{code} {title}</h1><p>{text}</p>\
+<p>Request ID: <code>{request_id}</code></p><hr><p><small>palisade</small></p></body></html>\n"
+    );
+    let mut resp = Response::new(EdgeBody::full(html));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert("x-request-id", v);
+    }
+    if close {
+        h.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}

@@ -1,0 +1,458 @@
+//! The request path: route by host, build the upstream request, pick an origin, send with
+//! timeouts and retries, stream the response back. Every response, local or proxied, leaves
+//! through [`respond`], which attaches the request's [`Finish`] record to the body.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::BytesMut;
+use hyper::body::Incoming;
+use hyper::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, COOKIE, EXPECT, FORWARDED, HOST, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE, VIA,
+};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::TokioIo;
+use palisade_config::HashKey;
+use tokio::time::Instant;
+
+use crate::body::{EdgeBody, RequestBody};
+use crate::finish::Finish;
+use crate::guard::ConnShared;
+use crate::pages::error_page;
+use crate::pool::{fast_random, stable_hash, Outcome};
+use crate::server::EdgeShared;
+use crate::snapshot::normalize_host;
+
+/// What a request handler knows about its connection.
+pub struct ConnCtx {
+    pub edge: Arc<EdgeShared>,
+    pub conn: Arc<ConnShared>,
+    pub peer: SocketAddr,
+    pub tls: bool,
+    /// SNI of a TLS connection; a request for a host of another zone gets 421.
+    pub sni: Option<String>,
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static PROXY_AUTHORIZATION: HeaderName = HeaderName::from_static("proxy-authorization");
+static PROXY_AUTHENTICATE: HeaderName = HeaderName::from_static("proxy-authenticate");
+
+fn new_request_id() -> String {
+    format!("{:016x}", fast_random())
+}
+
+fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        Version::HTTP_09 => "HTTP/0.9",
+        _ => "HTTP/1.1",
+    }
+}
+
+fn via_version(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        _ => "1.1",
+    }
+}
+
+fn respond(mut resp: Response<EdgeBody>, mut finish: Finish) -> Response<EdgeBody> {
+    finish.status = resp.status().as_u16();
+    resp.body_mut().set_finish(finish);
+    resp
+}
+
+/// Handles one request. Never fails: every problem becomes a response.
+pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<EdgeBody> {
+    let started = Instant::now();
+    let index = ctx.conn.next_request.fetch_add(1, Ordering::Relaxed);
+    ctx.conn.in_flight.fetch_add(1, Ordering::Relaxed);
+    let request_id = new_request_id();
+    let log = ctx.edge.access_log.enabled();
+    let mut finish = Finish {
+        edge: ctx.edge.clone(),
+        conn: ctx.conn.clone(),
+        started,
+        started_wall: SystemTime::now(),
+        request_id: if log { request_id.clone() } else { String::new() },
+        client_ip: ctx.peer.ip(),
+        method: req.method().clone(),
+        host: String::new(),
+        path: if log { req.uri().path().to_string() } else { String::new() },
+        protocol: protocol(req.version()),
+        status: 0,
+        zone: None,
+        origin: None,
+        origin_duration: None,
+        bytes_sent: 0,
+        completed: false,
+        total_timeout: false,
+    };
+
+    if let Some(rejection) = ctx.conn.rejection_for(index) {
+        ctx.edge.metrics.reject(rejection);
+        let status = StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        return respond(error_page(status, &request_id, true), finish);
+    }
+
+    let raw_host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("")
+        .to_string();
+    let host = normalize_host(&raw_host).into_owned();
+    if log {
+        finish.host.clone_from(&host);
+    }
+    if host.is_empty() {
+        return respond(error_page(StatusCode::BAD_REQUEST, &request_id, false), finish);
+    }
+
+    let snap = ctx.edge.snapshot.load();
+    let Some(zone_index) = snap.zone_index(&host) else {
+        ctx.edge.metrics.unknown_host.fetch_add(1, Ordering::Relaxed);
+        return respond(error_page(StatusCode::NOT_FOUND, &request_id, false), finish);
+    };
+    if let Some(sni) = &ctx.sni {
+        if snap.zone_index(&normalize_host(sni)) != Some(zone_index) {
+            ctx.edge.metrics.misdirected.fetch_add(1, Ordering::Relaxed);
+            return respond(error_page(StatusCode::MISDIRECTED_REQUEST, &request_id, false), finish);
+        }
+    }
+    let Some(zone) = snap.zones.get(zone_index).cloned() else {
+        return respond(error_page(StatusCode::NOT_FOUND, &request_id, false), finish);
+    };
+    let node_name = snap.via.clone();
+    drop(snap);
+    zone.budget.requests_in_flight.fetch_add(1, Ordering::Relaxed);
+    finish.zone = Some((zone.name.clone(), zone.stats.clone(), zone.budget.clone()));
+
+    if req.method() == Method::CONNECT {
+        return respond(error_page(StatusCode::METHOD_NOT_ALLOWED, &request_id, false), finish);
+    }
+
+    // Refuse an oversized body before reading any of it.
+    let declared_len =
+        req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared_len.is_some_and(|n| n > zone.max_body_bytes) {
+        zone.stats.body_too_large.fetch_add(1, Ordering::Relaxed);
+        return respond(error_page(StatusCode::PAYLOAD_TOO_LARGE, &request_id, true), finish);
+    }
+
+    let is_upgrade = req.version() == Version::HTTP_11
+        && connection_has(req.headers(), "upgrade")
+        && req.headers().contains_key(UPGRADE);
+    let downstream_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let method = parts.method;
+    let version = parts.version;
+    let path_and_query = parts.uri.path_and_query().cloned();
+    let hash = if zone.pool.is_hash() {
+        match &zone.hash_key {
+            HashKey::ClientIp => hash_ip(ctx.peer.ip()),
+            HashKey::Path => stable_hash(parts.uri.path().as_bytes()),
+            HashKey::Uri => stable_hash(path_and_query.as_ref().map(|p| p.as_str()).unwrap_or("/").as_bytes()),
+            HashKey::Header(name) => stable_hash(parts.headers.get(name.as_str()).map(|v| v.as_bytes()).unwrap_or(b"")),
+            HashKey::Cookie(name) => stable_hash(cookie(&parts.headers, name).unwrap_or(b"")),
+        }
+    } else {
+        0
+    };
+
+    let mut headers = parts.headers;
+    let upgrade_value = if is_upgrade { headers.get(UPGRADE).cloned() } else { None };
+    strip_hop_by_hop(&mut headers);
+    if let Some(u) = upgrade_value {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, u);
+    }
+    headers.remove(EXPECT);
+    add_forwarding_headers(&mut headers, &ctx, &raw_host, version, &node_name, &request_id);
+
+    let body_empty = http_body::Body::is_end_stream(&body);
+    let too_large = Arc::new(AtomicBool::new(false));
+    let mut request_body = Some(if body_empty {
+        RequestBody::empty()
+    } else {
+        RequestBody::new(body, zone.max_body_bytes, too_large.clone())
+    });
+    let retryable = zone.retry_attempts > 0 && body_empty && !is_upgrade && is_idempotent(&method);
+
+    let mut tried: u64 = 0;
+    let mut attempt: u32 = 0;
+    let mut retry_token = false;
+    let result = loop {
+        let Some(i) = zone.pool.pick(hash, tried) else {
+            break Err(StatusCode::BAD_GATEWAY);
+        };
+        let Some(origin) = zone.pool.get(i).cloned() else {
+            break Err(StatusCode::BAD_GATEWAY);
+        };
+        if i < 64 {
+            tried |= 1 << i;
+        }
+        let last = !retryable || attempt >= zone.retry_attempts;
+        let mut uri = Uri::builder().scheme("http").authority(origin.label.as_str());
+        if let Some(pq) = &path_and_query {
+            uri = uri.path_and_query(pq.clone());
+        } else {
+            uri = uri.path_and_query("/");
+        }
+        let Ok(uri) = uri.build() else { break Err(StatusCode::BAD_REQUEST) };
+        let body = if last { request_body.take().unwrap_or_else(RequestBody::empty) } else { RequestBody::empty() };
+        let mut up = Request::new(body);
+        *up.method_mut() = method.clone();
+        *up.uri_mut() = uri;
+        *up.version_mut() = if zone.h2_origin { Version::HTTP_2 } else { Version::HTTP_11 };
+        *up.headers_mut() = if last { std::mem::take(&mut headers) } else { headers.clone() };
+
+        origin.in_flight.fetch_add(1, Ordering::Relaxed);
+        let sent_at = Instant::now();
+        let outcome = tokio::time::timeout(zone.response_header_timeout, zone.client.request(up)).await;
+        if std::mem::take(&mut retry_token) {
+            zone.budget.release();
+        }
+        match outcome {
+            Ok(Ok(resp)) => {
+                zone.pool.record(i, if resp.status().is_server_error() { Outcome::Failure } else { Outcome::Success });
+                finish.origin = Some(origin);
+                finish.origin_duration = Some(sent_at.elapsed());
+                break Ok(resp);
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                origin.in_flight.fetch_sub(1, Ordering::Relaxed);
+                origin.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                zone.pool.record(i, Outcome::Failure);
+                tracing::debug!(origin = %origin.label, error = %e, "connect to origin failed");
+                if !last && zone.budget.try_acquire() {
+                    retry_token = true;
+                    attempt += 1;
+                    zone.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                break Err(StatusCode::BAD_GATEWAY);
+            }
+            Ok(Err(e)) => {
+                origin.in_flight.fetch_sub(1, Ordering::Relaxed);
+                if too_large.load(Ordering::Relaxed) {
+                    zone.stats.body_too_large.fetch_add(1, Ordering::Relaxed);
+                    break Err(StatusCode::PAYLOAD_TOO_LARGE);
+                }
+                if ctx.conn.body_error_for(index).is_some() {
+                    break Err(StatusCode::BAD_REQUEST);
+                }
+                zone.pool.record(i, Outcome::Failure);
+                tracing::debug!(origin = %origin.label, error = %e, "origin request failed");
+                break Err(StatusCode::BAD_GATEWAY);
+            }
+            Err(_) => {
+                origin.in_flight.fetch_sub(1, Ordering::Relaxed);
+                origin.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                zone.pool.record(i, Outcome::Failure);
+                break Err(StatusCode::GATEWAY_TIMEOUT);
+            }
+        }
+    };
+
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(status) => {
+            let close = matches!(status, StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE);
+            return respond(error_page(status, &request_id, close), finish);
+        }
+    };
+
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching {
+        let Some(down) = downstream_upgrade else {
+            return respond(error_page(StatusCode::BAD_GATEWAY, &request_id, true), finish);
+        };
+        let up = hyper::upgrade::on(&mut resp);
+        ctx.conn.upgraded.store(true, Ordering::Relaxed);
+        tokio::spawn(async move {
+            if let (Ok(down), Ok(up)) = (down.await, up.await) {
+                let mut down = TokioIo::new(down);
+                let mut up = TokioIo::new(up);
+                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+            }
+        });
+    }
+
+    let (mut parts, body) = resp.into_parts();
+    let upgrade_value = if switching { parts.headers.get(UPGRADE).cloned() } else { None };
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(u) = upgrade_value {
+        parts.headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(UPGRADE, u);
+    }
+    if parts.status == StatusCode::NO_CONTENT || parts.status == StatusCode::NOT_MODIFIED {
+        parts.headers.remove(CONTENT_LENGTH);
+    }
+    append_via(&mut parts.headers, parts.version, &node_name);
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        parts.headers.insert(X_REQUEST_ID.clone(), v);
+    }
+    parts.version = Version::HTTP_11;
+    let deadline = Box::pin(tokio::time::sleep_until(started + zone.total_timeout));
+    let resp = Response::from_parts(parts, EdgeBody::upstream(body, Some(deadline)));
+    respond(resp, finish)
+}
+
+fn hash_ip(ip: IpAddr) -> u64 {
+    match ip {
+        IpAddr::V4(v4) => stable_hash(&v4.octets()),
+        IpAddr::V6(v6) => stable_hash(&v6.octets()),
+    }
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    headers.get_all(COOKIE).iter().find_map(|v| {
+        v.as_bytes().split(|b| *b == b';').find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            let (k, val) = pair.split_at(eq);
+            (k == name.as_bytes()).then(|| val.get(1..).unwrap_or(b""))
+        })
+    })
+}
+
+/// Removes hop-by-hop headers (RFC 9110 7.6.1): the fixed set and any named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        // Never let a client strip the headers that identify it to the origin.
+        if n != X_FORWARDED_FOR && n != FORWARDED && n != X_REQUEST_ID && n != HOST {
+            headers.remove(n);
+        }
+    }
+    for n in [&CONNECTION, &TE, &TRAILER, &TRANSFER_ENCODING, &UPGRADE] {
+        headers.remove(n);
+    }
+    for n in [&KEEP_ALIVE, &PROXY_CONNECTION, &PROXY_AUTHORIZATION, &PROXY_AUTHENTICATE] {
+        headers.remove(n);
+    }
+}
+
+fn add_forwarding_headers(
+    headers: &mut HeaderMap,
+    ctx: &ConnCtx,
+    raw_host: &str,
+    version: Version,
+    node: &[u8],
+    request_id: &str,
+) {
+    let ip = ctx.peer.ip();
+    let proto = if ctx.tls { "https" } else { "http" };
+    let mut xff = BytesMut::with_capacity(64);
+    for v in headers.get_all(&X_FORWARDED_FOR) {
+        xff.extend_from_slice(v.as_bytes());
+        xff.extend_from_slice(b", ");
+    }
+    xff.extend_from_slice(ip.to_string().as_bytes());
+    if let Ok(v) = HeaderValue::from_maybe_shared(xff.freeze()) {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if ctx.tls { "https" } else { "http" }));
+    if let Ok(v) = HeaderValue::from_str(raw_host) {
+        if !headers.contains_key(HOST) {
+            headers.insert(HOST, v.clone());
+        }
+        headers.insert(X_FORWARDED_HOST.clone(), v);
+    }
+    let for_value = match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    };
+    let host_value = if raw_host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) {
+        raw_host.to_string()
+    } else {
+        format!("\"{}\"", raw_host.replace(['"', '\\'], ""))
+    };
+    let forwarded = format!("for={for_value};host={host_value};proto={proto}");
+    let combined = match headers.get(FORWARDED).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {forwarded}"),
+        None => forwarded,
+    };
+    if let Ok(v) = HeaderValue::from_str(&combined) {
+        headers.insert(FORWARDED, v);
+    }
+    append_via(headers, version, node);
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(X_REQUEST_ID.clone(), v);
+    }
+}
+
+fn append_via(headers: &mut HeaderMap, version: Version, node: &[u8]) {
+    let mut via = BytesMut::with_capacity(32);
+    for v in headers.get_all(VIA) {
+        via.extend_from_slice(v.as_bytes());
+        via.extend_from_slice(b", ");
+    }
+    via.extend_from_slice(via_version(version).as_bytes());
+    via.extend_from_slice(b" ");
+    via.extend_from_slice(node);
+    if let Ok(v) = HeaderValue::from_maybe_shared(via.freeze()) {
+        headers.insert(VIA, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed_including_connection_named_ones() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-secret, x-forwarded-for"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("x-secret").is_none() && h.get("keep-alive").is_none() && h.get(TE).is_none());
+        assert!(h.get(CONNECTION).is_none());
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "1.2.3.4");
+        assert_eq!(h.get("x-kept").unwrap(), "yes");
+    }
+
+    #[test]
+    fn cookie_lookup() {
+        let mut h = HeaderMap::new();
+        h.insert(COOKIE, HeaderValue::from_static("a=1; session=abc; b=2"));
+        assert_eq!(cookie(&h, "session"), Some(&b"abc"[..]));
+        assert_eq!(cookie(&h, "sess"), None);
+    }
+}

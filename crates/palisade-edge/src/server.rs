@@ -1,0 +1,477 @@
+//! The node: listeners, connection admission, the hyper connection per client, reload and
+//! graceful shutdown.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use palisade_config::{limits::MAX_DOCUMENT_BYTES, Problem};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Notify};
+use tokio_rustls::TlsAcceptor;
+
+use crate::access_log::AccessLog;
+use crate::guard::{ConnShared, Guarded};
+use crate::metrics::Metrics;
+use crate::proxy::{self, ConnCtx};
+use crate::snapshot::{compile, Snapshot};
+use crate::{admin, health, lkg, tls};
+
+/// Why the node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("no usable configuration:\n{}", render(.0))]
+    Config(Vec<Problem>),
+    #[error("{0}")]
+    Io(String),
+}
+
+fn render(p: &[Problem]) -> String {
+    p.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
+}
+
+/// How the node finds its configuration.
+#[derive(Debug, Clone, Default)]
+pub struct EdgeOptions {
+    /// The config file; re-read on SIGHUP and `POST /reload`.
+    pub config_path: Option<PathBuf>,
+    /// Where the last-known-good copy is kept.
+    pub state_dir: Option<PathBuf>,
+    /// A last-known-good file to boot from when `config_path` is missing or bad.
+    pub lkg_file: Option<PathBuf>,
+}
+
+/// State shared by every connection and the admin API.
+pub struct EdgeShared {
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub metrics: Arc<Metrics>,
+    pub access_log: AccessLog,
+    pub options: EdgeOptions,
+    per_ip: Mutex<HashMap<IpAddr, u32>>,
+    active: AtomicUsize,
+    drained: Notify,
+    reload_lock: tokio::sync::Mutex<()>,
+    pub shutdown: watch::Sender<bool>,
+}
+
+/// Result of a successful reload.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Applied {
+    pub version: u64,
+    pub hash: String,
+    pub changed: bool,
+}
+
+/// Reads a config file with the document size limit applied before the bytes are in memory.
+pub fn read_config_file(path: &std::path::Path) -> Result<Vec<u8>, Problem> {
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| Problem { path: "(file)".into(), message: format!("cannot open {}: {e}", path.display()) })?;
+    let mut buf = Vec::new();
+    (&mut f)
+        .take(MAX_DOCUMENT_BYTES as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Problem { path: "(file)".into(), message: format!("cannot read {}: {e}", path.display()) })?;
+    Ok(buf)
+}
+
+impl EdgeShared {
+    /// bytes -> parsed -> validated -> compiled -> swapped in. A refused document leaves the
+    /// running snapshot untouched and returns every reason.
+    pub fn apply(&self, bytes: &[u8], source: &str) -> Result<Applied, Vec<Problem>> {
+        let result = self.apply_inner(bytes, source);
+        match &result {
+            Ok(a) if a.changed => {
+                self.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(version = a.version, hash = %a.hash, source, "config applied");
+            }
+            Ok(_) => {
+                self.metrics.reloads_ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(problems) => {
+                self.metrics.reloads_rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(source, problems = %render(problems), "config rejected; still serving the running version");
+            }
+        }
+        result
+    }
+
+    fn apply_inner(&self, bytes: &[u8], source: &str) -> Result<Applied, Vec<Problem>> {
+        let valid = palisade_config::load(bytes).map_err(|e| e.problems())?;
+        let current = self.snapshot.load_full();
+        let mut problems = Vec::new();
+        for (name, new, old) in [
+            ("listen.http", valid.http, current.config.http),
+            ("listen.https", valid.https, current.config.https),
+            ("listen.admin", valid.admin, current.config.admin),
+        ] {
+            if new != old {
+                problems.push(Problem {
+                    path: name.into(),
+                    message: format!("listeners change only on restart (running: {old:?}, new: {new:?})"),
+                });
+            }
+        }
+        if valid.doc.access_log != current.config.doc.access_log {
+            problems.push(Problem {
+                path: "access_log".into(),
+                message: "the access log target changes only on restart".into(),
+            });
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        if valid.hash == current.hash() {
+            return Ok(Applied { version: current.version(), hash: valid.hash, changed: false });
+        }
+        let snapshot = Arc::new(compile(valid, Some(&current), &self.metrics, source)?);
+        let applied = Applied { version: snapshot.version(), hash: snapshot.hash().to_string(), changed: true };
+        self.install(snapshot, bytes);
+        Ok(applied)
+    }
+
+    fn install(&self, snapshot: Arc<Snapshot>, bytes: &[u8]) {
+        for z in &snapshot.zones {
+            health::spawn(z);
+        }
+        self.metrics.set_config(snapshot.version(), snapshot.hash());
+        let version = snapshot.version();
+        self.snapshot.store(snapshot);
+        if let Some(dir) = &self.options.state_dir {
+            if let Err(e) = lkg::write(&lkg::path_in(dir), bytes, version) {
+                tracing::error!(error = %e, "could not write the last-known-good file");
+            }
+        }
+    }
+
+    /// Re-reads the config file (SIGHUP, `POST /reload`).
+    pub async fn reload(&self) -> Result<Applied, Vec<Problem>> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let Some(path) = self.options.config_path.clone() else {
+            return Err(vec![Problem {
+                path: "(file)".into(),
+                message: "this node was started without --config".into(),
+            }]);
+        };
+        let bytes = match tokio::task::spawn_blocking(move || read_config_file(&path)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(p)) => {
+                self.metrics.reloads_rejected.fetch_add(1, Ordering::Relaxed);
+                return Err(vec![p]);
+            }
+            Err(e) => return Err(vec![Problem { path: "(file)".into(), message: e.to_string() }]),
+        };
+        let source = self.options.config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        self.apply(&bytes, &source)
+    }
+
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnPermit, &'static str> {
+        let limits = &self.snapshot.load().config.doc.limits;
+        let (max_total, max_ip) = (limits.max_connections, limits.max_connections_per_ip);
+        if self.active.load(Ordering::Relaxed) as u64 >= max_total {
+            self.metrics.connections_rejected_total_limit.fetch_add(1, Ordering::Relaxed);
+            return Err("max_connections");
+        }
+        {
+            let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let n = map.entry(ip).or_insert(0);
+            if u64::from(*n) >= max_ip {
+                self.metrics.connections_rejected_ip_limit.fetch_add(1, Ordering::Relaxed);
+                return Err("max_connections_per_ip");
+            }
+            *n += 1;
+        }
+        self.active.fetch_add(1, Ordering::Relaxed);
+        self.metrics.connections_active.fetch_add(1, Ordering::Relaxed);
+        self.metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+        Ok(ConnPermit { edge: self.clone(), ip })
+    }
+}
+
+/// One admitted connection; releases its slots when dropped.
+struct ConnPermit {
+    edge: Arc<EdgeShared>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnPermit {
+    fn drop(&mut self) {
+        {
+            let mut map = self.edge.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = map.get_mut(&self.ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(&self.ip);
+                }
+            }
+        }
+        self.edge.metrics.connections_active.fetch_sub(1, Ordering::Relaxed);
+        if self.edge.active.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.edge.drained.notify_waiters();
+        }
+    }
+}
+
+/// Addresses actually bound (a config may ask for port 0).
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+}
+
+/// A started node.
+pub struct Edge {
+    pub shared: Arc<EdgeShared>,
+    pub bound: Bound,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Finds the first usable configuration: the config file, else the last-known-good copy.
+fn initial_config(opts: &EdgeOptions, metrics: &Metrics) -> Result<(Snapshot, Vec<u8>), StartError> {
+    let mut problems = Vec::new();
+    if let Some(path) = &opts.config_path {
+        match read_config_file(path)
+            .map_err(|p| vec![p])
+            .and_then(|b| palisade_config::load(&b).map(|v| (v, b)).map_err(|e| e.problems()))
+        {
+            Ok((valid, bytes)) => match compile(valid, None, metrics, &path.display().to_string()) {
+                Ok(s) => return Ok((s, bytes)),
+                Err(p) => problems.extend(p),
+            },
+            Err(p) => problems.extend(p),
+        }
+        tracing::error!(problems = %render(&problems), "config file unusable; trying last-known-good");
+    }
+    let lkg_path = opts.lkg_file.clone().or_else(|| opts.state_dir.as_deref().map(lkg::path_in));
+    if let Some(lkg_path) = lkg_path {
+        match lkg::read(&lkg_path) {
+            Ok(bytes) => match palisade_config::load(&bytes) {
+                Ok(valid) => match compile(valid, None, metrics, "last-known-good") {
+                    Ok(s) => {
+                        tracing::warn!(file = %lkg_path.display(), version = s.version(), "serving from last-known-good");
+                        return Ok((s, bytes));
+                    }
+                    Err(p) => problems.extend(p),
+                },
+                Err(e) => problems.extend(e.problems()),
+            },
+            Err(e) => problems.push(Problem { path: lkg_path.display().to_string(), message: e }),
+        }
+    }
+    if problems.is_empty() {
+        problems
+            .push(Problem { path: "(options)".into(), message: "give --config FILE or a last-known-good file".into() });
+    }
+    Err(StartError::Config(problems))
+}
+
+impl Edge {
+    /// Loads the configuration, binds the listeners and starts serving.
+    pub async fn start(options: EdgeOptions) -> Result<Edge, StartError> {
+        let metrics = Arc::new(Metrics::default());
+        let (snapshot, bytes) = initial_config(&options, &metrics)?;
+        let doc = snapshot.config.doc.clone();
+        let (http, https, admin_addr) = (snapshot.config.http, snapshot.config.https, snapshot.config.admin);
+        let access_log = AccessLog::start(
+            &doc.access_log.target,
+            usize::try_from(doc.access_log.buffer).unwrap_or(8192),
+            metrics.clone(),
+        )
+        .map_err(|e| StartError::Io(format!("access log {}: {e}", doc.access_log.target)))?;
+        let snapshot = Arc::new(snapshot);
+        let snapshots = Arc::new(ArcSwap::new(snapshot.clone()));
+        let (shutdown, _) = watch::channel(false);
+        let shared = Arc::new(EdgeShared {
+            snapshot: snapshots.clone(),
+            metrics: metrics.clone(),
+            access_log,
+            options: options.clone(),
+            per_ip: Mutex::new(HashMap::new()),
+            active: AtomicUsize::new(0),
+            drained: Notify::new(),
+            reload_lock: tokio::sync::Mutex::new(()),
+            shutdown,
+        });
+        shared.install(snapshot, &bytes);
+
+        let mut tasks = Vec::new();
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr).await.map_err(|e| StartError::Io(format!("cannot listen on {addr}: {e}")))
+        };
+        let mut bound = Bound { http: None, https: None, admin: None };
+        if let Some(addr) = http {
+            let l = bind(addr).await?;
+            bound.http = l.local_addr().ok();
+            tasks.push(tokio::spawn(accept_loop(shared.clone(), l, None)));
+        }
+        if let Some(addr) = https {
+            let l = bind(addr).await?;
+            bound.https = l.local_addr().ok();
+            let cfg = tls::server_config(snapshots.clone()).map_err(|e| StartError::Io(format!("TLS setup: {e}")))?;
+            tasks.push(tokio::spawn(accept_loop(shared.clone(), l, Some(TlsAcceptor::from(Arc::new(cfg))))));
+        }
+        if let Some(addr) = admin_addr {
+            let l = bind(addr).await?;
+            bound.admin = l.local_addr().ok();
+            tasks.push(tokio::spawn(admin::serve(shared.clone(), l)));
+        }
+        tasks.push(tokio::spawn(signals(shared.clone())));
+        Ok(Edge { shared, bound, tasks })
+    }
+
+    /// Waits for a shutdown request (SIGTERM, SIGINT or [`EdgeShared::shutdown`]), stops
+    /// accepting, lets in-flight requests finish within the drain deadline, then returns.
+    pub async fn run_until_shutdown(self) {
+        let mut rx = self.shared.shutdown.subscribe();
+        while !*rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                break;
+            }
+        }
+        let drain = Duration::from_millis(self.shared.snapshot.load().config.doc.limits.drain_timeout_ms);
+        tracing::info!(
+            active = self.shared.active.load(Ordering::Relaxed),
+            drain_ms = drain.as_millis() as u64,
+            "shutting down: draining connections"
+        );
+        let shared = self.shared.clone();
+        let wait = async move {
+            loop {
+                let notified = shared.drained.notified();
+                if shared.active.load(Ordering::Relaxed) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(drain, wait).await.is_err() {
+            tracing::warn!(
+                active = self.shared.active.load(Ordering::Relaxed),
+                "drain deadline passed; closing the remaining connections"
+            );
+        }
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+async fn signals(shared: Arc<EdgeShared>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) =
+        (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let _ = shared.reload().await;
+            }
+            _ = term.recv() => { let _ = shared.shutdown.send(true); }
+            _ = int.recv() => { let _ = shared.shutdown.send(true); }
+        }
+    }
+}
+
+async fn accept_loop(shared: Arc<EdgeShared>, listener: TcpListener, tls: Option<TlsAcceptor>) {
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // Out of file descriptors and similar: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = shared.admit(peer.ip()) else {
+            drop(stream);
+            continue;
+        };
+        let shared = shared.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = stream.set_nodelay(true);
+            let limits = shared.snapshot.load().guard_limits;
+            let conn = Arc::new(ConnShared::default());
+            match tls {
+                None => {
+                    let ctx =
+                        Arc::new(ConnCtx { edge: shared.clone(), conn: conn.clone(), peer, tls: false, sni: None });
+                    serve(shared, Guarded::new(stream, conn, limits), ctx).await;
+                }
+                Some(acceptor) => {
+                    let Ok(Ok(tls_stream)) = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await
+                    else {
+                        shared.metrics.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    };
+                    let (_, session) = tls_stream.get_ref();
+                    let h2 = session.alpn_protocol() == Some(b"h2");
+                    let sni = session.server_name().map(str::to_string);
+                    let ctx = Arc::new(ConnCtx { edge: shared.clone(), conn: conn.clone(), peer, tls: true, sni });
+                    let io = if h2 {
+                        Guarded::passthrough(tls_stream, conn, limits)
+                    } else {
+                        Guarded::new(tls_stream, conn, limits)
+                    };
+                    serve(shared, io, ctx).await;
+                }
+            }
+        });
+    }
+}
+
+async fn serve<IO>(shared: Arc<EdgeShared>, io: Guarded<IO>, ctx: Arc<ConnCtx>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = shared.snapshot.load().config.doc.limits.clone();
+    let mut shutdown = shared.shutdown.subscribe();
+    if *shutdown.borrow_and_update() {
+        return;
+    }
+    let service = service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(proxy::handle(ctx, req).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(usize::try_from(limits.max_header_bytes).unwrap_or(16384).max(8192) + 8192)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(u32::try_from(limits.max_h2_streams).unwrap_or(128))
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(16384));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.as_mut().await;
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! validated config -> compiled immutable [`Snapshot`]: routing tables, origin pools with their
+//! upstream clients, certificates. A snapshot is swapped in whole (arc-swap); requests in flight
+//! keep the one they started with.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use palisade_config::{HashKey, HealthCheck, OriginProtocol, Problem, ValidConfig};
+use rustls::sign::CertifiedKey;
+
+use crate::body::RequestBody;
+use crate::guard::GuardLimits;
+use crate::metrics::{Metrics, ZoneStats};
+use crate::pool::{ms, OriginState, Pool, RetryBudget};
+
+pub type UpstreamClient = Client<HttpConnector, RequestBody>;
+
+/// One zone, compiled.
+pub struct ZoneRuntime {
+    pub name: Arc<str>,
+    pub pool: Pool,
+    pub hash_key: HashKey,
+    pub client: UpstreamClient,
+    pub h2_origin: bool,
+    pub response_header_timeout: std::time::Duration,
+    pub total_timeout: std::time::Duration,
+    pub retry_attempts: u32,
+    pub budget: Arc<RetryBudget>,
+    pub max_body_bytes: u64,
+    pub stats: Arc<ZoneStats>,
+    pub health_check: Option<HealthCheck>,
+    /// Host header sent with health checks: the zone's first exact hostname.
+    pub health_host: String,
+    pub cert: Option<Arc<CertifiedKey>>,
+}
+
+/// Everything a request needs, immutable once built.
+pub struct Snapshot {
+    pub config: ValidConfig,
+    pub zones: Vec<Arc<ZoneRuntime>>,
+    exact: HashMap<String, usize>,
+    wildcard: HashMap<String, usize>,
+    pub guard_limits: GuardLimits,
+    /// Where the bytes came from (a file path, "last-known-good", "admin API").
+    pub source: String,
+    pub via: Bytes,
+}
+
+impl Snapshot {
+    /// The zone serving `host` (already lowercased, without port): exact match first, then a
+    /// one-label wildcard (`*.example.com` matches `a.example.com`, not `a.b.example.com`, the
+    /// same rule TLS certificates follow).
+    pub fn zone_index(&self, host: &str) -> Option<usize> {
+        if let Some(i) = self.exact.get(host) {
+            return Some(*i);
+        }
+        let (_, parent) = host.split_once('.')?;
+        self.wildcard.get(parent).copied()
+    }
+
+    pub fn zone_for(&self, host: &str) -> Option<&Arc<ZoneRuntime>> {
+        self.zone_index(host).and_then(|i| self.zones.get(i))
+    }
+
+    pub fn version(&self) -> u64 {
+        self.config.doc.version
+    }
+
+    pub fn hash(&self) -> &str {
+        &self.config.hash
+    }
+}
+
+/// Lowercases a Host value and strips the port and a trailing dot.
+pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
+    let no_port = if raw.starts_with('[') {
+        raw.split_once(']').map(|(h, _)| h.trim_start_matches('[')).unwrap_or(raw)
+    } else {
+        raw.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map(|(h, _)| h).unwrap_or(raw)
+    };
+    let trimmed = no_port.strip_suffix('.').unwrap_or(no_port);
+    if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(trimmed.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(trimmed)
+    }
+}
+
+/// validated config -> snapshot. `previous` lends origin state (health, ejections) to origins
+/// that are still configured, so a reload does not forget what it knew.
+pub fn compile(
+    config: ValidConfig,
+    previous: Option<&Snapshot>,
+    metrics: &Metrics,
+    source: &str,
+) -> Result<Snapshot, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut old_states: HashMap<(String, std::net::SocketAddr), Arc<OriginState>> = HashMap::new();
+    if let Some(prev) = previous {
+        for z in &prev.zones {
+            for o in &z.pool.origins {
+                old_states.insert((z.name.to_string(), o.addr), o.clone());
+            }
+        }
+    }
+
+    let mut zones = Vec::with_capacity(config.doc.zones.len());
+    let mut exact = HashMap::new();
+    let mut wildcard = HashMap::new();
+    let mut health = BTreeMap::new();
+    for (zi, (z, vz)) in config.doc.zones.iter().zip(&config.zones).enumerate() {
+        let origins =
+            z.origins
+                .iter()
+                .zip(&vz.origin_addrs)
+                .map(|(o, addr)| {
+                    let state = old_states.get(&(z.name.clone(), *addr)).cloned().unwrap_or_else(|| {
+                        Arc::new(OriginState::new(*addr, metrics.origin(&z.name, &addr.to_string())))
+                    });
+                    health.insert((z.name.clone(), addr.to_string()), state.clone());
+                    (state, o.weight)
+                })
+                .collect();
+        let pool = Pool::new(origins, z.balance, z.passive_health.clone());
+
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(ms(z.timeouts.connect_ms)));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let h2 = z.origin_protocol == OriginProtocol::H2;
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(ms(z.timeouts.idle_ms))
+            .pool_max_idle_per_host(1024)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_only(h2)
+            .http1_max_buf_size(64 * 1024)
+            .build(connector);
+
+        let cert = match &z.tls {
+            Some(tls) => match crate::tls::load_certified_key(&tls.cert_file, &tls.key_file) {
+                Ok(c) => Some(Arc::new(c)),
+                Err(e) => {
+                    problems.push(Problem { path: format!("zones[{zi}].tls"), message: e });
+                    None
+                }
+            },
+            None => None,
+        };
+
+        for h in &vz.hostnames {
+            match h.strip_prefix("*.") {
+                Some(suffix) => wildcard.insert(suffix.to_string(), zi),
+                None => exact.insert(h.clone(), zi),
+            };
+        }
+        let health_host = vz.hostnames.iter().find(|h| !h.starts_with("*.")).cloned().unwrap_or_else(|| {
+            vz.hostnames.first().map(|h| h.trim_start_matches("*.").to_string()).unwrap_or_default()
+        });
+        zones.push(Arc::new(ZoneRuntime {
+            name: Arc::from(z.name.as_str()),
+            pool,
+            hash_key: vz.hash_key.clone(),
+            client,
+            h2_origin: h2,
+            response_header_timeout: ms(z.timeouts.response_header_ms),
+            total_timeout: ms(z.timeouts.total_ms),
+            retry_attempts: z.retries.attempts,
+            budget: Arc::new(RetryBudget::new(z.retries.budget_percent, z.retries.min_concurrent)),
+            max_body_bytes: z.max_body_bytes,
+            stats: metrics.zone(&z.name),
+            health_check: z.health_check.clone(),
+            health_host,
+            cert,
+        }));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let l = &config.doc.limits;
+    let guard_limits = GuardLimits {
+        max_header_bytes: usize::try_from(l.max_header_bytes).unwrap_or(usize::MAX),
+        max_headers: usize::try_from(l.max_headers).unwrap_or(100),
+        header_timeout: ms(l.header_timeout_ms),
+        idle_timeout: ms(l.idle_timeout_ms),
+        body_timeout: ms(l.body_timeout_ms),
+    };
+    let via = Bytes::from(config.doc.node.name.clone());
+    metrics.set_health(health);
+    Ok(Snapshot { config, zones, exact, wildcard, guard_limits, source: source.to_string(), via })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_host;
+
+    #[test]
+    fn hosts_are_normalised() {
+        assert_eq!(normalize_host("Example.COM:8080"), "example.com");
+        assert_eq!(normalize_host("example.com."), "example.com");
+        assert_eq!(normalize_host("[::1]:80"), "::1");
+        assert_eq!(normalize_host("plain"), "plain");
+    }
+}
