@@ -58,9 +58,16 @@ pub fn parse(bytes: &[u8]) -> Result<Document, ConfigError> {
         return Err(ConfigError::TooLarge { size: bytes.len(), limit: limits::MAX_DOCUMENT_BYTES });
     }
     let text = std::str::from_utf8(bytes).map_err(|e| ConfigError::NotUtf8 { offset: e.valid_up_to() })?;
-    toml::from_str::<Document>(text).map_err(|e| {
+    let syntax = |e: toml::de::Error, path: String| {
         let (line, column) = e.span().map(|s| line_column(text, s.start)).unwrap_or((0, 0));
-        ConfigError::Syntax { line, column, message: e.message().to_string() }
+        let message =
+            if path.is_empty() || path == "." { e.message().to_string() } else { format!("{path}: {}", e.message()) };
+        ConfigError::Syntax { line, column, message }
+    };
+    let de = toml::Deserializer::parse(text).map_err(|e| syntax(e, String::new()))?;
+    serde_path_to_error::deserialize::<_, Document>(de).map_err(|e| {
+        let path = e.path().to_string();
+        syntax(e.into_inner(), path)
     })
 }
 

@@ -1,0 +1,184 @@
+//! End-to-end: origin pools. Balancing, active health checks, passive ejection, retries, timeouts
+//! and the error pages a client sees when origins fail.
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+async fn spread(e: &EdgeProc, n: usize, headers: &[(&str, &str)]) -> HashMap<String, usize> {
+    let c = client();
+    let mut m = HashMap::new();
+    for _ in 0..n {
+        let mut hs = vec![("host", "site.test")];
+        hs.extend_from_slice(headers);
+        let (s, h, b) = request_full(&c, "GET", &format!("http://{}/1k", e.http()), &hs, Vec::new()).await;
+        assert_eq!(s, 200, "{b}");
+        *m.entry(origin_name(&h)).or_default() += 1;
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_round_robin_and_the_other_balancers() {
+    let (a, b, c) = (origin("a"), origin("b"), origin("c"));
+    let zone = |extra: &str| {
+        format!(
+            "{}\n[[zones]]\nname = \"site\"\nhostnames = [\"site.test\"]\n{extra}\norigins = [{{ address = \"{}\", weight = 3 }}, {{ address = \"{}\" }}, {{ address = \"{}\" }}]\n",
+            listen_section(false),
+            a.addr,
+            b.addr,
+            c.addr
+        )
+    };
+    let e = edge(&zone(""));
+    let m = spread(&e, 50, &[]).await;
+    assert_eq!((m["a"], m["b"], m["c"]), (30, 10, 10), "{m:?}");
+
+    // Consistent hashing by header: one user always lands on one origin; users spread out.
+    let e = edge(&zone("balance = \"consistent_hash\"\nhash_key = \"header:x-user\""));
+    let mut owners = HashMap::new();
+    for user in 0..30 {
+        let u = format!("user-{user}");
+        let m = spread(&e, 3, &[("x-user", &u)]).await;
+        assert_eq!(m.len(), 1, "{u} moved between origins: {m:?}");
+        owners.insert(u, m.into_keys().next().unwrap());
+    }
+    let distinct: std::collections::HashSet<_> = owners.values().collect();
+    assert_eq!(distinct.len(), 3, "30 users all hashed to {distinct:?}");
+
+    // Least connections and power-of-two-choices serve from every origin.
+    for balance in ["least_connections", "power_of_two_choices"] {
+        let e = edge(&zone(&format!("balance = \"{balance}\"")));
+        let m = spread(&e, 60, &[]).await;
+        assert_eq!(m.len(), 3, "{balance}: {m:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_connections_steers_around_a_busy_origin() {
+    let (a, b) = (origin("a"), origin("b"));
+    let e = edge(&zone_config(&["site.test"], &[a.addr, b.addr], "balance = \"least_connections\""));
+    let url = format!("http://{}/slow?ms=1500", e.http());
+    let slow =
+        tokio::spawn(async move { request_full(&client(), "GET", &url, &[("host", "site.test")], Vec::new()).await });
+    let count = |addr| async move {
+        let (_, body) = get(&format!("http://{addr}/__origin/stats")).await;
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["requests"].as_u64().unwrap()
+    };
+    eventually("slow request in flight", Duration::from_secs(5), || async {
+        count(a.addr).await + count(b.addr).await >= 3
+    })
+    .await;
+    // One request is in flight on the busy origin: every fast request goes to the other one.
+    let m = spread(&e, 10, &[]).await;
+    assert_eq!(m.len(), 1, "{m:?}");
+    let (s, h, _) = slow.await.unwrap();
+    assert_eq!(s, 200);
+    assert!(!m.contains_key(&origin_name(&h)), "fast requests went to the busy origin: {m:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_health_checks_take_an_origin_out_and_bring_it_back() {
+    let (a, b) = (origin("a"), origin("b"));
+    let e = edge(&zone_config(
+        &["site.test"],
+        &[a.addr, b.addr],
+        "[zones.health_check]\npath = \"/health\"\ninterval_ms = 100\ntimeout_ms = 500\nhealthy_threshold = 2\nunhealthy_threshold = 2",
+    ));
+    assert_eq!(spread(&e, 10, &[]).await.len(), 2);
+    let (s, _) = request("POST", &format!("http://{}/__origin/health/fail", b.addr), &[], Vec::new()).await;
+    assert_eq!(s, 200);
+    let series = format!("palisade_origin_healthy{{zone=\"site\",origin=\"{}\"}}", b.addr);
+    eventually("b marked unhealthy", Duration::from_secs(5), || async { e.metric(&series).await == Some(0.0) }).await;
+    let m = spread(&e, 20, &[]).await;
+    assert_eq!(m.get("a"), Some(&20), "{m:?}");
+    request("POST", &format!("http://{}/__origin/health/ok", b.addr), &[], Vec::new()).await;
+    eventually("b healthy again", Duration::from_secs(5), || async { e.metric(&series).await == Some(1.0) }).await;
+    assert_eq!(spread(&e, 10, &[]).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_origin_is_retried_around_then_ejected() {
+    let a = origin("a");
+    let mut dead = origin("dead");
+    let dead_addr = dead.addr;
+    dead.proc.child.kill().unwrap();
+    dead.proc.child.wait().unwrap();
+    let e = edge(&zone_config(
+        &["site.test"],
+        &[a.addr, dead_addr],
+        "[zones.passive_health]\nconsecutive_failures = 3\nejection_ms = 60000\n[zones.retries]\nattempts = 1",
+    ));
+    // Idempotent requests without a body never fail: a connect failure is retried on `a`.
+    let m = spread(&e, 20, &[]).await;
+    assert_eq!(m.get("a"), Some(&20), "{m:?}");
+    let retries = e.metric("palisade_upstream_retries_total{zone=\"site\"}").await.unwrap();
+    assert!(retries >= 3.0, "retries: {retries}");
+    let ejections = format!("palisade_origin_ejections_total{{zone=\"site\",origin=\"{dead_addr}\"}}");
+    assert_eq!(e.metric(&ejections).await, Some(1.0));
+    let healthy = format!("palisade_origin_healthy{{zone=\"site\",origin=\"{dead_addr}\"}}");
+    assert_eq!(e.metric(&healthy).await, Some(0.0));
+    // Ejected: no more connection attempts to the dead origin.
+    let failures = format!("palisade_origin_connect_failures_total{{zone=\"site\",origin=\"{dead_addr}\"}}");
+    let before = e.metric(&failures).await;
+    spread(&e, 20, &[]).await;
+    assert_eq!(e.metric(&failures).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_idempotent_requests_are_not_retried_and_errors_have_clean_pages() {
+    let mut dead = origin("dead");
+    let dead_addr = dead.addr;
+    dead.proc.child.kill().unwrap();
+    dead.proc.child.wait().unwrap();
+    let a = origin("a");
+    let e =
+        edge(&zone_config(&["site.test"], &[dead_addr, a.addr], "[zones.passive_health]\nconsecutive_failures = 0"));
+    // POST with a body hits the dead origin on one of two round-robin picks and is not replayed.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let (s, body) =
+            request("POST", &format!("http://{}/echo", e.http()), &[("host", "site.test")], b"data".to_vec()).await;
+        if s == 502 {
+            assert!(body.contains("502 Bad gateway") && body.contains("Request ID"), "{body}");
+            assert!(!body.contains(&dead_addr.to_string()), "error page leaks the origin address");
+        }
+        statuses.push(s);
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 502, 502]);
+
+    // Every origin down: 502, quickly.
+    let e = edge(&zone_config(&["site.test"], &[dead_addr], ""));
+    let t = Instant::now();
+    let (s, _, _) = get_host(e.http(), "site.test", "/").await;
+    assert_eq!(s, 502);
+    assert!(t.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_header_and_total_timeouts() {
+    let o = origin("o");
+    let e = edge(&zone_config(
+        &["site.test"],
+        &[o.addr],
+        "[zones.timeouts]\nresponse_header_ms = 300\ntotal_ms = 1000\n[zones.passive_health]\nconsecutive_failures = 0",
+    ));
+    let t = Instant::now();
+    let (s, _, body) = get_host(e.http(), "site.test", "/slow?ms=3000").await;
+    assert_eq!(s, 504, "{body}");
+    assert!(body.contains("Gateway timeout"));
+    assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+    // Headers arrive in time, but the body would take 3 s: cut at total_ms.
+    let t = Instant::now();
+    let out =
+        raw(e.http(), b"GET /drip?chunks=30&ms=100 HTTP/1.1\r\nHost: site.test\r\n\r\n", Duration::from_secs(5)).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("chunk 3") && !out.contains("chunk 29"), "{out}");
+    assert!(t.elapsed() < Duration::from_millis(2500), "{:?}", t.elapsed());
+    assert!(
+        e.metric(&format!("palisade_origin_timeouts_total{{zone=\"site\",origin=\"{}\"}}", o.addr)).await >= Some(2.0)
+    );
+}

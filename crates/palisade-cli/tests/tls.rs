@@ -1,0 +1,115 @@
+//! End-to-end: TLS with one certificate per zone chosen by SNI, ALPN h2 and http/1.1, and 421
+//! for a request whose Host belongs to another zone than the connection's certificate.
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::TlsConnector;
+
+struct Zone {
+    cert: CertificateDer<'static>,
+}
+
+fn write_cert(dir: &std::path::Path, name: &str, sans: &[&str]) -> (Zone, String) {
+    let ck = rcgen::generate_simple_self_signed(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    let cert_file = dir.join(format!("{name}.crt"));
+    let key_file = dir.join(format!("{name}.key"));
+    std::fs::write(&cert_file, ck.cert.pem()).unwrap();
+    std::fs::write(&key_file, ck.signing_key.serialize_pem()).unwrap();
+    let tls = format!("[zones.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n", cert_file.display(), key_file.display());
+    (Zone { cert: ck.cert.der().clone() }, tls)
+}
+
+fn connector(roots: &[&Zone], alpn: &[&[u8]]) -> TlsConnector {
+    let mut store = rustls::RootCertStore::empty();
+    for z in roots {
+        store.add(z.cert.clone()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(cfg))
+}
+
+/// One request over a fresh TLS connection; returns (negotiated ALPN, status, origin, body).
+async fn tls_get(
+    e: &EdgeProc,
+    tls: &TlsConnector,
+    sni: &str,
+    host: &str,
+    h2: bool,
+) -> std::io::Result<(Option<Vec<u8>>, u16, String, String)> {
+    let tcp = tokio::net::TcpStream::connect(e.https.unwrap()).await?;
+    let stream = tls.connect(ServerName::try_from(sni.to_string()).unwrap(), tcp).await?;
+    let alpn = stream.get_ref().1.alpn_protocol().map(|p| p.to_vec());
+    let io = TokioIo::new(stream);
+    let req =
+        Request::get(format!("https://{host}/echo")).header("host", host).body(Empty::<bytes::Bytes>::new()).unwrap();
+    let resp = if h2 {
+        let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
+        tokio::spawn(conn);
+        send.send_request(req).await.unwrap()
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        send.send_request(req).await.unwrap()
+    };
+    let status = resp.status().as_u16();
+    let origin = origin_name(resp.headers());
+    let body = String::from_utf8_lossy(&resp.into_body().collect().await.unwrap().to_bytes()).to_string();
+    Ok((alpn, status, origin, body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_by_sni_alpn_and_misdirected_requests() {
+    let (a, b) = (origin("a"), origin("b"));
+    let dir = temp_dir("tls");
+    let (za, tls_a) = write_cert(&dir, "a", &["a.test"]);
+    let (zb, tls_b) = write_cert(&dir, "b", &["*.b.test"]);
+    let cfg = format!(
+        "[limits]\nheader_timeout_ms = 1000\n{}\n[[zones]]\nname = \"a\"\nhostnames = [\"a.test\"]\norigins = [{{ address = \"{}\" }}]\n{tls_a}\n\
+         [[zones]]\nname = \"b\"\nhostnames = [\"*.b.test\"]\norigins = [{{ address = \"{}\" }}]\n{tls_b}\n",
+        listen_section(true),
+        a.addr,
+        b.addr
+    );
+    let path = dir.join("palisade.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let e = edge_with(dir, path, &[]);
+
+    let both = connector(&[&za, &zb], &[b"h2", b"http/1.1"]);
+    // h2 by ALPN, the right certificate for each SNI (the client verifies it against that zone's cert only).
+    let only_a = connector(&[&za], &[b"h2", b"http/1.1"]);
+    let (alpn, s, o, body) = tls_get(&e, &only_a, "a.test", "a.test", true).await.unwrap();
+    assert_eq!((alpn.as_deref(), s, o.as_str()), (Some(&b"h2"[..]), 200, "a"), "{body}");
+    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let xfp: Vec<_> = echo["headers"].as_array().unwrap().iter().filter(|h| h[0] == "x-forwarded-proto").collect();
+    assert_eq!(xfp[0][1], "https");
+    let only_b = connector(&[&zb], &[b"http/1.1"]);
+    let (alpn, s, o, _) = tls_get(&e, &only_b, "www.b.test", "www.b.test", false).await.unwrap();
+    assert_eq!((alpn.as_deref(), s, o.as_str()), (Some(&b"http/1.1"[..]), 200, "b"));
+    // a.test's certificate must not be offered for b's names.
+    assert!(tls_get(&e, &only_a, "www.b.test", "www.b.test", false).await.is_err());
+    // A Host of another zone on this connection: 421, never the other zone's origin.
+    let (_, s, o, body) = tls_get(&e, &both, "a.test", "www.b.test", false).await.unwrap();
+    assert_eq!((s, o.as_str()), (421, ""), "{body}");
+    // No certificate for an unknown name: the handshake fails.
+    assert!(tls_get(&e, &both, "unknown.test", "unknown.test", false).await.is_err());
+    assert!(e.metric("palisade_tls_handshake_failures_total").await >= Some(2.0));
+    assert_eq!(e.metric("palisade_misdirected_total").await, Some(1.0));
+
+    // A slow TLS client (no ClientHello) is cut off by the header timeout like any other.
+    let mut s = tokio::net::TcpStream::connect(e.https.unwrap()).await.unwrap();
+    let out = read_all(&mut s, Duration::from_secs(5)).await;
+    assert!(out.is_empty());
+}
