@@ -28,6 +28,9 @@ enum Command {
         /// Boot from this last-known-good file when --config is missing or unusable.
         #[arg(long)]
         lkg: Option<PathBuf>,
+        /// Data-plane worker threads (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Configuration tools.
     Config {
@@ -69,7 +72,9 @@ fn main() -> ExitCode {
         Command::Config { command: ConfigCommand::Validate { file } } => validate(&file),
         other => {
             init_logging();
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            // The control runtime: admin API, health checks, signals. The edge's data plane runs
+            // on its own per-core worker threads.
+            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("palisade: cannot start the runtime: {e}");
@@ -125,8 +130,8 @@ fn print_ready(edge: &Edge) {
 
 async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
-        Command::Edge { config, state_dir, lkg } => {
-            let edge = Edge::start(EdgeOptions { config_path: config, state_dir, lkg_file: lkg }).await?;
+        Command::Edge { config, state_dir, lkg, workers } => {
+            let edge = Edge::start(EdgeOptions { config_path: config, state_dir, lkg_file: lkg, workers }).await?;
             print_ready(&edge);
             edge.run_until_shutdown().await;
             Ok(())
@@ -172,6 +177,7 @@ interval_ms = 2000
         config_path: Some(path.clone()),
         state_dir: Some(dir.join("state")),
         lkg_file: None,
+        workers: None,
     })
     .await?;
     print_ready(&edge);

@@ -88,21 +88,23 @@ enum Source {
 /// [`Finish`] (metrics, access log, in-flight counters), so every exit path is accounted once.
 pub struct EdgeBody {
     source: Source,
+    /// The total deadline; the timer is only created if the body ever has to wait.
+    deadline_at: Option<tokio::time::Instant>,
     deadline: Option<Pin<Box<Sleep>>>,
     finish: Option<Finish>,
 }
 
 impl EdgeBody {
     pub fn full(bytes: impl Into<Bytes>) -> Self {
-        Self { source: Source::Full(Some(bytes.into())), deadline: None, finish: None }
+        Self { source: Source::Full(Some(bytes.into())), deadline_at: None, deadline: None, finish: None }
     }
 
     pub fn empty() -> Self {
-        Self { source: Source::Full(None), deadline: None, finish: None }
+        Self { source: Source::Full(None), deadline_at: None, deadline: None, finish: None }
     }
 
-    pub fn upstream(body: Incoming, deadline: Option<Pin<Box<Sleep>>>) -> Self {
-        Self { source: Source::Upstream(body), deadline, finish: None }
+    pub fn upstream(body: Incoming, deadline_at: Option<tokio::time::Instant>) -> Self {
+        Self { source: Source::Upstream(body), deadline_at, deadline: None, finish: None }
     }
 
     pub fn set_finish(&mut self, f: Finish) {
@@ -136,6 +138,9 @@ impl Body for EdgeBody {
                 Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => {
+                    if this.deadline.is_none() {
+                        this.deadline = this.deadline_at.map(|at| Box::pin(tokio::time::sleep_until(at)));
+                    }
                     if let Some(d) = this.deadline.as_mut() {
                         if d.as_mut().poll(cx).is_ready() {
                             if let Some(f) = this.finish.as_mut() {

@@ -221,7 +221,8 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
 
         origin.in_flight.fetch_add(1, Ordering::Relaxed);
         let sent_at = Instant::now();
-        let outcome = tokio::time::timeout(zone.response_header_timeout, zone.client.request(up)).await;
+        let Some(client) = zone.client() else { break Err(StatusCode::BAD_GATEWAY) };
+        let outcome = tokio::time::timeout(zone.response_header_timeout, client.request(up)).await;
         if std::mem::take(&mut retry_token) {
             zone.budget.release();
         }
@@ -306,8 +307,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
         parts.headers.insert(X_REQUEST_ID.clone(), v);
     }
     parts.version = Version::HTTP_11;
-    let deadline = Box::pin(tokio::time::sleep_until(started + zone.total_timeout));
-    let resp = Response::from_parts(parts, EdgeBody::upstream(body, Some(deadline)));
+    let resp = Response::from_parts(parts, EdgeBody::upstream(body, Some(started + zone.total_timeout)));
     respond(resp, finish)
 }
 

@@ -49,6 +49,17 @@ pub struct EdgeOptions {
     pub state_dir: Option<PathBuf>,
     /// A last-known-good file to boot from when `config_path` is missing or bad.
     pub lkg_file: Option<PathBuf>,
+    /// Data-plane worker threads; default: one per available core.
+    pub workers: Option<usize>,
+}
+
+thread_local! {
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Index of the data-plane worker running the current request (0 off the workers).
+pub fn worker_index() -> usize {
+    WORKER.with(|w| w.get())
 }
 
 /// State shared by every connection and the admin API.
@@ -62,6 +73,7 @@ pub struct EdgeShared {
     drained: Notify,
     reload_lock: tokio::sync::Mutex<()>,
     pub shutdown: watch::Sender<bool>,
+    workers: usize,
 }
 
 /// Result of a successful reload.
@@ -133,7 +145,7 @@ impl EdgeShared {
         if valid.hash == current.hash() {
             return Ok(Applied { version: current.version(), hash: valid.hash, changed: false });
         }
-        let snapshot = Arc::new(compile(valid, Some(&current), &self.metrics, source)?);
+        let snapshot = Arc::new(compile(valid, Some(&current), &self.metrics, source, self.workers)?);
         let applied = Applied { version: snapshot.version(), hash: snapshot.hash().to_string(), changed: true };
         self.install(snapshot, bytes);
         Ok(applied)
@@ -237,14 +249,14 @@ pub struct Edge {
 }
 
 /// Finds the first usable configuration: the config file, else the last-known-good copy.
-fn initial_config(opts: &EdgeOptions, metrics: &Metrics) -> Result<(Snapshot, Vec<u8>), StartError> {
+fn initial_config(opts: &EdgeOptions, metrics: &Metrics, workers: usize) -> Result<(Snapshot, Vec<u8>), StartError> {
     let mut problems = Vec::new();
     if let Some(path) = &opts.config_path {
         match read_config_file(path)
             .map_err(|p| vec![p])
             .and_then(|b| palisade_config::load(&b).map(|v| (v, b)).map_err(|e| e.problems()))
         {
-            Ok((valid, bytes)) => match compile(valid, None, metrics, &path.display().to_string()) {
+            Ok((valid, bytes)) => match compile(valid, None, metrics, &path.display().to_string(), workers) {
                 Ok(s) => return Ok((s, bytes)),
                 Err(p) => problems.extend(p),
             },
@@ -256,7 +268,7 @@ fn initial_config(opts: &EdgeOptions, metrics: &Metrics) -> Result<(Snapshot, Ve
     if let Some(lkg_path) = lkg_path {
         match lkg::read(&lkg_path) {
             Ok(bytes) => match palisade_config::load(&bytes) {
-                Ok(valid) => match compile(valid, None, metrics, "last-known-good") {
+                Ok(valid) => match compile(valid, None, metrics, "last-known-good", workers) {
                     Ok(s) => {
                         tracing::warn!(file = %lkg_path.display(), version = s.version(), "serving from last-known-good");
                         return Ok((s, bytes));
@@ -276,10 +288,17 @@ fn initial_config(opts: &EdgeOptions, metrics: &Metrics) -> Result<(Snapshot, Ve
 }
 
 impl Edge {
-    /// Loads the configuration, binds the listeners and starts serving.
+    /// Loads the configuration, binds the listeners and starts serving: the admin API, health
+    /// checks and signals on the calling runtime; the data plane on one thread per core, each
+    /// with a current-thread runtime, its own SO_REUSEPORT listeners and its own origin
+    /// connection pools, so a request never hops threads (the nginx worker model).
     pub async fn start(options: EdgeOptions) -> Result<Edge, StartError> {
+        let workers = options
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+            .clamp(1, 256);
         let metrics = Arc::new(Metrics::default());
-        let (snapshot, bytes) = initial_config(&options, &metrics)?;
+        let (snapshot, bytes) = initial_config(&options, &metrics, workers)?;
         let doc = snapshot.config.doc.clone();
         let (http, https, admin_addr) = (snapshot.config.http, snapshot.config.https, snapshot.config.admin);
         let access_log = AccessLog::start(
@@ -301,29 +320,47 @@ impl Edge {
             drained: Notify::new(),
             reload_lock: tokio::sync::Mutex::new(()),
             shutdown,
+            workers,
         });
         shared.install(snapshot, &bytes);
 
         let mut tasks = Vec::new();
-        let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr).await.map_err(|e| StartError::Io(format!("cannot listen on {addr}: {e}")))
-        };
         let mut bound = Bound { http: None, https: None, admin: None };
+        // listeners[w] = what worker w accepts on.
+        let mut listeners: Vec<Vec<(std::net::TcpListener, Option<TlsAcceptor>)>> =
+            (0..workers).map(|_| Vec::new()).collect();
         if let Some(addr) = http {
-            let l = bind(addr).await?;
-            bound.http = l.local_addr().ok();
-            tasks.push(tokio::spawn(accept_loop(shared.clone(), l, None)));
+            let socks = bind_reuseport(addr, workers)?;
+            bound.http = socks.first().and_then(|l| l.local_addr().ok());
+            for (w, l) in socks.into_iter().enumerate() {
+                if let Some(slot) = listeners.get_mut(w) {
+                    slot.push((l, None));
+                }
+            }
         }
         if let Some(addr) = https {
-            let l = bind(addr).await?;
-            bound.https = l.local_addr().ok();
+            let socks = bind_reuseport(addr, workers)?;
+            bound.https = socks.first().and_then(|l| l.local_addr().ok());
             let cfg = tls::server_config(snapshots.clone()).map_err(|e| StartError::Io(format!("TLS setup: {e}")))?;
-            tasks.push(tokio::spawn(accept_loop(shared.clone(), l, Some(TlsAcceptor::from(Arc::new(cfg))))));
+            let acceptor = TlsAcceptor::from(Arc::new(cfg));
+            for (w, l) in socks.into_iter().enumerate() {
+                if let Some(slot) = listeners.get_mut(w) {
+                    slot.push((l, Some(acceptor.clone())));
+                }
+            }
         }
         if let Some(addr) = admin_addr {
-            let l = bind(addr).await?;
+            let l =
+                TcpListener::bind(addr).await.map_err(|e| StartError::Io(format!("cannot listen on {addr}: {e}")))?;
             bound.admin = l.local_addr().ok();
             tasks.push(tokio::spawn(admin::serve(shared.clone(), l)));
+        }
+        for (w, mine) in listeners.into_iter().enumerate() {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("palisade-worker-{w}"))
+                .spawn(move || worker(w, shared, mine))
+                .map_err(|e| StartError::Io(format!("cannot start worker thread: {e}")))?;
         }
         tasks.push(tokio::spawn(signals(shared.clone())));
         Ok(Edge { shared, bound, tasks })
@@ -383,6 +420,53 @@ async fn signals(shared: Arc<EdgeShared>) {
             _ = int.recv() => { let _ = shared.shutdown.send(true); }
         }
     }
+}
+
+/// Binds `n` listening sockets to one address with SO_REUSEPORT (the kernel spreads connections
+/// across them). Port 0 is resolved by the first bind and reused by the others.
+fn bind_reuseport(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, StartError> {
+    let err = |e: std::io::Error| StartError::Io(format!("cannot listen on {addr}: {e}"));
+    let mut out = Vec::with_capacity(n);
+    let mut at = addr;
+    for _ in 0..n {
+        let sock = if at.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+            .map_err(err)?;
+        sock.set_reuseaddr(true).map_err(err)?;
+        sock.set_reuseport(true).map_err(err)?;
+        sock.bind(at).map_err(err)?;
+        let l = sock.listen(4096).map_err(err)?;
+        at = l.local_addr().map_err(err)?;
+        out.push(l.into_std().map_err(err)?);
+    }
+    Ok(out)
+}
+
+/// One data-plane worker thread.
+fn worker(index: usize, shared: Arc<EdgeShared>, listeners: Vec<(std::net::TcpListener, Option<TlsAcceptor>)>) {
+    WORKER.with(|w| w.set(index));
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, worker = index, "cannot start a worker runtime");
+            let _ = shared.shutdown.send(true);
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let mut loops = tokio::task::JoinSet::new();
+        for (l, tls) in listeners {
+            match TcpListener::from_std(l) {
+                Ok(l) => {
+                    loops.spawn(accept_loop(shared.clone(), l, tls));
+                }
+                Err(e) => tracing::error!(error = %e, "cannot register a listener"),
+            }
+        }
+        while loops.join_next().await.is_some() {}
+        // Accepting has stopped; connections in flight keep running on this thread until the
+        // process exits after the drain deadline.
+        std::future::pending::<()>().await;
+    });
 }
 
 async fn accept_loop(shared: Arc<EdgeShared>, listener: TcpListener, tls: Option<TlsAcceptor>) {

@@ -24,7 +24,8 @@ pub struct ZoneRuntime {
     pub name: Arc<str>,
     pub pool: Pool,
     pub hash_key: HashKey,
-    pub client: UpstreamClient,
+    /// One origin connection pool per data-plane worker thread (see [`crate::server::worker_index`]).
+    pub clients: Vec<UpstreamClient>,
     pub h2_origin: bool,
     pub response_header_timeout: std::time::Duration,
     pub total_timeout: std::time::Duration,
@@ -48,6 +49,13 @@ pub struct Snapshot {
     /// Where the bytes came from (a file path, "last-known-good", "admin API").
     pub source: String,
     pub via: Bytes,
+}
+
+impl ZoneRuntime {
+    /// The origin connection pool of the calling worker thread.
+    pub fn client(&self) -> Option<&UpstreamClient> {
+        self.clients.get(crate::server::worker_index()).or_else(|| self.clients.first())
+    }
 }
 
 impl Snapshot {
@@ -97,6 +105,7 @@ pub fn compile(
     previous: Option<&Snapshot>,
     metrics: &Metrics,
     source: &str,
+    workers: usize,
 ) -> Result<Snapshot, Vec<Problem>> {
     let mut problems = Vec::new();
     let mut old_states: HashMap<(String, std::net::SocketAddr), Arc<OriginState>> = HashMap::new();
@@ -127,19 +136,23 @@ pub fn compile(
                 .collect();
         let pool = Pool::new(origins, z.balance, z.passive_health.clone());
 
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(ms(z.timeouts.connect_ms)));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
         let h2 = z.origin_protocol == OriginProtocol::H2;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(ms(z.timeouts.idle_ms))
-            .pool_max_idle_per_host(1024)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_only(h2)
-            .http1_max_buf_size(64 * 1024)
-            .build(connector);
+        let clients = (0..workers.max(1))
+            .map(|_| {
+                let mut connector = HttpConnector::new();
+                connector.set_connect_timeout(Some(ms(z.timeouts.connect_ms)));
+                connector.set_nodelay(true);
+                connector.enforce_http(true);
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(ms(z.timeouts.idle_ms))
+                    .pool_max_idle_per_host(1024)
+                    .pool_timer(TokioTimer::new())
+                    .timer(TokioTimer::new())
+                    .http2_only(h2)
+                    .http1_max_buf_size(64 * 1024)
+                    .build(connector)
+            })
+            .collect();
 
         let cert = match &z.tls {
             Some(tls) => match crate::tls::load_certified_key(&tls.cert_file, &tls.key_file) {
@@ -165,7 +178,7 @@ pub fn compile(
             name: Arc::from(z.name.as_str()),
             pool,
             hash_key: vz.hash_key.clone(),
-            client,
+            clients,
             h2_origin: h2,
             response_header_timeout: ms(z.timeouts.response_header_ms),
             total_timeout: ms(z.timeouts.total_ms),

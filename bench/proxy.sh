@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Reverse-proxy throughput, palisade edge vs a tuned nginx reverse proxy, side by side in one run
+# on this machine (same origin, same load generator, contenders alternated every round).
+#   bench/proxy.sh                 # default: 3 rounds x 10 s per cell
+#   ROUNDS=5 DURATION=15 bench/proxy.sh
+# Prints req/s, p50/p99 latency and peak RSS per contender, and palisade/nginx ratios.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+missing=()
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v wrk >/dev/null || missing+=(wrk)
+if ((${#missing[@]})); then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+cargo build --release -p palisade-cli
+exec python3 bench/proxy_bench.py "$@"
