@@ -21,5 +21,6 @@ pub mod proxy;
 pub mod server;
 pub mod snapshot;
 pub mod tls;
+pub mod upstream;
 
 pub use server::{Edge, EdgeOptions, EdgeShared, StartError};

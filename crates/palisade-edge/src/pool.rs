@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use palisade_config::{Balance, PassiveHealth};
 
 use crate::metrics::OriginStats;
+use crate::upstream::OriginConns;
 
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -73,13 +74,18 @@ pub struct OriginState {
     pub ejections_in_a_row: AtomicU32,
     pub in_flight: AtomicU32,
     pub stats: Arc<OriginStats>,
+    /// Connections to this origin, pooled per worker.
+    pub conns: OriginConns,
+    authority: Option<hyper::http::uri::Authority>,
 }
 
 impl OriginState {
-    pub fn new(addr: SocketAddr, stats: Arc<OriginStats>) -> Self {
+    pub fn new(addr: SocketAddr, stats: Arc<OriginStats>, workers: usize) -> Self {
+        let label = addr.to_string();
         Self {
             addr,
-            label: addr.to_string(),
+            authority: label.parse().ok(),
+            label,
             active_healthy: AtomicBool::new(true),
             check_successes: AtomicU32::new(0),
             check_failures: AtomicU32::new(0),
@@ -88,7 +94,17 @@ impl OriginState {
             ejections_in_a_row: AtomicU32::new(0),
             in_flight: AtomicU32::new(0),
             stats,
+            conns: OriginConns::new(addr, workers),
         }
+    }
+
+    /// `http://ip:port/path` for an HTTP/2 origin (which needs the scheme and authority).
+    pub fn absolute_uri(&self, pq: Option<&hyper::http::uri::PathAndQuery>) -> hyper::Uri {
+        let mut parts = hyper::http::uri::Parts::default();
+        parts.scheme = Some(hyper::http::uri::Scheme::HTTP);
+        parts.authority = self.authority.clone();
+        parts.path_and_query = Some(pq.cloned().unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")));
+        hyper::Uri::from_parts(parts).unwrap_or_default()
     }
 
     pub fn available(&self) -> bool {
@@ -327,7 +343,7 @@ mod tests {
             .enumerate()
             .map(|(i, w)| {
                 let addr: SocketAddr = format!("127.0.0.1:{}", 10_000 + i).parse().unwrap();
-                (Arc::new(OriginState::new(addr, Arc::default())), *w)
+                (Arc::new(OriginState::new(addr, Arc::default(), 1)), *w)
             })
             .collect();
         Pool::new(origins, balance, PassiveHealth { consecutive_failures: 3, ejection_ms: 1000, max_ejection_ms: 4000 })

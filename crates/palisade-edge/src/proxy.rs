@@ -25,6 +25,8 @@ use crate::pages::error_page;
 use crate::pool::{fast_random, stable_hash, Outcome};
 use crate::server::EdgeShared;
 use crate::snapshot::normalize_host;
+use crate::upstream::Sent;
+use hyper::http::uri::PathAndQuery;
 
 /// What a request handler knows about its connection.
 pub struct ConnCtx {
@@ -184,16 +186,23 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
 
     let body_empty = http_body::Body::is_end_stream(&body);
     let too_large = Arc::new(AtomicBool::new(false));
-    let mut request_body = Some(if body_empty {
-        RequestBody::empty()
-    } else {
-        RequestBody::new(body, zone.max_body_bytes, too_large.clone())
+    let request_body =
+        if body_empty { RequestBody::empty() } else { RequestBody::new(body, zone.max_body_bytes, too_large.clone()) };
+    // A connect failure means nothing was sent, so the body is still whole: idempotent requests
+    // are retried on another origin with or without a body.
+    let retryable = zone.retry_attempts > 0 && !is_upgrade && is_idempotent(&method);
+    let mut pending = Some({
+        let mut up = Request::new(request_body);
+        *up.method_mut() = method;
+        *up.version_mut() = if zone.h2_origin { Version::HTTP_2 } else { Version::HTTP_11 };
+        *up.headers_mut() = headers;
+        up
     });
-    let retryable = zone.retry_attempts > 0 && body_empty && !is_upgrade && is_idempotent(&method);
 
     let mut tried: u64 = 0;
     let mut attempt: u32 = 0;
-    let mut retry_token = false;
+    // Stale pooled connections that closed before our request was written: resent, bounded.
+    let mut resends = 0u32;
     let result = loop {
         let Some(i) = zone.pool.pick(hash, tried) else {
             break Err(StatusCode::BAD_GATEWAY);
@@ -201,52 +210,58 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
         let Some(origin) = zone.pool.get(i).cloned() else {
             break Err(StatusCode::BAD_GATEWAY);
         };
+        let Some(mut up) = pending.take() else { break Err(StatusCode::BAD_GATEWAY) };
         if i < 64 {
             tried |= 1 << i;
         }
-        let last = !retryable || attempt >= zone.retry_attempts;
-        let mut uri = Uri::builder().scheme("http").authority(origin.label.as_str());
-        if let Some(pq) = &path_and_query {
-            uri = uri.path_and_query(pq.clone());
+        let conn = match origin.conns.checkout(zone.conn_params).await {
+            Ok(c) => c,
+            Err(e) => {
+                origin.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                zone.pool.record(i, Outcome::Failure);
+                tracing::debug!(origin = %origin.label, error = %e, "connect to origin failed");
+                if retryable && attempt < zone.retry_attempts && zone.budget.try_acquire() {
+                    // The retry token is held only while deciding: a connect attempt is short.
+                    zone.budget.release();
+                    attempt += 1;
+                    zone.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    pending = Some(up);
+                    continue;
+                }
+                break Err(if matches!(e, crate::upstream::ConnectError::Timeout) {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::BAD_GATEWAY
+                });
+            }
+        };
+        *up.uri_mut() = if zone.h2_origin {
+            origin.absolute_uri(path_and_query.as_ref())
         } else {
-            uri = uri.path_and_query("/");
-        }
-        let Ok(uri) = uri.build() else { break Err(StatusCode::BAD_REQUEST) };
-        let body = if last { request_body.take().unwrap_or_else(RequestBody::empty) } else { RequestBody::empty() };
-        let mut up = Request::new(body);
-        *up.method_mut() = method.clone();
-        *up.uri_mut() = uri;
-        *up.version_mut() = if zone.h2_origin { Version::HTTP_2 } else { Version::HTTP_11 };
-        *up.headers_mut() = if last { std::mem::take(&mut headers) } else { headers.clone() };
+            origin_form(path_and_query.as_ref())
+        };
 
         origin.in_flight.fetch_add(1, Ordering::Relaxed);
         let sent_at = Instant::now();
-        let Some(client) = zone.client() else { break Err(StatusCode::BAD_GATEWAY) };
-        let outcome = tokio::time::timeout(zone.response_header_timeout, client.request(up)).await;
-        if std::mem::take(&mut retry_token) {
-            zone.budget.release();
-        }
+        let outcome = tokio::time::timeout(zone.response_header_timeout, origin.conns.send(conn, up)).await;
         match outcome {
-            Ok(Ok(resp)) => {
+            Ok(Sent::Response(resp)) => {
                 zone.pool.record(i, if resp.status().is_server_error() { Outcome::Failure } else { Outcome::Success });
                 finish.origin = Some(origin);
                 finish.origin_duration = Some(sent_at.elapsed());
                 break Ok(resp);
             }
-            Ok(Err(e)) if e.is_connect() => {
+            Ok(Sent::NotSent(req, e)) if resends < 3 => {
                 origin.in_flight.fetch_sub(1, Ordering::Relaxed);
-                origin.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-                zone.pool.record(i, Outcome::Failure);
-                tracing::debug!(origin = %origin.label, error = %e, "connect to origin failed");
-                if !last && zone.budget.try_acquire() {
-                    retry_token = true;
-                    attempt += 1;
-                    zone.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    continue;
+                tracing::debug!(origin = %origin.label, error = %e, "pooled connection closed before the request was written; resending");
+                resends += 1;
+                if i < 64 {
+                    tried &= !(1 << i);
                 }
-                break Err(StatusCode::BAD_GATEWAY);
+                pending = Some(req);
+                continue;
             }
-            Ok(Err(e)) => {
+            Ok(Sent::NotSent(_, e)) | Ok(Sent::Failed(e)) => {
                 origin.in_flight.fetch_sub(1, Ordering::Relaxed);
                 if too_large.load(Ordering::Relaxed) {
                     zone.stats.body_too_large.fetch_add(1, Ordering::Relaxed);
@@ -309,6 +324,12 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
     parts.version = Version::HTTP_11;
     let resp = Response::from_parts(parts, EdgeBody::upstream(body, Some(started + zone.total_timeout)));
     respond(resp, finish)
+}
+
+fn origin_form(pq: Option<&PathAndQuery>) -> Uri {
+    let mut parts = hyper::http::uri::Parts::default();
+    parts.path_and_query = Some(pq.cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+    Uri::from_parts(parts).unwrap_or_default()
 }
 
 fn hash_ip(ip: IpAddr) -> u64 {

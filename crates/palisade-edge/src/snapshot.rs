@@ -6,26 +6,20 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use palisade_config::{HashKey, HealthCheck, OriginProtocol, Problem, ValidConfig};
 use rustls::sign::CertifiedKey;
 
-use crate::body::RequestBody;
 use crate::guard::GuardLimits;
 use crate::metrics::{Metrics, ZoneStats};
 use crate::pool::{ms, OriginState, Pool, RetryBudget};
-
-pub type UpstreamClient = Client<HttpConnector, RequestBody>;
+use crate::upstream::ConnParams;
 
 /// One zone, compiled.
 pub struct ZoneRuntime {
     pub name: Arc<str>,
     pub pool: Pool,
     pub hash_key: HashKey,
-    /// One origin connection pool per data-plane worker thread (see [`crate::server::worker_index`]).
-    pub clients: Vec<UpstreamClient>,
+    pub conn_params: ConnParams,
     pub h2_origin: bool,
     pub response_header_timeout: std::time::Duration,
     pub total_timeout: std::time::Duration,
@@ -49,13 +43,6 @@ pub struct Snapshot {
     /// Where the bytes came from (a file path, "last-known-good", "admin API").
     pub source: String,
     pub via: Bytes,
-}
-
-impl ZoneRuntime {
-    /// The origin connection pool of the calling worker thread.
-    pub fn client(&self) -> Option<&UpstreamClient> {
-        self.clients.get(crate::server::worker_index()).or_else(|| self.clients.first())
-    }
 }
 
 impl Snapshot {
@@ -122,37 +109,23 @@ pub fn compile(
     let mut wildcard = HashMap::new();
     let mut health = BTreeMap::new();
     for (zi, (z, vz)) in config.doc.zones.iter().zip(&config.zones).enumerate() {
-        let origins =
-            z.origins
-                .iter()
-                .zip(&vz.origin_addrs)
-                .map(|(o, addr)| {
-                    let state = old_states.get(&(z.name.clone(), *addr)).cloned().unwrap_or_else(|| {
-                        Arc::new(OriginState::new(*addr, metrics.origin(&z.name, &addr.to_string())))
-                    });
-                    health.insert((z.name.clone(), addr.to_string()), state.clone());
-                    (state, o.weight)
-                })
-                .collect();
+        let origins = z
+            .origins
+            .iter()
+            .zip(&vz.origin_addrs)
+            .map(|(o, addr)| {
+                let state = old_states.get(&(z.name.clone(), *addr)).cloned().unwrap_or_else(|| {
+                    Arc::new(OriginState::new(*addr, metrics.origin(&z.name, &addr.to_string()), workers))
+                });
+                health.insert((z.name.clone(), addr.to_string()), state.clone());
+                (state, o.weight)
+            })
+            .collect();
         let pool = Pool::new(origins, z.balance, z.passive_health.clone());
 
         let h2 = z.origin_protocol == OriginProtocol::H2;
-        let clients = (0..workers.max(1))
-            .map(|_| {
-                let mut connector = HttpConnector::new();
-                connector.set_connect_timeout(Some(ms(z.timeouts.connect_ms)));
-                connector.set_nodelay(true);
-                connector.enforce_http(true);
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(ms(z.timeouts.idle_ms))
-                    .pool_max_idle_per_host(1024)
-                    .pool_timer(TokioTimer::new())
-                    .timer(TokioTimer::new())
-                    .http2_only(h2)
-                    .http1_max_buf_size(64 * 1024)
-                    .build(connector)
-            })
-            .collect();
+        let conn_params =
+            ConnParams { connect_timeout: ms(z.timeouts.connect_ms), idle_timeout: ms(z.timeouts.idle_ms), h2 };
 
         let cert = match &z.tls {
             Some(tls) => match crate::tls::load_certified_key(&tls.cert_file, &tls.key_file) {
@@ -178,7 +151,7 @@ pub fn compile(
             name: Arc::from(z.name.as_str()),
             pool,
             hash_key: vz.hash_key.clone(),
-            clients,
+            conn_params,
             h2_origin: h2,
             response_header_timeout: ms(z.timeouts.response_header_ms),
             total_timeout: ms(z.timeouts.total_ms),
