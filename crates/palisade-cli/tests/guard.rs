@@ -178,3 +178,32 @@ async fn one_client_ip_cannot_take_the_connections_others_need() {
     assert!(e.metric("palisade_connections_rejected_total{reason=\"max_connections_per_ip\"}").await >= Some(1.0));
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_wide_connection_limit_holds() {
+    let o = origin("o");
+    let e = edge(&format!(
+        "[limits]\nmax_connections = 3\nmax_connections_per_ip = 3\n{}",
+        zone_config(&["site.test"], &[o.addr], "")
+    ));
+    let mut held = Vec::new();
+    for src in ["127.0.0.4", "127.0.0.5", "127.0.0.6"] {
+        held.push(connect_from(src, e.http()).await.unwrap());
+    }
+    eventually("3 active connections", Duration::from_secs(5), || async {
+        e.metric("palisade_connections_active").await == Some(3.0)
+    })
+    .await;
+    let mut extra = connect_from("127.0.0.7", e.http()).await.unwrap();
+    extra.write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n").await.ok();
+    assert!(read_all(&mut extra, Duration::from_secs(2)).await.is_empty());
+    assert_eq!(e.metric("palisade_connections_rejected_total{reason=\"max_connections\"}").await, Some(1.0));
+    held.clear();
+    eventually("slots freed", Duration::from_secs(5), || async {
+        e.metric("palisade_connections_active").await == Some(0.0)
+    })
+    .await;
+    let mut again = connect_from("127.0.0.7", e.http()).await.unwrap();
+    again.write_all(b"GET /1k HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n").await.unwrap();
+    assert_eq!(statuses(&read_all(&mut again, Duration::from_secs(3)).await), [200]);
+}

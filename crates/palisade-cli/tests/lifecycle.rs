@@ -185,6 +185,29 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_past_the_drain_deadline() {
+    let o = origin("o");
+    let mut e = edge(&format!("[limits]\ndrain_timeout_ms = 500\n{}", zone_config(&["site.test"], &[o.addr], "")));
+    let url = format!("http://{}/slow?ms=10000", e.http());
+    let _inflight = tokio::spawn(async move {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(15),
+            request_full(&client(), "GET", &url, &[("host", "site.test")], Vec::new()),
+        )
+        .await;
+    });
+    eventually("request in flight", Duration::from_secs(5), || async {
+        e.metric("palisade_connections_active").await == Some(1.0)
+    })
+    .await;
+    let t = Instant::now();
+    e.proc.signal("TERM");
+    e.proc.wait_exit(Duration::from_secs(5));
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(450) && took < Duration::from_secs(3), "shutdown took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boots_from_last_known_good_and_refuses_a_damaged_copy() {
     let o = origin("o");
     let e = edge(&format!("version = 7\n{}", zone_config(&["site.test"], &[o.addr], "")));
@@ -283,4 +306,18 @@ async fn metrics_and_access_log_describe_the_traffic() {
     assert_eq!(first["EdgeResponseBytes"], 1024);
     assert_eq!(first["ZoneName"], "site");
     assert!(text.contains("\"EdgeResponseStatus\":404"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_access_log_never_fails_requests() {
+    let o = origin("o");
+    // Every write to /dev/full fails with ENOSPC.
+    let e = edge(&format!("[access_log]\ntarget = \"/dev/full\"\n{}", zone_config(&["site.test"], &[o.addr], "")));
+    for _ in 0..50 {
+        assert_eq!(get_host(e.http(), "site.test", "/1k").await.0, 200);
+    }
+    eventually("write errors counted", Duration::from_secs(5), || async {
+        e.metric("palisade_access_log_write_errors_total").await >= Some(1.0)
+    })
+    .await;
 }

@@ -182,3 +182,45 @@ async fn response_header_and_total_timeouts() {
         e.metric(&format!("palisade_origin_timeouts_total{{zone=\"site\",origin=\"{}\"}}", o.addr)).await >= Some(2.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_gives_504_and_idempotent_bodies_are_retried() {
+    // An origin that never completes a handshake: a listener with a full backlog that never
+    // accepts (the kernel drops further SYNs, so connects hang until our timeout).
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let black_hole = sock.listen(1).unwrap();
+    let hole = black_hole.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(hole)).await
+        {
+            fillers.push(s);
+        }
+    }
+    let e = edge(&zone_config(
+        &["site.test"],
+        &[hole],
+        "[zones.timeouts]\nconnect_ms = 300\n[zones.passive_health]\nconsecutive_failures = 0",
+    ));
+    let t = Instant::now();
+    let (s, _, body) = get_host(e.http(), "site.test", "/").await;
+    assert_eq!(s, 504, "{body}");
+    assert!(t.elapsed() >= Duration::from_millis(250) && t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+
+    // PUT carries a body but is idempotent: a connect failure (nothing sent) is retried elsewhere.
+    let mut dead = origin("dead");
+    let dead_addr = dead.addr;
+    dead.proc.child.kill().unwrap();
+    dead.proc.child.wait().unwrap();
+    let a = origin("a");
+    let e =
+        edge(&zone_config(&["site.test"], &[dead_addr, a.addr], "[zones.passive_health]\nconsecutive_failures = 0"));
+    for _ in 0..4 {
+        let (s, body) =
+            request("PUT", &format!("http://{}/echo", e.http()), &[("host", "site.test")], b"payload".to_vec()).await;
+        assert_eq!(s, 200, "{body}");
+        assert!(body.contains("\"body_bytes\":7"), "{body}");
+    }
+    drop(fillers);
+}

@@ -203,9 +203,11 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
     let mut attempt: u32 = 0;
     // Stale pooled connections that closed before our request was written: resent, bounded.
     let mut resends = 0u32;
+    // What to answer if a retry finds no other origin to try.
+    let mut last_error = StatusCode::BAD_GATEWAY;
     let result = loop {
         let Some(i) = zone.pool.pick(hash, tried) else {
-            break Err(StatusCode::BAD_GATEWAY);
+            break Err(last_error);
         };
         let Some(origin) = zone.pool.get(i).cloned() else {
             break Err(StatusCode::BAD_GATEWAY);
@@ -220,6 +222,11 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
                 origin.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
                 zone.pool.record(i, Outcome::Failure);
                 tracing::debug!(origin = %origin.label, error = %e, "connect to origin failed");
+                last_error = if matches!(e, crate::upstream::ConnectError::Timeout) {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
                 if retryable && attempt < zone.retry_attempts && zone.budget.try_acquire() {
                     // The retry token is held only while deciding: a connect attempt is short.
                     zone.budget.release();
@@ -228,11 +235,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
                     pending = Some(up);
                     continue;
                 }
-                break Err(if matches!(e, crate::upstream::ConnectError::Timeout) {
-                    StatusCode::GATEWAY_TIMEOUT
-                } else {
-                    StatusCode::BAD_GATEWAY
-                });
+                break Err(last_error);
             }
         };
         *up.uri_mut() = if zone.h2_origin {
