@@ -531,21 +531,33 @@ impl<IO> Guarded<IO> {
     }
 
     /// Polls the timer for the current deadline. Ready(kind) when it has passed.
+    ///
+    /// The deadline moves with every byte, but the timer is only re-armed when the deadline
+    /// comes *earlier* or when the armed timer fires early: one timer-wheel operation per timeout
+    /// period instead of one per request.
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<io::ErrorKind> {
-        let Some(deadline) = self.deadline() else {
-            self.timer_deadline = None;
-            return Poll::Pending;
-        };
-        if self.timer_deadline != Some(deadline) {
-            self.timer.as_mut().reset(deadline);
-            self.timer_deadline = Some(deadline);
-        }
-        match self.timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(match self.state {
-                State::Head if self.head_started.is_none() => io::ErrorKind::UnexpectedEof,
-                _ => io::ErrorKind::TimedOut,
-            }),
-            Poll::Pending => Poll::Pending,
+        loop {
+            let Some(deadline) = self.deadline() else {
+                return Poll::Pending;
+            };
+            if self.timer_deadline.is_none_or(|armed| armed > deadline) {
+                self.timer.as_mut().reset(deadline);
+                self.timer_deadline = Some(deadline);
+            }
+            match self.timer.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(()) => {
+                    if Instant::now() >= deadline {
+                        return Poll::Ready(match self.state {
+                            State::Head if self.head_started.is_none() => io::ErrorKind::UnexpectedEof,
+                            _ => io::ErrorKind::TimedOut,
+                        });
+                    }
+                    // Fired for an older, earlier deadline: re-arm for the current one.
+                    self.timer.as_mut().reset(deadline);
+                    self.timer_deadline = Some(deadline);
+                }
+            }
         }
     }
 }

@@ -36,6 +36,20 @@ pub struct ConnCtx {
     pub tls: bool,
     /// SNI of a TLS connection; a request for a host of another zone gets 421.
     pub sni: Option<String>,
+    /// The client address as written in `X-Forwarded-For` and `Forwarded` (computed once per connection).
+    pub peer_text: String,
+    pub forwarded_for: String,
+}
+
+impl ConnCtx {
+    pub fn new(edge: Arc<EdgeShared>, conn: Arc<ConnShared>, peer: SocketAddr, tls: bool, sni: Option<String>) -> Self {
+        let ip = peer.ip();
+        let forwarded_for = match ip {
+            IpAddr::V4(v4) => format!("for={v4}"),
+            IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
+        };
+        Self { edge, conn, peer, tls, sni, peer_text: ip.to_string(), forwarded_for }
+    }
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -47,8 +61,16 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 static PROXY_AUTHORIZATION: HeaderName = HeaderName::from_static("proxy-authorization");
 static PROXY_AUTHENTICATE: HeaderName = HeaderName::from_static("proxy-authenticate");
 
-fn new_request_id() -> String {
-    format!("{:016x}", fast_random())
+/// 16 lowercase hex digits, formatted without the fmt machinery (it is on every request).
+fn new_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let r = fast_random();
+    let mut buf = [0u8; 16];
+    for (i, b) in buf.iter_mut().enumerate() {
+        let nibble = ((r >> (60 - 4 * i)) & 0xf) as usize;
+        *b = HEX.get(nibble).copied().unwrap_or(b'0');
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0000000000000000"))
 }
 
 fn protocol(v: Version) -> &'static str {
@@ -80,14 +102,15 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
     let started = Instant::now();
     let index = ctx.conn.next_request.fetch_add(1, Ordering::Relaxed);
     ctx.conn.in_flight.fetch_add(1, Ordering::Relaxed);
-    let request_id = new_request_id();
+    let request_id_value = new_request_id();
+    let request_id = request_id_value.to_str().unwrap_or_default();
     let log = ctx.edge.access_log.enabled();
     let mut finish = Finish {
         edge: ctx.edge.clone(),
         conn: ctx.conn.clone(),
         started,
         started_wall: SystemTime::now(),
-        request_id: if log { request_id.clone() } else { String::new() },
+        request_id: if log { request_id.to_string() } else { String::new() },
         client_ip: ctx.peer.ip(),
         method: req.method().clone(),
         host: String::new(),
@@ -105,7 +128,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
     if let Some(rejection) = ctx.conn.rejection_for(index) {
         ctx.edge.metrics.reject(rejection);
         let status = StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::BAD_REQUEST);
-        return respond(error_page(status, &request_id, true), finish);
+        return respond(error_page(status, request_id, true), finish);
     }
 
     let raw_host = req
@@ -120,22 +143,22 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
         finish.host.clone_from(&host);
     }
     if host.is_empty() {
-        return respond(error_page(StatusCode::BAD_REQUEST, &request_id, false), finish);
+        return respond(error_page(StatusCode::BAD_REQUEST, request_id, false), finish);
     }
 
     let snap = ctx.edge.snapshot.load();
     let Some(zone_index) = snap.zone_index(&host) else {
         ctx.edge.metrics.unknown_host.fetch_add(1, Ordering::Relaxed);
-        return respond(error_page(StatusCode::NOT_FOUND, &request_id, false), finish);
+        return respond(error_page(StatusCode::NOT_FOUND, request_id, false), finish);
     };
     if let Some(sni) = &ctx.sni {
         if snap.zone_index(&normalize_host(sni)) != Some(zone_index) {
             ctx.edge.metrics.misdirected.fetch_add(1, Ordering::Relaxed);
-            return respond(error_page(StatusCode::MISDIRECTED_REQUEST, &request_id, false), finish);
+            return respond(error_page(StatusCode::MISDIRECTED_REQUEST, request_id, false), finish);
         }
     }
     let Some(zone) = snap.zones.get(zone_index).cloned() else {
-        return respond(error_page(StatusCode::NOT_FOUND, &request_id, false), finish);
+        return respond(error_page(StatusCode::NOT_FOUND, request_id, false), finish);
     };
     let node_name = snap.via.clone();
     drop(snap);
@@ -143,7 +166,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
     finish.zone = Some((zone.name.clone(), zone.stats.clone(), zone.budget.clone()));
 
     if req.method() == Method::CONNECT {
-        return respond(error_page(StatusCode::METHOD_NOT_ALLOWED, &request_id, false), finish);
+        return respond(error_page(StatusCode::METHOD_NOT_ALLOWED, request_id, false), finish);
     }
 
     // Refuse an oversized body before reading any of it.
@@ -151,7 +174,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
         req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared_len.is_some_and(|n| n > zone.max_body_bytes) {
         zone.stats.body_too_large.fetch_add(1, Ordering::Relaxed);
-        return respond(error_page(StatusCode::PAYLOAD_TOO_LARGE, &request_id, true), finish);
+        return respond(error_page(StatusCode::PAYLOAD_TOO_LARGE, request_id, true), finish);
     }
 
     let is_upgrade = req.version() == Version::HTTP_11
@@ -182,7 +205,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
         headers.insert(UPGRADE, u);
     }
     headers.remove(EXPECT);
-    add_forwarding_headers(&mut headers, &ctx, &raw_host, version, &node_name, &request_id);
+    add_forwarding_headers(&mut headers, &ctx, &raw_host, version, &node_name, &request_id_value);
 
     let body_empty = http_body::Body::is_end_stream(&body);
     let too_large = Arc::new(AtomicBool::new(false));
@@ -290,14 +313,14 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
         Ok(r) => r,
         Err(status) => {
             let close = matches!(status, StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE);
-            return respond(error_page(status, &request_id, close), finish);
+            return respond(error_page(status, request_id, close), finish);
         }
     };
 
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
         let Some(down) = downstream_upgrade else {
-            return respond(error_page(StatusCode::BAD_GATEWAY, &request_id, true), finish);
+            return respond(error_page(StatusCode::BAD_GATEWAY, request_id, true), finish);
         };
         let up = hyper::upgrade::on(&mut resp);
         ctx.conn.upgraded.store(true, Ordering::Relaxed);
@@ -321,9 +344,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
         parts.headers.remove(CONTENT_LENGTH);
     }
     append_via(&mut parts.headers, parts.version, &node_name);
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        parts.headers.insert(X_REQUEST_ID.clone(), v);
-    }
+    parts.headers.insert(X_REQUEST_ID.clone(), request_id_value.clone());
     parts.version = Version::HTTP_11;
     let resp = Response::from_parts(parts, EdgeBody::upstream(body, Some(started + zone.total_timeout)));
     respond(resp, finish)
@@ -395,16 +416,15 @@ fn add_forwarding_headers(
     raw_host: &str,
     version: Version,
     node: &[u8],
-    request_id: &str,
+    request_id: &HeaderValue,
 ) {
-    let ip = ctx.peer.ip();
     let proto = if ctx.tls { "https" } else { "http" };
     let mut xff = BytesMut::with_capacity(64);
     for v in headers.get_all(&X_FORWARDED_FOR) {
         xff.extend_from_slice(v.as_bytes());
         xff.extend_from_slice(b", ");
     }
-    xff.extend_from_slice(ip.to_string().as_bytes());
+    xff.extend_from_slice(ctx.peer_text.as_bytes());
     if let Ok(v) = HeaderValue::from_maybe_shared(xff.freeze()) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
@@ -415,16 +435,12 @@ fn add_forwarding_headers(
         }
         headers.insert(X_FORWARDED_HOST.clone(), v);
     }
-    let for_value = match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
     let host_value = if raw_host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) {
         raw_host.to_string()
     } else {
         format!("\"{}\"", raw_host.replace(['"', '\\'], ""))
     };
-    let forwarded = format!("for={for_value};host={host_value};proto={proto}");
+    let forwarded = format!("{};host={host_value};proto={proto}", ctx.forwarded_for);
     let combined = match headers.get(FORWARDED).and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {forwarded}"),
         None => forwarded,
@@ -433,9 +449,7 @@ fn add_forwarding_headers(
         headers.insert(FORWARDED, v);
     }
     append_via(headers, version, node);
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        headers.insert(X_REQUEST_ID.clone(), v);
-    }
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
 }
 
 fn append_via(headers: &mut HeaderMap, version: Version, node: &[u8]) {

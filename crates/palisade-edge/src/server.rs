@@ -498,8 +498,7 @@ async fn accept_loop(shared: Arc<EdgeShared>, listener: TcpListener, tls: Option
             let conn = Arc::new(ConnShared::default());
             match tls {
                 None => {
-                    let ctx =
-                        Arc::new(ConnCtx { edge: shared.clone(), conn: conn.clone(), peer, tls: false, sni: None });
+                    let ctx = Arc::new(ConnCtx::new(shared.clone(), conn.clone(), peer, false, None));
                     serve(shared, Guarded::new(stream, conn, limits), ctx).await;
                 }
                 Some(acceptor) => {
@@ -511,7 +510,7 @@ async fn accept_loop(shared: Arc<EdgeShared>, listener: TcpListener, tls: Option
                     let (_, session) = tls_stream.get_ref();
                     let h2 = session.alpn_protocol() == Some(b"h2");
                     let sni = session.server_name().map(str::to_string);
-                    let ctx = Arc::new(ConnCtx { edge: shared.clone(), conn: conn.clone(), peer, tls: true, sni });
+                    let ctx = Arc::new(ConnCtx::new(shared.clone(), conn.clone(), peer, true, sni));
                     let io = if h2 {
                         Guarded::passthrough(tls_stream, conn, limits)
                     } else {

@@ -19,6 +19,10 @@ use tokio::time::Instant;
 
 use crate::body::RequestBody;
 
+/// Read buffer of an origin connection: large enough that a 100 KiB body takes a few reads,
+/// small enough that 256 connections stay within a few MiB.
+const READ_BUF: usize = 32 * 1024;
+
 /// Most idle HTTP/1.1 connections kept per origin and worker.
 const MAX_IDLE: usize = 512;
 
@@ -134,8 +138,11 @@ impl OriginConns {
             }
             Ok(Conn { sender: Sender::H2(sender) })
         } else {
-            let (sender, conn) =
-                http1::Builder::new().max_buf_size(64 * 1024).handshake(io).await.map_err(ConnectError::Handshake)?;
+            let (sender, conn) = http1::Builder::new()
+                .read_buf_exact_size(Some(READ_BUF))
+                .handshake(io)
+                .await
+                .map_err(ConnectError::Handshake)?;
             tokio::spawn(async move {
                 let _ = conn.with_upgrades().await;
             });
