@@ -1,5 +1,6 @@
 //! `palisade`: one binary, one subcommand per process kind (DESIGN.md, "Processes").
 //! This is the binary's edge, so errors are `anyhow` here and typed everywhere below.
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

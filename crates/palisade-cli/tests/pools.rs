@@ -224,3 +224,24 @@ async fn connect_timeout_gives_504_and_idempotent_bodies_are_retried() {
     }
     drop(fillers);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_request_is_not_left_counted_against_its_origin() {
+    let (a, b) = (origin("a"), origin("b"));
+    let e = edge(&zone_config(&["site.test"], &[a.addr, b.addr], "balance = \"least_connections\""));
+    // Start a slow request and hang up on it while the origin is still working.
+    for _ in 0..1 {
+        let mut s = tokio::net::TcpStream::connect(e.http()).await.unwrap();
+        use tokio::io::AsyncWriteExt;
+        s.write_all(b"GET /slow?ms=3000 HTTP/1.1\r\nHost: site.test\r\n\r\n").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(s);
+    }
+    eventually("client connections closed", Duration::from_secs(5), || async {
+        e.metric("palisade_connections_active").await == Some(0.0)
+    })
+    .await;
+    // Nothing is in flight any more: least-connections spreads over both origins again.
+    let m = spread(&e, 10, &[]).await;
+    assert_eq!(m.len(), 2, "an origin still counts cancelled requests: {m:?}");
+}

@@ -200,3 +200,20 @@ async fn request_body_limit_gives_413_for_declared_and_streamed_bodies() {
     assert_eq!(statuses(&out), [413], "{out}");
     assert_eq!(e.metric("palisade_request_body_too_large_total{zone=\"site\"}").await, Some(2.0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upgrade_closes_the_connection() {
+    let o = origin("o");
+    let e = edge(&zone_config(&["site.test"], &[o.addr], ""));
+    // The origin answers 404 to this upgrade; a request pipelined behind it must not be served
+    // unchecked, so the edge closes the connection after the 404.
+    let out = raw(
+        e.http(),
+        b"GET /nope HTTP/1.1\r\nHost: site.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\
+          GET /echo HTTP/1.1\r\nHost: site.test\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(statuses(&out), [404], "{out}");
+    assert!(out.to_ascii_lowercase().contains("connection: close"), "{out}");
+}

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::access_log::AccessRecord;
 use crate::guard::ConnShared;
 use crate::metrics::ZoneStats;
-use crate::pool::{OriginState, RetryBudget};
+use crate::pool::{OriginLease, OriginState, RetryBudget};
 use crate::server::EdgeShared;
 
 pub struct Finish {
@@ -29,6 +29,7 @@ pub struct Finish {
     pub status: u16,
     pub zone: Option<(Arc<str>, Arc<ZoneStats>, Arc<RetryBudget>)>,
     pub origin: Option<Arc<OriginState>>,
+    pub origin_lease: Option<OriginLease>,
     pub origin_duration: Option<Duration>,
     pub bytes_sent: u64,
     pub completed: bool,
@@ -46,8 +47,8 @@ impl Drop for Finish {
                 stats.local.add(self.status);
             }
         }
+        self.origin_lease = None;
         if let Some(o) = &self.origin {
-            o.in_flight.fetch_sub(1, Ordering::Relaxed);
             o.stats.responses.add(self.status);
             if self.total_timeout {
                 o.stats.timeouts.fetch_add(1, Ordering::Relaxed);

@@ -112,6 +112,24 @@ impl OriginState {
     }
 }
 
+/// One request counted in an origin's `in_flight` (least-connections, p2c) for as long as the
+/// lease lives: a cancelled request can never leave the count behind.
+#[derive(Debug)]
+pub struct OriginLease(Arc<OriginState>);
+
+impl OriginLease {
+    pub fn new(origin: Arc<OriginState>) -> Self {
+        origin.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(origin)
+    }
+}
+
+impl Drop for OriginLease {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// What happened when we used an origin, for passive health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

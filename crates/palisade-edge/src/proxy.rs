@@ -22,7 +22,7 @@ use crate::body::{EdgeBody, RequestBody};
 use crate::finish::Finish;
 use crate::guard::ConnShared;
 use crate::pages::error_page;
-use crate::pool::{fast_random, stable_hash, Outcome};
+use crate::pool::{fast_random, stable_hash, OriginLease, Outcome};
 use crate::server::EdgeShared;
 use crate::snapshot::normalize_host;
 use crate::upstream::Sent;
@@ -119,6 +119,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
         status: 0,
         zone: None,
         origin: None,
+        origin_lease: None,
         origin_duration: None,
         bytes_sent: 0,
         completed: false,
@@ -267,18 +268,20 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
             origin_form(path_and_query.as_ref())
         };
 
-        origin.in_flight.fetch_add(1, Ordering::Relaxed);
+        // Counted in flight until the response ends, or until this future is dropped.
+        let lease = OriginLease::new(origin.clone());
         let sent_at = Instant::now();
         let outcome = tokio::time::timeout(zone.response_header_timeout, origin.conns.send(conn, up)).await;
         match outcome {
             Ok(Sent::Response(resp)) => {
                 zone.pool.record(i, if resp.status().is_server_error() { Outcome::Failure } else { Outcome::Success });
                 finish.origin = Some(origin);
+                finish.origin_lease = Some(lease);
                 finish.origin_duration = Some(sent_at.elapsed());
                 break Ok(resp);
             }
             Ok(Sent::NotSent(req, e)) if resends < 3 => {
-                origin.in_flight.fetch_sub(1, Ordering::Relaxed);
+                drop(lease);
                 tracing::debug!(origin = %origin.label, error = %e, "pooled connection closed before the request was written; resending");
                 resends += 1;
                 if i < 64 {
@@ -288,7 +291,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
                 continue;
             }
             Ok(Sent::NotSent(_, e)) | Ok(Sent::Failed(e)) => {
-                origin.in_flight.fetch_sub(1, Ordering::Relaxed);
+                drop(lease);
                 if too_large.load(Ordering::Relaxed) {
                     zone.stats.body_too_large.fetch_add(1, Ordering::Relaxed);
                     break Err(StatusCode::PAYLOAD_TOO_LARGE);
@@ -301,7 +304,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
                 break Err(StatusCode::BAD_GATEWAY);
             }
             Err(_) => {
-                origin.in_flight.fetch_sub(1, Ordering::Relaxed);
+                drop(lease);
                 origin.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                 zone.pool.record(i, Outcome::Failure);
                 break Err(StatusCode::GATEWAY_TIMEOUT);
@@ -318,6 +321,9 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
     };
 
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    // An upgrade the origin refused: close after this response. The guard stopped checking
+    // this connection's bytes when it saw the upgrade request, so nothing else may follow.
+    let refused_upgrade = is_upgrade && !switching;
     if switching {
         let Some(down) = downstream_upgrade else {
             return respond(error_page(StatusCode::BAD_GATEWAY, request_id, true), finish);
@@ -339,6 +345,9 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
     if let Some(u) = upgrade_value {
         parts.headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(UPGRADE, u);
+    }
+    if refused_upgrade {
+        parts.headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     if parts.status == StatusCode::NO_CONTENT || parts.status == StatusCode::NOT_MODIFIED {
         parts.headers.remove(CONTENT_LENGTH);
