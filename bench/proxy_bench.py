@@ -116,7 +116,7 @@ try:
     start([NGINX, "-c", origin_conf])
     wait_port(ORIGIN_PORT)
     ngx = start([NGINX, "-c", proxy_conf])
-    pal = start([PALISADE, "edge", "--config", palisade_conf])
+    pal = start([PALISADE, "edge", "--config", palisade_conf] + os.environ.get("PALISADE_ARGS", "").split())
     wait_port(NGINX_PORT); wait_port(PALISADE_PORT)
     contenders = {"nginx": (NGINX_PORT, ngx), "palisade": (PALISADE_PORT, pal)}
     results = {}
