@@ -182,6 +182,9 @@ interval_ms = 2000
     })
     .await?;
     print_ready(&edge);
+    // Ports as bound (the flags may ask for 0).
+    let port = edge.bound.http.map(|a| a.port()).unwrap_or(port);
+    let admin_port = edge.bound.admin.map(|a| a.port()).unwrap_or(admin_port);
     println!();
     println!("  Palisade demo is running.");
     println!("  Site through the edge:  http://127.0.0.1:{port}/   (also http://demo.localhost:{port}/)");
