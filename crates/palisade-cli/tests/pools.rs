@@ -245,3 +245,56 @@ async fn a_cancelled_request_is_not_left_counted_against_its_origin() {
     let m = spread(&e, 10, &[]).await;
     assert_eq!(m.len(), 2, "an origin still counts cancelled requests: {m:?}");
 }
+
+async fn origin_stats(addr: std::net::SocketAddr) -> serde_json::Value {
+    // Asked over a fresh connection, which itself counts as one.
+    serde_json::from_str(&get(&format!("http://{addr}/__origin/stats")).await.1).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_connections_are_reused_then_closed_after_the_idle_timeout() {
+    let o = origin("o");
+    let e = edge(&format!(
+        "{}\n[[zones]]\nname = \"site\"\nhostnames = [\"site.test\"]\norigins = [{{ address = \"{}\" }}]\n[zones.timeouts]\nidle_ms = 300\n",
+        listen_section(false),
+        o.addr
+    ));
+    // One client connection, so one edge worker and one pooled origin connection.
+    let c = client();
+    for _ in 0..5 {
+        let (s, _, _) =
+            request_full(&c, "GET", &format!("http://{}/1k", e.http()), &[("host", "site.test")], Vec::new()).await;
+        assert_eq!(s, 200);
+    }
+    let first = origin_stats(o.addr).await["connections"].as_u64().unwrap();
+    assert_eq!(first, 2, "5 requests should share one origin connection (+1 for the stats call)");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (s, _, _) =
+        request_full(&c, "GET", &format!("http://{}/1k", e.http()), &[("host", "site.test")], Vec::new()).await;
+    assert_eq!(s, 200);
+    let after = origin_stats(o.addr).await["connections"].as_u64().unwrap();
+    assert_eq!(after, first + 2, "after idle_ms the pooled connection is not reused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consecutive_5xx_eject_an_origin() {
+    let (a, b) = (origin("a"), origin("b"));
+    let e = edge(&zone_config(
+        &["site.test"],
+        &[a.addr, b.addr],
+        "balance = \"consistent_hash\"\nhash_key = \"path\"\n[zones.passive_health]\nconsecutive_failures = 3\nejection_ms = 60000",
+    ));
+    // One path hashes to one origin; make that origin answer 500 three times in a row.
+    let (_, h, _) = get_host(e.http(), "site.test", "/status/500").await;
+    let bad = origin_name(&h);
+    for _ in 0..2 {
+        let (s, h, _) = get_host(e.http(), "site.test", "/status/500").await;
+        assert_eq!((s, origin_name(&h)), (500, bad.clone()));
+    }
+    let bad_addr = if bad == "a" { a.addr } else { b.addr };
+    let series = format!("palisade_origin_ejections_total{{zone=\"site\",origin=\"{bad_addr}\"}}");
+    assert_eq!(e.metric(&series).await, Some(1.0));
+    // The same path now goes to the other origin.
+    let (_, h, _) = get_host(e.http(), "site.test", "/status/500").await;
+    assert_ne!(origin_name(&h), bad);
+}

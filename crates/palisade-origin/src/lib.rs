@@ -8,7 +8,7 @@
 //! - `/slow?ms=N` answers after N ms; `/drip?chunks=N&ms=M` streams N chunks M ms apart
 //! - `/ws` accepts a WebSocket upgrade and echoes the raw bytes of the tunnel
 //! - `/health` 200, or 503 after `POST /__origin/health/fail` (until `/__origin/health/ok`)
-//! - `/__origin/stats` JSON `{name, requests}`
+//! - `/__origin/stats` JSON `{name, requests, connections}` (connections accepted so far)
 //!
 //! It must never depend on the edge: it stands for somebody else's website.
 #![forbid(unsafe_code)]
@@ -34,6 +34,7 @@ type Body = BoxBody<Bytes, Infallible>;
 pub struct Origin {
     pub name: String,
     requests: AtomicU64,
+    connections: AtomicU64,
     failing_health: AtomicBool,
     page: Bytes,
     kib: Bytes,
@@ -50,6 +51,7 @@ impl Origin {
         Arc::new(Self {
             name: name.to_string(),
             requests: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
             failing_health: AtomicBool::new(false),
             page: Bytes::from(page),
             kib: Bytes::from(vec![b'x'; 1024]),
@@ -99,7 +101,11 @@ async fn handle(origin: Arc<Origin>, mut req: Request<Incoming>) -> Response<Bod
             Response::new(full("health now ok"))
         }
         "/__origin/stats" => {
-            let v = serde_json::json!({"name": origin.name, "requests": origin.requests()});
+            let v = serde_json::json!({
+                "name": origin.name,
+                "requests": origin.requests(),
+                "connections": origin.connections.load(Ordering::Relaxed),
+            });
             Response::new(full(v.to_string()))
         }
         "/echo" => {
@@ -240,6 +246,7 @@ pub async fn serve(listener: TcpListener, origin: Arc<Origin>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else { continue };
         let _ = stream.set_nodelay(true);
+        origin.connections.fetch_add(1, Ordering::Relaxed);
         let origin = origin.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
