@@ -187,3 +187,20 @@ fn hostnames() {
         assert!(validate::check_hostname(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn the_readme_example_is_a_valid_document_with_every_default_spelled_out() {
+    let readme = include_str!("../../../README.md");
+    let start = readme.find("```toml\n").unwrap() + "```toml\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let v = load(readme[start..end].as_bytes()).unwrap();
+    let z = &v.doc.zones[0];
+    // The comments claim these are the defaults: keep them honest.
+    assert_eq!(v.doc.limits, ConnectionLimits::default());
+    assert_eq!(v.doc.access_log, AccessLogSection::default());
+    assert_eq!(z.timeouts, PoolTimeouts::default());
+    assert_eq!(z.retries, RetryPolicy::default());
+    assert_eq!(z.passive_health, PassiveHealth::default());
+    let hc = z.health_check.as_ref().unwrap();
+    assert_eq!((hc.interval_ms, hc.timeout_ms, hc.expected_status), (5000, 2000, 200));
+}
