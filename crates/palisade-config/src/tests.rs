@@ -193,7 +193,7 @@ fn the_readme_example_is_a_valid_document_with_every_default_spelled_out() {
     let readme = include_str!("../../../README.md");
     let start = readme.find("```toml\n").unwrap() + "```toml\n".len();
     let end = start + readme[start..].find("```").unwrap();
-    let v = load(readme[start..end].as_bytes()).unwrap();
+    let v = load(&readme.as_bytes()[start..end]).unwrap();
     let z = &v.doc.zones[0];
     // The comments claim these are the defaults: keep them honest.
     assert_eq!(v.doc.limits, ConnectionLimits::default());
