@@ -321,3 +321,34 @@ async fn a_failing_access_log_never_fails_requests() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_changes_need_the_token_when_one_is_set() {
+    let o = origin("o");
+    let dir = temp_dir("token");
+    let path = dir.join("palisade.toml");
+    std::fs::write(&path, zone_config(&["site.test"], &[o.addr], "")).unwrap();
+    let state = dir.join("state");
+    let mut child = Command::new(bin())
+        .args(["edge", "--config", path.to_str().unwrap(), "--state-dir", state.to_str().unwrap()])
+        .env("PALISADE_ADMIN_TOKEN", "s3cret")
+        .env("PALISADE_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.as_mut().unwrap()), &mut line).unwrap();
+    let admin = line.split_whitespace().find_map(|w| w.strip_prefix("admin=")).unwrap().to_string();
+    let (s, _) = request("POST", &format!("http://{admin}/reload"), &[], Vec::new()).await;
+    assert_eq!(s, 403, "a change without the token");
+    let (s, _) =
+        request("POST", &format!("http://{admin}/reload"), &[("authorization", "Bearer wrong")], Vec::new()).await;
+    assert_eq!(s, 403);
+    let (s, body) =
+        request("POST", &format!("http://{admin}/reload"), &[("authorization", "Bearer s3cret")], Vec::new()).await;
+    assert_eq!(s, 200, "{body}");
+    let (s, _) = get(&format!("http://{admin}/metrics")).await;
+    assert_eq!(s, 200, "reading stays open");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

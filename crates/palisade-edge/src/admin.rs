@@ -1,6 +1,10 @@
 //! The admin listener (loopback by default): `/metrics`, `/healthz`, `/config`, `POST /reload`,
 //! `POST /config` (apply a document sent in the body) and `POST /shutdown`. Answers use the
 //! envelope users of edge-provider APIs know: `{success, errors:[{code,message}], messages, result}`.
+//!
+//! Changing endpoints (every POST) answer only a loopback peer, or a request carrying
+//! `Authorization: Bearer $PALISADE_ADMIN_TOKEN` when that variable is set: an admin listener
+//! moved off loopback must not let anyone who reaches it push a config.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,16 +24,46 @@ use crate::server::{Applied, EdgeShared};
 
 pub async fn serve(shared: Arc<EdgeShared>, listener: TcpListener) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, peer)) = listener.accept().await else { continue };
         let shared = shared.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(route(shared, req).await) }
+                async move {
+                    if req.method() != Method::GET && !may_change(&req, peer.ip().is_loopback()) {
+                        return Ok::<_, Infallible>(json_response(
+                            StatusCode::FORBIDDEN,
+                            json!({"success": false, "errors": [{"code": 1003, "message": "changes need a loopback peer or Authorization: Bearer $PALISADE_ADMIN_TOKEN"}], "messages": [], "result": null}),
+                        ));
+                    }
+                    Ok::<_, Infallible>(route(shared, req).await)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
         });
     }
+}
+
+/// Whether a changing request is allowed: a valid bearer token when one is configured, else
+/// only from loopback.
+fn may_change(req: &Request<Incoming>, loopback: bool) -> bool {
+    match std::env::var("PALISADE_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()) {
+        Some(token) => req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes())),
+        None => loopback,
+    }
+}
+
+/// Compares without an early exit, so response timing does not reveal a token prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Full<Bytes>> {
@@ -109,5 +143,15 @@ async fn route(shared: Arc<EdgeShared>, req: Request<Incoming>) -> Response<Full
             StatusCode::NOT_FOUND,
             json!({"success": false, "errors": [{"code": 1000, "message": "no such admin endpoint"}], "messages": [], "result": null}),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn constant_time_eq() {
+        assert!(super::constant_time_eq(b"secret", b"secret"));
+        assert!(!super::constant_time_eq(b"secret", b"secreT"));
+        assert!(!super::constant_time_eq(b"secret", b"secret2"));
     }
 }
