@@ -8,7 +8,8 @@ CONNS = [int(c) for c in os.environ.get("CONNS", "64 256").split()]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PALISADE = os.path.join(ROOT, "target", "release", "palisade")
-ORIGIN_PORT, NGINX_PORT, PALISADE_PORT, ADMIN_PORT = 18100, 18101, 18102, 18103
+BASELINE = os.path.join(ROOT, "bench", "hyper-baseline", "target", "release", "hyper-baseline")
+ORIGIN_PORT, NGINX_PORT, PALISADE_PORT, ADMIN_PORT, BASELINE_PORT = 18100, 18101, 18102, 18103, 18104
 
 work = tempfile.mkdtemp(prefix="palisade-bench-")
 os.chmod(work, 0o755)  # nginx workers run unprivileged and must read the files
@@ -117,11 +118,13 @@ try:
     wait_port(ORIGIN_PORT)
     ngx = start([NGINX, "-c", proxy_conf])
     pal = start([PALISADE, "edge", "--config", palisade_conf] + os.environ.get("PALISADE_ARGS", "").split())
-    wait_port(NGINX_PORT); wait_port(PALISADE_PORT)
-    contenders = {"nginx": (NGINX_PORT, ngx), "palisade": (PALISADE_PORT, pal)}
+    base = start([BASELINE, f"127.0.0.1:{BASELINE_PORT}", f"127.0.0.1:{ORIGIN_PORT}", "2"])
+    wait_port(NGINX_PORT); wait_port(PALISADE_PORT); wait_port(BASELINE_PORT)
+    contenders = {"nginx": (NGINX_PORT, ngx), "palisade": (PALISADE_PORT, pal), "hyper-baseline": (BASELINE_PORT, base)}
     results = {}
     for r in range(ROUNDS):
-        order = list(contenders) if r % 2 == 0 else list(reversed(contenders))
+        names = list(contenders)
+        order = names[r % len(names):] + names[:r % len(names)]
         for size in SIZES:
             for c in CONNS:
                 for name in order:
@@ -130,18 +133,20 @@ try:
                     if res[3]:
                         sys.exit(f"{name} answered {res[3]} non-2xx responses: the cell is not a fair comparison")
                     results.setdefault((size, c, name), []).append(res)
-                    print(f"round {r+1} {size:>4} c{c:<3} {name:<8} {res[0]:>9.0f} req/s  p50 {res[1]:.2f} ms  p99 {res[2]:.2f} ms"
+                    print(f"round {r+1} {size:>4} c{c:<3} {name:<14} {res[0]:>9.0f} req/s  p50 {res[1]:.2f} ms  p99 {res[2]:.2f} ms"
                           + (f"  non-2xx {res[3]}" if res[3] else "") + (f"  socket errors: {res[4]}" if res[4] else ""), flush=True)
     rss = {name: hwm_kib(p.pid) for name, (_, p) in contenders.items()}
     print()
     print(f"median of {ROUNDS} rounds, {DURATION} s each, wrk -t2; origin: nginx serving files; all on 127.0.0.1")
-    print(f"{'cell':<12} {'nginx req/s':>12} {'palisade req/s':>15} {'ratio':>6}   {'nginx p50/p99 ms':>17} {'palisade p50/p99 ms':>20}")
+    print(f"{'cell':<12} {'nginx':>8} {'palisade':>9} {'baseline':>9} {'pal/nginx':>10} {'base/nginx':>11} {'pal/base':>9}   {'p50/p99 ms: nginx':>19} {'palisade':>15} {'baseline':>15}")
     for size in SIZES:
         for c in CONNS:
-            n = [statistics.median(x) for x in zip(*[v[:3] for v in results[(size, c, "nginx")]])]
-            p = [statistics.median(x) for x in zip(*[v[:3] for v in results[(size, c, "palisade")]])]
-            print(f"{size+' c'+str(c):<12} {n[0]:>12.0f} {p[0]:>15.0f} {p[0]/n[0]:>6.2f}   {n[1]:>7.2f} / {n[2]:<7.2f} {p[1]:>9.2f} / {p[2]:<7.2f}")
-    print(f"peak RSS: nginx (master+workers) {rss['nginx']/1024:.1f} MiB, palisade {rss['palisade']/1024:.1f} MiB, ratio {rss['palisade']/max(rss['nginx'],1):.2f}")
+            med = {name: [statistics.median(x) for x in zip(*[v[:3] for v in results[(size, c, name)]])] for name in contenders}
+            n, p, b = med["nginx"], med["palisade"], med["hyper-baseline"]
+            print(f"{size+' c'+str(c):<12} {n[0]:>8.0f} {p[0]:>9.0f} {b[0]:>9.0f} {p[0]/n[0]:>10.2f} {b[0]/n[0]:>11.2f} {p[0]/b[0]:>9.2f}   "
+                  f"{n[1]:>8.2f} / {n[2]:<7.2f} {p[1]:>6.2f} / {p[2]:<6.2f} {b[1]:>6.2f} / {b[2]:<6.2f}")
+    print(f"peak RSS: nginx (master+workers) {rss['nginx']/1024:.1f} MiB, palisade {rss['palisade']/1024:.1f} MiB "
+          f"(ratio {rss['palisade']/max(rss['nginx'],1):.2f}), hyper-baseline {rss['hyper-baseline']/1024:.1f} MiB")
 finally:
     for p in procs:
         try:

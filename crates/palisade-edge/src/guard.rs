@@ -31,7 +31,7 @@ pub const PLACEHOLDER: &[u8] =
     b"GET /.palisade/rejected HTTP/1.1\r\nhost: rejected.invalid\r\nconnection: close\r\n\r\n";
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const READ_CHUNK: usize = 16 * 1024;
+const READ_CHUNK: usize = 8 * 1024;
 const MAX_CHUNK_EXT: usize = 4096;
 
 #[derive(Debug, Clone, Copy)]
