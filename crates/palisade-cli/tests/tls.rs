@@ -77,7 +77,7 @@ async fn certificates_by_sni_alpn_and_misdirected_requests() {
     let (za, tls_a) = write_cert(&dir, "a", &["a.test"]);
     let (zb, tls_b) = write_cert(&dir, "b", &["*.b.test"]);
     let cfg = format!(
-        "[limits]\nheader_timeout_ms = 1000\n{}\n[[zones]]\nname = \"a\"\nhostnames = [\"a.test\"]\norigins = [{{ address = \"{}\" }}]\n{tls_a}\n\
+        "[limits]\nheader_timeout_ms = 1000\nidle_timeout_ms = 3000\n{}\n[[zones]]\nname = \"a\"\nhostnames = [\"a.test\"]\norigins = [{{ address = \"{}\" }}]\n{tls_a}\n\
          [[zones]]\nname = \"b\"\nhostnames = [\"*.b.test\"]\norigins = [{{ address = \"{}\" }}]\n{tls_b}\n",
         listen_section(true),
         a.addr,
@@ -107,6 +107,20 @@ async fn certificates_by_sni_alpn_and_misdirected_requests() {
     assert!(tls_get(&e, &both, "unknown.test", "unknown.test", false).await.is_err());
     assert!(e.metric("palisade_tls_handshake_failures_total").await >= Some(2.0));
     assert_eq!(e.metric("palisade_misdirected_total").await, Some(1.0));
+
+    // An idle h2 connection lives by idle_timeout_ms (3 s here), not by the 1 s header timeout.
+    let tcp = tokio::net::TcpStream::connect(e.https.unwrap()).await.unwrap();
+    let stream = only_a.connect(ServerName::try_from("a.test").unwrap(), tcp).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    for pause in [0, 1500] {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        let req = Request::get("https://a.test/1k").body(Empty::<bytes::Bytes>::new()).unwrap();
+        let resp = send.send_request(req).await.expect("idle h2 connection was closed too early");
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap();
+    }
 
     // A slow TLS client (no ClientHello) is cut off by the header timeout like any other.
     let mut s = tokio::net::TcpStream::connect(e.https.unwrap()).await.unwrap();

@@ -235,6 +235,8 @@ impl<IO> Guarded<IO> {
     pub fn passthrough(io: IO, shared: Arc<ConnShared>, limits: GuardLimits) -> Self {
         let mut g = Self::new(io, shared, limits);
         g.state = State::Passthrough;
+        // The handshake is done: from here the keep-alive idle timer applies, not the header timer.
+        g.seen_request = true;
         g
     }
 
