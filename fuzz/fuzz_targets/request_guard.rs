@@ -37,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
             header_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
             body_timeout: Duration::from_secs(1),
+            send_timeout: Duration::from_secs(1),
         };
         let shared = Arc::new(ConnShared::default());
         let io = Trickle { data: input.to_vec(), pos: 0, step: usize::from(step.max(1)) };

@@ -207,3 +207,23 @@ async fn the_node_wide_connection_limit_holds() {
     again.write_all(b"GET /1k HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n").await.unwrap();
     assert_eq!(statuses(&read_all(&mut again, Duration::from_secs(3)).await), [200]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_by_the_send_timeout() {
+    let o = origin("o");
+    let e = edge(&format!("[limits]\nsend_timeout_ms = 500\n{}", zone_config(&["site.test"], &[o.addr], "")));
+    // Ask for 64 MiB and read none of it: socket buffers fill, then writes stall.
+    let mut s = tokio::net::TcpStream::connect(e.http()).await.unwrap();
+    s.write_all(b"GET /bytes/67108864 HTTP/1.1\r\nHost: site.test\r\n\r\n").await.unwrap();
+    eventually("the request is in flight", Duration::from_secs(5), || async {
+        e.metric("palisade_connections_active").await == Some(1.0)
+    })
+    .await;
+    let t = Instant::now();
+    eventually("the stalled connection is closed", Duration::from_secs(10), || async {
+        e.metric("palisade_connections_active").await == Some(0.0)
+    })
+    .await;
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    drop(s);
+}

@@ -25,6 +25,7 @@ pub mod range {
     pub const HEADER_TIMEOUT_MS: (u64, u64) = (100, 300_000);
     pub const IDLE_TIMEOUT_MS: (u64, u64) = (100, 3_600_000);
     pub const BODY_TIMEOUT_MS: (u64, u64) = (100, 3_600_000);
+    pub const SEND_TIMEOUT_MS: (u64, u64) = (100, 3_600_000);
     pub const DRAIN_TIMEOUT_MS: (u64, u64) = (0, 600_000);
     pub const MAX_HEADER_BYTES: (u64, u64) = (1024, 1024 * 1024);
     pub const MAX_HEADERS: (u64, u64) = (8, 1000);

@@ -64,6 +64,8 @@ pub struct ConnectionLimits {
     pub idle_timeout_ms: u64,
     /// Time allowed between two reads of a request body.
     pub body_timeout_ms: u64,
+    /// Time a response may wait for the client to accept more bytes (a client that stops reading).
+    pub send_timeout_ms: u64,
     /// Largest request head (request line and headers), in bytes. Over it: 431.
     pub max_header_bytes: u64,
     /// Most header fields in one request. Over it: 431.
@@ -84,6 +86,7 @@ impl Default for ConnectionLimits {
             header_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             body_timeout_ms: 30_000,
+            send_timeout_ms: 60_000,
             max_header_bytes: 16 * 1024,
             max_headers: 100,
             max_connections: 20_000,

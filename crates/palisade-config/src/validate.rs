@@ -124,6 +124,7 @@ pub fn validate(doc: Document, hash: String) -> Result<ValidConfig, Vec<Problem>
     c.range("limits.header_timeout_ms", l.header_timeout_ms, range::HEADER_TIMEOUT_MS);
     c.range("limits.idle_timeout_ms", l.idle_timeout_ms, range::IDLE_TIMEOUT_MS);
     c.range("limits.body_timeout_ms", l.body_timeout_ms, range::BODY_TIMEOUT_MS);
+    c.range("limits.send_timeout_ms", l.send_timeout_ms, range::SEND_TIMEOUT_MS);
     c.range("limits.max_header_bytes", l.max_header_bytes, range::MAX_HEADER_BYTES);
     c.range("limits.max_headers", l.max_headers, range::MAX_HEADERS);
     c.range("limits.max_connections", l.max_connections, range::MAX_CONNECTIONS);

@@ -13,7 +13,8 @@
 //!
 //! Timers (a slowloris client must not hold a connection): a request head must complete within
 //! `header_timeout` of its first byte; a body must make progress every `body_timeout`; a connection
-//! with no request in flight and no bytes moving is closed after `idle_timeout`.
+//! with no request in flight and no bytes moving is closed after `idle_timeout`; a client that stops
+//! reading a response is cut off after `send_timeout` without write progress (slow-read attacks).
 
 use std::io;
 use std::pin::Pin;
@@ -41,6 +42,7 @@ pub struct GuardLimits {
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     pub body_timeout: Duration,
+    pub send_timeout: Duration,
 }
 
 /// A reason to refuse a request head, with the status it gets.
@@ -203,6 +205,9 @@ pub struct Guarded<IO> {
     upgrade_after_body: bool,
     timer: Pin<Box<Sleep>>,
     timer_deadline: Option<Instant>,
+    /// Write side: created the first time a write has to wait.
+    write_timer: Option<Pin<Box<Sleep>>>,
+    last_write: Instant,
     /// The connection is past its first request (the first one is held to the header timeout).
     seen_request: bool,
     eof: bool,
@@ -226,6 +231,8 @@ impl<IO> Guarded<IO> {
             upgrade_after_body: false,
             timer: Box::pin(tokio::time::sleep_until(now + limits.header_timeout)),
             timer_deadline: None,
+            write_timer: None,
+            last_write: now,
             seen_request: false,
             eof: false,
         }
@@ -660,13 +667,43 @@ fn timeout_result(kind: io::ErrorKind) -> io::Result<()> {
     }
 }
 
+impl<IO> Guarded<IO> {
+    /// Records write progress, or, when a write has to wait, arms the send timer. Ready(error)
+    /// when the client has accepted nothing for `send_timeout`.
+    fn after_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<T>>,
+        progressed: bool,
+    ) -> Poll<io::Result<T>> {
+        if progressed {
+            let now = Instant::now();
+            self.last_activity = now;
+            self.last_write = now;
+            return r;
+        }
+        if !r.is_pending() {
+            return r;
+        }
+        let deadline = self.last_write + self.limits.send_timeout;
+        let timer = self.write_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client stopped reading (send timeout)")))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.io).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.last_activity = Instant::now();
-        }
-        r
+        let progressed = matches!(r, Poll::Ready(Ok(n)) if n > 0);
+        self.after_write(cx, r, progressed)
     }
 
     fn poll_write_vectored(
@@ -675,10 +712,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.last_activity = Instant::now();
-        }
-        r
+        let progressed = matches!(r, Poll::Ready(Ok(n)) if n > 0);
+        self.after_write(cx, r, progressed)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -723,6 +758,7 @@ mod tests {
             header_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(1),
             body_timeout: Duration::from_secs(1),
+            send_timeout: Duration::from_secs(1),
         }
     }
 

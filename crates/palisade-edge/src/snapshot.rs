@@ -174,6 +174,7 @@ pub fn compile(
         header_timeout: ms(l.header_timeout_ms),
         idle_timeout: ms(l.idle_timeout_ms),
         body_timeout: ms(l.body_timeout_ms),
+        send_timeout: ms(l.send_timeout_ms),
     };
     let via = Bytes::from(config.doc.node.name.clone());
     metrics.set_health(health);
