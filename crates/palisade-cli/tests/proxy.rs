@@ -217,3 +217,28 @@ async fn a_refused_upgrade_closes_the_connection() {
     assert_eq!(statuses(&out), [404], "{out}");
     assert!(out.to_ascii_lowercase().contains("connection: close"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_sees_the_host_the_request_was_routed_by() {
+    let (a, b) = (origin("a"), origin("b"));
+    let cfg = format!(
+        "{}\n[[zones]]\nname = \"a\"\nhostnames = [\"a.test\"]\norigins = [{{ address = \"{}\" }}]\n\
+         [[zones]]\nname = \"b\"\nhostnames = [\"b.test\"]\norigins = [{{ address = \"{}\" }}]\n",
+        listen_section(false),
+        a.addr,
+        b.addr
+    );
+    let e = edge(&cfg);
+    // Absolute-form target for a.test with a Host header naming b.test: routed to a, and a sees a.test.
+    let out = raw(
+        e.http(),
+        b"GET http://a.test/echo HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(statuses(&out), [200], "{out}");
+    let body = &out[out.find("\r\n\r\n").unwrap() + 4..];
+    let echo: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(echo["origin"], "a");
+    assert_eq!(header(&echo, "host"), ["a.test"]);
+}

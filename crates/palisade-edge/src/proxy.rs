@@ -439,9 +439,10 @@ fn add_forwarding_headers(
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if ctx.tls { "https" } else { "http" }));
     if let Ok(v) = HeaderValue::from_str(raw_host) {
-        if !headers.contains_key(HOST) {
-            headers.insert(HOST, v.clone());
-        }
+        // The host we routed by is the host the origin sees (RFC 9112 3.2.2: an absolute-form
+        // target or :authority wins over a received Host), so no request reaches one zone's
+        // origin claiming to be for another.
+        headers.insert(HOST, v.clone());
         headers.insert(X_FORWARDED_HOST.clone(), v);
     }
     let host_value = if raw_host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) {
