@@ -242,3 +242,19 @@ async fn the_origin_sees_the_host_the_request_was_routed_by() {
     assert_eq!(echo["origin"], "a");
     assert_eq!(header(&echo, "host"), ["a.test"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_pointing_back_at_the_edge_is_a_508_not_a_storm() {
+    let o = origin("o");
+    let e = edge(&zone_config(&["site.test"], &[o.addr], ""));
+    // Misconfigure the zone so that its origin is the edge itself.
+    let (status, v) = e.admin_json("POST", "/config", &zone_config(&["site.test"], &[e.http()], "")).await;
+    assert_eq!(status, 200, "{v}");
+    let (s, _, body) = get_host(e.http(), "site.test", "/").await;
+    assert_eq!(s, 508, "{body}");
+    assert!(body.contains("Loop detected"));
+    assert_eq!(e.metric("palisade_loops_total").await, Some(1.0));
+    // Four passes in all: the client's, and three through the loop.
+    let passes = e.metric("palisade_request_duration_seconds_count{zone=\"site\"}").await.unwrap();
+    assert_eq!(passes, 4.0);
+}

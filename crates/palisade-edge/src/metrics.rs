@@ -93,6 +93,7 @@ pub struct Metrics {
     pub guard_rejections: [AtomicU64; Rejection::ALL.len()],
     pub unknown_host: AtomicU64,
     pub misdirected: AtomicU64,
+    pub loops: AtomicU64,
     pub reloads_ok: AtomicU64,
     pub reloads_rejected: AtomicU64,
     pub access_log_dropped: AtomicU64,
@@ -251,6 +252,7 @@ impl Metrics {
         let _ = write!(
             o,
             "# HELP palisade_unknown_host_total Requests for a host no zone serves (404).\n# TYPE palisade_unknown_host_total counter\npalisade_unknown_host_total {}\n\
+             # HELP palisade_loops_total Requests refused with 508 because they looped through the fleet.\n# TYPE palisade_loops_total counter\npalisade_loops_total {}\n\
              # HELP palisade_misdirected_total Requests whose Host is not served by the TLS connection's zone (421).\n# TYPE palisade_misdirected_total counter\npalisade_misdirected_total {}\n\
              # HELP palisade_config_reloads_total Config reload attempts by result.\n# TYPE palisade_config_reloads_total counter\n\
              palisade_config_reloads_total{{result=\"ok\"}} {}\npalisade_config_reloads_total{{result=\"rejected\"}} {}\n\
@@ -259,6 +261,7 @@ impl Metrics {
              # HELP palisade_access_log_dropped_total Access-log records dropped because the writer was behind.\n# TYPE palisade_access_log_dropped_total counter\npalisade_access_log_dropped_total {}\n\
              # HELP palisade_access_log_write_errors_total Access-log write failures.\n# TYPE palisade_access_log_write_errors_total counter\npalisade_access_log_write_errors_total {}\n",
             ld(&self.unknown_host),
+            ld(&self.loops),
             ld(&self.misdirected),
             ld(&self.reloads_ok),
             ld(&self.reloads_rejected),

@@ -18,6 +18,10 @@ fn reason(status: StatusCode) -> (&'static str, &'static str) {
             "This connection cannot serve the requested hostname. Please retry on a new connection.",
         ),
         431 => ("Request headers too large", "The request headers are larger than this site accepts."),
+        508 => (
+            "Loop detected",
+            "This request has passed through this network too many times; the site's origin may point back at it.",
+        ),
         501 => ("Not implemented", "The request uses a feature this server does not support."),
         502 => ("Bad gateway", "The origin server could not be reached or sent an invalid response."),
         503 => ("Service unavailable", "The site is temporarily unable to serve this request."),

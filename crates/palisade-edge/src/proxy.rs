@@ -53,6 +53,12 @@ impl ConnCtx {
 }
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// RFC 8586: each CDN a request passes through appends its token, so loops can be seen.
+static CDN_LOOP: HeaderName = HeaderName::from_static("cdn-loop");
+const CDN_LOOP_TOKEN: &str = "palisade";
+/// Passes through Palisade allowed before a request is refused with 508 (two stacked fleets are
+/// legitimate; an origin pointing back at its own edge is not).
+const MAX_LOOP_HOPS: usize = 3;
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -168,6 +174,11 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
 
     if req.method() == Method::CONNECT {
         return respond(error_page(StatusCode::METHOD_NOT_ALLOWED, request_id, false), finish);
+    }
+    // An origin that points back at the fleet would multiply every request without end.
+    if loop_hops(req.headers()) >= MAX_LOOP_HOPS {
+        ctx.edge.metrics.loops.fetch_add(1, Ordering::Relaxed);
+        return respond(error_page(StatusCode::LOOP_DETECTED, request_id, true), finish);
     }
 
     // Refuse an oversized body before reading any of it.
@@ -365,6 +376,17 @@ fn origin_form(pq: Option<&PathAndQuery>) -> Uri {
     Uri::from_parts(parts).unwrap_or_default()
 }
 
+/// How many times this request already passed through Palisade (`CDN-Loop` entries).
+fn loop_hops(headers: &HeaderMap) -> usize {
+    headers
+        .get_all(&CDN_LOOP)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter(|entry| entry.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case(CDN_LOOP_TOKEN)))
+        .count()
+}
+
 fn hash_ip(ip: IpAddr) -> u64 {
     match ip {
         IpAddr::V4(v4) => stable_hash(&v4.octets()),
@@ -459,6 +481,7 @@ fn add_forwarding_headers(
         headers.insert(FORWARDED, v);
     }
     append_via(headers, version, node);
+    headers.append(CDN_LOOP.clone(), HeaderValue::from_static(CDN_LOOP_TOKEN));
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
 }
 
