@@ -53,6 +53,7 @@ async fn ambiguous_framing_is_refused_with_400_and_never_reaches_the_origin() {
     let m = e.metrics().await;
     assert!(m.contains("palisade_guard_rejections_total{reason=\"content_length_and_transfer_encoding\"} 2"), "{m}");
     assert!(m.contains("palisade_guard_rejections_total{reason=\"duplicate_content_length\"} 2"), "{m}");
+    assert!(m.contains("palisade_guard_rejections_total{reason=\"bad_chunk\"} 3"), "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -307,7 +307,8 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
                     zone.stats.body_too_large.fetch_add(1, Ordering::Relaxed);
                     break Err(StatusCode::PAYLOAD_TOO_LARGE);
                 }
-                if ctx.conn.body_error_for(index).is_some() {
+                if let Some(rejection) = ctx.conn.body_error_for(index) {
+                    ctx.edge.metrics.reject(rejection);
                     break Err(StatusCode::BAD_REQUEST);
                 }
                 zone.pool.record(i, Outcome::Failure);
