@@ -108,7 +108,12 @@ impl OriginState {
     }
 
     pub fn available(&self) -> bool {
-        self.active_healthy.load(Ordering::Relaxed) && now_ms() >= self.ejected_until_ms.load(Ordering::Relaxed)
+        self.available_at(now_ms())
+    }
+
+    /// [`OriginState::available`] with the clock already read (one read per pick, not per origin).
+    pub fn available_at(&self, now_ms: u64) -> bool {
+        self.active_healthy.load(Ordering::Relaxed) && now_ms >= self.ejected_until_ms.load(Ordering::Relaxed)
     }
 }
 
@@ -182,9 +187,9 @@ impl Pool {
         self.pick_among(hash, tried, true).or_else(|| self.pick_among(hash, tried, false))
     }
 
-    fn candidate(&self, i: usize, tried: u64, need_available: bool) -> bool {
+    fn candidate(&self, i: usize, tried: u64, need_available: bool, now: u64) -> bool {
         let untried = i >= 64 || tried & (1u64 << i) == 0;
-        untried && (!need_available || self.origins.get(i).is_some_and(|o| o.available()))
+        untried && (!need_available || self.origins.get(i).is_some_and(|o| o.available_at(now)))
     }
 
     fn pick_among(&self, hash: u64, tried: u64, need_available: bool) -> Option<usize> {
@@ -192,7 +197,8 @@ impl Pool {
         if n == 0 {
             return None;
         }
-        let ok = |i: usize| self.candidate(i, tried, need_available);
+        let now = now_ms();
+        let ok = |i: usize| self.candidate(i, tried, need_available, now);
         match self.balance {
             Balance::RoundRobin => {
                 let len = self.schedule.len();
@@ -222,19 +228,27 @@ impl Pool {
                 best.map(|(i, _, _)| i)
             }
             Balance::PowerOfTwoChoices => {
-                let candidates: Vec<usize> = (0..n).filter(|i| ok(*i)).collect();
-                match candidates.len() {
-                    0 => None,
-                    1 => candidates.first().copied(),
-                    m => {
-                        let r = fast_random();
-                        let a = (r % m as u64) as usize;
-                        let b = (a + 1 + ((r >> 32) % (m as u64 - 1)) as usize) % m;
-                        let (ia, ib) = (candidates.get(a).copied()?, candidates.get(b).copied()?);
-                        let la = self.origins.get(ia).map(|o| o.in_flight.load(Ordering::Relaxed)).unwrap_or(u32::MAX);
-                        let lb = self.origins.get(ib).map(|o| o.in_flight.load(Ordering::Relaxed)).unwrap_or(u32::MAX);
-                        Some(if la <= lb { ia } else { ib })
+                // Two distinct random candidates, the less loaded wins. Random probes first (no
+                // allocation); a sparse pool falls back to a scan from a random start.
+                let load =
+                    |i: usize| self.origins.get(i).map(|o| o.in_flight.load(Ordering::Relaxed)).unwrap_or(u32::MAX);
+                let r = fast_random();
+                let mut first = None;
+                for k in 0..4u64 {
+                    let i = ((r >> (k * 16)) % n as u64) as usize;
+                    if ok(i) && first != Some(i) {
+                        match first {
+                            None => first = Some(i),
+                            Some(a) => return Some(if load(a) <= load(i) { a } else { i }),
+                        }
                     }
+                }
+                let start = (r % n as u64) as usize;
+                let mut found = first.into_iter().chain((0..n).map(|k| (start + k) % n).filter(|i| ok(*i)));
+                let a = found.next()?;
+                match found.find(|i| *i != a) {
+                    Some(b) => Some(if load(a) <= load(b) { a } else { b }),
+                    None => Some(a),
                 }
             }
             Balance::ConsistentHash => {
