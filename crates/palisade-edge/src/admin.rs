@@ -95,7 +95,7 @@ fn applied(a: Applied) -> Response<Full<Bytes>> {
 async fn route(shared: Arc<EdgeShared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
-            let mut r = Response::new(Full::new(Bytes::from(shared.metrics.render())));
+            let mut r = Response::new(Full::new(Bytes::from(shared.metrics.render(&shared.snapshot.load()))));
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             r
         }

@@ -98,12 +98,8 @@ pub struct Metrics {
     pub reloads_rejected: AtomicU64,
     pub access_log_dropped: AtomicU64,
     pub access_log_write_errors: AtomicU64,
-    pub config_version: AtomicU64,
-    config_hash: Mutex<String>,
     zones: Mutex<BTreeMap<String, Arc<ZoneStats>>>,
     origins: Mutex<BTreeMap<(String, String), Arc<OriginStats>>>,
-    /// (zone, origin) -> healthy, set by snapshot compilation and health checks.
-    health: Mutex<BTreeMap<(String, String), Arc<crate::pool::OriginState>>>,
 }
 
 fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -119,20 +115,6 @@ impl Metrics {
         guard(&self.origins).entry((zone.to_string(), addr.to_string())).or_default().clone()
     }
 
-    /// Replaces the set of origins whose health is exported (the active snapshot's).
-    pub fn set_health(&self, states: BTreeMap<(String, String), Arc<crate::pool::OriginState>>) {
-        *guard(&self.health) = states;
-    }
-
-    pub fn set_config(&self, version: u64, hash: &str) {
-        self.config_version.store(version, Ordering::Relaxed);
-        *guard(&self.config_hash) = hash.to_string();
-    }
-
-    pub fn config_hash(&self) -> String {
-        guard(&self.config_hash).clone()
-    }
-
     pub fn reject(&self, r: Rejection) {
         if let Some(i) = Rejection::ALL.iter().position(|x| *x == r) {
             if let Some(c) = self.guard_rejections.get(i) {
@@ -141,8 +123,9 @@ impl Metrics {
         }
     }
 
-    /// Prometheus text exposition.
-    pub fn render(&self) -> String {
+    /// Prometheus text exposition. Config version, hash and origin health are read from the
+    /// active snapshot, never copied here.
+    pub fn render(&self, active: &crate::snapshot::Snapshot) -> String {
         let mut o = String::with_capacity(8192);
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let classes = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -223,14 +206,16 @@ impl Metrics {
             );
         }
         o.push_str("# HELP palisade_origin_healthy 1 when the origin is in rotation (active check passing and not ejected).\n# TYPE palisade_origin_healthy gauge\n");
-        for ((zone, addr), s) in guard(&self.health).iter() {
-            let _ = writeln!(
-                o,
-                "palisade_origin_healthy{{zone=\"{}\",origin=\"{}\"}} {}",
-                esc(zone),
-                esc(addr),
-                u8::from(s.available())
-            );
+        for zone in &active.zones {
+            for s in &zone.pool.origins {
+                let _ = writeln!(
+                    o,
+                    "palisade_origin_healthy{{zone=\"{}\",origin=\"{}\"}} {}",
+                    esc(&zone.name),
+                    esc(&s.label),
+                    u8::from(s.available())
+                );
+            }
         }
         let _ = write!(
             o,
@@ -265,8 +250,8 @@ impl Metrics {
             ld(&self.misdirected),
             ld(&self.reloads_ok),
             ld(&self.reloads_rejected),
-            ld(&self.config_version),
-            esc(&self.config_hash()),
+            active.version(),
+            esc(active.hash()),
             ld(&self.access_log_dropped),
             ld(&self.access_log_write_errors),
         );

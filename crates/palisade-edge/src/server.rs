@@ -155,7 +155,6 @@ impl EdgeShared {
         for z in &snapshot.zones {
             health::spawn(z);
         }
-        self.metrics.set_config(snapshot.version(), snapshot.hash());
         let version = snapshot.version();
         self.snapshot.store(snapshot);
         if let Some(dir) = &self.options.state_dir {

@@ -2,7 +2,7 @@
 //! upstream clients, certificates. A snapshot is swapped in whole (arc-swap); requests in flight
 //! keep the one they started with.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -107,7 +107,6 @@ pub fn compile(
     let mut zones = Vec::with_capacity(config.doc.zones.len());
     let mut exact = HashMap::new();
     let mut wildcard = HashMap::new();
-    let mut health = BTreeMap::new();
     for (zi, (z, vz)) in config.doc.zones.iter().zip(&config.zones).enumerate() {
         let origins = z
             .origins
@@ -117,7 +116,6 @@ pub fn compile(
                 let state = old_states.get(&(z.name.clone(), *addr)).cloned().unwrap_or_else(|| {
                     Arc::new(OriginState::new(*addr, metrics.origin(&z.name, &addr.to_string()), workers))
                 });
-                health.insert((z.name.clone(), addr.to_string()), state.clone());
                 (state, o.weight)
             })
             .collect();
@@ -177,7 +175,6 @@ pub fn compile(
         send_timeout: ms(l.send_timeout_ms),
     };
     let via = Bytes::from(config.doc.node.name.clone());
-    metrics.set_health(health);
     Ok(Snapshot { config, zones, exact, wildcard, guard_limits, source: source.to_string(), via })
 }
 
