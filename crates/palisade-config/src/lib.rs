@@ -43,7 +43,8 @@ impl ConfigError {
     }
 }
 
-fn render_problems(problems: &[Problem]) -> String {
+/// Problems as indented lines, one per problem: the form logs and the CLI print.
+pub fn render_problems(problems: &[Problem]) -> String {
     problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
 }
 

@@ -138,17 +138,11 @@ impl ConnShared {
 }
 
 fn lock<T: Copy>(m: &Mutex<Option<T>>) -> Option<T> {
-    match m.lock() {
-        Ok(g) => *g,
-        Err(poisoned) => *poisoned.into_inner(),
-    }
+    *crate::lock(m)
 }
 
 fn set<T>(m: &Mutex<Option<T>>, v: T) {
-    match m.lock() {
-        Ok(mut g) => *g = Some(v),
-        Err(poisoned) => *poisoned.into_inner() = Some(v),
-    }
+    *crate::lock(m) = Some(v);
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

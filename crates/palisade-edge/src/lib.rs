@@ -24,3 +24,9 @@ pub mod tls;
 pub mod upstream;
 
 pub use server::{Edge, EdgeOptions, EdgeShared, StartError};
+
+/// Locks a mutex whether or not a previous holder panicked: every mutex here guards plain
+/// counters or slots that stay valid, and a panic contained elsewhere must not poison the node.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

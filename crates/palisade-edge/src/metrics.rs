@@ -102,17 +102,13 @@ pub struct Metrics {
     origins: Mutex<BTreeMap<(String, String), Arc<OriginStats>>>,
 }
 
-fn guard<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Metrics {
     pub fn zone(&self, name: &str) -> Arc<ZoneStats> {
-        guard(&self.zones).entry(name.to_string()).or_default().clone()
+        crate::lock(&self.zones).entry(name.to_string()).or_default().clone()
     }
 
     pub fn origin(&self, zone: &str, addr: &str) -> Arc<OriginStats> {
-        guard(&self.origins).entry((zone.to_string(), addr.to_string())).or_default().clone()
+        crate::lock(&self.origins).entry((zone.to_string(), addr.to_string())).or_default().clone()
     }
 
     pub fn reject(&self, r: Rejection) {
@@ -131,8 +127,8 @@ impl Metrics {
         let classes = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
         o.push_str("# HELP palisade_requests_total Responses sent, by zone, status class and origin (\"none\" when no origin answered).\n# TYPE palisade_requests_total counter\n");
-        let zones = guard(&self.zones).clone();
-        let origins = guard(&self.origins).clone();
+        let zones = crate::lock(&self.zones).clone();
+        let origins = crate::lock(&self.origins).clone();
         for (zone, z) in &zones {
             for (i, class) in classes.iter().enumerate() {
                 let v = z.local.get(i);

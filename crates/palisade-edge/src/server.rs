@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use palisade_config::{limits::MAX_DOCUMENT_BYTES, Problem};
+use palisade_config::{limits::MAX_DOCUMENT_BYTES, render_problems, Problem};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
@@ -30,14 +30,10 @@ use crate::{admin, health, lkg, tls};
 /// Why the node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("no usable configuration:\n{}", render(.0))]
+    #[error("no usable configuration:\n{}", render_problems(.0))]
     Config(Vec<Problem>),
     #[error("{0}")]
     Io(String),
-}
-
-fn render(p: &[Problem]) -> String {
-    p.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
 }
 
 /// How the node finds its configuration.
@@ -111,7 +107,7 @@ impl EdgeShared {
             }
             Err(problems) => {
                 self.metrics.reloads_rejected.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(source, problems = %render(problems), "config rejected; still serving the running version");
+                tracing::warn!(source, problems = %render_problems(problems), "config rejected; still serving the running version");
             }
         }
         result
@@ -193,7 +189,7 @@ impl EdgeShared {
             return Err("max_connections");
         }
         {
-            let mut map = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = crate::lock(&self.per_ip);
             let n = map.entry(ip).or_insert(0);
             if u64::from(*n) >= max_ip {
                 self.metrics.connections_rejected_ip_limit.fetch_add(1, Ordering::Relaxed);
@@ -217,7 +213,7 @@ struct ConnPermit {
 impl Drop for ConnPermit {
     fn drop(&mut self) {
         {
-            let mut map = self.edge.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = crate::lock(&self.edge.per_ip);
             if let Some(n) = map.get_mut(&self.ip) {
                 *n = n.saturating_sub(1);
                 if *n == 0 {
@@ -261,7 +257,7 @@ fn initial_config(opts: &EdgeOptions, metrics: &Metrics, workers: usize) -> Resu
             },
             Err(p) => problems.extend(p),
         }
-        tracing::error!(problems = %render(&problems), "config file unusable; trying last-known-good");
+        tracing::error!(problems = %render_problems(&problems), "config file unusable; trying last-known-good");
     }
     let lkg_path = opts.lkg_file.clone().or_else(|| opts.state_dir.as_deref().map(lkg::path_in));
     if let Some(lkg_path) = lkg_path {

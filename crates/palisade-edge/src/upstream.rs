@@ -88,7 +88,7 @@ impl OriginConns {
 
     fn slot(&self) -> Option<std::sync::MutexGuard<'_, Slot>> {
         let s = self.slots.get(crate::server::worker_index()).or_else(|| self.slots.first())?;
-        Some(s.lock().unwrap_or_else(|p| p.into_inner()))
+        Some(crate::lock(s))
     }
 
     /// A ready connection from this worker's pool, or a new one.
