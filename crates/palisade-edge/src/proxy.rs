@@ -210,12 +210,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
     };
 
     let mut headers = parts.headers;
-    let upgrade_value = if is_upgrade { headers.get(UPGRADE).cloned() } else { None };
-    strip_hop_by_hop(&mut headers);
-    if let Some(u) = upgrade_value {
-        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(UPGRADE, u);
-    }
+    strip_hop_by_hop(&mut headers, is_upgrade);
     headers.remove(EXPECT);
     add_forwarding_headers(&mut headers, &ctx, &raw_host, version, &node_name, &request_id_value);
 
@@ -352,12 +347,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
     }
 
     let (mut parts, body) = resp.into_parts();
-    let upgrade_value = if switching { parts.headers.get(UPGRADE).cloned() } else { None };
-    strip_hop_by_hop(&mut parts.headers);
-    if let Some(u) = upgrade_value {
-        parts.headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-        parts.headers.insert(UPGRADE, u);
-    }
+    strip_hop_by_hop(&mut parts.headers, switching);
     if refused_upgrade {
         parts.headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
@@ -420,13 +410,19 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
 }
 
 /// Removes hop-by-hop headers (RFC 9110 7.6.1): the fixed set and any named in `Connection`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+/// With `upgrade` (an upgrade request, or the 101 answering it) the `Upgrade` header is the
+/// point of the message: it is kept and `Connection: upgrade` is set for the next hop.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // The usual tokens (keep-alive, close, upgrade) name no header to remove: skipping them
+    // keeps the common response free of an allocation.
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|t| !["keep-alive", "close", "upgrade"].iter().any(|k| t.eq_ignore_ascii_case(k)))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for n in named {
         // Never let a client strip the headers that identify it to the origin.
@@ -434,11 +430,16 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(n);
         }
     }
-    for n in [&CONNECTION, &TE, &TRAILER, &TRANSFER_ENCODING, &UPGRADE] {
+    for n in [&CONNECTION, &TE, &TRAILER, &TRANSFER_ENCODING] {
         headers.remove(n);
     }
     for n in [&KEEP_ALIVE, &PROXY_CONNECTION, &PROXY_AUTHORIZATION, &PROXY_AUTHENTICATE] {
         headers.remove(n);
+    }
+    if upgrade && headers.contains_key(UPGRADE) {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(UPGRADE);
     }
 }
 
@@ -513,7 +514,7 @@ mod tests {
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(TE, HeaderValue::from_static("trailers"));
         h.insert("x-kept", HeaderValue::from_static("yes"));
-        strip_hop_by_hop(&mut h);
+        strip_hop_by_hop(&mut h, false);
         assert!(h.get("x-secret").is_none() && h.get("keep-alive").is_none() && h.get(TE).is_none());
         assert!(h.get(CONNECTION).is_none());
         assert_eq!(h.get("x-forwarded-for").unwrap(), "1.2.3.4");
