@@ -31,9 +31,10 @@ pub async fn serve(shared: Arc<EdgeShared>, listener: TcpListener) {
                 let shared = shared.clone();
                 async move {
                     if req.method() != Method::GET && !may_change(&req, peer.ip().is_loopback()) {
-                        return Ok::<_, Infallible>(json_response(
+                        return Ok::<_, Infallible>(envelope_error(
                             StatusCode::FORBIDDEN,
-                            json!({"success": false, "errors": [{"code": 1003, "message": "changes need a loopback peer or Authorization: Bearer $PALISADE_ADMIN_TOKEN"}], "messages": [], "result": null}),
+                            1003,
+                            "changes need a loopback peer or Authorization: Bearer $PALISADE_ADMIN_TOKEN",
                         ));
                     }
                     Ok::<_, Infallible>(route(shared, req).await)
@@ -75,6 +76,13 @@ fn json_response(status: StatusCode, value: serde_json::Value) -> Response<Full<
 
 fn envelope_ok(result: serde_json::Value) -> Response<Full<Bytes>> {
     json_response(StatusCode::OK, json!({"success": true, "errors": [], "messages": [], "result": result}))
+}
+
+fn envelope_error(status: StatusCode, code: u32, message: &str) -> Response<Full<Bytes>> {
+    json_response(
+        status,
+        json!({"success": false, "errors": [{"code": code, "message": message}], "messages": [], "result": null}),
+    )
 }
 
 fn envelope_problems(status: StatusCode, problems: &[Problem]) -> Response<Full<Bytes>> {
@@ -139,10 +147,7 @@ async fn route(shared: Arc<EdgeShared>, req: Request<Incoming>) -> Response<Full
             let _ = shared.shutdown.send(true);
             envelope_ok(json!({"shutting_down": true}))
         }
-        _ => json_response(
-            StatusCode::NOT_FOUND,
-            json!({"success": false, "errors": [{"code": 1000, "message": "no such admin endpoint"}], "messages": [], "result": null}),
-        ),
+        _ => envelope_error(StatusCode::NOT_FOUND, 1000, "no such admin endpoint"),
     }
 }
 
