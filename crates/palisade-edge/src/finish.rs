@@ -19,7 +19,8 @@ pub struct Finish {
     pub edge: Arc<EdgeShared>,
     pub conn: Arc<ConnShared>,
     pub started: Instant,
-    pub started_wall: SystemTime,
+    /// Wall-clock start, read only when the access log is on.
+    pub started_wall: Option<SystemTime>,
     pub request_id: String,
     pub client_ip: IpAddr,
     pub method: hyper::Method,
@@ -56,7 +57,7 @@ impl Drop for Finish {
         }
         if self.edge.access_log.enabled() {
             let record = AccessRecord {
-                edge_start_timestamp: humantime_rfc3339(self.started_wall),
+                edge_start_timestamp: humantime_rfc3339(self.started_wall.unwrap_or_else(SystemTime::now)),
                 ray_id: std::mem::take(&mut self.request_id),
                 zone_name: self.zone.as_ref().map(|z| z.0.to_string()).unwrap_or_default(),
                 client_ip: self.client_ip.to_string(),

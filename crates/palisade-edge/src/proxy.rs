@@ -115,7 +115,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
         edge: ctx.edge.clone(),
         conn: ctx.conn.clone(),
         started,
-        started_wall: SystemTime::now(),
+        started_wall: log.then(SystemTime::now),
         request_id: if log { request_id.to_string() } else { String::new() },
         client_ip: ctx.peer.ip(),
         method: req.method().clone(),
