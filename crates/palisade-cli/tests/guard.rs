@@ -37,15 +37,13 @@ async fn ambiguous_framing_is_refused_with_400_and_never_reaches_the_origin() {
         ("chunk size overflow", b"POST /echo HTTP/1.1\r\nHost: site.test\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\nx\r\n0\r\n\r\n", 400),
         ("chunk missing CRLF", b"POST /echo HTTP/1.1\r\nHost: site.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloX0\r\n\r\n", 400),
     ];
-    let before = get(&format!("http://{}/__origin/stats", o.addr)).await.1;
-    let before: serde_json::Value = serde_json::from_str(&before).unwrap();
+    let before = origin_stats(o.addr).await;
     for (name, bytes, want) in cases {
         let out = raw(e.http(), bytes, Duration::from_secs(3)).await;
         assert_eq!(statuses(&out), [*want], "{name}: {out}");
         assert!(out.contains("Request ID"), "{name}: error page without a request id");
     }
-    let after = get(&format!("http://{}/__origin/stats", o.addr)).await.1;
-    let after: serde_json::Value = serde_json::from_str(&after).unwrap();
+    let after = origin_stats(o.addr).await;
     // Head rejections never reach the origin; a body error may have opened the request already,
     // but the origin never sees a complete smuggled request.
     let reached = after["requests"].as_u64().unwrap() - before["requests"].as_u64().unwrap() - 1;

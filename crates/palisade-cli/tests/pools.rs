@@ -244,11 +244,6 @@ async fn a_cancelled_request_is_not_left_counted_against_its_origin() {
     assert_eq!(m.len(), 2, "an origin still counts cancelled requests: {m:?}");
 }
 
-async fn origin_stats(addr: std::net::SocketAddr) -> serde_json::Value {
-    // Asked over a fresh connection, which itself counts as one.
-    serde_json::from_str(&get(&format!("http://{addr}/__origin/stats")).await.1).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_connections_are_reused_then_closed_after_the_idle_timeout() {
     let o = origin("o");

@@ -285,3 +285,9 @@ where
 pub fn origin_name(h: &hyper::HeaderMap) -> String {
     h.get("x-origin-name").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
 }
+
+/// The demo origin's own counters (`requests`, `connections`). Asked over a fresh connection,
+/// which itself counts as one request and one connection.
+pub async fn origin_stats(addr: SocketAddr) -> serde_json::Value {
+    serde_json::from_str(&get(&format!("http://{addr}/__origin/stats")).await.1).unwrap()
+}
