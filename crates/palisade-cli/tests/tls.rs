@@ -101,7 +101,8 @@ async fn certificates_by_sni_alpn_and_misdirected_requests() {
     // a.test's certificate must not be offered for b's names.
     assert!(tls_get(&e, &only_a, "www.b.test", "www.b.test", false).await.is_err());
     // A Host of another zone on this connection: 421, never the other zone's origin.
-    let (_, s, o, body) = tls_get(&e, &both, "a.test", "www.b.test", false).await.unwrap();
+    let both_h1 = connector(&[&za, &zb], &[b"http/1.1"]);
+    let (_, s, o, body) = tls_get(&e, &both_h1, "a.test", "www.b.test", false).await.unwrap();
     assert_eq!((s, o.as_str()), (421, ""), "{body}");
     // No certificate for an unknown name: the handshake fails.
     assert!(tls_get(&e, &both, "unknown.test", "unknown.test", false).await.is_err());

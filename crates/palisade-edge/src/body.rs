@@ -12,26 +12,64 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use crate::finish::Finish;
+use crate::upstream::UpstreamBody;
 
 /// Error type of the bodies we produce.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// A request body as the client sends it: read from an HTTP/1.1 connection in the handler's own
+/// task, or an HTTP/2 stream (hyper).
+pub enum ClientBody {
+    Empty,
+    H1(crate::h1::H1RequestBody),
+    H2(Incoming),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::H1(b) => Pin::new(b).poll_frame(cx),
+            ClientBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(|e| Box::new(e) as BoxError),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::H1(b) => b.is_end_stream(),
+            ClientBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::H1(b) => b.size_hint(),
+            ClientBody::H2(b) => b.size_hint(),
+        }
+    }
+}
+
 /// The downstream request body on its way to the origin, with the zone's size limit applied as it
 /// streams (a `Content-Length` over the limit is refused before any byte is read).
 pub struct RequestBody {
-    inner: Option<Incoming>,
+    inner: Option<ClientBody>,
     remaining: u64,
     /// Set when the limit was hit, so the handler answers 413 rather than 502.
-    pub(crate) too_large: Arc<AtomicBool>,
+    pub(crate) too_large: Option<Arc<AtomicBool>>,
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming, limit: u64, too_large: Arc<AtomicBool>) -> Self {
-        Self { inner: Some(inner), remaining: limit, too_large }
+    pub fn new(inner: ClientBody, limit: u64) -> Self {
+        Self { inner: Some(inner), remaining: limit, too_large: Some(Arc::default()) }
     }
 
     pub fn empty() -> Self {
-        Self { inner: None, remaining: 0, too_large: Arc::default() }
+        Self { inner: None, remaining: 0, too_large: None }
     }
 }
 
@@ -55,7 +93,9 @@ impl Body for RequestBody {
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
                     if n > self.remaining {
-                        self.too_large.store(true, Ordering::Relaxed);
+                        if let Some(t) = &self.too_large {
+                            t.store(true, Ordering::Relaxed);
+                        }
                         self.inner = None;
                         return Poll::Ready(Some(Err(Box::new(TooLarge))));
                     }
@@ -63,7 +103,7 @@ impl Body for RequestBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
@@ -80,7 +120,7 @@ impl Body for RequestBody {
 
 enum Source {
     Full(Option<Bytes>),
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
 }
 
 /// Every response body the edge sends: a local page or the origin's streamed body. It counts the
@@ -103,7 +143,7 @@ impl EdgeBody {
         Self { source: Source::Full(None), deadline_at: None, deadline: None, finish: None }
     }
 
-    pub fn upstream(body: Incoming, deadline_at: Option<tokio::time::Instant>) -> Self {
+    pub fn upstream(body: UpstreamBody, deadline_at: Option<tokio::time::Instant>) -> Self {
         Self { source: Source::Upstream(body), deadline_at, deadline: None, finish: None }
     }
 
@@ -113,6 +153,14 @@ impl EdgeBody {
 
     pub fn finish_mut(&mut self) -> Option<&mut Finish> {
         self.finish.as_mut()
+    }
+
+    /// The origin side of an upgraded connection (after a 101 from the origin).
+    pub fn take_tunnel(&mut self) -> Option<(tokio::net::TcpStream, Bytes)> {
+        match &mut self.source {
+            Source::Upstream(b) => b.take_tunnel(),
+            Source::Full(_) => None,
+        }
     }
 }
 
@@ -134,7 +182,7 @@ impl Body for EdgeBody {
         let polled = match &mut this.source {
             Source::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Source::Upstream(body) => match Pin::new(body).poll_frame(cx) {
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e) as BoxError))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
                 Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => {

@@ -27,13 +27,14 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+use crate::codec::Chunk;
+
 /// The fixed request hyper sees in place of a rejected head.
 pub const PLACEHOLDER: &[u8] =
     b"GET /.palisade/rejected HTTP/1.1\r\nhost: rejected.invalid\r\nconnection: close\r\n\r\n";
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const READ_CHUNK: usize = 8 * 1024;
-const MAX_CHUNK_EXT: usize = 4096;
 
 #[derive(Debug, Clone, Copy)]
 pub struct GuardLimits {
@@ -143,20 +144,6 @@ fn lock<T: Copy>(m: &Mutex<Option<T>>) -> Option<T> {
 
 fn set<T>(m: &Mutex<Option<T>>, v: T) {
     *crate::lock(m) = Some(v);
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    Size { digits: u8, value: u64 },
-    Ext { len: usize, value: u64 },
-    SizeLf { value: u64 },
-    Data(u64),
-    DataCr,
-    DataLf,
-    TrailerStart,
-    Trailer,
-    TrailerLf,
-    FinalLf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,7 +279,7 @@ impl<IO> Guarded<IO> {
                                 HeadVerdict::Body(n) => State::Body(n),
                                 HeadVerdict::Chunked => {
                                     self.trailer_bytes = 0;
-                                    State::Chunked(Chunk::Size { digits: 0, value: 0 })
+                                    State::Chunked(Chunk::START)
                                 }
                             };
                             // Continue: a pipelined body or the next head may already be buffered.
@@ -334,61 +321,24 @@ impl<IO> Guarded<IO> {
         let mut failed = false;
         let len = self.raw.len();
         while i < len {
+            if let Chunk::Data(n) = c {
+                let take = n.min((len - i) as u64);
+                i += take as usize;
+                c = if take == n { Chunk::DataCr } else { Chunk::Data(n - take) };
+                continue;
+            }
             let Some(&b) = self.raw.get(i) else { break };
-            let next = match c {
-                Chunk::Data(n) => {
-                    let take = n.min((len - i) as u64);
-                    i += take as usize;
-                    c = if take == n { Chunk::DataCr } else { Chunk::Data(n - take) };
-                    continue;
-                }
-                Chunk::Size { digits, value } => match hex_value(b) {
-                    Some(d) if digits < 15 => {
-                        Some(Chunk::Size { digits: digits + 1, value: (value << 4) | u64::from(d) })
-                    }
-                    Some(_) => None,
-                    None if digits == 0 => None,
-                    None if b == b';' => Some(Chunk::Ext { len: 0, value }),
-                    None if b == b'\r' => Some(Chunk::SizeLf { value }),
-                    None => None,
-                },
-                Chunk::Ext { len, value } => match b {
-                    b'\r' => Some(Chunk::SizeLf { value }),
-                    b'\t' if len < MAX_CHUNK_EXT => Some(Chunk::Ext { len: len + 1, value }),
-                    _ if b < 0x20 || b == 0x7f || len >= MAX_CHUNK_EXT => None,
-                    _ => Some(Chunk::Ext { len: len + 1, value }),
-                },
-                Chunk::SizeLf { value } => match b {
-                    b'\n' if value == 0 => Some(Chunk::TrailerStart),
-                    b'\n' => Some(Chunk::Data(value)),
-                    _ => None,
-                },
-                Chunk::DataCr => (b == b'\r').then_some(Chunk::DataLf),
-                Chunk::DataLf => (b == b'\n').then_some(Chunk::Size { digits: 0, value: 0 }),
-                Chunk::TrailerStart => match b {
-                    b'\r' => Some(Chunk::FinalLf),
-                    b'\n' => None,
-                    _ => Some(Chunk::Trailer),
-                },
-                Chunk::Trailer => match b {
-                    b'\r' => Some(Chunk::TrailerLf),
-                    _ if b < 0x20 && b != b'\t' => None,
-                    _ => Some(Chunk::Trailer),
-                },
-                Chunk::TrailerLf => (b == b'\n').then_some(Chunk::TrailerStart),
-                Chunk::FinalLf => (b == b'\n').then_some(Chunk::FinalLf),
-            };
-            let Some(n) = next else {
+            let Some(n) = c.step(b) else {
                 failed = true;
                 break;
             };
             i += 1;
-            if c == Chunk::FinalLf {
+            c = n;
+            if c == Chunk::Done {
                 done = true;
                 break;
             }
-            c = n;
-            if matches!(c, Chunk::Trailer | Chunk::TrailerLf) {
+            if c.in_trailer() {
                 self.trailer_bytes += 1;
                 if self.trailer_bytes > self.limits.max_header_bytes {
                     failed = true;
@@ -562,15 +512,6 @@ impl<IO> Guarded<IO> {
                 }
             }
         }
-    }
-}
-
-fn hex_value(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
     }
 }
 

@@ -10,8 +10,10 @@
 pub mod access_log;
 mod admin;
 pub mod body;
+pub mod codec;
 pub mod finish;
 pub mod guard;
+pub mod h1;
 mod health;
 pub mod lkg;
 pub mod metrics;

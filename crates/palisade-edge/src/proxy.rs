@@ -3,28 +3,26 @@
 //! through [`respond`], which attaches the request's [`Finish`] record to the body.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::BytesMut;
-use hyper::body::Incoming;
 use hyper::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, COOKIE, EXPECT, FORWARDED, HOST, TE, TRAILER,
     TRANSFER_ENCODING, UPGRADE, VIA,
 };
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::rt::TokioIo;
 use palisade_config::HashKey;
 use tokio::time::Instant;
 
-use crate::body::{EdgeBody, RequestBody};
+use crate::body::{ClientBody, EdgeBody, RequestBody};
 use crate::finish::Finish;
 use crate::guard::ConnShared;
 use crate::pages::error_page;
 use crate::pool::{fast_random, stable_hash, OriginLease, Outcome};
 use crate::server::EdgeShared;
-use crate::snapshot::normalize_host;
+use crate::snapshot::{normalize_host, Via};
 use crate::upstream::Sent;
 use hyper::http::uri::PathAndQuery;
 
@@ -38,6 +36,8 @@ pub struct ConnCtx {
     pub sni: Option<String>,
     /// The client address as written in `X-Forwarded-For` and `Forwarded` (computed once per connection).
     pub peer_text: String,
+    /// `peer_text` as a header value (X-Forwarded-For when the client sent none).
+    pub peer_value: HeaderValue,
     pub forwarded_for: String,
 }
 
@@ -48,7 +48,9 @@ impl ConnCtx {
             IpAddr::V4(v4) => format!("for={v4}"),
             IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
         };
-        Self { edge, conn, peer, tls, sni, peer_text: ip.to_string(), forwarded_for }
+        let peer_text = ip.to_string();
+        let peer_value = HeaderValue::from_str(&peer_text).unwrap_or(HeaderValue::from_static("unknown"));
+        Self { edge, conn, peer, tls, sni, peer_text, peer_value, forwarded_for }
     }
 }
 
@@ -89,14 +91,6 @@ fn protocol(v: Version) -> &'static str {
     }
 }
 
-fn via_version(v: Version) -> &'static str {
-    match v {
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        _ => "1.1",
-    }
-}
-
 fn respond(mut resp: Response<EdgeBody>, mut finish: Finish) -> Response<EdgeBody> {
     finish.status = resp.status().as_u16();
     resp.body_mut().set_finish(finish);
@@ -104,7 +98,7 @@ fn respond(mut resp: Response<EdgeBody>, mut finish: Finish) -> Response<EdgeBod
 }
 
 /// Handles one request. Never fails: every problem becomes a response.
-pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<EdgeBody> {
+pub async fn handle(ctx: Arc<ConnCtx>, req: Request<ClientBody>) -> Response<EdgeBody> {
     let started = Instant::now();
     let index = ctx.conn.next_request.fetch_add(1, Ordering::Relaxed);
     ctx.conn.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -138,16 +132,15 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
         return respond(error_page(status, request_id, true), finish);
     }
 
-    let raw_host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()))
-        .unwrap_or("")
-        .to_string();
-    let host = normalize_host(&raw_host).into_owned();
+    // The host we route by: the absolute-form target or :authority, else the Host header.
+    let host_value = match req.uri().authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => req.headers().get(HOST).cloned(),
+    };
+    let raw_host = host_value.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
+    let host = normalize_host(raw_host);
     if log {
-        finish.host.clone_from(&host);
+        finish.host = host.to_string();
     }
     if host.is_empty() {
         return respond(error_page(StatusCode::BAD_REQUEST, request_id, false), finish);
@@ -167,7 +160,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
     let Some(zone) = snap.zones.get(zone_index).cloned() else {
         return respond(error_page(StatusCode::NOT_FOUND, request_id, false), finish);
     };
-    let node_name = snap.via.clone();
+    let via = snap.via.clone();
     drop(snap);
     zone.budget.requests_in_flight.fetch_add(1, Ordering::Relaxed);
     finish.zone = Some((zone.name.clone(), zone.stats.clone(), zone.budget.clone()));
@@ -192,7 +185,6 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
     let is_upgrade = req.version() == Version::HTTP_11
         && connection_has(req.headers(), "upgrade")
         && req.headers().contains_key(UPGRADE);
-    let downstream_upgrade = is_upgrade.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let method = parts.method;
     let version = parts.version;
@@ -212,12 +204,11 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers, is_upgrade);
     headers.remove(EXPECT);
-    add_forwarding_headers(&mut headers, &ctx, &raw_host, version, &node_name, &request_id_value);
+    add_forwarding_headers(&mut headers, &ctx, host_value.as_ref(), version, &via, &request_id_value);
 
     let body_empty = http_body::Body::is_end_stream(&body);
-    let too_large = Arc::new(AtomicBool::new(false));
-    let request_body =
-        if body_empty { RequestBody::empty() } else { RequestBody::new(body, zone.max_body_bytes, too_large.clone()) };
+    let request_body = if body_empty { RequestBody::empty() } else { RequestBody::new(body, zone.max_body_bytes) };
+    let too_large = request_body.too_large.clone();
     // A connect failure means nothing was sent, so the body is still whole: idempotent requests
     // are retried on another origin with or without a body.
     let retryable = zone.retry_attempts > 0 && !is_upgrade && is_idempotent(&method);
@@ -298,7 +289,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
             }
             Ok(Sent::NotSent(_, e)) | Ok(Sent::Failed(e)) => {
                 drop(lease);
-                if too_large.load(Ordering::Relaxed) {
+                if too_large.as_ref().is_some_and(|t| t.load(Ordering::Relaxed)) {
                     zone.stats.body_too_large.fetch_add(1, Ordering::Relaxed);
                     break Err(StatusCode::PAYLOAD_TOO_LARGE);
                 }
@@ -319,7 +310,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
         }
     };
 
-    let mut resp = match result {
+    let resp = match result {
         Ok(r) => r,
         Err(status) => {
             let close = matches!(status, StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE);
@@ -332,18 +323,12 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
     // this connection's bytes when it saw the upgrade request, so nothing else may follow.
     let refused_upgrade = is_upgrade && !switching;
     if switching {
-        let Some(down) = downstream_upgrade else {
+        // The client connection's task takes the origin connection out of the body and
+        // becomes the tunnel once this 101 is written.
+        if !is_upgrade {
             return respond(error_page(StatusCode::BAD_GATEWAY, request_id, true), finish);
-        };
-        let up = hyper::upgrade::on(&mut resp);
+        }
         ctx.conn.upgraded.store(true, Ordering::Relaxed);
-        tokio::spawn(async move {
-            if let (Ok(down), Ok(up)) = (down.await, up.await) {
-                let mut down = TokioIo::new(down);
-                let mut up = TokioIo::new(up);
-                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
-            }
-        });
     }
 
     let (mut parts, body) = resp.into_parts();
@@ -354,7 +339,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, mut req: Request<Incoming>) -> Response<E
     if parts.status == StatusCode::NO_CONTENT || parts.status == StatusCode::NOT_MODIFIED {
         parts.headers.remove(CONTENT_LENGTH);
     }
-    append_via(&mut parts.headers, parts.version, &node_name);
+    append_via(&mut parts.headers, parts.version, &via);
     parts.headers.insert(X_REQUEST_ID.clone(), request_id_value.clone());
     parts.version = Version::HTTP_11;
     let resp = Response::from_parts(parts, EdgeBody::upstream(body, Some(started + zone.total_timeout)));
@@ -446,57 +431,78 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 fn add_forwarding_headers(
     headers: &mut HeaderMap,
     ctx: &ConnCtx,
-    raw_host: &str,
+    host: Option<&HeaderValue>,
     version: Version,
-    node: &[u8],
+    via: &Via,
     request_id: &HeaderValue,
 ) {
     let proto = if ctx.tls { "https" } else { "http" };
-    let mut xff = BytesMut::with_capacity(64);
-    for v in headers.get_all(&X_FORWARDED_FOR) {
-        xff.extend_from_slice(v.as_bytes());
-        xff.extend_from_slice(b", ");
-    }
-    xff.extend_from_slice(ctx.peer_text.as_bytes());
-    if let Ok(v) = HeaderValue::from_maybe_shared(xff.freeze()) {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if ctx.tls { "https" } else { "http" }));
-    if let Ok(v) = HeaderValue::from_str(raw_host) {
+    let xff = match headers.get_all(&X_FORWARDED_FOR).iter().next() {
+        None => ctx.peer_value.clone(),
+        Some(_) => {
+            let mut xff = BytesMut::with_capacity(128);
+            for v in headers.get_all(&X_FORWARDED_FOR) {
+                xff.extend_from_slice(v.as_bytes());
+                xff.extend_from_slice(b", ");
+            }
+            xff.extend_from_slice(ctx.peer_text.as_bytes());
+            HeaderValue::from_maybe_shared(xff.freeze()).unwrap_or_else(|_| ctx.peer_value.clone())
+        }
+    };
+    headers.insert(X_FORWARDED_FOR.clone(), xff);
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    let raw_host = host.and_then(|v| v.to_str().ok()).unwrap_or("");
+    if let Some(v) = host {
         // The host we routed by is the host the origin sees (RFC 9112 3.2.2: an absolute-form
         // target or :authority wins over a received Host), so no request reaches one zone's
         // origin claiming to be for another.
         headers.insert(HOST, v.clone());
-        headers.insert(X_FORWARDED_HOST.clone(), v);
+        headers.insert(X_FORWARDED_HOST.clone(), v.clone());
     }
-    let host_value = if raw_host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) {
-        raw_host.to_string()
+    // RFC 7239: appended to what earlier proxies wrote; the host is quoted unless it is a token.
+    let previous = headers.get(FORWARDED).filter(|v| v.to_str().is_ok());
+    let mut fwd = BytesMut::with_capacity(64 + raw_host.len() + previous.map_or(0, |p| p.len() + 2));
+    if let Some(prev) = previous {
+        fwd.extend_from_slice(prev.as_bytes());
+        fwd.extend_from_slice(b", ");
+    }
+    fwd.extend_from_slice(ctx.forwarded_for.as_bytes());
+    fwd.extend_from_slice(b";host=");
+    if raw_host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) {
+        fwd.extend_from_slice(raw_host.as_bytes());
     } else {
-        format!("\"{}\"", raw_host.replace(['"', '\\'], ""))
-    };
-    let forwarded = format!("{};host={host_value};proto={proto}", ctx.forwarded_for);
-    let combined = match headers.get(FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {forwarded}"),
-        None => forwarded,
-    };
-    if let Ok(v) = HeaderValue::from_str(&combined) {
+        fwd.extend_from_slice(b"\"");
+        fwd.extend(raw_host.bytes().filter(|b| *b != b'"' && *b != b'\\'));
+        fwd.extend_from_slice(b"\"");
+    }
+    fwd.extend_from_slice(b";proto=");
+    fwd.extend_from_slice(proto.as_bytes());
+    if let Ok(v) = HeaderValue::from_maybe_shared(fwd.freeze()) {
         headers.insert(FORWARDED, v);
     }
-    append_via(headers, version, node);
+    append_via(headers, version, via);
     headers.append(CDN_LOOP.clone(), HeaderValue::from_static(CDN_LOOP_TOKEN));
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
 }
 
-fn append_via(headers: &mut HeaderMap, version: Version, node: &[u8]) {
-    let mut via = BytesMut::with_capacity(32);
-    for v in headers.get_all(VIA) {
-        via.extend_from_slice(v.as_bytes());
-        via.extend_from_slice(b", ");
+fn append_via(headers: &mut HeaderMap, version: Version, via: &Via) {
+    let ours = match version {
+        Version::HTTP_10 => 0,
+        Version::HTTP_2 => 2,
+        _ => 1,
+    };
+    let Some(own) = via.by_version.get(ours) else { return };
+    if !headers.contains_key(VIA) {
+        headers.insert(VIA, own.clone());
+        return;
     }
-    via.extend_from_slice(via_version(version).as_bytes());
-    via.extend_from_slice(b" ");
-    via.extend_from_slice(node);
-    if let Ok(v) = HeaderValue::from_maybe_shared(via.freeze()) {
+    let mut combined = BytesMut::with_capacity(128);
+    for v in headers.get_all(VIA) {
+        combined.extend_from_slice(v.as_bytes());
+        combined.extend_from_slice(b", ");
+    }
+    combined.extend_from_slice(own.as_bytes());
+    if let Ok(v) = HeaderValue::from_maybe_shared(combined.freeze()) {
         headers.insert(VIA, v);
     }
 }

@@ -13,19 +13,22 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use palisade_config::{limits::MAX_DOCUMENT_BYTES, render_problems, Problem};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 use tokio_rustls::TlsAcceptor;
 
+use bytes::Bytes;
+
 use crate::access_log::AccessLog;
+use crate::body::ClientBody;
+use crate::codec::{Io, Rewind};
 use crate::guard::{ConnShared, Guarded};
 use crate::metrics::Metrics;
 use crate::proxy::{self, ConnCtx};
 use crate::snapshot::{compile, Snapshot};
-use crate::{admin, health, lkg, tls};
+use crate::{admin, h1, health, lkg, tls};
 
 /// Why the node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -494,7 +497,7 @@ async fn accept_loop(shared: Arc<EdgeShared>, listener: TcpListener, tls: Option
             match tls {
                 None => {
                     let ctx = Arc::new(ConnCtx::new(shared.clone(), conn.clone(), peer, false, None));
-                    serve(shared, Guarded::new(stream, conn, limits), ctx).await;
+                    serve(shared, Guarded::new(stream, conn, limits), ctx, false).await;
                 }
                 Some(acceptor) => {
                     let Ok(Ok(tls_stream)) = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await
@@ -511,39 +514,49 @@ async fn accept_loop(shared: Arc<EdgeShared>, listener: TcpListener, tls: Option
                     } else {
                         Guarded::new(tls_stream, conn, limits)
                     };
-                    serve(shared, io, ctx).await;
+                    serve(shared, io, ctx, h2).await;
                 }
             }
         });
     }
 }
 
-async fn serve<IO>(shared: Arc<EdgeShared>, io: Guarded<IO>, ctx: Arc<ConnCtx>)
+async fn serve<IO>(shared: Arc<EdgeShared>, io: Guarded<IO>, ctx: Arc<ConnCtx>, h2: bool)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let limits = shared.snapshot.load().config.doc.limits.clone();
-    let mut shutdown = shared.shutdown.subscribe();
-    if *shutdown.borrow_and_update() {
+    let shutdown = shared.shutdown.subscribe();
+    if *shutdown.borrow() {
         return;
     }
-    let service = service_fn(move |req| {
+    if h2 {
+        serve_h2(shared, Rewind::new(Bytes::new(), Box::new(io)), ctx, shutdown).await;
+        return;
+    }
+    let limits = shared.snapshot.load().guard_limits;
+    if let h1::Ended::H2(io) = h1::serve(Box::new(io), ctx.clone(), shutdown.clone(), limits).await {
+        serve_h2(shared, io, ctx, shutdown).await;
+    }
+}
+
+/// HTTP/2 (ALPN h2, or h2c with prior knowledge) is served by hyper.
+async fn serve_h2(
+    shared: Arc<EdgeShared>,
+    io: Rewind<Box<dyn Io>>,
+    ctx: Arc<ConnCtx>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let limits = shared.snapshot.load().config.doc.limits.clone();
+    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(proxy::handle(ctx, req).await) }
+        async move { Ok::<_, Infallible>(proxy::handle(ctx, req.map(ClientBody::H2)).await) }
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        .max_buf_size(usize::try_from(limits.max_header_bytes).unwrap_or(16384).max(8192) + 8192)
-        .keep_alive(true);
-    builder
-        .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(u32::try_from(limits.max_h2_streams).unwrap_or(128))
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(16384));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use palisade_config::{HashKey, HealthCheck, OriginProtocol, Problem, ValidConfig};
 use rustls::sign::CertifiedKey;
 
@@ -42,7 +41,23 @@ pub struct Snapshot {
     pub guard_limits: GuardLimits,
     /// Where the bytes came from (a file path, "last-known-good", "admin API").
     pub source: String,
-    pub via: Bytes,
+    pub via: Arc<Via>,
+}
+
+/// This node's `Via` entries (RFC 9110 7.6.3), built once per snapshot: `1.0 name`, `1.1 name`,
+/// `2 name`. A message without a `Via` gets one of these as is.
+pub struct Via {
+    pub by_version: [hyper::header::HeaderValue; 3],
+}
+
+impl Via {
+    fn new(node: &str) -> Self {
+        let value = |v: &str| {
+            hyper::header::HeaderValue::from_str(&format!("{v} {node}"))
+                .unwrap_or(hyper::header::HeaderValue::from_static("1.1 palisade"))
+        };
+        Self { by_version: [value("1.0"), value("1.1"), value("2")] }
+    }
 }
 
 impl Snapshot {
@@ -174,7 +189,7 @@ pub fn compile(
         body_timeout: ms(l.body_timeout_ms),
         send_timeout: ms(l.send_timeout_ms),
     };
-    let via = Bytes::from(config.doc.node.name.clone());
+    let via = Arc::new(Via::new(&config.doc.node.name));
     Ok(Snapshot { config, zones, exact, wildcard, guard_limits, source: source.to_string(), via })
 }
 

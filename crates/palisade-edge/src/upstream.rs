@@ -1,41 +1,62 @@
 //! Connections to origins: a pool per origin and per data-plane worker, so a worker only ever
 //! touches its own slot (an uncontended lock) and a request never waits on another thread.
-//! HTTP/1.1 connections are reused when idle; one HTTP/2 connection per worker is multiplexed.
+//!
+//! HTTP/1.1 is spoken by [`crate::codec`] in the requesting task itself: the request is written
+//! and the response read by the future that handles the request, and the response body is read
+//! from the origin socket by whoever polls it (the client connection's task). A connection goes
+//! back to the pool when its response body ends cleanly. One HTTP/2 connection per worker is
+//! multiplexed (hyper).
 //!
 //! Connecting is a separate step from sending, so a connect failure is known before any byte of
-//! the request (or its body) has been used, and a request whose connection turns out to be
-//! closed before it was written comes back intact ([`Sent::NotSent`]).
+//! the request (or its body) has been used, and a request on a pooled connection that turns out
+//! to be closed before anything was answered comes back intact ([`Sent::NotSent`]).
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
-use hyper::{Request, Response};
+use hyper::client::conn::http2;
+use hyper::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::body::RequestBody;
+use crate::body::{BoxError, RequestBody};
+use crate::codec::{self, BodyReader, Framing};
 
 /// Read buffer of an origin connection. Measured with bench/proxy.sh at 100 KiB bodies: 32 KiB
-/// cost 10-20 % of throughput against 64 KiB; 256 KiB gained little more and tripled RSS.
+/// cost 10-20 % of throughput against 64 KiB.
 const READ_BUF: usize = 64 * 1024;
 
 /// Most idle HTTP/1.1 connections kept per origin and worker.
 const MAX_IDLE: usize = 512;
 
-enum Sender {
-    H1(http1::SendRequest<RequestBody>),
-    H2(http2::SendRequest<RequestBody>),
+/// Largest response head accepted from an origin, and most header lines.
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+const MAX_RESPONSE_HEADERS: usize = 128;
+
+/// An HTTP/1.1 connection to an origin and what was read from it but not yet used.
+pub struct H1Conn {
+    io: TcpStream,
+    buf: BytesMut,
+    /// Where request heads are put together (kept, so a pooled connection allocates none).
+    wbuf: BytesMut,
+    reused: bool,
 }
 
 #[derive(Default)]
 struct Slot {
-    idle: Vec<(Instant, http1::SendRequest<RequestBody>)>,
+    idle: Vec<(Instant, H1Conn)>,
     h2: Option<http2::SendRequest<RequestBody>>,
 }
+
+type Slots = Arc<[Mutex<Slot>]>;
 
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
@@ -50,10 +71,10 @@ pub enum ConnectError {
 
 /// The outcome of sending on a connection.
 pub enum Sent {
-    Response(Response<Incoming>),
-    /// The connection closed before the request was written: it can be sent again.
-    NotSent(Request<RequestBody>, hyper::Error),
-    Failed(hyper::Error),
+    Response(Response<UpstreamBody>),
+    /// Nothing was sent or answered (a pooled connection closed under us): it can be sent again.
+    NotSent(Request<RequestBody>, BoxError),
+    Failed(BoxError),
 }
 
 /// How to reach one origin.
@@ -67,7 +88,7 @@ pub struct ConnParams {
 /// The connection pools of one origin, one slot per worker.
 pub struct OriginConns {
     addr: SocketAddr,
-    slots: Vec<Mutex<Slot>>,
+    slots: Slots,
 }
 
 impl std::fmt::Debug for OriginConns {
@@ -77,8 +98,41 @@ impl std::fmt::Debug for OriginConns {
 }
 
 /// A connection checked out for one request.
-pub struct Conn {
-    sender: Sender,
+pub enum Conn {
+    H1(H1Conn),
+    H2(http2::SendRequest<RequestBody>),
+}
+
+/// Where a connection returns to: the pool slot of the worker that checked it out.
+#[derive(Clone)]
+struct Home {
+    slots: Slots,
+    worker: usize,
+}
+
+impl Home {
+    fn check_in(&self, conn: H1Conn) {
+        if let Some(s) = self.slots.get(self.worker) {
+            let mut slot = crate::lock(s);
+            if slot.idle.len() < MAX_IDLE {
+                slot.idle.push((Instant::now(), conn));
+            }
+        }
+    }
+}
+
+/// Whether an idle pooled connection is still usable: no bytes and no close arrived while it
+/// sat in the pool. Costs a system call only when the socket was flagged readable.
+fn still_open(conn: &H1Conn) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    match conn.io.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => {
+            let mut probe = [0u8; 1];
+            matches!(conn.io.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        }
+    }
 }
 
 impl OriginConns {
@@ -86,33 +140,27 @@ impl OriginConns {
         Self { addr, slots: (0..workers.max(1)).map(|_| Mutex::new(Slot::default())).collect() }
     }
 
-    fn slot(&self) -> Option<std::sync::MutexGuard<'_, Slot>> {
-        let s = self.slots.get(crate::server::worker_index()).or_else(|| self.slots.first())?;
-        Some(crate::lock(s))
+    fn home(&self) -> Home {
+        let w = crate::server::worker_index();
+        Home { slots: self.slots.clone(), worker: if w < self.slots.len() { w } else { 0 } }
     }
 
-    /// A ready connection from this worker's pool, or a new one.
+    /// A usable connection from this worker's pool, or a new one.
     pub async fn checkout(&self, p: ConnParams) -> Result<Conn, ConnectError> {
-        if let Some(mut slot) = self.slot() {
+        let home = self.home();
+        if let Some(s) = self.slots.get(home.worker) {
+            let mut slot = crate::lock(s);
             if p.h2 {
                 if let Some(s) = slot.h2.as_ref().filter(|s| !s.is_closed()) {
-                    return Ok(Conn { sender: Sender::H2(s.clone()) });
+                    return Ok(Conn::H2(s.clone()));
                 }
                 slot.h2 = None;
             } else {
                 let now = Instant::now();
-                // Newest first; closed or stale connections are dropped; busy ones stay.
-                let mut i = slot.idle.len();
-                while i > 0 {
-                    i -= 1;
-                    let Some((since, s)) = slot.idle.get(i) else { continue };
-                    if s.is_closed() || now.duration_since(*since) > p.idle_timeout {
-                        slot.idle.swap_remove(i);
-                        continue;
-                    }
-                    if s.is_ready() {
-                        let (_, s) = slot.idle.swap_remove(i);
-                        return Ok(Conn { sender: Sender::H1(s) });
+                // Newest first; closed or stale connections are dropped.
+                while let Some((since, conn)) = slot.idle.pop() {
+                    if now.duration_since(since) <= p.idle_timeout && still_open(&conn) {
+                        return Ok(Conn::H1(conn));
                     }
                 }
             }
@@ -123,60 +171,292 @@ impl OriginConns {
             Err(_) => return Err(ConnectError::Timeout),
         };
         let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(stream);
         if p.h2 {
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
-                .handshake(io)
+                .handshake(TokioIo::new(stream))
                 .await
                 .map_err(ConnectError::Handshake)?;
             tokio::spawn(async move {
                 let _ = conn.await;
             });
-            if let Some(mut slot) = self.slot() {
-                slot.h2 = Some(sender.clone());
+            if let Some(s) = self.slots.get(home.worker) {
+                crate::lock(s).h2 = Some(sender.clone());
             }
-            Ok(Conn { sender: Sender::H2(sender) })
+            Ok(Conn::H2(sender))
         } else {
-            let (sender, conn) = http1::Builder::new()
-                .read_buf_exact_size(Some(READ_BUF))
-                .handshake(io)
-                .await
-                .map_err(ConnectError::Handshake)?;
-            tokio::spawn(async move {
-                let _ = conn.with_upgrades().await;
-            });
-            Ok(Conn { sender: Sender::H1(sender) })
+            Ok(Conn::H1(H1Conn {
+                io: stream,
+                buf: BytesMut::new(),
+                wbuf: BytesMut::with_capacity(1024),
+                reused: false,
+            }))
         }
     }
 
-    /// Sends `req` and returns the connection to the pool as soon as the response head is in
-    /// (an HTTP/1.1 connection becomes ready again by itself when its response body ends).
+    /// Sends `req` and reads the response head. An HTTP/1.1 connection goes back to the pool
+    /// when the response body has been read to its end.
     pub async fn send(&self, conn: Conn, req: Request<RequestBody>) -> Sent {
-        match conn.sender {
-            Sender::H1(mut s) => {
-                let result = s.try_send_request(req).await;
-                if !s.is_closed() {
-                    if let Some(mut slot) = self.slot() {
-                        if slot.idle.len() < MAX_IDLE {
-                            slot.idle.push((Instant::now(), s));
+        match conn {
+            Conn::H1(c) => send_h1(self.home(), c, req).await,
+            Conn::H2(mut s) => match s.try_send_request(req).await {
+                Ok(r) => Sent::Response(r.map(UpstreamBody::H2)),
+                Err(mut e) => match e.take_message() {
+                    Some(req) => Sent::NotSent(req, Box::new(e.into_error())),
+                    None => Sent::Failed(Box::new(e.into_error())),
+                },
+            },
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum OriginError {
+    #[error("origin closed the connection before answering")]
+    Closed,
+    #[error("origin response head is malformed")]
+    BadHead,
+    #[error("origin response head exceeds {MAX_RESPONSE_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("origin response framing is invalid")]
+    BadFraming,
+}
+
+async fn send_h1(home: Home, mut conn: H1Conn, req: Request<RequestBody>) -> Sent {
+    let (parts, mut body) = req.into_parts();
+    let mut head = std::mem::take(&mut conn.wbuf);
+    head.clear();
+    head.extend_from_slice(parts.method.as_str().as_bytes());
+    head.extend_from_slice(b" ");
+    head.extend_from_slice(parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    codec::write_headers(&mut head, &parts.headers);
+    let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let framing = match declared {
+        Some(n) => Framing::Length(n),
+        None if !body.is_end_stream() => {
+            head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            Framing::Chunked
+        }
+        None => Framing::Empty,
+    };
+    head.extend_from_slice(b"\r\n");
+    // Until a byte of the body was taken, a failure on a reused connection can be resent.
+    let resendable = conn.reused && body.is_end_stream();
+    let not_sent = |parts, body, e: BoxError| Sent::NotSent(Request::from_parts(parts, body), e);
+
+    let written = codec::write_message(&mut conn.io, &mut head, &mut body, framing).await;
+    conn.wbuf = head;
+    if let Err(e) = written {
+        return match e {
+            codec::WriteError::Io(io) if resendable => not_sent(parts, body, Box::new(io)),
+            codec::WriteError::Io(io) => Sent::Failed(Box::new(io)),
+            codec::WriteError::Body(b) => Sent::Failed(b),
+        };
+    }
+
+    loop {
+        match parse_response_head(&mut conn.buf, &parts.method) {
+            Err(e) => return Sent::Failed(Box::new(e)),
+            Ok(Some(Head::Informational)) => continue,
+            Ok(Some(Head::Final(resp, framing, keep_alive))) => {
+                let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+                if switching {
+                    let leftover = conn.buf.split().freeze();
+                    return Sent::Response(resp.map(|()| UpstreamBody::Tunnel(Some((conn.io, leftover)))));
+                }
+                let reader = BodyReader::new(framing, MAX_RESPONSE_HEAD, READ_BUF);
+                let mut conn = Some(conn);
+                let home = if keep_alive { Some(home) } else { None };
+                if reader.is_done() {
+                    release(&mut conn, home.as_ref());
+                }
+                return Sent::Response(resp.map(|()| UpstreamBody::H1(H1Body { conn, reader, home })));
+            }
+            Ok(None) => {}
+        }
+        if conn.buf.len() > MAX_RESPONSE_HEAD {
+            return Sent::Failed(Box::new(OriginError::HeadTooLarge));
+        }
+        if conn.buf.capacity() - conn.buf.len() < 1024 {
+            conn.buf.reserve(READ_BUF);
+        }
+        let nothing_yet = conn.buf.is_empty();
+        match std::future::poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf)).await
+        {
+            Ok(0) if resendable && nothing_yet => return not_sent(parts, body, Box::new(OriginError::Closed)),
+            Ok(0) => return Sent::Failed(Box::new(OriginError::Closed)),
+            Ok(_) => {}
+            Err(e) if resendable && nothing_yet => return not_sent(parts, body, Box::new(e)),
+            Err(e) => return Sent::Failed(Box::new(e)),
+        }
+    }
+}
+
+enum Head {
+    /// A 1xx other than 101 (skipped: 100 Continue, 103 Early Hints).
+    Informational,
+    Final(Response<()>, Framing, bool),
+}
+
+/// Parses a response head at the start of `buf` and removes it. Ok(None): incomplete.
+fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, OriginError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut parsed = httparse::Response::new(&mut slots);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(OriginError::BadHead),
+    };
+    let code = parsed.code.unwrap_or(0);
+    if (100..200).contains(&code) && code != 101 {
+        let _ = buf.split_to(len);
+        return Ok(Some(Head::Informational));
+    }
+    let head = buf.split_to(len).freeze();
+    // Parsed again from the frozen head so that header values are slices of it, not copies.
+    let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut parsed = httparse::Response::new(&mut slots);
+    if !matches!(parsed.parse(&head), Ok(httparse::Status::Complete(_))) {
+        return Err(OriginError::BadHead);
+    }
+    let status = StatusCode::from_u16(code).map_err(|_| OriginError::BadHead)?;
+    let headers = codec::header_map(&head, parsed.headers).ok_or(OriginError::BadHead)?;
+    let http11 = parsed.version == Some(1);
+    let mut keep_alive = http11;
+    for v in headers.get_all(CONNECTION) {
+        for t in v.as_bytes().split(|b| *b == b',').map(|t| t.trim_ascii()) {
+            if t.eq_ignore_ascii_case(b"close") {
+                keep_alive = false;
+            } else if t.eq_ignore_ascii_case(b"keep-alive") && !http11 {
+                keep_alive = true;
+            }
+        }
+    }
+    let no_body = *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let framing = if no_body || status == StatusCode::SWITCHING_PROTOCOLS {
+        Framing::Empty
+    } else if let Some(te) = headers.get(TRANSFER_ENCODING) {
+        // Chunked must be the final coding; anything else is delimited by the close.
+        let last = te.as_bytes().rsplit(|b| *b == b',').next().unwrap_or(b"").trim_ascii();
+        if headers.get_all(TRANSFER_ENCODING).iter().count() == 1 && last.eq_ignore_ascii_case(b"chunked") {
+            Framing::Chunked
+        } else {
+            keep_alive = false;
+            Framing::Close
+        }
+    } else {
+        let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+        match lengths.next() {
+            None => {
+                keep_alive = false;
+                Framing::Close
+            }
+            Some(v) => {
+                let n: u64 = std::str::from_utf8(v.as_bytes())
+                    .ok()
+                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|s| s.parse().ok())
+                    .ok_or(OriginError::BadFraming)?;
+                if lengths.any(|other| other != v) {
+                    return Err(OriginError::BadFraming);
+                }
+                Framing::Length(n)
+            }
+        }
+    };
+    let mut resp = Response::new(());
+    *resp.status_mut() = status;
+    *resp.version_mut() = if http11 { Version::HTTP_11 } else { Version::HTTP_10 };
+    *resp.headers_mut() = headers;
+    Ok(Some(Head::Final(resp, framing, keep_alive)))
+}
+
+/// Returns a connection whose exchange ended cleanly to its pool (only if nothing extra was read).
+fn release(conn: &mut Option<H1Conn>, home: Option<&Home>) {
+    if let (Some(mut c), Some(home)) = (conn.take(), home) {
+        if c.buf.is_empty() {
+            c.reused = true;
+            home.check_in(c);
+        }
+    }
+}
+
+/// An HTTP/1.1 response body read straight from the origin socket.
+pub struct H1Body {
+    conn: Option<H1Conn>,
+    reader: BodyReader,
+    home: Option<Home>,
+}
+
+/// A response body from an origin.
+pub enum UpstreamBody {
+    H1(H1Body),
+    H2(Incoming),
+    /// A 101 answer: the origin connection and what it sent past the head, for the tunnel.
+    Tunnel(Option<(TcpStream, Bytes)>),
+}
+
+impl UpstreamBody {
+    /// The origin side of an upgraded connection.
+    pub fn take_tunnel(&mut self) -> Option<(TcpStream, Bytes)> {
+        match self {
+            UpstreamBody::Tunnel(t) => t.take(),
+            _ => None,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpstreamBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(|e| Box::new(e) as BoxError),
+            UpstreamBody::Tunnel(_) => Poll::Ready(None),
+            UpstreamBody::H1(b) => {
+                let Some(conn) = b.conn.as_mut() else { return Poll::Ready(None) };
+                let polled = b.reader.poll_next(cx, &mut conn.io, &mut conn.buf);
+                match polled {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Some(Ok(data))) => {
+                        if b.reader.is_done() {
+                            release(&mut b.conn, b.home.as_ref());
                         }
+                        Poll::Ready(Some(Ok(Frame::data(data))))
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        b.conn = None;
+                        Poll::Ready(Some(Err(Box::new(e))))
+                    }
+                    Poll::Ready(None) => {
+                        release(&mut b.conn, b.home.as_ref());
+                        Poll::Ready(None)
                     }
                 }
-                match result {
-                    Ok(r) => Sent::Response(r),
-                    Err(mut e) => match e.take_message() {
-                        Some(req) => Sent::NotSent(req, e.into_error()),
-                        None => Sent::Failed(e.into_error()),
-                    },
-                }
             }
-            Sender::H2(mut s) => match s.try_send_request(req).await {
-                Ok(r) => Sent::Response(r),
-                Err(mut e) => match e.take_message() {
-                    Some(req) => Sent::NotSent(req, e.into_error()),
-                    None => Sent::Failed(e.into_error()),
-                },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::H2(b) => b.is_end_stream(),
+            UpstreamBody::Tunnel(_) => true,
+            UpstreamBody::H1(b) => b.conn.is_none() || b.reader.is_done(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::H2(b) => b.size_hint(),
+            UpstreamBody::Tunnel(_) => SizeHint::with_exact(0),
+            UpstreamBody::H1(b) => match b.reader.remaining() {
+                Some(n) if b.conn.is_some() || n == 0 => SizeHint::with_exact(n),
+                _ => SizeHint::default(),
             },
         }
     }

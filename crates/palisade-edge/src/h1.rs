@@ -1,0 +1,443 @@
+//! HTTP/1.1 towards clients: one task per connection reads a request head, hands the request to
+//! [`proxy::handle`], and writes the response, in order, for as long as the connection is kept
+//! alive. The request body is read from the socket by whoever polls it (the code sending it to
+//! the origin), in this same task. A connection that opens with the HTTP/2 preface is handed
+//! back to the caller for HTTP/2.
+//!
+//! The bytes read here have already passed the connection guard ([`crate::guard`]), which
+//! checked every head and every chunk on the raw stream and replaced a refused head with a
+//! placeholder request; the parsing here is still complete and strict on its own.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use hyper::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
+use hyper::{Method, Response, StatusCode, Uri, Version};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::body::{BoxError, ClientBody, EdgeBody};
+use crate::codec::{self, BodyReader, Framing, Io, Rewind};
+use crate::guard::GuardLimits;
+use crate::pages::error_page;
+use crate::proxy::{self, ConnCtx};
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const READ_SIZE: usize = 16 * 1024;
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// Header slots on the stack; a configured `max_headers` above this uses the heap.
+const STACK_HEADERS: usize = 128;
+
+/// The connection, shared between this task's request loop and the request body it lent out.
+struct Wire {
+    io: Box<dyn Io>,
+    buf: BytesMut,
+    /// The current request's body, while unread.
+    body: Option<BodyReader>,
+    /// Bytes of `100 Continue` still to send before the body is read (None: none owed).
+    continue_owed: Option<usize>,
+}
+
+type SharedWire = Arc<Mutex<Wire>>;
+
+/// A request body read from the client connection as it is polled.
+pub struct H1RequestBody {
+    wire: SharedWire,
+}
+
+impl Body for H1RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut guard = crate::lock(&self.wire);
+        let w = &mut *guard;
+        // The client waits for our 100 Continue before it sends the body (RFC 9110 10.1.1).
+        while let Some(sent) = w.continue_owed {
+            let rest = CONTINUE.get(sent..).unwrap_or_default();
+            if rest.is_empty() {
+                w.continue_owed = None;
+                break;
+            }
+            match Pin::new(&mut w.io).poll_write(cx, rest) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Some(Err(Box::new(io::Error::from(io::ErrorKind::WriteZero)))))
+                }
+                Poll::Ready(Ok(n)) => w.continue_owed = Some(sent + n),
+            }
+        }
+        let Some(reader) = w.body.as_mut() else { return Poll::Ready(None) };
+        match reader.poll_next(cx, &mut w.io, &mut w.buf) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(Some(Ok(data))) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        crate::lock(&self.wire).body.as_ref().is_none_or(BodyReader::is_done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match crate::lock(&self.wire).body.as_ref().and_then(BodyReader::remaining) {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+/// Writes through the shared connection.
+struct WireWriter<'a>(&'a SharedWire);
+
+impl AsyncWrite for WireWriter<'_> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut crate::lock(self.0).io).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut crate::lock(self.0).io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        crate::lock(self.0).io.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut crate::lock(self.0).io).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut crate::lock(self.0).io).poll_shutdown(cx)
+    }
+}
+
+/// How a connection's HTTP/1.1 session ended.
+pub enum Ended {
+    Closed,
+    /// The client opened with the HTTP/2 preface: continue with HTTP/2 on this stream.
+    H2(Rewind<Box<dyn Io>>),
+}
+
+enum HeadRead {
+    Head(Bytes),
+    Preface,
+    Eof,
+    Invalid,
+}
+
+/// Serves HTTP/1.1 requests on `io` until the connection closes, the client leaves or the node
+/// shuts down (between requests).
+pub async fn serve(
+    io: Box<dyn Io>,
+    ctx: Arc<ConnCtx>,
+    mut shutdown: watch::Receiver<bool>,
+    limits: GuardLimits,
+) -> Ended {
+    let max_headers = limits.max_headers;
+    let wire: SharedWire =
+        Arc::new(Mutex::new(Wire { io, buf: BytesMut::with_capacity(READ_SIZE), body: None, continue_owed: None }));
+    let shutdown_signal = async move {
+        while !*shutdown.borrow_and_update() {
+            if shutdown.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::pin!(shutdown_signal);
+    let mut out = BytesMut::with_capacity(1024);
+    let mut first = true;
+    // Whether the client may still be sending a body we did not read.
+    let mut unread_body = false;
+    loop {
+        let read = tokio::select! {
+            biased;
+            r = std::future::poll_fn(|cx| poll_head(&wire, cx, first, max_headers)) => r,
+            _ = &mut shutdown_signal => break,
+        };
+        let head = match read {
+            Ok(HeadRead::Head(h)) => h,
+            Ok(HeadRead::Preface) => {
+                return match Arc::try_unwrap(wire) {
+                    Ok(w) => {
+                        let w = w.into_inner().unwrap_or_else(|p| p.into_inner());
+                        Ended::H2(Rewind::new(w.buf.freeze(), w.io))
+                    }
+                    Err(_) => Ended::Closed,
+                };
+            }
+            Ok(HeadRead::Invalid) => {
+                // The guard refuses malformed heads before they get here; this is the backstop.
+                let resp = error_page(StatusCode::BAD_REQUEST, "-", true);
+                let _ = write_response(&wire, &mut out, resp, false, Version::HTTP_11, false).await;
+                break;
+            }
+            Ok(HeadRead::Eof) | Err(_) => break,
+        };
+        first = false;
+        let Some(request) = build_request(&head, max_headers) else {
+            let resp = error_page(StatusCode::BAD_REQUEST, "-", true);
+            let _ = write_response(&wire, &mut out, resp, false, Version::HTTP_11, false).await;
+            break;
+        };
+        let Parsed { method, version, keep_alive, framing, expect_continue, parts } = request;
+        let client_body = if framing == Framing::Empty {
+            ClientBody::Empty
+        } else {
+            let mut w = crate::lock(&wire);
+            w.body = Some(BodyReader::new(framing, limits.max_header_bytes, READ_SIZE));
+            w.continue_owed = expect_continue.then_some(0);
+            ClientBody::H1(H1RequestBody { wire: wire.clone() })
+        };
+        let resp = proxy::handle(ctx.clone(), hyper::Request::from_parts(parts, client_body)).await;
+        let body_read = {
+            let mut w = crate::lock(&wire);
+            w.continue_owed = None;
+            w.body.take().is_none_or(|b| b.is_done())
+        };
+        let closing = resp.headers().get(CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        unread_body = !body_read;
+        let keep_alive = keep_alive && body_read && !closing && !*ctx.edge.shutdown.borrow();
+        match write_response(&wire, &mut out, resp, keep_alive, version, method == Method::HEAD).await {
+            Ok(Next::KeepAlive) => continue,
+            Ok(Next::Tunnel(up, up_leftover)) => {
+                tunnel(wire, up, up_leftover).await;
+                return Ended::Closed;
+            }
+            Ok(Next::Close) | Err(_) => break,
+        }
+    }
+    close(&wire, unread_body).await;
+    Ended::Closed
+}
+
+/// Closes the write side. With `linger` (a request body was left unread), reads and drops what the
+/// client still sends for a moment, so that unread bytes do not turn the close into a reset that
+/// destroys the response in flight (the "lingering close" of RFC 9112 9.6).
+async fn close(wire: &SharedWire, linger: bool) {
+    let mut w = WireWriter(wire);
+    if w.shutdown().await.is_err() || !linger {
+        return;
+    }
+    let linger = async {
+        let mut drained = 0usize;
+        let mut scratch = BytesMut::with_capacity(READ_SIZE);
+        while drained < 1024 * 1024 {
+            scratch.clear();
+            let n = std::future::poll_fn(|cx| {
+                let mut g = crate::lock(wire);
+                tokio_util::io::poll_read_buf(Pin::new(&mut g.io), cx, &mut scratch)
+            })
+            .await;
+            match n {
+                Ok(0) | Err(_) => return,
+                Ok(n) => drained += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(500), linger).await;
+}
+
+fn poll_head(wire: &SharedWire, cx: &mut Context<'_>, first: bool, max_headers: usize) -> Poll<io::Result<HeadRead>> {
+    let mut guard = crate::lock(wire);
+    let w = &mut *guard;
+    loop {
+        if first
+            && !w.buf.is_empty()
+            && H2_PREFACE.starts_with(w.buf.get(..H2_PREFACE.len().min(w.buf.len())).unwrap_or_default())
+        {
+            if w.buf.len() >= H2_PREFACE.len() {
+                return Poll::Ready(Ok(HeadRead::Preface));
+            }
+        } else if !w.buf.is_empty() {
+            match head_length(&w.buf, max_headers) {
+                Ok(Some(n)) => return Poll::Ready(Ok(HeadRead::Head(w.buf.split_to(n).freeze()))),
+                Ok(None) => {}
+                Err(()) => return Poll::Ready(Ok(HeadRead::Invalid)),
+            }
+        }
+        if w.buf.capacity() - w.buf.len() < 1024 {
+            w.buf.reserve(READ_SIZE);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut w.io), cx, &mut w.buf) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(0)) => return Poll::Ready(Ok(HeadRead::Eof)),
+            Poll::Ready(Ok(_)) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+        }
+    }
+}
+
+/// The length of the complete head at the start of `buf`, None if incomplete.
+fn head_length(buf: &[u8], max_headers: usize) -> Result<Option<usize>, ()> {
+    let mut stack: [std::mem::MaybeUninit<httparse::Header<'_>>; STACK_HEADERS] =
+        [const { std::mem::MaybeUninit::uninit() }; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let slots = header_slots(&mut stack, &mut heap, max_headers);
+    let mut req = httparse::Request::new(&mut []);
+    match req.parse_with_uninit_headers(buf, slots) {
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(_) => Err(()),
+    }
+}
+
+fn header_slots<'s, 'b>(
+    stack: &'s mut [std::mem::MaybeUninit<httparse::Header<'b>>; STACK_HEADERS],
+    heap: &'s mut Vec<std::mem::MaybeUninit<httparse::Header<'b>>>,
+    n: usize,
+) -> &'s mut [std::mem::MaybeUninit<httparse::Header<'b>>] {
+    if n <= STACK_HEADERS {
+        stack.get_mut(..n).unwrap_or_default()
+    } else {
+        heap.resize_with(n, std::mem::MaybeUninit::uninit);
+        heap
+    }
+}
+
+struct Parsed {
+    method: Method,
+    version: Version,
+    keep_alive: bool,
+    framing: Framing,
+    expect_continue: bool,
+    parts: hyper::http::request::Parts,
+}
+
+fn build_request(head: &Bytes, max_headers: usize) -> Option<Parsed> {
+    let mut stack: [std::mem::MaybeUninit<httparse::Header<'_>>; STACK_HEADERS] =
+        [const { std::mem::MaybeUninit::uninit() }; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let slots = header_slots(&mut stack, &mut heap, max_headers);
+    let mut parsed = httparse::Request::new(&mut []);
+    if !matches!(parsed.parse_with_uninit_headers(head, slots), Ok(httparse::Status::Complete(_))) {
+        return None;
+    }
+    let method = Method::from_bytes(parsed.method?.as_bytes()).ok()?;
+    let uri = Uri::from_maybe_shared(head.slice_ref(parsed.path?.as_bytes())).ok()?;
+    let version = if parsed.version? == 1 { Version::HTTP_11 } else { Version::HTTP_10 };
+    let headers = codec::header_map(head, parsed.headers)?;
+    let mut keep_alive = version == Version::HTTP_11;
+    for v in headers.get_all(CONNECTION) {
+        for t in v.as_bytes().split(|b| *b == b',').map(|t| t.trim_ascii()) {
+            if t.eq_ignore_ascii_case(b"close") {
+                keep_alive = false;
+            } else if t.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
+                keep_alive = true;
+            }
+        }
+    }
+    // The guard refused every ambiguous framing; what is left is one of these.
+    let framing = if headers.contains_key(TRANSFER_ENCODING) {
+        Framing::Chunked
+    } else if let Some(v) = headers.get(CONTENT_LENGTH) {
+        Framing::Length(std::str::from_utf8(v.as_bytes()).ok()?.trim().parse().ok()?)
+    } else {
+        Framing::Empty
+    };
+    let expect_continue = version == Version::HTTP_11
+        && headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let (mut parts, ()) = hyper::Request::new(()).into_parts();
+    parts.method = method.clone();
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = headers;
+    Some(Parsed { method, version, keep_alive, framing, expect_continue, parts })
+}
+
+enum Next {
+    KeepAlive,
+    Close,
+    Tunnel(tokio::net::TcpStream, Bytes),
+}
+
+/// Writes one response. `keep_alive`: whether the connection may carry another request.
+async fn write_response(
+    wire: &SharedWire,
+    out: &mut BytesMut,
+    resp: Response<EdgeBody>,
+    mut keep_alive: bool,
+    request_version: Version,
+    head_request: bool,
+) -> Result<Next, codec::WriteError> {
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    let no_body = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if no_body {
+        Framing::Empty
+    } else if let Some(n) = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+    {
+        Framing::Length(n)
+    } else if let Some(n) = body.size_hint().exact() {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(n.to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+        Framing::Length(n)
+    } else if request_version == Version::HTTP_11 {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        Framing::Chunked
+    } else {
+        keep_alive = false;
+        Framing::Close
+    };
+    for (name, value) in &parts.headers {
+        if name == CONNECTION && !switching {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !switching {
+        if !keep_alive {
+            out.extend_from_slice(b"connection: close\r\n");
+        } else if request_version == Version::HTTP_10 {
+            out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    let mut writer = WireWriter(wire);
+    codec::write_message(&mut writer, out, &mut body, framing).await?;
+    if switching {
+        if let Some((up, leftover)) = body.take_tunnel() {
+            return Ok(Next::Tunnel(up, leftover));
+        }
+        return Ok(Next::Close);
+    }
+    // A body shorter than its declared length leaves the client waiting: only closing can tell it.
+    if framing != Framing::Empty && !body.is_end_stream() {
+        return Ok(Next::Close);
+    }
+    Ok(if keep_alive { Next::KeepAlive } else { Next::Close })
+}
+
+/// After a 101: bytes flow both ways until either side closes. This task becomes the tunnel.
+async fn tunnel(wire: SharedWire, mut up: tokio::net::TcpStream, up_leftover: Bytes) {
+    let Ok(w) = Arc::try_unwrap(wire) else { return };
+    let w = w.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut client = w.io;
+    if !w.buf.is_empty() && up.write_all(&w.buf).await.is_err() {
+        return;
+    }
+    if !up_leftover.is_empty() && client.write_all(&up_leftover).await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+}
