@@ -3,8 +3,8 @@
 # on this machine (same origin, same load generator, contenders alternated every round).
 #   bench/proxy.sh                 # default: 3 rounds x 10 s per cell
 #   ROUNDS=5 DURATION=15 bench/proxy.sh
-# A third contender, bench/hyper-baseline (the smallest hyper proxy), shows the ceiling of the
-# stack palisade is built on. Prints req/s, p50/p99 latency, peak RSS and the ratios.
+# BASELINE=1 adds a third contender, bench/hyper-baseline (the smallest hyper proxy), for
+# comparison with a plain hyper stack. Prints req/s, p50/p99 latency, peak RSS and the ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -14,5 +14,7 @@ if ((${#missing[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 cargo build --release -p palisade-cli
-cargo build --release --manifest-path bench/hyper-baseline/Cargo.toml
+if [ "${BASELINE:-0}" = 1 ]; then
+  cargo build --release --manifest-path bench/hyper-baseline/Cargo.toml
+fi
 exec python3 bench/proxy_bench.py "$@"

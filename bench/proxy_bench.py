@@ -5,6 +5,7 @@ ROUNDS = int(os.environ.get("ROUNDS", "3"))
 DURATION = int(os.environ.get("DURATION", "10"))
 SIZES = os.environ.get("SIZES", "1k 100k").split()
 CONNS = [int(c) for c in os.environ.get("CONNS", "64 256").split()]
+WITH_BASELINE = os.environ.get("BASELINE", "0") == "1"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PALISADE = os.path.join(ROOT, "target", "release", "palisade")
@@ -118,9 +119,12 @@ try:
     wait_port(ORIGIN_PORT)
     ngx = start([NGINX, "-c", proxy_conf])
     pal = start([PALISADE, "edge", "--config", palisade_conf] + os.environ.get("PALISADE_ARGS", "").split())
-    base = start([BASELINE, f"127.0.0.1:{BASELINE_PORT}", f"127.0.0.1:{ORIGIN_PORT}", "2"])
-    wait_port(NGINX_PORT); wait_port(PALISADE_PORT); wait_port(BASELINE_PORT)
-    contenders = {"nginx": (NGINX_PORT, ngx), "palisade": (PALISADE_PORT, pal), "hyper-baseline": (BASELINE_PORT, base)}
+    wait_port(NGINX_PORT); wait_port(PALISADE_PORT)
+    contenders = {"nginx": (NGINX_PORT, ngx), "palisade": (PALISADE_PORT, pal)}
+    if WITH_BASELINE:
+        base = start([BASELINE, f"127.0.0.1:{BASELINE_PORT}", f"127.0.0.1:{ORIGIN_PORT}", "2"])
+        wait_port(BASELINE_PORT)
+        contenders["hyper-baseline"] = (BASELINE_PORT, base)
     results = {}
     for r in range(ROUNDS):
         names = list(contenders)
@@ -138,15 +142,23 @@ try:
     rss = {name: hwm_kib(p.pid) for name, (_, p) in contenders.items()}
     print()
     print(f"median of {ROUNDS} rounds, {DURATION} s each, wrk -t2; origin: nginx serving files; all on 127.0.0.1")
-    print(f"{'cell':<12} {'nginx':>8} {'palisade':>9} {'baseline':>9} {'pal/nginx':>10} {'base/nginx':>11} {'pal/base':>9}   {'p50/p99 ms: nginx':>19} {'palisade':>15} {'baseline':>15}")
+    b_head = f" {'baseline':>9} {'base/nginx':>11} {'pal/base':>9}" if WITH_BASELINE else ""
+    print(f"{'cell':<12} {'nginx':>8} {'palisade':>9} {'pal/nginx':>10}{b_head}   {'p50/p99 ms: nginx':>19} {'palisade':>15}"
+          + (f" {'baseline':>15}" if WITH_BASELINE else ""))
     for size in SIZES:
         for c in CONNS:
             med = {name: [statistics.median(x) for x in zip(*[v[:3] for v in results[(size, c, name)]])] for name in contenders}
-            n, p, b = med["nginx"], med["palisade"], med["hyper-baseline"]
-            print(f"{size+' c'+str(c):<12} {n[0]:>8.0f} {p[0]:>9.0f} {b[0]:>9.0f} {p[0]/n[0]:>10.2f} {b[0]/n[0]:>11.2f} {p[0]/b[0]:>9.2f}   "
-                  f"{n[1]:>8.2f} / {n[2]:<7.2f} {p[1]:>6.2f} / {p[2]:<6.2f} {b[1]:>6.2f} / {b[2]:<6.2f}")
+            n, p = med["nginx"], med["palisade"]
+            line = f"{size+' c'+str(c):<12} {n[0]:>8.0f} {p[0]:>9.0f} {p[0]/n[0]:>10.2f}"
+            lat = f"{n[1]:>8.2f} / {n[2]:<7.2f} {p[1]:>6.2f} / {p[2]:<6.2f}"
+            if WITH_BASELINE:
+                b = med["hyper-baseline"]
+                line += f" {b[0]:>9.0f} {b[0]/n[0]:>11.2f} {p[0]/b[0]:>9.2f}"
+                lat += f" {b[1]:>6.2f} / {b[2]:<6.2f}"
+            print(f"{line}   {lat}")
     print(f"peak RSS: nginx (master+workers) {rss['nginx']/1024:.1f} MiB, palisade {rss['palisade']/1024:.1f} MiB "
-          f"(ratio {rss['palisade']/max(rss['nginx'],1):.2f}), hyper-baseline {rss['hyper-baseline']/1024:.1f} MiB")
+          f"(ratio {rss['palisade']/max(rss['nginx'],1):.2f})"
+          + (f", hyper-baseline {rss['hyper-baseline']/1024:.1f} MiB" if WITH_BASELINE else ""))
 finally:
     for p in procs:
         try:

@@ -291,11 +291,12 @@ pub enum WriteError {
 /// Writes `head` (already serialized) and then `body` with `framing` (`Length`, `Chunked` or
 /// `Close`; `Empty` writes the head only). Small frames ride in the same write as the head; the
 /// buffer is flushed whenever the body has to wait, so streaming bodies are never held back.
-/// Returns the body bytes written.
+/// A body that ends is dropped before the last write (its drop may record the request as done,
+/// which then happens before the peer sees the end). Returns the body bytes written.
 pub async fn write_message<W, B>(
     w: &mut W,
     head: &mut BytesMut,
-    body: &mut B,
+    slot: &mut Option<B>,
     framing: Framing,
 ) -> Result<u64, WriteError>
 where
@@ -305,7 +306,7 @@ where
 {
     let chunked = framing == Framing::Chunked;
     let mut written = 0u64;
-    if framing != Framing::Empty {
+    if let (Some(body), false) = (slot.as_mut(), framing == Framing::Empty) {
         loop {
             let frame = match std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
                 Poll::Pending if !head.is_empty() => Poll::Ready(None),
@@ -320,8 +321,19 @@ where
                 }
                 Some(f) => f,
             };
-            let Some(frame) = frame else { break };
-            let frame = frame.map_err(|e| WriteError::Body(e.into()))?;
+            let Some(frame) = frame else {
+                *slot = None;
+                break;
+            };
+            let frame = match frame {
+                Ok(f) => f,
+                Err(e) => {
+                    // What arrived before the failure still goes out; the caller then cuts the
+                    // connection, so the receiver sees a short message, never a complete one.
+                    write_all(w, head).await?;
+                    return Err(WriteError::Body(e.into()));
+                }
+            };
             let Ok(mut data) = frame.into_data() else { continue };
             if data.is_empty() {
                 continue;

@@ -40,6 +40,9 @@ struct Wire {
     body: Option<BodyReader>,
     /// Bytes of `100 Continue` still to send before the body is read (None: none owed).
     continue_owed: Option<usize>,
+    /// The response went out before the body was read to its end: whoever still reads it (an
+    /// HTTP/2 origin connection's task) gets an error, never a quietly shortened body.
+    cut: bool,
 }
 
 type SharedWire = Arc<Mutex<Wire>>;
@@ -71,6 +74,12 @@ impl Body for H1RequestBody {
                 }
                 Poll::Ready(Ok(n)) => w.continue_owed = Some(sent + n),
             }
+        }
+        if w.cut {
+            return Poll::Ready(Some(Err(Box::new(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "request body cut off: the response was sent before it was read",
+            )))));
         }
         let Some(reader) = w.body.as_mut() else { return Poll::Ready(None) };
         match reader.poll_next(cx, &mut w.io, &mut w.buf) {
@@ -141,8 +150,13 @@ pub async fn serve(
     limits: GuardLimits,
 ) -> Ended {
     let max_headers = limits.max_headers;
-    let wire: SharedWire =
-        Arc::new(Mutex::new(Wire { io, buf: BytesMut::with_capacity(READ_SIZE), body: None, continue_owed: None }));
+    let wire: SharedWire = Arc::new(Mutex::new(Wire {
+        io,
+        buf: BytesMut::with_capacity(READ_SIZE),
+        body: None,
+        continue_owed: None,
+        cut: false,
+    }));
     let shutdown_signal = async move {
         while !*shutdown.borrow_and_update() {
             if shutdown.changed().await.is_err() {
@@ -192,6 +206,7 @@ pub async fn serve(
         } else {
             let mut w = crate::lock(&wire);
             w.body = Some(BodyReader::new(framing, limits.max_header_bytes, READ_SIZE));
+            w.cut = false;
             w.continue_owed = expect_continue.then_some(0);
             ClientBody::H1(H1RequestBody { wire: wire.clone() })
         };
@@ -199,7 +214,9 @@ pub async fn serve(
         let body_read = {
             let mut w = crate::lock(&wire);
             w.continue_owed = None;
-            w.body.take().is_none_or(|b| b.is_done())
+            let done = w.body.take().is_none_or(|b| b.is_done());
+            w.cut = !done;
+            done
         };
         let closing = resp.headers().get(CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         unread_body = !body_read;
@@ -366,7 +383,7 @@ async fn write_response(
     request_version: Version,
     head_request: bool,
 ) -> Result<Next, codec::WriteError> {
-    let (parts, mut body) = resp.into_parts();
+    let (parts, body) = resp.into_parts();
     let status = parts.status;
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -414,15 +431,16 @@ async fn write_response(
     }
     out.extend_from_slice(b"\r\n");
     let mut writer = WireWriter(wire);
-    codec::write_message(&mut writer, out, &mut body, framing).await?;
+    let mut slot = Some(body);
+    codec::write_message(&mut writer, out, &mut slot, framing).await?;
     if switching {
-        if let Some((up, leftover)) = body.take_tunnel() {
+        if let Some((up, leftover)) = slot.as_mut().and_then(EdgeBody::take_tunnel) {
             return Ok(Next::Tunnel(up, leftover));
         }
         return Ok(Next::Close);
     }
     // A body shorter than its declared length leaves the client waiting: only closing can tell it.
-    if framing != Framing::Empty && !body.is_end_stream() {
+    if framing != Framing::Empty && slot.is_some_and(|b| !b.is_end_stream()) {
         return Ok(Next::Close);
     }
     Ok(if keep_alive { Next::KeepAlive } else { Next::Close })

@@ -398,6 +398,22 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
 /// With `upgrade` (an upgrade request, or the 101 answering it) the `Upgrade` header is the
 /// point of the message: it is kept and `Connection: upgrade` is set for the next hop.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // One pass over the names first: most messages carry none of these, and a scan is cheaper
+    // than a hashed removal per name.
+    let present = headers.keys().any(|n| {
+        n == CONNECTION
+            || n == TE
+            || n == TRAILER
+            || n == TRANSFER_ENCODING
+            || n == UPGRADE
+            || n == KEEP_ALIVE
+            || n == PROXY_CONNECTION
+            || n == PROXY_AUTHORIZATION
+            || n == PROXY_AUTHENTICATE
+    });
+    if !present {
+        return;
+    }
     // The usual tokens (keep-alive, close, upgrade) name no header to remove: skipping them
     // keeps the common response free of an allocation.
     let named: Vec<HeaderName> = headers

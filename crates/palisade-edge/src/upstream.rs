@@ -210,8 +210,9 @@ impl OriginConns {
     }
 }
 
+/// Why an origin's answer was refused.
 #[derive(Debug, thiserror::Error)]
-enum OriginError {
+pub enum OriginError {
     #[error("origin closed the connection before answering")]
     Closed,
     #[error("origin response head is malformed")]
@@ -223,7 +224,7 @@ enum OriginError {
 }
 
 async fn send_h1(home: Home, mut conn: H1Conn, req: Request<RequestBody>) -> Sent {
-    let (parts, mut body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let mut head = std::mem::take(&mut conn.wbuf);
     head.clear();
     head.extend_from_slice(parts.method.as_str().as_bytes());
@@ -245,8 +246,11 @@ async fn send_h1(home: Home, mut conn: H1Conn, req: Request<RequestBody>) -> Sen
     let resendable = conn.reused && body.is_end_stream();
     let not_sent = |parts, body, e: BoxError| Sent::NotSent(Request::from_parts(parts, body), e);
 
-    let written = codec::write_message(&mut conn.io, &mut head, &mut body, framing).await;
+    let mut slot = Some(body);
+    let written = codec::write_message(&mut conn.io, &mut head, &mut slot, framing).await;
     conn.wbuf = head;
+    // Still here only if it was never read to its end (an empty body is never touched).
+    let body = slot.unwrap_or_else(RequestBody::empty);
     if let Err(e) = written {
         return match e {
             codec::WriteError::Io(io) if resendable => not_sent(parts, body, Box::new(io)),
@@ -293,14 +297,15 @@ async fn send_h1(home: Home, mut conn: H1Conn, req: Request<RequestBody>) -> Sen
     }
 }
 
-enum Head {
+/// A parsed origin response head.
+pub enum Head {
     /// A 1xx other than 101 (skipped: 100 Continue, 103 Early Hints).
     Informational,
     Final(Response<()>, Framing, bool),
 }
 
 /// Parses a response head at the start of `buf` and removes it. Ok(None): incomplete.
-fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, OriginError> {
+pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, OriginError> {
     if buf.is_empty() {
         return Ok(None);
     }

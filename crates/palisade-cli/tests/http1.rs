@@ -1,0 +1,198 @@
+//! End-to-end: the edge's own HTTP/1.1 codec. Origins that frame answers every way HTTP/1.1
+//! allows (and some ways it does not), and clients that speak 1.0, pipeline, or keep alive.
+//!
+//! The origin here is a scripted TCP server in the test process: the demo origin (hyper) never
+//! sends close-delimited bodies, 1xx interim answers or broken framing, and real origins do.
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the scripted origin answers for a path, and whether it closes the connection after.
+fn script(path: &str) -> (Vec<u8>, bool) {
+    match path {
+        "/close" => (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the close".to_vec(), true),
+        "/chunked" => (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nX-Trailer: t\r\n\r\n"
+                .to_vec(),
+            false,
+        ),
+        "/early-hints" => (
+            b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal"
+                .to_vec(),
+            false,
+        ),
+        "/huge-head" => {
+            let mut v = b"HTTP/1.1 200 OK\r\n".to_vec();
+            for i in 0..2000 {
+                v.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "y".repeat(40)).as_bytes());
+            }
+            v.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+            (v, true)
+        }
+        "/bad-length" => (b"HTTP/1.1 200 OK\r\nContent-Length: 12abc\r\n\r\nhello".to_vec(), true),
+        "/conflicting-lengths" => {
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".to_vec(), true)
+        }
+        "/short" => (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this".to_vec(), true),
+        "/no-content" => (b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(), false),
+        // Keep-alive by default, but the origin closes anyway after answering.
+        "/then-close" => (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(), true),
+        _ => (b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ndefault".to_vec(), false),
+    }
+}
+
+struct Scripted {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+}
+
+async fn scripted_origin() -> Scripted {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(serve_script(s));
+        }
+    });
+    Scripted { addr, connections }
+}
+
+async fn serve_script(mut s: TcpStream) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        // Requests here have no body: a head ends the request.
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        buf.drain(..end);
+        let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+        let (answer, close) = script(&path);
+        if s.write_all(&answer).await.is_err() || close {
+            return;
+        }
+    }
+}
+
+/// Reads one response from a kept-alive connection, up to the body text it ends with.
+async fn read_until(s: &mut TcpStream, end: &str) -> String {
+    let mut buf = vec![0u8; 4096];
+    let mut got = String::new();
+    while !got.ends_with(end) {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    got
+}
+
+fn edge_for(o: &Scripted) -> EdgeProc {
+    edge(&zone_config(&["site.test"], &[o.addr], ""))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_framings_are_decoded_and_reframed_for_the_client() {
+    let o = scripted_origin().await;
+    let e = edge_for(&o);
+    let addr = e.http();
+
+    // A close-delimited body reaches an HTTP/1.1 client chunked, whole.
+    let (s, h, body) = get_host(addr, "site.test", "/close").await;
+    assert_eq!((s, body.as_str()), (200, "until the close"));
+    assert_eq!(h.get("transfer-encoding").map(|v| v.to_str().unwrap()), Some("chunked"));
+    // Chunk extensions and trailers are decoded; the data arrives intact.
+    let (s, _, body) = get_host(addr, "site.test", "/chunked").await;
+    assert_eq!((s, body.as_str()), (200, "Wikipedia"));
+    // A 103 before the final answer is skipped; the final answer is what the client gets.
+    let (s, _, body) = get_host(addr, "site.test", "/early-hints").await;
+    assert_eq!((s, body.as_str()), (200, "final"));
+    let (s, _, body) = get_host(addr, "site.test", "/no-content").await;
+    assert_eq!((s, body.as_str()), (204, ""));
+
+    // Broken answers are 502s with the edge's page, never passed on.
+    for path in ["/huge-head", "/bad-length", "/conflicting-lengths"] {
+        let (s, _, body) = get_host(addr, "site.test", path).await;
+        assert_eq!(s, 502, "{path}: {body}");
+        assert!(body.contains("Request ID"), "{path}: {body}");
+    }
+
+    // An origin that dies mid-body: the client sees the head and a cut connection, never a
+    // complete-looking short answer.
+    let out = raw(addr, b"GET /short HTTP/1.1\r\nHost: site.test\r\n\r\n", Duration::from_secs(3)).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("content-length: 100"), "{out}");
+    assert!(out.ends_with("only this"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_the_origin_closed_is_not_used_again() {
+    let o = scripted_origin().await;
+    let e = edge_for(&o);
+    // The origin closes after every answer without saying so; each request must still succeed
+    // (the edge notices the close while the connection sits in its pool).
+    for i in 0..5 {
+        let (s, _, body) = get_host(e.http(), "site.test", "/then-close").await;
+        assert_eq!((s, body.as_str()), (200, "ok"), "request {i}");
+    }
+    assert_eq!(o.connections.load(Ordering::SeqCst), 5);
+    // A well-behaved keep-alive origin gets one connection for many requests (one client
+    // connection, so one worker and its pool).
+    let before = o.connections.load(Ordering::SeqCst);
+    let mut s = TcpStream::connect(e.http()).await.unwrap();
+    for i in 0..5 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\n\r\n").await.unwrap();
+        let got = read_until(&mut s, "default").await;
+        assert!(got.starts_with("HTTP/1.1 200"), "request {i}: {got}");
+    }
+    assert_eq!(o.connections.load(Ordering::SeqCst) - before, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_pipeline_and_speak_http_1_0() {
+    let o = scripted_origin().await;
+    let e = edge_for(&o);
+    let addr = e.http();
+
+    // Three pipelined requests on one connection: three answers, in order.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET /chunked HTTP/1.1\r\nHost: site.test\r\n\r\nGET / HTTP/1.1\r\nHost: site.test\r\n\r\nGET /early-hints HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let out = read_all(&mut s, Duration::from_secs(5)).await;
+    assert_eq!(statuses(&out), [200, 200, 200], "{out}");
+    let (wiki, default, fin) = (out.find("Wiki").unwrap(), out.find("default").unwrap(), out.find("final").unwrap());
+    assert!(wiki < default && default < fin, "{out}");
+
+    // HTTP/1.0 without keep-alive: the answer is length-delimited or close-delimited, and the
+    // connection closes after it.
+    let out = raw(addr, b"GET /close HTTP/1.0\r\nHost: site.test\r\n\r\n", Duration::from_secs(5)).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(!out.contains("chunked"), "a 1.0 client cannot read chunked: {out}");
+    assert!(out.contains("connection: close") && out.ends_with("until the close"), "{out}");
+
+    // HTTP/1.0 with keep-alive: kept open, and told so.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.0\r\nHost: site.test\r\nConnection: keep-alive\r\n\r\n").await.unwrap();
+        let got = read_until(&mut s, "default").await;
+        assert!(got.contains("connection: keep-alive"), "{got}");
+    }
+}
