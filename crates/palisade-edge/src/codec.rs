@@ -25,9 +25,10 @@ const COALESCE: usize = 4 * 1024;
 /// Most bytes gathered before a write.
 const GATHER: usize = 16 * 1024;
 
-/// Builds a header map from parsed headers, values sliced out of `head` (no copy).
-pub fn header_map(head: &Bytes, parsed: &[httparse::Header<'_>]) -> Option<HeaderMap> {
-    let mut map = HeaderMap::with_capacity(parsed.len());
+/// Builds a header map from parsed headers, values sliced out of `head` (no copy), with room
+/// for `extra` more (what the proxy adds), so that adding them does not grow the map.
+pub fn header_map(head: &Bytes, parsed: &[httparse::Header<'_>], extra: usize) -> Option<HeaderMap> {
+    let mut map = HeaderMap::with_capacity(parsed.len() + extra);
     for h in parsed {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value)).ok()?;

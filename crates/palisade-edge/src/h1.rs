@@ -339,7 +339,7 @@ fn build_request(head: &Bytes, max_headers: usize) -> Option<Parsed> {
     let method = Method::from_bytes(parsed.method?.as_bytes()).ok()?;
     let uri = Uri::from_maybe_shared(head.slice_ref(parsed.path?.as_bytes())).ok()?;
     let version = if parsed.version? == 1 { Version::HTTP_11 } else { Version::HTTP_10 };
-    let headers = codec::header_map(head, parsed.headers)?;
+    let headers = codec::header_map(head, parsed.headers, 10)?;
     let mut keep_alive = version == Version::HTTP_11;
     for v in headers.get_all(CONNECTION) {
         for t in v.as_bytes().split(|b| *b == b',').map(|t| t.trim_ascii()) {
@@ -430,6 +430,8 @@ async fn write_response(
         }
     }
     out.extend_from_slice(b"\r\n");
+    // The head is serialized: its values (some cut from shared blocks) need not outlive it.
+    drop(parts);
     let mut writer = WireWriter(wire);
     let mut slot = Some(body);
     codec::write_message(&mut writer, out, &mut slot, framing).await?;

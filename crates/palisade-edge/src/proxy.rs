@@ -73,12 +73,43 @@ static PROXY_AUTHENTICATE: HeaderName = HeaderName::from_static("proxy-authentic
 fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let r = fast_random();
-    let mut buf = [0u8; 16];
-    for (i, b) in buf.iter_mut().enumerate() {
-        let nibble = ((r >> (60 - 4 * i)) & 0xf) as usize;
-        *b = HEX.get(nibble).copied().unwrap_or(b'0');
-    }
-    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0000000000000000"))
+    arena_value(16, |out| {
+        for i in 0..16 {
+            let nibble = ((r >> (60 - 4 * i)) & 0xf) as usize;
+            out.extend_from_slice(&[HEX.get(nibble).copied().unwrap_or(b'0')]);
+        }
+    })
+    .unwrap_or(HeaderValue::from_static("0000000000000000"))
+}
+
+thread_local! {
+    /// Where this thread writes the header values it makes per request (request ID, Forwarded):
+    /// one allocation serves many values, and the values clone without allocating. A block
+    /// lives until the last value cut from it is dropped; values live while a head is written.
+    static ARENA: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+const ARENA_BLOCK: usize = 4 * 1024;
+
+/// A header value of at most `len` bytes written by `write`, carved out of this thread's arena.
+fn arena_value(len: usize, write: impl FnOnce(&mut BytesMut)) -> Option<HeaderValue> {
+    let bytes = ARENA.with(|arena| {
+        let mut own;
+        let mut borrowed = arena.try_borrow_mut().ok();
+        let buf = match borrowed.as_deref_mut() {
+            Some(b) => b,
+            None => {
+                own = BytesMut::new();
+                &mut own
+            }
+        };
+        if buf.capacity() < len {
+            *buf = BytesMut::with_capacity(ARENA_BLOCK.max(len));
+        }
+        write(buf);
+        buf.split().freeze()
+    });
+    HeaderValue::from_maybe_shared(bytes).ok()
 }
 
 fn protocol(v: Version) -> &'static str {
@@ -477,23 +508,25 @@ fn add_forwarding_headers(
     }
     // RFC 7239: appended to what earlier proxies wrote; the host is quoted unless it is a token.
     let previous = headers.get(FORWARDED).filter(|v| v.to_str().is_ok());
-    let mut fwd = BytesMut::with_capacity(64 + raw_host.len() + previous.map_or(0, |p| p.len() + 2));
-    if let Some(prev) = previous {
-        fwd.extend_from_slice(prev.as_bytes());
-        fwd.extend_from_slice(b", ");
-    }
-    fwd.extend_from_slice(ctx.forwarded_for.as_bytes());
-    fwd.extend_from_slice(b";host=");
-    if raw_host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) {
-        fwd.extend_from_slice(raw_host.as_bytes());
-    } else {
-        fwd.extend_from_slice(b"\"");
-        fwd.extend(raw_host.bytes().filter(|b| *b != b'"' && *b != b'\\'));
-        fwd.extend_from_slice(b"\"");
-    }
-    fwd.extend_from_slice(b";proto=");
-    fwd.extend_from_slice(proto.as_bytes());
-    if let Ok(v) = HeaderValue::from_maybe_shared(fwd.freeze()) {
+    let len = 64 + raw_host.len() + previous.map_or(0, |p| p.len() + 2);
+    let forwarded = arena_value(len, |fwd| {
+        if let Some(prev) = previous {
+            fwd.extend_from_slice(prev.as_bytes());
+            fwd.extend_from_slice(b", ");
+        }
+        fwd.extend_from_slice(ctx.forwarded_for.as_bytes());
+        fwd.extend_from_slice(b";host=");
+        if raw_host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) {
+            fwd.extend_from_slice(raw_host.as_bytes());
+        } else {
+            fwd.extend_from_slice(b"\"");
+            fwd.extend(raw_host.bytes().filter(|b| *b != b'"' && *b != b'\\'));
+            fwd.extend_from_slice(b"\"");
+        }
+        fwd.extend_from_slice(b";proto=");
+        fwd.extend_from_slice(proto.as_bytes());
+    });
+    if let Some(v) = forwarded {
         headers.insert(FORWARDED, v);
     }
     append_via(headers, version, via);

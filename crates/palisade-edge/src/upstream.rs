@@ -309,9 +309,11 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option
     if buf.is_empty() {
         return Ok(None);
     }
-    let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut parsed = httparse::Response::new(&mut slots);
-    let len = match parsed.parse(buf) {
+    // Header slots on the stack, uninitialised: no 4 KiB of stores per response.
+    let mut slots: [std::mem::MaybeUninit<httparse::Header<'_>>; MAX_RESPONSE_HEADERS] =
+        [const { std::mem::MaybeUninit::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, buf, &mut slots) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(OriginError::BadHead),
@@ -323,13 +325,18 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option
     }
     let head = buf.split_to(len).freeze();
     // Parsed again from the frozen head so that header values are slices of it, not copies.
-    let mut slots = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut parsed = httparse::Response::new(&mut slots);
-    if !matches!(parsed.parse(&head), Ok(httparse::Status::Complete(_))) {
+    let mut slots: [std::mem::MaybeUninit<httparse::Header<'_>>; MAX_RESPONSE_HEADERS] =
+        [const { std::mem::MaybeUninit::uninit() }; MAX_RESPONSE_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    if !matches!(
+        config.parse_response_with_uninit_headers(&mut parsed, &head, &mut slots),
+        Ok(httparse::Status::Complete(_))
+    ) {
         return Err(OriginError::BadHead);
     }
     let status = StatusCode::from_u16(code).map_err(|_| OriginError::BadHead)?;
-    let headers = codec::header_map(&head, parsed.headers).ok_or(OriginError::BadHead)?;
+    let headers = codec::header_map(&head, parsed.headers, 4).ok_or(OriginError::BadHead)?;
     let http11 = parsed.version == Some(1);
     let mut keep_alive = http11;
     for v in headers.get_all(CONNECTION) {
