@@ -262,7 +262,8 @@ impl<IO> Guarded<IO> {
                 }
                 State::Head => {
                     if self.head_started.is_none() {
-                        self.head_started = Some(Instant::now());
+                        // The bytes in `raw` arrived at `last_activity` (set when they were read).
+                        self.head_started = Some(self.last_activity);
                     }
                     match self.check_head() {
                         Ok(None) => return false,

@@ -298,14 +298,15 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<ClientBody>) -> Response<Edg
 
         // Counted in flight until the response ends, or until this future is dropped.
         let lease = OriginLease::new(origin.clone());
-        let sent_at = Instant::now();
+        // The origin's share of the time is only reported in the access log.
+        let sent_at = log.then(Instant::now);
         let outcome = tokio::time::timeout(zone.response_header_timeout, origin.conns.send(conn, up)).await;
         match outcome {
             Ok(Sent::Response(resp)) => {
                 zone.pool.record(i, if resp.status().is_server_error() { Outcome::Failure } else { Outcome::Success });
                 finish.origin = Some(origin);
                 finish.origin_lease = Some(lease);
-                finish.origin_duration = Some(sent_at.elapsed());
+                finish.origin_duration = sent_at.map(|t| t.elapsed());
                 break Ok(resp);
             }
             Ok(Sent::NotSent(req, e)) if resends < 3 => {
