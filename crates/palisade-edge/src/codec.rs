@@ -290,10 +290,15 @@ pub enum WriteError {
 }
 
 /// Writes `head` (already serialized) and then `body` with `framing` (`Length`, `Chunked` or
-/// `Close`; `Empty` writes the head only). Small frames ride in the same write as the head; the
-/// buffer is flushed whenever the body has to wait, so streaming bodies are never held back.
-/// A body that ends is dropped before the last write (its drop may record the request as done,
-/// which then happens before the peer sees the end). Returns the body bytes written.
+/// `Close`; `Empty` writes the head only).
+///
+/// Output is gathered while the body has more ready and written with one vectored write when
+/// it has to wait, when enough is gathered, or at the end: small frames are copied behind the
+/// head (a small response leaves in one write), large ones are queued as they are (no copy).
+/// Writing in large batches, as nginx does from its proxy buffers, costs the kernel less per
+/// byte than writing each piece as it arrives. A body that ends is dropped before the last
+/// write (its drop may record the request as done, which then happens before the peer sees the
+/// end). Returns the body bytes written.
 pub async fn write_message<W, B>(
     w: &mut W,
     head: &mut BytesMut,
@@ -307,17 +312,21 @@ where
 {
     let chunked = framing == Framing::Chunked;
     let mut written = 0u64;
+    // Queued output, in order, before whatever is in `head`.
+    let mut queued: Vec<Bytes> = Vec::new();
+    let mut pending = head.len();
     if let (Some(body), false) = (slot.as_mut(), framing == Framing::Empty) {
         loop {
             let frame = match std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
-                Poll::Pending if !head.is_empty() => Poll::Ready(None),
+                Poll::Pending if pending > 0 => Poll::Ready(None),
                 other => other.map(Some),
             })
             .await
             {
-                // The body has to wait: send what is buffered first.
+                // The body has to wait: send what is gathered first.
                 None => {
-                    write_all(w, head).await?;
+                    flush(w, &mut queued, head).await?;
+                    pending = 0;
                     std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
                 }
                 Some(f) => f,
@@ -331,34 +340,101 @@ where
                 Err(e) => {
                     // What arrived before the failure still goes out; the caller then cuts the
                     // connection, so the receiver sees a short message, never a complete one.
-                    write_all(w, head).await?;
+                    flush(w, &mut queued, head).await?;
                     return Err(WriteError::Body(e.into()));
                 }
             };
-            let Ok(mut data) = frame.into_data() else { continue };
+            let Ok(data) = frame.into_data() else { continue };
             if data.is_empty() {
                 continue;
             }
             written += data.len() as u64;
+            pending += data.len();
             if chunked {
                 write_chunk_size(head, data.len());
             }
             if data.len() <= COALESCE && head.len() + data.len() <= GATHER {
                 head.extend_from_slice(&data);
             } else {
-                write_vectored_all(w, head, &mut data).await?;
+                if !head.is_empty() {
+                    queued.push(head.split().freeze());
+                }
+                queued.push(data);
             }
             if chunked {
                 head.extend_from_slice(b"\r\n");
+            }
+            if pending >= MAX_GATHERED || queued.len() >= MAX_QUEUED {
+                flush(w, &mut queued, head).await?;
+                pending = 0;
             }
         }
         if chunked {
             head.extend_from_slice(b"0\r\n\r\n");
         }
     }
-    write_all(w, head).await?;
+    flush(w, &mut queued, head).await?;
     std::future::poll_fn(|cx| Pin::new(&mut *w).poll_flush(cx)).await.map_err(WriteError::Io)?;
     Ok(written)
+}
+
+/// Most body bytes gathered before a write.
+const MAX_GATHERED: usize = 256 * 1024;
+/// Most queued pieces before a write (one vectored write takes them all, with the head).
+const MAX_QUEUED: usize = 14;
+
+/// Writes `queued` then `tail`, all of it, with vectored writes; empties both.
+async fn flush<W: AsyncWrite + Unpin + ?Sized>(
+    w: &mut W,
+    queued: &mut Vec<Bytes>,
+    tail: &mut BytesMut,
+) -> Result<(), WriteError> {
+    let mut first = 0usize;
+    loop {
+        while queued.get(first).is_some_and(|b| b.is_empty()) {
+            first += 1;
+        }
+        let rest = queued.get(first..).unwrap_or_default();
+        if rest.is_empty() && tail.is_empty() {
+            break;
+        }
+        let n = std::future::poll_fn(|cx| {
+            let mut slices = [io::IoSlice::new(&[]); MAX_QUEUED + 1];
+            let mut k = 0;
+            for b in rest.iter().take(MAX_QUEUED) {
+                if let Some(s) = slices.get_mut(k) {
+                    *s = io::IoSlice::new(b);
+                    k += 1;
+                }
+            }
+            // The tail goes out behind the queue, so only in a write that takes all of it.
+            if rest.len() <= MAX_QUEUED {
+                if let Some(s) = slices.get_mut(k) {
+                    *s = io::IoSlice::new(tail);
+                    k += 1;
+                }
+            }
+            Pin::new(&mut *w).poll_write_vectored(cx, slices.get(..k).unwrap_or_default())
+        })
+        .await
+        .map_err(WriteError::Io)?;
+        if n == 0 {
+            return Err(WriteError::Io(io::ErrorKind::WriteZero.into()));
+        }
+        let mut left = n;
+        for b in queued.iter_mut().skip(first) {
+            let take = left.min(b.len());
+            b.advance(take);
+            left -= take;
+            if left == 0 {
+                break;
+            }
+        }
+        tail.advance(left.min(tail.len()));
+    }
+    queued.clear();
+    tail.clear();
+    Ok(())
 }
 
 fn write_chunk_size(out: &mut BytesMut, n: usize) {
@@ -390,30 +466,6 @@ pub async fn write_all<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, buf: &mut Byte
         buf.advance(n);
     }
     buf.clear();
-    Ok(())
-}
-
-/// Writes `first` then `second` (both emptied), with vectored writes where the stream has them.
-async fn write_vectored_all<W: AsyncWrite + Unpin + ?Sized>(
-    w: &mut W,
-    first: &mut BytesMut,
-    second: &mut Bytes,
-) -> Result<(), WriteError> {
-    while !first.is_empty() || !second.is_empty() {
-        let n = std::future::poll_fn(|cx| {
-            let bufs = [io::IoSlice::new(first), io::IoSlice::new(second)];
-            Pin::new(&mut *w).poll_write_vectored(cx, &bufs)
-        })
-        .await
-        .map_err(WriteError::Io)?;
-        if n == 0 {
-            return Err(WriteError::Io(io::ErrorKind::WriteZero.into()));
-        }
-        let from_first = n.min(first.len());
-        first.advance(from_first);
-        second.advance(n - from_first);
-    }
-    first.clear();
     Ok(())
 }
 

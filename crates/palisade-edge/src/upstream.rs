@@ -224,6 +224,9 @@ pub enum OriginError {
 }
 
 async fn send_h1(home: Home, mut conn: H1Conn, req: Request<RequestBody>) -> Sent {
+    if conn.buf.capacity() == 0 {
+        conn.buf = take_read_buf();
+    }
     let (parts, body) = req.into_parts();
     let mut head = std::mem::take(&mut conn.wbuf);
     head.clear();
@@ -389,12 +392,45 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option
 
 /// Returns a connection whose exchange ended cleanly to its pool (only if nothing extra was read).
 fn release(conn: &mut Option<H1Conn>, home: Option<&Home>) {
-    if let (Some(mut c), Some(home)) = (conn.take(), home) {
-        if c.buf.is_empty() {
-            c.reused = true;
-            home.check_in(c);
-        }
+    let Some(mut c) = conn.take() else { return };
+    if !c.buf.is_empty() {
+        return;
     }
+    put_read_buf(std::mem::take(&mut c.buf));
+    if let Some(home) = home {
+        c.reused = true;
+        home.check_in(c);
+    }
+}
+
+thread_local! {
+    /// Read buffers of this worker's origin connections that are between exchanges, most
+    /// recently used last. A connection borrows one for an exchange and gives it back when the
+    /// response has been read: a handful of buffers, warm in the cache, serve every
+    /// connection, instead of a cold 64 KiB per pooled connection (measured: receiving into
+    /// per-connection buffers cost twice the kernel copy time at 256 connections x 100 KiB).
+    static READ_BUFS: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Most spare read buffers a worker keeps.
+const SPARE_READ_BUFS: usize = 32;
+
+fn take_read_buf() -> BytesMut {
+    READ_BUFS.with(|b| b.try_borrow_mut().ok().and_then(|mut v| v.pop())).unwrap_or_default()
+}
+
+fn put_read_buf(mut buf: BytesMut) {
+    if buf.capacity() == 0 {
+        return;
+    }
+    buf.clear();
+    READ_BUFS.with(|b| {
+        if let Ok(mut v) = b.try_borrow_mut() {
+            if v.len() < SPARE_READ_BUFS {
+                v.push(buf);
+            }
+        }
+    });
 }
 
 /// An HTTP/1.1 response body read straight from the origin socket.
