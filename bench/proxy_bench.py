@@ -143,13 +143,16 @@ try:
     print()
     print(f"median of {ROUNDS} rounds, {DURATION} s each, wrk -t2; origin: nginx serving files; all on 127.0.0.1")
     b_head = f" {'baseline':>9} {'base/nginx':>11} {'pal/base':>9}" if WITH_BASELINE else ""
-    print(f"{'cell':<12} {'nginx':>8} {'palisade':>9} {'pal/nginx':>10}{b_head}   {'p50/p99 ms: nginx':>19} {'palisade':>15}"
+    print("pal/nginx: ratio of the medians; paired: median of the per-round ratios (each round's two runs are")
+    print("back to back, so a machine that slows down or speeds up between rounds moves both alike)")
+    print(f"{'cell':<12} {'nginx':>8} {'palisade':>9} {'pal/nginx':>10} {'paired':>7}{b_head}   {'p50/p99 ms: nginx':>19} {'palisade':>15}"
           + (f" {'baseline':>15}" if WITH_BASELINE else ""))
     for size in SIZES:
         for c in CONNS:
             med = {name: [statistics.median(x) for x in zip(*[v[:3] for v in results[(size, c, name)]])] for name in contenders}
             n, p = med["nginx"], med["palisade"]
-            line = f"{size+' c'+str(c):<12} {n[0]:>8.0f} {p[0]:>9.0f} {p[0]/n[0]:>10.2f}"
+            paired = statistics.median(pr[0] / nr[0] for pr, nr in zip(results[(size, c, "palisade")], results[(size, c, "nginx")]))
+            line = f"{size+' c'+str(c):<12} {n[0]:>8.0f} {p[0]:>9.0f} {p[0]/n[0]:>10.2f} {paired:>7.2f}"
             lat = f"{n[1]:>8.2f} / {n[2]:<7.2f} {p[1]:>6.2f} / {p[2]:<6.2f}"
             if WITH_BASELINE:
                 b = med["hyper-baseline"]
