@@ -196,3 +196,43 @@ async fn clients_pipeline_and_speak_http_1_0() {
         assert!(got.contains("connection: keep-alive"), "{got}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_answers_before_reading_the_upload_is_heard() {
+    // The demo origin answers /status/413 without reading the body, as an origin refusing an
+    // upload does. The client must get that 413, not a 502 for the upload the origin cut short.
+    let o = origin("o");
+    let e = edge(&zone_config(&["site.test"], &[o.addr], "max_body_bytes = 104857600"));
+    let len = 16 * 1024 * 1024;
+    let mut s = TcpStream::connect(e.http()).await.unwrap();
+    s.write_all(format!("POST /status/413 HTTP/1.1\r\nHost: site.test\r\nContent-Length: {len}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let upload = tokio::spawn(async move {
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..len / chunk.len() {
+            if wr.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(10), rd.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!("no answer: {other:?} {}", String::from_utf8_lossy(&got)),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    // The rest of the upload is not read: the connection closes after the answer.
+    assert!(text.contains("connection: close"), "{text}");
+    upload.abort();
+    // The edge took the origin's word; it did not count a failed origin.
+    assert_eq!(
+        e.metric(&format!("palisade_origin_connect_failures_total{{zone=\"site\",origin=\"{}\"}}", o.addr)).await,
+        Some(0.0)
+    );
+}

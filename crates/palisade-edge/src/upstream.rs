@@ -250,17 +250,55 @@ async fn send_h1(home: Home, mut conn: H1Conn, req: Request<RequestBody>) -> Sen
     let not_sent = |parts, body, e: BoxError| Sent::NotSent(Request::from_parts(parts, body), e);
 
     let mut slot = Some(body);
-    let written = codec::write_message(&mut conn.io, &mut head, &mut slot, framing).await;
+    // An origin may answer before it has read the whole body (a 413, a redirect, an auth
+    // failure), and may stop reading or close. So while a body is being sent, the answer is
+    // watched for: an early answer ends the upload and is passed on, and a failed write is
+    // not the end of the story if an answer is already there.
+    let mut answered_early = false;
+    let written = if framing == Framing::Empty {
+        codec::write_message(&mut conn.io, &mut head, &mut slot, framing).await
+    } else {
+        let (mut rd, mut wr) = conn.io.split();
+        let write = codec::write_message(&mut wr, &mut head, &mut slot, framing);
+        tokio::pin!(write);
+        let buf = &mut conn.buf;
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_BUF);
+        }
+        let mut origin_closed = false;
+        loop {
+            tokio::select! {
+                biased;
+                w = &mut write => break w,
+                r = std::future::poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut rd), cx, &mut *buf)), if !origin_closed => {
+                    match r {
+                        Ok(n) if n > 0 => {
+                            answered_early = true;
+                            break Ok(0);
+                        }
+                        // Closed or failed: the write will tell; whatever was read stays in `buf`.
+                        _ => origin_closed = true,
+                    }
+                }
+            }
+        }
+    };
     conn.wbuf = head;
     // Still here only if it was never read to its end (an empty body is never touched).
     let body = slot.unwrap_or_else(RequestBody::empty);
     if let Err(e) = written {
-        return match e {
-            codec::WriteError::Io(io) if resendable => not_sent(parts, body, Box::new(io)),
-            codec::WriteError::Io(io) => Sent::Failed(Box::new(io)),
-            codec::WriteError::Body(b) => Sent::Failed(b),
-        };
+        match e {
+            codec::WriteError::Io(io) if resendable => return not_sent(parts, body, Box::new(io)),
+            codec::WriteError::Body(b) => return Sent::Failed(b),
+            // The origin may have answered before it stopped reading: look for that answer.
+            codec::WriteError::Io(io) => {
+                tracing::debug!(error = %io, "writing to the origin failed; reading any answer it sent");
+                answered_early = true;
+            }
+        }
     }
+    // After an early answer the connection is mid-request: it cannot be used again.
+    let reusable = !answered_early;
 
     loop {
         match parse_response_head(&mut conn.buf, &parts.method) {
@@ -274,7 +312,7 @@ async fn send_h1(home: Home, mut conn: H1Conn, req: Request<RequestBody>) -> Sen
                 }
                 let reader = BodyReader::new(framing, MAX_RESPONSE_HEAD, READ_BUF);
                 let mut conn = Some(conn);
-                let home = if keep_alive { Some(home) } else { None };
+                let home = if keep_alive && reusable { Some(home) } else { None };
                 if reader.is_done() {
                     release(&mut conn, home.as_ref());
                 }
