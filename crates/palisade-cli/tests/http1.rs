@@ -127,9 +127,12 @@ async fn origin_framings_are_decoded_and_reframed_for_the_client() {
 
     // Broken answers are 502s with the edge's page, never passed on.
     for path in ["/huge-head", "/bad-length", "/conflicting-lengths"] {
-        let (s, _, body) = get_host(addr, "site.test", path).await;
+        let (s, h, body) = get_host(addr, "site.test", path).await;
         assert_eq!(s, 502, "{path}: {body}");
         assert!(body.contains("Request ID"), "{path}: {body}");
+        // A response the edge makes itself is dated (RFC 9110 6.6.1).
+        let date = h.get("date").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        assert!(date.ends_with(" GMT") && date.len() == 29, "{path}: date {date:?}");
     }
 
     // An origin that dies mid-body: the client sees the head and a cut connection, never a

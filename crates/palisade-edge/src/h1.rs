@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use hyper::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
+use hyper::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
 use hyper::{Method, Response, StatusCode, Uri, Version};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
@@ -413,6 +413,12 @@ async fn write_response(
         keep_alive = false;
         Framing::Close
     };
+    // RFC 9110 6.6.1: a response the edge makes itself carries the date (an origin's has its own).
+    if !parts.headers.contains_key(DATE) {
+        out.extend_from_slice(b"date: ");
+        date_now(out);
+        out.extend_from_slice(b"\r\n");
+    }
     for (name, value) in &parts.headers {
         if name == CONNECTION && !switching {
             continue;
@@ -446,6 +452,24 @@ async fn write_response(
         return Ok(Next::Close);
     }
     Ok(if keep_alive { Next::KeepAlive } else { Next::Close })
+}
+
+thread_local! {
+    /// The current second's HTTP date, formatted once per second per thread.
+    static DATE_CACHE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
+}
+
+fn date_now(out: &mut BytesMut) {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    DATE_CACHE.with(|c| match c.try_borrow_mut() {
+        Ok(mut c) => {
+            if c.0 != secs || c.1.is_empty() {
+                *c = (secs, crate::finish::http_date(secs));
+            }
+            out.extend_from_slice(c.1.as_bytes());
+        }
+        Err(_) => out.extend_from_slice(crate::finish::http_date(secs).as_bytes()),
+    });
 }
 
 /// After a 101: bytes flow both ways until either side closes. This task becomes the tunnel.
