@@ -1,4 +1,5 @@
-//! Per-request and per-reload costs: the request-head guard, origin picks, config loading.
+//! Per-request and per-reload costs: the request-head guard, the HTTP/1.1 codec, origin picks,
+//! config loading.
 //! `cargo bench -p palisade-microbench`
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -42,6 +43,39 @@ fn guard(c: &mut Criterion) {
     g.finish();
 }
 
+/// What nginx answers for a static 1 KiB file, head and body.
+const ORIGIN_RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx/1.26.3\r\nDate: Fri, 27 Nov 2026 01:00:00 GMT\r\n\
+Content-Type: application/octet-stream\r\nContent-Length: 1024\r\nLast-Modified: Fri, 27 Nov 2026 00:00:00 GMT\r\n\
+Connection: keep-alive\r\nETag: \"6746a3c0-400\"\r\nAccept-Ranges: bytes\r\n\r\n";
+
+fn h1_codec(c: &mut Criterion) {
+    let mut g = c.benchmark_group("h1 codec");
+    let mut wire = ORIGIN_RESPONSE.to_vec();
+    wire.extend_from_slice(&[b'x'; 1024]);
+    g.bench_function("origin response head -> Response (9 headers)", |b| {
+        b.iter(|| {
+            let mut buf = bytes::BytesMut::from(&wire[..]);
+            let head = palisade_edge::upstream::parse_response_head(&mut buf, &hyper::Method::GET);
+            black_box((head.is_ok(), buf.len()))
+        })
+    });
+    let mut buf = bytes::BytesMut::from(&wire[..]);
+    let Ok(Some(palisade_edge::upstream::Head::Final(resp, ..))) =
+        palisade_edge::upstream::parse_response_head(&mut buf, &hyper::Method::GET)
+    else {
+        panic!("the sample response parses")
+    };
+    g.bench_function("response headers -> wire (9 headers)", |b| {
+        let mut out = bytes::BytesMut::with_capacity(1024);
+        b.iter(|| {
+            out.clear();
+            palisade_edge::codec::write_headers(&mut out, black_box(resp.headers()));
+            black_box(out.len())
+        })
+    });
+    g.finish();
+}
+
 fn pick(c: &mut Criterion) {
     let mut g = c.benchmark_group("pool pick, 8 origins");
     for balance in [Balance::RoundRobin, Balance::LeastConnections, Balance::ConsistentHash, Balance::PowerOfTwoChoices]
@@ -78,5 +112,5 @@ fn config(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, guard, pick, config);
+criterion_group!(benches, guard, h1_codec, pick, config);
 criterion_main!(benches);

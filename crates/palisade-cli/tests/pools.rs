@@ -253,18 +253,14 @@ async fn origin_connections_are_reused_then_closed_after_the_idle_timeout() {
         o.addr
     ));
     // One client connection, so one edge worker and one pooled origin connection.
-    let c = client();
+    let mut conn = tokio::net::TcpStream::connect(e.http()).await.unwrap();
     for _ in 0..5 {
-        let (s, _, _) =
-            request_full(&c, "GET", &format!("http://{}/1k", e.http()), &[("host", "site.test")], Vec::new()).await;
-        assert_eq!(s, 200);
+        assert_eq!(get_on(&mut conn, "site.test", "/1k").await.0, 200);
     }
     let first = origin_stats(o.addr).await["connections"].as_u64().unwrap();
     assert_eq!(first, 2, "5 requests should share one origin connection (+1 for the stats call)");
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let (s, _, _) =
-        request_full(&c, "GET", &format!("http://{}/1k", e.http()), &[("host", "site.test")], Vec::new()).await;
-    assert_eq!(s, 200);
+    assert_eq!(get_on(&mut conn, "site.test", "/1k").await.0, 200);
     let after = origin_stats(o.addr).await["connections"].as_u64().unwrap();
     assert_eq!(after, first + 2, "after idle_ms the pooled connection is not reused");
 }

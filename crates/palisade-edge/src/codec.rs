@@ -25,16 +25,69 @@ const COALESCE: usize = 4 * 1024;
 /// Most bytes gathered before a write.
 const GATHER: usize = 16 * 1024;
 
-/// Builds a header map from parsed headers, values sliced out of `head` (no copy), with room
-/// for `extra` more (what the proxy adds), so that adding them does not grow the map.
-pub fn header_map(head: &Bytes, parsed: &[httparse::Header<'_>], extra: usize) -> Option<HeaderMap> {
-    let mut map = HeaderMap::with_capacity(parsed.len() + extra);
-    for h in parsed {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value)).ok()?;
-        map.append(name, value);
+/// Where one header's name and value lie in a head: name start, name length, value start, value
+/// length.
+type Span = [u32; 4];
+const STACK_SPANS: usize = 64;
+
+/// Header positions recorded from the one parse of a head while it is still in its read buffer,
+/// so that the header map is built once the head is frozen, with values sliced out of it (no
+/// copy) and without parsing it a second time.
+pub struct Spans {
+    stack: [Span; STACK_SPANS],
+    heap: Vec<Span>,
+    n: usize,
+}
+
+/// Offset and length of `part` inside `base` (None if it is not a part of it).
+pub fn span_of(base: &[u8], part: &[u8]) -> Option<(usize, usize)> {
+    let start = (part.as_ptr() as usize).checked_sub(base.as_ptr() as usize)?;
+    (start + part.len() <= base.len()).then_some((start, part.len()))
+}
+
+impl Spans {
+    pub fn record(base: &[u8], headers: &[httparse::Header<'_>]) -> Option<Self> {
+        let mut spans = Spans { stack: [[0; 4]; STACK_SPANS], heap: Vec::new(), n: headers.len() };
+        if headers.len() > STACK_SPANS {
+            spans.heap.reserve_exact(headers.len());
+        }
+        for (i, h) in headers.iter().enumerate() {
+            let (ns, nl) = span_of(base, h.name.as_bytes())?;
+            let (vs, vl) = span_of(base, h.value)?;
+            let span =
+                [u32::try_from(ns).ok()?, u32::try_from(nl).ok()?, u32::try_from(vs).ok()?, u32::try_from(vl).ok()?];
+            if headers.len() > STACK_SPANS {
+                spans.heap.push(span);
+            } else if let Some(slot) = spans.stack.get_mut(i) {
+                *slot = span;
+            }
+        }
+        Some(spans)
     }
-    Some(map)
+
+    fn all(&self) -> &[Span] {
+        if self.n > STACK_SPANS {
+            &self.heap
+        } else {
+            self.stack.get(..self.n).unwrap_or_default()
+        }
+    }
+
+    /// The header map of `head` (the frozen bytes the spans were recorded in), with room for
+    /// `extra` more headers (what the proxy adds), so that adding them does not grow the map.
+    pub fn header_map(&self, head: &Bytes, extra: usize) -> Option<HeaderMap> {
+        let mut map = HeaderMap::with_capacity(self.n + extra);
+        for &[ns, nl, vs, vl] in self.all() {
+            let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
+            let name = HeaderName::from_bytes(head.get(ns..ns + nl)?).ok()?;
+            if vs + vl > head.len() {
+                return None;
+            }
+            let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl)).ok()?;
+            map.append(name, value);
+        }
+        Some(map)
+    }
 }
 
 /// Appends `name: value\r\n` for every header.

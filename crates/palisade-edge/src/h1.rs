@@ -21,7 +21,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::body::{BoxError, ClientBody, EdgeBody};
-use crate::codec::{self, BodyReader, Framing, Io, Rewind};
+use crate::codec::{self, BodyReader, Framing, Io, Rewind, Spans};
 use crate::guard::GuardLimits;
 use crate::pages::error_page;
 use crate::proxy::{self, ConnCtx};
@@ -134,8 +134,10 @@ pub enum Ended {
     H2(Rewind<Box<dyn Io>>),
 }
 
+// Transient, returned once per request: boxing it would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum HeadRead {
-    Head(Bytes),
+    Head(Parsed),
     Preface,
     Eof,
     Invalid,
@@ -175,8 +177,8 @@ pub async fn serve(
             r = std::future::poll_fn(|cx| poll_head(&wire, cx, first, max_headers)) => r,
             _ = &mut shutdown_signal => break,
         };
-        let head = match read {
-            Ok(HeadRead::Head(h)) => h,
+        let request = match read {
+            Ok(HeadRead::Head(parsed)) => parsed,
             Ok(HeadRead::Preface) => {
                 return match Arc::try_unwrap(wire) {
                     Ok(w) => {
@@ -195,11 +197,6 @@ pub async fn serve(
             Ok(HeadRead::Eof) | Err(_) => break,
         };
         first = false;
-        let Some(request) = build_request(&head, max_headers) else {
-            let resp = error_page(StatusCode::BAD_REQUEST, "-", true);
-            let _ = write_response(&wire, &mut out, resp, false, Version::HTTP_11, false).await;
-            break;
-        };
         let Parsed { method, version, keep_alive, framing, expect_continue, parts } = request;
         let client_body = if framing == Framing::Empty {
             ClientBody::Empty
@@ -273,8 +270,8 @@ fn poll_head(wire: &SharedWire, cx: &mut Context<'_>, first: bool, max_headers: 
                 return Poll::Ready(Ok(HeadRead::Preface));
             }
         } else if !w.buf.is_empty() {
-            match head_length(&w.buf, max_headers) {
-                Ok(Some(n)) => return Poll::Ready(Ok(HeadRead::Head(w.buf.split_to(n).freeze()))),
+            match parse_request(&mut w.buf, max_headers) {
+                Ok(Some(parsed)) => return Poll::Ready(Ok(HeadRead::Head(parsed))),
                 Ok(None) => {}
                 Err(()) => return Poll::Ready(Ok(HeadRead::Invalid)),
             }
@@ -288,20 +285,6 @@ fn poll_head(wire: &SharedWire, cx: &mut Context<'_>, first: bool, max_headers: 
             Poll::Ready(Ok(_)) => {}
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
         }
-    }
-}
-
-/// The length of the complete head at the start of `buf`, None if incomplete.
-fn head_length(buf: &[u8], max_headers: usize) -> Result<Option<usize>, ()> {
-    let mut stack: [std::mem::MaybeUninit<httparse::Header<'_>>; STACK_HEADERS] =
-        [const { std::mem::MaybeUninit::uninit() }; STACK_HEADERS];
-    let mut heap = Vec::new();
-    let slots = header_slots(&mut stack, &mut heap, max_headers);
-    let mut req = httparse::Request::new(&mut []);
-    match req.parse_with_uninit_headers(buf, slots) {
-        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(_) => Err(()),
     }
 }
 
@@ -327,19 +310,29 @@ struct Parsed {
     parts: hyper::http::request::Parts,
 }
 
-fn build_request(head: &Bytes, max_headers: usize) -> Option<Parsed> {
+/// Parses the request head at the start of `buf` (once) and takes it out. Ok(None): incomplete;
+/// Err: not a request this server can read (the guard refuses those before they get here).
+fn parse_request(buf: &mut BytesMut, max_headers: usize) -> Result<Option<Parsed>, ()> {
     let mut stack: [std::mem::MaybeUninit<httparse::Header<'_>>; STACK_HEADERS] =
         [const { std::mem::MaybeUninit::uninit() }; STACK_HEADERS];
     let mut heap = Vec::new();
     let slots = header_slots(&mut stack, &mut heap, max_headers);
     let mut parsed = httparse::Request::new(&mut []);
-    if !matches!(parsed.parse_with_uninit_headers(head, slots), Ok(httparse::Status::Complete(_))) {
-        return None;
+    let len = match parsed.parse_with_uninit_headers(buf, slots) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    let method = Method::from_bytes(parsed.method.ok_or(())?.as_bytes()).map_err(|_| ())?;
+    let (path_start, path_len) = codec::span_of(buf, parsed.path.ok_or(())?.as_bytes()).ok_or(())?;
+    let version = if parsed.version.ok_or(())? == 1 { Version::HTTP_11 } else { Version::HTTP_10 };
+    let spans = Spans::record(buf, parsed.headers).ok_or(())?;
+    let head = buf.split_to(len).freeze();
+    if path_start + path_len > head.len() {
+        return Err(());
     }
-    let method = Method::from_bytes(parsed.method?.as_bytes()).ok()?;
-    let uri = Uri::from_maybe_shared(head.slice_ref(parsed.path?.as_bytes())).ok()?;
-    let version = if parsed.version? == 1 { Version::HTTP_11 } else { Version::HTTP_10 };
-    let headers = codec::header_map(head, parsed.headers, 10)?;
+    let uri = Uri::from_maybe_shared(head.slice(path_start..path_start + path_len)).map_err(|_| ())?;
+    let headers = spans.header_map(&head, 10).ok_or(())?;
     let mut keep_alive = version == Version::HTTP_11;
     for v in headers.get_all(CONNECTION) {
         for t in v.as_bytes().split(|b| *b == b',').map(|t| t.trim_ascii()) {
@@ -354,7 +347,7 @@ fn build_request(head: &Bytes, max_headers: usize) -> Option<Parsed> {
     let framing = if headers.contains_key(TRANSFER_ENCODING) {
         Framing::Chunked
     } else if let Some(v) = headers.get(CONTENT_LENGTH) {
-        Framing::Length(std::str::from_utf8(v.as_bytes()).ok()?.trim().parse().ok()?)
+        Framing::Length(std::str::from_utf8(v.as_bytes()).map_err(|_| ())?.trim().parse().map_err(|_| ())?)
     } else {
         Framing::Empty
     };
@@ -365,7 +358,7 @@ fn build_request(head: &Bytes, max_headers: usize) -> Option<Parsed> {
     parts.uri = uri;
     parts.version = version;
     parts.headers = headers;
-    Some(Parsed { method, version, keep_alive, framing, expect_continue, parts })
+    Ok(Some(Parsed { method, version, keep_alive, framing, expect_continue, parts }))
 }
 
 enum Next {

@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::{BoxError, RequestBody};
-use crate::codec::{self, BodyReader, Framing};
+use crate::codec::{self, BodyReader, Framing, Spans};
 
 /// Read buffer of an origin connection. Measured with bench/proxy.sh at 100 KiB bodies: 32 KiB
 /// cost 10-20 % of throughput against 64 KiB.
@@ -364,21 +364,11 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option
         let _ = buf.split_to(len);
         return Ok(Some(Head::Informational));
     }
-    let head = buf.split_to(len).freeze();
-    // Parsed again from the frozen head so that header values are slices of it, not copies.
-    let mut slots: [std::mem::MaybeUninit<httparse::Header<'_>>; MAX_RESPONSE_HEADERS] =
-        [const { std::mem::MaybeUninit::uninit() }; MAX_RESPONSE_HEADERS];
-    let mut parsed = httparse::Response::new(&mut []);
-    let config = httparse::ParserConfig::default();
-    if !matches!(
-        config.parse_response_with_uninit_headers(&mut parsed, &head, &mut slots),
-        Ok(httparse::Status::Complete(_))
-    ) {
-        return Err(OriginError::BadHead);
-    }
-    let status = StatusCode::from_u16(code).map_err(|_| OriginError::BadHead)?;
-    let headers = codec::header_map(&head, parsed.headers, 4).ok_or(OriginError::BadHead)?;
     let http11 = parsed.version == Some(1);
+    let spans = Spans::record(buf, parsed.headers).ok_or(OriginError::BadHead)?;
+    let head = buf.split_to(len).freeze();
+    let status = StatusCode::from_u16(code).map_err(|_| OriginError::BadHead)?;
+    let headers = spans.header_map(&head, 4).ok_or(OriginError::BadHead)?;
     let mut keep_alive = http11;
     for v in headers.get_all(CONNECTION) {
         for t in v.as_bytes().split(|b| *b == b',').map(|t| t.trim_ascii()) {

@@ -291,3 +291,28 @@ pub fn origin_name(h: &hyper::HeaderMap) -> String {
 pub async fn origin_stats(addr: SocketAddr) -> serde_json::Value {
     serde_json::from_str(&get(&format!("http://{addr}/__origin/stats")).await.1).unwrap()
 }
+
+/// One GET on a kept-alive raw connection (so that requests share one edge worker, whose pool
+/// is what the test is about; a pooled client may open a second connection at any time).
+/// Reads a `content-length` response; returns (status, body).
+pub async fn get_on(s: &mut TcpStream, host: &str, path: &str) -> (u16, String) {
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        let n =
+            tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await.expect("response timed out").unwrap();
+        assert!(n > 0, "connection closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).to_string();
+        let Some(end) = text.find("\r\n\r\n") else { continue };
+        let len: usize = text[..end]
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+            .expect("a content-length response");
+        if got.len() >= end + 4 + len {
+            let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+            return (status, String::from_utf8_lossy(&got[end + 4..end + 4 + len]).to_string());
+        }
+    }
+}
