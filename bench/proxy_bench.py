@@ -6,11 +6,14 @@ DURATION = int(os.environ.get("DURATION", "10"))
 SIZES = os.environ.get("SIZES", "1k 100k").split()
 CONNS = [int(c) for c in os.environ.get("CONNS", "64 256").split()]
 WITH_BASELINE = os.environ.get("BASELINE", "0") == "1"
+# EQUAL_WORK=1: also nginx made to add what palisade adds to every exchange (X-Forwarded-*,
+# Forwarded, Via, CDN-Loop and a request ID to the origin; Via and X-Request-Id to the client).
+WITH_EQUAL_WORK = os.environ.get("EQUAL_WORK", "0") == "1"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PALISADE = os.path.join(ROOT, "target", "release", "palisade")
 BASELINE = os.path.join(ROOT, "bench", "hyper-baseline", "target", "release", "hyper-baseline")
-ORIGIN_PORT, NGINX_PORT, PALISADE_PORT, ADMIN_PORT, BASELINE_PORT = 18100, 18101, 18102, 18103, 18104
+ORIGIN_PORT, NGINX_PORT, PALISADE_PORT, ADMIN_PORT, BASELINE_PORT, NGINX_FWD_PORT = 18100, 18101, 18102, 18103, 18104, 18105
 
 work = tempfile.mkdtemp(prefix="palisade-bench-")
 os.chmod(work, 0o755)  # nginx workers run unprivileged and must read the files
@@ -51,6 +54,22 @@ proxy_conf = nginx_conf(
     f"""listen 127.0.0.1:{NGINX_PORT};
     location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
                  proxy_buffers 16 16k; proxy_buffer_size 16k; }}""",
+    upstream=f"upstream origin {{ server 127.0.0.1:{ORIGIN_PORT}; keepalive 256; }}",
+)
+proxy_fwd_conf = nginx_conf(
+    "proxy-fwd", 2,
+    f"""listen 127.0.0.1:{NGINX_FWD_PORT};
+    location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection "";
+                 proxy_buffers 16 16k; proxy_buffer_size 16k;
+                 proxy_set_header Host $host;
+                 proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+                 proxy_set_header X-Forwarded-Proto $scheme;
+                 proxy_set_header X-Forwarded-Host $host;
+                 proxy_set_header Forwarded "for=$remote_addr;host=$host;proto=$scheme";
+                 proxy_set_header Via "1.1 nginx";
+                 proxy_set_header CDN-Loop "nginx";
+                 proxy_set_header X-Request-Id $request_id;
+                 add_header Via "1.1 nginx"; add_header X-Request-Id $request_id; }}""",
     upstream=f"upstream origin {{ server 127.0.0.1:{ORIGIN_PORT}; keepalive 256; }}",
 )
 palisade_conf = os.path.join(work, "palisade.toml")
@@ -121,6 +140,10 @@ try:
     pal = start([PALISADE, "edge", "--config", palisade_conf] + os.environ.get("PALISADE_ARGS", "").split())
     wait_port(NGINX_PORT); wait_port(PALISADE_PORT)
     contenders = {"nginx": (NGINX_PORT, ngx), "palisade": (PALISADE_PORT, pal)}
+    if WITH_EQUAL_WORK:
+        fwd = start([NGINX, "-c", proxy_fwd_conf])
+        wait_port(NGINX_FWD_PORT)
+        contenders["nginx+headers"] = (NGINX_FWD_PORT, fwd)
     if WITH_BASELINE:
         base = start([BASELINE, f"127.0.0.1:{BASELINE_PORT}", f"127.0.0.1:{ORIGIN_PORT}", "2"])
         wait_port(BASELINE_PORT)
@@ -159,6 +182,13 @@ try:
                 line += f" {b[0]:>9.0f} {b[0]/n[0]:>11.2f} {p[0]/b[0]:>9.2f}"
                 lat += f" {b[1]:>6.2f} / {b[2]:<6.2f}"
             print(f"{line}   {lat}")
+    if WITH_EQUAL_WORK:
+        print("palisade against nginx doing the same header work (paired ratio, p50/p99 ms of nginx+headers):")
+        for size in SIZES:
+            for c in CONNS:
+                paired = statistics.median(pr[0] / nr[0] for pr, nr in zip(results[(size, c, "palisade")], results[(size, c, "nginx+headers")]))
+                f = [statistics.median(x) for x in zip(*[v[:3] for v in results[(size, c, "nginx+headers")]])]
+                print(f"{size+' c'+str(c):<12} nginx+headers {f[0]:>8.0f} req/s  palisade/nginx+headers {paired:.2f}  {f[1]:.2f} / {f[2]:.2f}")
     print(f"peak RSS: nginx (master+workers) {rss['nginx']/1024:.1f} MiB, palisade {rss['palisade']/1024:.1f} MiB "
           f"(ratio {rss['palisade']/max(rss['nginx'],1):.2f})"
           + (f", hyper-baseline {rss['hyper-baseline']/1024:.1f} MiB" if WITH_BASELINE else ""))
