@@ -538,6 +538,10 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
                     buf.put_slice(part);
                 }
                 this.out.advance(n);
+                if this.out.is_empty() {
+                    // Let go of the shared buffer, so `raw` can start over at its front.
+                    this.out = BytesMut::new();
+                }
                 return Poll::Ready(Ok(()));
             }
             if this.eof {
@@ -572,6 +576,11 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
                 continue;
             }
             // Need more bytes from the socket.
+            // Reading into the front of the buffer again (once everything before was handed
+            // on) keeps each connection on the same few warm cache lines.
+            if this.raw.is_empty() {
+                let _ = this.raw.try_reclaim(READ_CHUNK);
+            }
             this.raw.reserve(READ_CHUNK);
             match tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut this.raw) {
                 Poll::Ready(Ok(n)) => {

@@ -276,6 +276,11 @@ fn poll_head(wire: &SharedWire, cx: &mut Context<'_>, first: bool, max_headers: 
                 Err(()) => return Poll::Ready(Ok(HeadRead::Invalid)),
             }
         }
+        if w.buf.is_empty() {
+            // The last request is done with its head: read the next one into the same (warm)
+            // front of the buffer.
+            let _ = w.buf.try_reclaim(READ_SIZE);
+        }
         if w.buf.capacity() - w.buf.len() < 1024 {
             w.buf.reserve(READ_SIZE);
         }
@@ -379,6 +384,7 @@ async fn write_response(
     let (parts, body) = resp.into_parts();
     let status = parts.status;
     out.clear();
+    let _ = out.try_reclaim(1024);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.extend_from_slice(b" ");

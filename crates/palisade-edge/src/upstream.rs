@@ -227,9 +227,13 @@ async fn send_h1(home: Home, mut conn: H1Conn, req: Request<RequestBody>) -> Sen
     if conn.buf.capacity() == 0 {
         conn.buf = take_read_buf();
     }
+    if conn.buf.is_empty() {
+        let _ = conn.buf.try_reclaim(READ_BUF);
+    }
     let (parts, body) = req.into_parts();
     let mut head = std::mem::take(&mut conn.wbuf);
     head.clear();
+    let _ = head.try_reclaim(1024);
     head.extend_from_slice(parts.method.as_str().as_bytes());
     head.extend_from_slice(b" ");
     head.extend_from_slice(parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").as_bytes());
