@@ -10,14 +10,14 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use crate::access_log::AccessRecord;
-use crate::guard::ConnShared;
-use crate::metrics::ZoneStats;
-use crate::pool::{OriginLease, OriginState, RetryBudget};
-use crate::server::EdgeShared;
+use crate::pool::{OriginLease, OriginState};
+use crate::proxy::ConnCtx;
+use crate::snapshot::ZoneRuntime;
 
 pub struct Finish {
-    pub edge: Arc<EdgeShared>,
-    pub conn: Arc<ConnShared>,
+    /// The connection (its own counters, and the node's shared state). Held rather than the node
+    /// state itself: this reference count is only touched by the connection's own worker.
+    pub ctx: Arc<ConnCtx>,
     pub started: Instant,
     /// Wall-clock start, read only when the access log is on.
     pub started_wall: Option<SystemTime>,
@@ -28,7 +28,7 @@ pub struct Finish {
     pub path: String,
     pub protocol: &'static str,
     pub status: u16,
-    pub zone: Option<(Arc<str>, Arc<ZoneStats>, Arc<RetryBudget>)>,
+    pub zone: Option<Arc<ZoneRuntime>>,
     pub origin: Option<Arc<OriginState>>,
     pub origin_lease: Option<OriginLease>,
     pub origin_duration: Option<Duration>,
@@ -39,13 +39,13 @@ pub struct Finish {
 
 impl Drop for Finish {
     fn drop(&mut self) {
-        self.conn.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.ctx.conn.in_flight.fetch_sub(1, Ordering::Relaxed);
         let elapsed = self.started.elapsed();
-        if let Some((_, stats, budget)) = &self.zone {
-            budget.requests_in_flight.fetch_sub(1, Ordering::Relaxed);
-            stats.latency.observe(elapsed);
+        if let Some(zone) = &self.zone {
+            zone.budget.requests_in_flight.fetch_sub(1, Ordering::Relaxed);
+            zone.stats.latency.observe(elapsed);
             if self.origin.is_none() {
-                stats.local.add(self.status);
+                zone.stats.local.add(self.status);
             }
         }
         self.origin_lease = None;
@@ -55,11 +55,11 @@ impl Drop for Finish {
                 o.stats.timeouts.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if self.edge.access_log.enabled() {
+        if self.ctx.edge.access_log.enabled() {
             let record = AccessRecord {
                 edge_start_timestamp: humantime_rfc3339(self.started_wall.unwrap_or_else(SystemTime::now)),
                 ray_id: std::mem::take(&mut self.request_id),
-                zone_name: self.zone.as_ref().map(|z| z.0.to_string()).unwrap_or_default(),
+                zone_name: self.zone.as_ref().map(|z| z.name.to_string()).unwrap_or_default(),
                 client_ip: self.client_ip.to_string(),
                 client_request_method: self.method.to_string(),
                 client_request_host: std::mem::take(&mut self.host),
@@ -72,7 +72,7 @@ impl Drop for Finish {
                 origin_response_time_ms: self.origin_duration.map(|d| d.as_secs_f64() * 1000.0),
                 edge_response_completed: self.completed,
             };
-            self.edge.access_log.send(record, &self.edge.metrics);
+            self.ctx.edge.access_log.send(record, &self.ctx.edge.metrics);
         }
     }
 }

@@ -137,8 +137,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<ClientBody>) -> Response<Edg
     let request_id = request_id_value.to_str().unwrap_or_default();
     let log = ctx.edge.access_log.enabled();
     let mut finish = Finish {
-        edge: ctx.edge.clone(),
-        conn: ctx.conn.clone(),
+        ctx: ctx.clone(),
         started,
         started_wall: log.then(SystemTime::now),
         request_id: if log { request_id.to_string() } else { String::new() },
@@ -191,10 +190,10 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<ClientBody>) -> Response<Edg
     let Some(zone) = snap.zones.get(zone_index).cloned() else {
         return respond(error_page(StatusCode::NOT_FOUND, request_id, false), finish);
     };
-    let via = snap.via.clone();
     drop(snap);
     zone.budget.requests_in_flight.fetch_add(1, Ordering::Relaxed);
-    finish.zone = Some((zone.name.clone(), zone.stats.clone(), zone.budget.clone()));
+    finish.zone = Some(zone.clone());
+    let via = &*zone.via;
 
     if req.method() == Method::CONNECT {
         return respond(error_page(StatusCode::METHOD_NOT_ALLOWED, request_id, false), finish);
@@ -235,7 +234,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<ClientBody>) -> Response<Edg
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers, is_upgrade);
     headers.remove(EXPECT);
-    add_forwarding_headers(&mut headers, &ctx, host_value.as_ref(), version, &via, &request_id_value);
+    add_forwarding_headers(&mut headers, &ctx, host_value.as_ref(), version, via, &request_id_value);
 
     let body_empty = http_body::Body::is_end_stream(&body);
     let request_body = if body_empty { RequestBody::empty() } else { RequestBody::new(body, zone.max_body_bytes) };
@@ -371,7 +370,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<ClientBody>) -> Response<Edg
     if parts.status == StatusCode::NO_CONTENT || parts.status == StatusCode::NOT_MODIFIED {
         parts.headers.remove(CONTENT_LENGTH);
     }
-    append_via(&mut parts.headers, parts.version, &via);
+    append_via(&mut parts.headers, parts.version, via);
     parts.headers.insert(X_REQUEST_ID.clone(), request_id_value.clone());
     parts.version = Version::HTTP_11;
     let resp = Response::from_parts(parts, EdgeBody::upstream(body, Some(started + zone.total_timeout)));

@@ -30,6 +30,8 @@ pub struct ZoneRuntime {
     /// Host header sent with health checks: the zone's first exact hostname.
     pub health_host: String,
     pub cert: Option<Arc<CertifiedKey>>,
+    /// This node's `Via` entries (the snapshot's, shared by its zones).
+    pub via: Arc<Via>,
 }
 
 /// Everything a request needs, immutable once built.
@@ -119,6 +121,7 @@ pub fn compile(
         }
     }
 
+    let via = Arc::new(Via::new(&config.doc.node.name));
     let mut zones = Vec::with_capacity(config.doc.zones.len());
     let mut exact = HashMap::new();
     let mut wildcard = HashMap::new();
@@ -175,6 +178,7 @@ pub fn compile(
             health_check: z.health_check.clone(),
             health_host,
             cert,
+            via: via.clone(),
         }));
     }
     if !problems.is_empty() {
@@ -189,7 +193,6 @@ pub fn compile(
         body_timeout: ms(l.body_timeout_ms),
         send_timeout: ms(l.send_timeout_ms),
     };
-    let via = Arc::new(Via::new(&config.doc.node.name));
     Ok(Snapshot { config, zones, exact, wildcard, guard_limits, source: source.to_string(), via })
 }
 
