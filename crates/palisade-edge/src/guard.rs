@@ -1,13 +1,15 @@
-//! The connection guard: an I/O wrapper between the socket and hyper that checks every HTTP/1.x
-//! request head on the raw bytes *before* hyper parses it, and enforces the connection timers.
+//! The connection guard: an I/O wrapper between the socket and the HTTP/1.1 parser
+//! ([`crate::h1`]) that checks every HTTP/1.x request head on the raw bytes *before* it is
+//! parsed, and enforces the connection timers.
 //!
-//! Why raw bytes: hyper quietly merges duplicate identical `Content-Length` headers and drops
-//! `Content-Length` when `Transfer-Encoding` is present. Those are exactly the ambiguous framings a
+//! Why raw bytes, in a layer of its own: general-purpose parsers forgive. hyper, for one, quietly
+//! merges duplicate identical `Content-Length` headers and drops `Content-Length` when
+//! `Transfer-Encoding` is present. Those are exactly the ambiguous framings a
 //! request-smuggling attack relies on, and we must answer them with 400 instead of guessing. The
 //! guard also tracks body framing (length or chunked) so that it finds the next head on a
 //! keep-alive connection, and it validates chunk syntax on the way.
 //!
-//! A head that fails a check is never shown to hyper: the guard hands hyper a fixed placeholder
+//! A head that fails a check is never shown to the parser: the guard hands it a fixed placeholder
 //! request instead and records the rejection in [`ConnShared`] under the request's index; the
 //! service answers that request with the recorded status and closes the connection.
 //!
@@ -29,7 +31,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::codec::Chunk;
 
-/// The fixed request hyper sees in place of a rejected head.
+/// The fixed request the parser sees in place of a rejected head.
 pub const PLACEHOLDER: &[u8] =
     b"GET /.palisade/rejected HTTP/1.1\r\nhost: rejected.invalid\r\nconnection: close\r\n\r\n";
 
@@ -173,9 +175,9 @@ pub struct Guarded<IO> {
     shared: Arc<ConnShared>,
     limits: GuardLimits,
     state: State,
-    /// Bytes read from the socket not yet released to hyper.
+    /// Bytes read from the socket not yet released to the parser.
     raw: BytesMut,
-    /// Bytes released to hyper but not yet copied out (a checked head, or the placeholder).
+    /// Bytes released to the parser but not yet copied out (a checked head, or the placeholder).
     out: BytesMut,
     /// Heads released so far; the index of the next head.
     heads: u64,
@@ -548,7 +550,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
                 return Poll::Ready(Ok(()));
             }
             if this.state == State::Closed {
-                // After a placeholder: hyper must not see EOF (it would drop the connection before
+                // After a placeholder: the parser must not see EOF (it would drop the connection before
                 // writing our error response); it closes after answering `connection: close`.
                 return match this.poll_timer(cx) {
                     Poll::Ready(_) => Poll::Ready(Ok(())),

@@ -1,5 +1,5 @@
-//! The node: listeners, connection admission, the hyper connection per client, reload and
-//! graceful shutdown.
+//! The node: listeners, connection admission, the connection per client (HTTP/1.1 by
+//! [`crate::h1`], HTTP/2 by hyper), reload and graceful shutdown.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
