@@ -90,6 +90,50 @@ impl Spans {
     }
 }
 
+/// Header slots kept on the stack for a parse; a configured limit above this uses the heap.
+pub const STACK_HEADERS: usize = 128;
+
+/// `n` uninitialised header slots for httparse: from `stack` when they fit (no allocation, no
+/// stores per request), else from `heap`.
+pub fn header_slots<'s, 'b>(
+    stack: &'s mut [std::mem::MaybeUninit<httparse::Header<'b>>; STACK_HEADERS],
+    heap: &'s mut Vec<std::mem::MaybeUninit<httparse::Header<'b>>>,
+    n: usize,
+) -> &'s mut [std::mem::MaybeUninit<httparse::Header<'b>>] {
+    if n <= STACK_HEADERS {
+        stack.get_mut(..n).unwrap_or_default()
+    } else {
+        heap.resize_with(n, std::mem::MaybeUninit::uninit);
+        heap
+    }
+}
+
+/// A `Content-Length` value, strictly: digits only (no sign, no list such as `5, 5`, no spaces
+/// inside), at most 19 of them, so that it fits a u64.
+pub fn parse_content_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |acc, d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+/// Whether a message lets its connection carry another (RFC 9112 9.3): HTTP/1.1 unless it says
+/// `Connection: close`, HTTP/1.0 only if it says `Connection: keep-alive`.
+pub fn keep_alive(headers: &HeaderMap, http11: bool) -> bool {
+    let mut keep = http11;
+    for v in headers.get_all(hyper::header::CONNECTION) {
+        for t in v.as_bytes().split(|b| *b == b',').map(|t| t.trim_ascii()) {
+            if t.eq_ignore_ascii_case(b"close") {
+                return false;
+            }
+            if t.eq_ignore_ascii_case(b"keep-alive") {
+                keep = true;
+            }
+        }
+    }
+    keep
+}
+
 /// Appends `name: value\r\n` for every header.
 pub fn write_headers(out: &mut BytesMut, headers: &HeaderMap) {
     for (name, value) in headers {

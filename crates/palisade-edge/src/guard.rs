@@ -29,7 +29,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::codec::Chunk;
+use crate::codec::{header_slots, Chunk, STACK_HEADERS};
 
 /// The fixed request the parser sees in place of a rejected head.
 pub const PLACEHOLDER: &[u8] =
@@ -369,16 +369,10 @@ impl<IO> Guarded<IO> {
                 return Ok(Some((buf.len(), HeadVerdict::H2Preface)));
             }
         }
-        // Up to 128 header slots on the stack, uninitialised (no allocation, no memset per request).
-        let mut stack: [std::mem::MaybeUninit<httparse::Header<'_>>; 128] =
-            [const { std::mem::MaybeUninit::uninit() }; 128];
-        let mut heap: Vec<std::mem::MaybeUninit<httparse::Header<'_>>> = Vec::new();
-        let slots: &mut [std::mem::MaybeUninit<httparse::Header<'_>>] = if self.limits.max_headers <= stack.len() {
-            stack.get_mut(..self.limits.max_headers).unwrap_or(&mut [])
-        } else {
-            heap.resize_with(self.limits.max_headers, std::mem::MaybeUninit::uninit);
-            &mut heap
-        };
+        let mut stack: [std::mem::MaybeUninit<httparse::Header<'_>>; STACK_HEADERS] =
+            [const { std::mem::MaybeUninit::uninit() }; STACK_HEADERS];
+        let mut heap = Vec::new();
+        let slots = header_slots(&mut stack, &mut heap, self.limits.max_headers);
         let mut req = httparse::Request::new(&mut []);
         let len = match req.parse_with_uninit_headers(buf, slots) {
             Ok(httparse::Status::Partial) => {
@@ -519,13 +513,7 @@ impl<IO> Guarded<IO> {
 }
 
 fn parse_content_length(v: &[u8]) -> Result<u64, Rejection> {
-    // Digits only: no sign, no list ("5, 5"), no spaces inside, at most 19 digits (fits u64).
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return Err(Rejection::BadContentLength);
-    }
-    v.iter()
-        .try_fold(0u64, |acc, d| acc.checked_mul(10).and_then(|a| a.checked_add(u64::from(d - b'0'))))
-        .ok_or(Rejection::BadContentLength)
+    crate::codec::parse_content_length(v).ok_or(Rejection::BadContentLength)
 }
 
 use std::future::Future;

@@ -21,7 +21,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::body::{BoxError, ClientBody, EdgeBody};
-use crate::codec::{self, BodyReader, Framing, Io, Rewind, Spans};
+use crate::codec::{self, header_slots, BodyReader, Framing, Io, Rewind, Spans, STACK_HEADERS};
 use crate::guard::GuardLimits;
 use crate::pages::error_page;
 use crate::proxy::{self, ConnCtx};
@@ -29,8 +29,6 @@ use crate::proxy::{self, ConnCtx};
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const READ_SIZE: usize = 16 * 1024;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-/// Header slots on the stack; a configured `max_headers` above this uses the heap.
-const STACK_HEADERS: usize = 128;
 
 /// The connection, shared between this task's request loop and the request body it lent out.
 struct Wire {
@@ -159,6 +157,8 @@ pub async fn serve(
         continue_owed: None,
         cut: false,
     }));
+    // Read after each response: a version compare, not the channel's lock shared by every worker.
+    let draining = shutdown.clone();
     let shutdown_signal = async move {
         while !*shutdown.borrow_and_update() {
             if shutdown.changed().await.is_err() {
@@ -217,7 +217,7 @@ pub async fn serve(
         };
         let closing = resp.headers().get(CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         unread_body = !body_read;
-        let keep_alive = keep_alive && body_read && !closing && !*ctx.edge.shutdown.borrow();
+        let keep_alive = keep_alive && body_read && !closing && !draining.has_changed().unwrap_or(true);
         match write_response(&wire, &mut out, resp, keep_alive, version, method == Method::HEAD).await {
             Ok(Next::KeepAlive) => continue,
             Ok(Next::Tunnel(up, up_leftover)) => {
@@ -293,19 +293,6 @@ fn poll_head(wire: &SharedWire, cx: &mut Context<'_>, first: bool, max_headers: 
     }
 }
 
-fn header_slots<'s, 'b>(
-    stack: &'s mut [std::mem::MaybeUninit<httparse::Header<'b>>; STACK_HEADERS],
-    heap: &'s mut Vec<std::mem::MaybeUninit<httparse::Header<'b>>>,
-    n: usize,
-) -> &'s mut [std::mem::MaybeUninit<httparse::Header<'b>>] {
-    if n <= STACK_HEADERS {
-        stack.get_mut(..n).unwrap_or_default()
-    } else {
-        heap.resize_with(n, std::mem::MaybeUninit::uninit);
-        heap
-    }
-}
-
 struct Parsed {
     method: Method,
     version: Version,
@@ -338,21 +325,12 @@ fn parse_request(buf: &mut BytesMut, max_headers: usize) -> Result<Option<Parsed
     }
     let uri = Uri::from_maybe_shared(head.slice(path_start..path_start + path_len)).map_err(|_| ())?;
     let headers = spans.header_map(&head, 10).ok_or(())?;
-    let mut keep_alive = version == Version::HTTP_11;
-    for v in headers.get_all(CONNECTION) {
-        for t in v.as_bytes().split(|b| *b == b',').map(|t| t.trim_ascii()) {
-            if t.eq_ignore_ascii_case(b"close") {
-                keep_alive = false;
-            } else if t.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                keep_alive = true;
-            }
-        }
-    }
+    let keep_alive = codec::keep_alive(&headers, version == Version::HTTP_11);
     // The guard refused every ambiguous framing; what is left is one of these.
     let framing = if headers.contains_key(TRANSFER_ENCODING) {
         Framing::Chunked
     } else if let Some(v) = headers.get(CONTENT_LENGTH) {
-        Framing::Length(std::str::from_utf8(v.as_bytes()).map_err(|_| ())?.trim().parse().map_err(|_| ())?)
+        Framing::Length(codec::parse_content_length(v.as_bytes()).ok_or(())?)
     } else {
         Framing::Empty
     };

@@ -35,8 +35,7 @@ pub struct ConnCtx {
     /// SNI of a TLS connection; a request for a host of another zone gets 421.
     pub sni: Option<String>,
     /// The client address as written in `X-Forwarded-For` and `Forwarded` (computed once per connection).
-    pub peer_text: String,
-    /// `peer_text` as a header value (X-Forwarded-For when the client sent none).
+    /// The client address as a header value (X-Forwarded-For when the client sent none).
     pub peer_value: HeaderValue,
     pub forwarded_for: String,
 }
@@ -48,9 +47,8 @@ impl ConnCtx {
             IpAddr::V4(v4) => format!("for={v4}"),
             IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
         };
-        let peer_text = ip.to_string();
-        let peer_value = HeaderValue::from_str(&peer_text).unwrap_or(HeaderValue::from_static("unknown"));
-        Self { edge, conn, peer, tls, sni, peer_text, peer_value, forwarded_for }
+        let peer_value = HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
+        Self { edge, conn, peer, tls, sni, peer_value, forwarded_for }
     }
 }
 
@@ -492,7 +490,7 @@ fn add_forwarding_headers(
                 xff.extend_from_slice(v.as_bytes());
                 xff.extend_from_slice(b", ");
             }
-            xff.extend_from_slice(ctx.peer_text.as_bytes());
+            xff.extend_from_slice(ctx.peer_value.as_bytes());
             HeaderValue::from_maybe_shared(xff.freeze()).unwrap_or_else(|_| ctx.peer_value.clone())
         }
     };

@@ -43,7 +43,6 @@ pub struct Snapshot {
     pub guard_limits: GuardLimits,
     /// Where the bytes came from (a file path, "last-known-good", "admin API").
     pub source: String,
-    pub via: Arc<Via>,
 }
 
 /// This node's `Via` entries (RFC 9110 7.6.3), built once per snapshot: `1.0 name`, `1.1 name`,
@@ -193,7 +192,7 @@ pub fn compile(
         body_timeout: ms(l.body_timeout_ms),
         send_timeout: ms(l.send_timeout_ms),
     };
-    Ok(Snapshot { config, zones, exact, wildcard, guard_limits, source: source.to_string(), via })
+    Ok(Snapshot { config, zones, exact, wildcard, guard_limits, source: source.to_string() })
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
-use hyper::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use hyper::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
@@ -373,16 +373,7 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option
     let head = buf.split_to(len).freeze();
     let status = StatusCode::from_u16(code).map_err(|_| OriginError::BadHead)?;
     let headers = spans.header_map(&head, 4).ok_or(OriginError::BadHead)?;
-    let mut keep_alive = http11;
-    for v in headers.get_all(CONNECTION) {
-        for t in v.as_bytes().split(|b| *b == b',').map(|t| t.trim_ascii()) {
-            if t.eq_ignore_ascii_case(b"close") {
-                keep_alive = false;
-            } else if t.eq_ignore_ascii_case(b"keep-alive") && !http11 {
-                keep_alive = true;
-            }
-        }
-    }
+    let mut keep_alive = codec::keep_alive(&headers, http11);
     let no_body = *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let framing = if no_body || status == StatusCode::SWITCHING_PROTOCOLS {
         Framing::Empty
@@ -403,11 +394,7 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option
                 Framing::Close
             }
             Some(v) => {
-                let n: u64 = std::str::from_utf8(v.as_bytes())
-                    .ok()
-                    .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|s| s.parse().ok())
-                    .ok_or(OriginError::BadFraming)?;
+                let n = codec::parse_content_length(v.as_bytes()).ok_or(OriginError::BadFraming)?;
                 if lengths.any(|other| other != v) {
                     return Err(OriginError::BadFraming);
                 }
