@@ -22,7 +22,7 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_palisade")
 }
 
-pub fn temp_dir(tag: &str) -> PathBuf {
+pub fn temp_dir(tag: &str) -> TempDir {
     static N: AtomicU32 = AtomicU32::new(0);
     let d = std::env::temp_dir().join(format!(
         "palisade-test-{}-{tag}-{}",
@@ -31,7 +31,26 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    TempDir(std::sync::Arc::new(d))
+}
+
+/// A test's scratch directory, removed when the last handle to it is dropped.
+#[derive(Clone)]
+pub struct TempDir(std::sync::Arc<PathBuf>);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::sync::Arc::strong_count(&self.0) == 1 {
+            let _ = std::fs::remove_dir_all(&*self.0);
+        }
+    }
 }
 
 /// A child process killed on drop.
@@ -124,7 +143,8 @@ pub struct EdgeProc {
     pub http: Option<SocketAddr>,
     pub https: Option<SocketAddr>,
     pub admin: SocketAddr,
-    pub dir: PathBuf,
+    /// Dropped after `proc` (fields drop in order): the process is gone before its files.
+    pub dir: TempDir,
     pub config: PathBuf,
 }
 
@@ -179,7 +199,7 @@ pub fn edge(config: &str) -> EdgeProc {
     edge_with(dir, path, &[])
 }
 
-pub fn edge_with(dir: PathBuf, config: PathBuf, extra: &[&str]) -> EdgeProc {
+pub fn edge_with(dir: TempDir, config: PathBuf, extra: &[&str]) -> EdgeProc {
     let state = dir.join("state");
     let mut args = vec!["edge", "--config", config.to_str().unwrap(), "--state-dir", state.to_str().unwrap()];
     args.extend_from_slice(extra);
