@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -83,11 +83,33 @@ async fn serve_script(mut s: TcpStream) {
         let head = String::from_utf8_lossy(&buf[..end]).to_string();
         buf.drain(..end);
         let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+        if let Some(kind) = path.strip_prefix("/big") {
+            // A large body of known length: whole, cut short by a close, or stalled.
+            let body = big_body(BIG);
+            let sent = if kind.is_empty() { BIG } else { BIG / 3 };
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n");
+            if s.write_all(head.as_bytes()).await.is_err() || s.write_all(&body[..sent]).await.is_err() {
+                return;
+            }
+            match kind {
+                "" => continue,
+                "-stall" => tokio::time::sleep(Duration::from_secs(10)).await,
+                _ => {}
+            }
+            return;
+        }
         let (answer, close) = script(&path);
         if s.write_all(&answer).await.is_err() || close {
             return;
         }
     }
+}
+
+/// Size of the scripted origin's large bodies: well past the size from which they are spliced.
+const BIG: usize = 300_000;
+
+fn big_body(n: usize) -> Vec<u8> {
+    (0..n).map(|i| b'a' + (i % 26) as u8).collect()
 }
 
 /// Reads one response from a kept-alive connection, up to the body text it ends with.
@@ -237,5 +259,51 @@ async fn an_origin_that_answers_before_reading_the_upload_is_heard() {
     assert_eq!(
         e.metric(&format!("palisade_origin_connect_failures_total{{zone=\"site\",origin=\"{}\"}}", o.addr)).await,
         Some(0.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_move_in_the_kernel_and_arrive_whole_or_visibly_cut() {
+    let o = scripted_origin().await;
+    let e =
+        edge(&zone_config(&["site.test"], &[o.addr], "[zones.timeouts]\nresponse_header_ms = 1000\ntotal_ms = 1500"));
+    let addr = e.http();
+    let want = String::from_utf8(big_body(BIG)).unwrap();
+
+    // Large bodies and small ones, alternating on one kept-alive connection: every byte in
+    // order, nothing of one response left over in the next.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    for i in 0..3 {
+        let (status, body) = get_on(&mut s, "site.test", "/big").await;
+        assert_eq!(status, 200, "request {i}");
+        assert!(body == want, "request {i}: {} bytes, differing from byte {:?}", body.len(), {
+            body.bytes().zip(want.bytes()).position(|(a, b)| a != b)
+        });
+        assert_eq!(get_on(&mut s, "site.test", "/").await, (200, "default".to_string()), "request {i}");
+    }
+    // The origin connection went back to the pool after each spliced body: one served all.
+    assert_eq!(o.connections.load(Ordering::SeqCst), 1);
+    // And the bodies went through the kernel, not through the edge's memory (all but what
+    // came in with each head).
+    let spliced = e.metric("palisade_spliced_bytes_total").await.unwrap();
+    assert!(spliced >= 3.0 * (BIG - 16 * 1024) as f64, "spliced {spliced}");
+
+    // An origin that dies mid-body: the client sees the head, part of the body and a closed
+    // connection, never a complete-looking answer.
+    let t = Instant::now();
+    let out = raw(addr, b"GET /big-short HTTP/1.1\r\nHost: site.test\r\n\r\n", Duration::from_secs(5)).await;
+    assert!(t.elapsed() < Duration::from_secs(4), "the connection was not closed");
+    assert!(out.starts_with("HTTP/1.1 200") && out.contains(&format!("content-length: {BIG}")), "{}", &out[..200]);
+    let body_len = out.len() - out.find("\r\n\r\n").unwrap() - 4;
+    assert_eq!(body_len, BIG / 3);
+
+    // An origin that stalls mid-body is cut at the zone's total time.
+    let t = Instant::now();
+    let out = raw(addr, b"GET /big-stall HTTP/1.1\r\nHost: site.test\r\n\r\n", Duration::from_secs(8)).await;
+    assert!(t.elapsed() < Duration::from_secs(4), "cut after {:?}", t.elapsed());
+    let body_len = out.len() - out.find("\r\n\r\n").unwrap() - 4;
+    assert_eq!(body_len, BIG / 3);
+    assert!(
+        e.metric(&format!("palisade_origin_timeouts_total{{zone=\"site\",origin=\"{}\"}}", o.addr)).await >= Some(1.0)
     );
 }

@@ -48,13 +48,14 @@ async fn tls_get(
     sni: &str,
     host: &str,
     h2: bool,
+    path: &str,
 ) -> std::io::Result<(Option<Vec<u8>>, u16, String, String)> {
     let tcp = tokio::net::TcpStream::connect(e.https.unwrap()).await?;
     let stream = tls.connect(ServerName::try_from(sni.to_string()).unwrap(), tcp).await?;
     let alpn = stream.get_ref().1.alpn_protocol().map(|p| p.to_vec());
     let io = TokioIo::new(stream);
     let req =
-        Request::get(format!("https://{host}/echo")).header("host", host).body(Empty::<bytes::Bytes>::new()).unwrap();
+        Request::get(format!("https://{host}{path}")).header("host", host).body(Empty::<bytes::Bytes>::new()).unwrap();
     let resp = if h2 {
         let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.unwrap();
         tokio::spawn(conn);
@@ -90,22 +91,31 @@ async fn certificates_by_sni_alpn_and_misdirected_requests() {
     let both = connector(&[&za, &zb], &[b"h2", b"http/1.1"]);
     // h2 by ALPN, the right certificate for each SNI (the client verifies it against that zone's cert only).
     let only_a = connector(&[&za], &[b"h2", b"http/1.1"]);
-    let (alpn, s, o, body) = tls_get(&e, &only_a, "a.test", "a.test", true).await.unwrap();
+    let (alpn, s, o, body) = tls_get(&e, &only_a, "a.test", "a.test", true, "/echo").await.unwrap();
     assert_eq!((alpn.as_deref(), s, o.as_str()), (Some(&b"h2"[..]), 200, "a"), "{body}");
     let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
     let xfp: Vec<_> = echo["headers"].as_array().unwrap().iter().filter(|h| h[0] == "x-forwarded-proto").collect();
     assert_eq!(xfp[0][1], "https");
     let only_b = connector(&[&zb], &[b"http/1.1"]);
-    let (alpn, s, o, _) = tls_get(&e, &only_b, "www.b.test", "www.b.test", false).await.unwrap();
+    let (alpn, s, o, _) = tls_get(&e, &only_b, "www.b.test", "www.b.test", false, "/echo").await.unwrap();
     assert_eq!((alpn.as_deref(), s, o.as_str()), (Some(&b"http/1.1"[..]), 200, "b"));
     // a.test's certificate must not be offered for b's names.
-    assert!(tls_get(&e, &only_a, "www.b.test", "www.b.test", false).await.is_err());
+    assert!(tls_get(&e, &only_a, "www.b.test", "www.b.test", false, "/echo").await.is_err());
     // A Host of another zone on this connection: 421, never the other zone's origin.
     let both_h1 = connector(&[&za, &zb], &[b"http/1.1"]);
-    let (_, s, o, body) = tls_get(&e, &both_h1, "a.test", "www.b.test", false).await.unwrap();
+    let (_, s, o, body) = tls_get(&e, &both_h1, "a.test", "www.b.test", false, "/echo").await.unwrap();
     assert_eq!((s, o.as_str()), (421, ""), "{body}");
+    // A large body reaches a TLS client whole: it is copied through rustls (splicing needs a
+    // plain socket), over HTTP/1.1 and HTTP/2 alike.
+    let a_h1 = connector(&[&za], &[b"http/1.1"]);
+    for (tls, h2) in [(&a_h1, false), (&only_a, true)] {
+        let (_, s, _, body) = tls_get(&e, tls, "a.test", "a.test", h2, "/bytes/300000").await.unwrap();
+        assert_eq!((s, body.len()), (200, 300_000), "h2 {h2}");
+        assert!(body.bytes().all(|b| b == b'x'));
+    }
+    assert_eq!(e.metric("palisade_spliced_bytes_total").await, Some(0.0));
     // No certificate for an unknown name: the handshake fails.
-    assert!(tls_get(&e, &both, "unknown.test", "unknown.test", false).await.is_err());
+    assert!(tls_get(&e, &both, "unknown.test", "unknown.test", false, "/echo").await.is_err());
     assert!(e.metric("palisade_tls_handshake_failures_total").await >= Some(2.0));
     assert_eq!(e.metric("palisade_misdirected_total").await, Some(1.0));
 

@@ -164,6 +164,58 @@ impl EdgeBody {
     }
 }
 
+impl EdgeBody {
+    /// While the origin keeps us waiting: Ready(error) once the exchange's total time is up.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<BoxError> {
+        if self.deadline.is_none() {
+            self.deadline = self.deadline_at.map(|at| Box::pin(tokio::time::sleep_until(at)));
+        }
+        if let Some(d) = self.deadline.as_mut() {
+            if d.as_mut().poll(cx).is_ready() {
+                if let Some(f) = self.finish.as_mut() {
+                    f.total_timeout = true;
+                }
+                return Poll::Ready(Box::new(TotalTimeout));
+            }
+        }
+        Poll::Pending
+    }
+
+    /// When the rest of this body can be spliced to the client ([`crate::splice`]): what was
+    /// already read past the head (possibly nothing), and the bytes still on the origin socket.
+    pub fn splice_start(&mut self) -> Option<(Option<Bytes>, u64)> {
+        let Source::Upstream(UpstreamBody::H1(body)) = &mut self.source else { return None };
+        let (buffered, on_socket) = body.splice_start()?;
+        if let (Some(b), Some(f)) = (&buffered, self.finish.as_mut()) {
+            f.bytes_sent += b.len() as u64;
+        }
+        Some((buffered, on_socket))
+    }
+
+    /// Moves what the origin has sent of a body being spliced into `pipe` (empty), within the
+    /// exchange's total time. Counted as sent, as frames are when they are taken.
+    pub fn poll_splice_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        pipe: &mut crate::splice::Pipe,
+    ) -> Poll<Result<usize, BoxError>> {
+        let Source::Upstream(UpstreamBody::H1(body)) = &mut self.source else {
+            return Poll::Ready(Err("not a spliceable body".into()));
+        };
+        match body.poll_splice_into(cx, pipe) {
+            Poll::Ready(Ok(n)) => {
+                if let Some(f) = self.finish.as_mut() {
+                    f.bytes_sent += n as u64;
+                    f.spliced_bytes += n as u64;
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(Box::new(e))),
+            Poll::Pending => self.poll_deadline(cx).map(Err),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct TotalTimeout;
 impl std::fmt::Display for TotalTimeout {
@@ -185,20 +237,10 @@ impl Body for EdgeBody {
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
                 Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
                 Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => {
-                    if this.deadline.is_none() {
-                        this.deadline = this.deadline_at.map(|at| Box::pin(tokio::time::sleep_until(at)));
-                    }
-                    if let Some(d) = this.deadline.as_mut() {
-                        if d.as_mut().poll(cx).is_ready() {
-                            if let Some(f) = this.finish.as_mut() {
-                                f.total_timeout = true;
-                            }
-                            return Poll::Ready(Some(Err(Box::new(TotalTimeout))));
-                        }
-                    }
-                    Poll::Pending
-                }
+                Poll::Pending => match this.poll_deadline(cx) {
+                    Poll::Ready(e) => return Poll::Ready(Some(Err(e))),
+                    Poll::Pending => Poll::Pending,
+                },
             },
         };
         match &polled {

@@ -15,9 +15,18 @@ use bytes::{Buf, Bytes, BytesMut};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// Anything a connection can run over (TCP, TLS, the guard around either).
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+/// What a client connection runs over (the guard around TCP or TLS).
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Whether [`Self::poll_splice_from`] works here (a plain TCP socket underneath).
+    fn can_splice(&self) -> bool {
+        false
+    }
+
+    /// Writes bytes held in `pipe` to the connection inside the kernel ([`crate::splice`]).
+    fn poll_splice_from(&mut self, _cx: &mut Context<'_>, _pipe: &mut crate::splice::Pipe) -> Poll<io::Result<usize>> {
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::Unsupported, "this connection cannot splice")))
+    }
+}
 
 /// Frames up to this size are copied behind the head (or the previous small frame) so that a
 /// small response leaves in one write; larger ones are written from where they are (writev).
@@ -287,9 +296,17 @@ impl BodyReader {
         }
     }
 
+    /// Counts `n` bytes of a `Length` body that went past `buf` (spliced, [`crate::splice`]).
+    pub fn consumed(&mut self, n: u64) {
+        if let Framing::Length(left) = self.framing {
+            let left = left.saturating_sub(n);
+            self.framing = if left == 0 { Framing::Empty } else { Framing::Length(left) };
+        }
+    }
+
     /// Takes the next piece of body out of `buf`, if one is there: Ok(Some(bytes)) data,
     /// Ok(None) needs more input (or is done: see [`Self::is_done`]).
-    fn take(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, BodyError> {
+    pub fn take(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, BodyError> {
         match self.framing {
             Framing::Empty => Ok(None),
             Framing::Length(n) => {
@@ -481,7 +498,7 @@ const MAX_GATHERED: usize = 256 * 1024;
 const MAX_QUEUED: usize = 14;
 
 /// Writes `queued` then `tail`, all of it, with vectored writes; empties both.
-async fn flush<W: AsyncWrite + Unpin + ?Sized>(
+pub async fn flush<W: AsyncWrite + Unpin + ?Sized>(
     w: &mut W,
     queued: &mut Vec<Bytes>,
     tail: &mut BytesMut,

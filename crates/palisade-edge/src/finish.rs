@@ -33,6 +33,8 @@ pub struct Finish {
     pub origin_lease: Option<OriginLease>,
     pub origin_duration: Option<Duration>,
     pub bytes_sent: u64,
+    /// Of `bytes_sent`, those moved in the kernel ([`crate::splice`]).
+    pub spliced_bytes: u64,
     pub completed: bool,
     pub total_timeout: bool,
 }
@@ -49,6 +51,9 @@ impl Drop for Finish {
             }
         }
         self.origin_lease = None;
+        if self.spliced_bytes > 0 {
+            self.ctx.edge.metrics.spliced_bytes.fetch_add(self.spliced_bytes, Ordering::Relaxed);
+        }
         if let Some(o) = &self.origin {
             o.stats.responses.add(self.status);
             if self.total_timeout {

@@ -634,6 +634,20 @@ impl<IO> Guarded<IO> {
     }
 }
 
+impl crate::codec::Io for Guarded<tokio::net::TcpStream> {
+    fn can_splice(&self) -> bool {
+        true
+    }
+
+    fn poll_splice_from(&mut self, cx: &mut Context<'_>, pipe: &mut crate::splice::Pipe) -> Poll<io::Result<usize>> {
+        let r = pipe.poll_drain(cx, &self.io);
+        let progressed = matches!(r, Poll::Ready(Ok(n)) if n > 0);
+        self.after_write(cx, r, progressed)
+    }
+}
+
+impl crate::codec::Io for Guarded<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {}
+
 impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.io).poll_write(cx, buf);

@@ -415,8 +415,13 @@ async fn write_response(
     out.extend_from_slice(b"\r\n");
     // The head is serialized: its values (some cut from shared blocks) need not outlive it.
     drop(parts);
-    let mut writer = WireWriter(wire);
     let mut slot = Some(body);
+    if let Framing::Length(_) = framing {
+        if write_spliced(wire, out, &mut slot).await? {
+            return Ok(if keep_alive { Next::KeepAlive } else { Next::Close });
+        }
+    }
+    let mut writer = WireWriter(wire);
     codec::write_message(&mut writer, out, &mut slot, framing).await?;
     if switching {
         if let Some((up, leftover)) = slot.as_mut().and_then(EdgeBody::take_tunnel) {
@@ -429,6 +434,52 @@ async fn write_response(
         return Ok(Next::Close);
     }
     Ok(if keep_alive { Next::KeepAlive } else { Next::Close })
+}
+
+/// Writes the head in `out` and then the body with [`crate::splice`], when the body and the
+/// connection allow it (a large origin body of known length, a plain TCP client). Ok(false):
+/// they do not, and nothing was written or taken.
+async fn write_spliced(
+    wire: &SharedWire,
+    out: &mut BytesMut,
+    slot: &mut Option<EdgeBody>,
+) -> Result<bool, codec::WriteError> {
+    if !crate::lock(wire).io.can_splice() {
+        return Ok(false);
+    }
+    let Some(mut body) = slot.take() else { return Ok(false) };
+    let plan = match crate::splice::Pipe::take() {
+        Ok(pipe) => body.splice_start().map(|p| (pipe, p)),
+        // Out of descriptors: the ordinary path still works.
+        Err(_) => None,
+    };
+    let Some((mut pipe, (buffered, mut on_socket))) = plan else {
+        *slot = Some(body);
+        return Ok(false);
+    };
+    // The head and what came with it, in one write.
+    let mut queued = Vec::with_capacity(2);
+    queued.push(out.split().freeze());
+    queued.extend(buffered);
+    codec::flush(&mut WireWriter(wire), &mut queued, out).await?;
+    let mut body = Some(body);
+    while on_socket > 0 {
+        let Some(b) = body.as_mut() else { break };
+        let n = std::future::poll_fn(|cx| b.poll_splice_into(cx, &mut pipe)).await.map_err(codec::WriteError::Body)?;
+        on_socket = on_socket.saturating_sub(n as u64);
+        if on_socket == 0 {
+            // The body is all in hand: it records the request as complete before the last
+            // bytes leave, as on the ordinary path.
+            let _ = std::future::poll_fn(|cx| Pin::new(&mut *b).poll_frame(cx)).await;
+            body = None;
+        }
+        while pipe.held() > 0 {
+            std::future::poll_fn(|cx| crate::lock(wire).io.poll_splice_from(cx, &mut pipe))
+                .await
+                .map_err(codec::WriteError::Io)?;
+        }
+    }
+    Ok(true)
 }
 
 thread_local! {

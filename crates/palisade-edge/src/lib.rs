@@ -22,6 +22,7 @@ pub mod pool;
 pub mod proxy;
 pub mod server;
 pub mod snapshot;
+pub mod splice;
 pub mod tls;
 pub mod upstream;
 

@@ -122,6 +122,8 @@ pub struct Metrics {
     pub reloads_rejected: AtomicU64,
     pub access_log_dropped: AtomicU64,
     pub access_log_write_errors: AtomicU64,
+    /// Response body bytes moved from origin to client in the kernel ([`crate::splice`]).
+    pub spliced_bytes: AtomicU64,
     zones: Mutex<BTreeMap<String, Arc<ZoneStats>>>,
     origins: Mutex<BTreeMap<(String, String), Arc<OriginStats>>>,
 }
@@ -264,7 +266,8 @@ impl Metrics {
              # HELP palisade_config_version Version number of the active config.\n# TYPE palisade_config_version gauge\npalisade_config_version {}\n\
              # HELP palisade_config_info The active config's content hash.\n# TYPE palisade_config_info gauge\npalisade_config_info{{hash=\"{}\"}} 1\n\
              # HELP palisade_access_log_dropped_total Access-log records dropped because the writer was behind.\n# TYPE palisade_access_log_dropped_total counter\npalisade_access_log_dropped_total {}\n\
-             # HELP palisade_access_log_write_errors_total Access-log write failures.\n# TYPE palisade_access_log_write_errors_total counter\npalisade_access_log_write_errors_total {}\n",
+             # HELP palisade_access_log_write_errors_total Access-log write failures.\n# TYPE palisade_access_log_write_errors_total counter\npalisade_access_log_write_errors_total {}\n\
+             # HELP palisade_spliced_bytes_total Response body bytes moved from origin to client inside the kernel (splice).\n# TYPE palisade_spliced_bytes_total counter\npalisade_spliced_bytes_total {}\n",
             ld(&self.unknown_host),
             ld(&self.loops),
             ld(&self.misdirected),
@@ -274,6 +277,7 @@ impl Metrics {
             esc(active.hash()),
             ld(&self.access_log_dropped),
             ld(&self.access_log_write_errors),
+            ld(&self.spliced_bytes),
         );
         o
     }

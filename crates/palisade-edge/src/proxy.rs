@@ -150,6 +150,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<ClientBody>) -> Response<Edg
         origin_lease: None,
         origin_duration: None,
         bytes_sent: 0,
+        spliced_bytes: 0,
         completed: false,
         total_timeout: false,
     };

@@ -524,6 +524,7 @@ async fn accept_loop(shared: Arc<EdgeShared>, listener: TcpListener, tls: Option
 async fn serve<IO>(shared: Arc<EdgeShared>, io: Guarded<IO>, ctx: Arc<ConnCtx>, h2: bool)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Guarded<IO>: Io,
 {
     let shutdown = shared.shutdown.subscribe();
     if *shutdown.borrow() {

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
@@ -33,6 +33,9 @@ use crate::codec::{self, BodyReader, Framing, Spans};
 /// Read buffer of an origin connection. Measured with bench/proxy.sh at 100 KiB bodies: 32 KiB
 /// cost 10-20 % of throughput against 64 KiB.
 const READ_BUF: usize = 64 * 1024;
+
+/// Most bytes taken from the origin socket per read while its response head is awaited.
+const HEAD_READ: usize = 16 * 1024;
 
 /// Most idle HTTP/1.1 connections kept per origin and worker.
 const MAX_IDLE: usize = 512;
@@ -331,8 +334,12 @@ async fn send_h1(home: Home, mut conn: H1Conn, req: Request<RequestBody>) -> Sen
             conn.buf.reserve(READ_BUF);
         }
         let nothing_yet = conn.buf.is_empty();
-        match std::future::poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf)).await
-        {
+        // A head is read in small steps: what of a large body comes with it is copied, the rest
+        // can be spliced (crate::splice).
+        let read = std::future::poll_fn(|cx| {
+            tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut (&mut conn.buf).limit(HEAD_READ))
+        });
+        match read.await {
             Ok(0) if resendable && nothing_yet => return not_sent(parts, body, Box::new(OriginError::Closed)),
             Ok(0) => return Sent::Failed(Box::new(OriginError::Closed)),
             Ok(_) => {}
@@ -457,6 +464,53 @@ pub struct H1Body {
     conn: Option<H1Conn>,
     reader: BodyReader,
     home: Option<Home>,
+}
+
+impl H1Body {
+    /// When the rest of this body can be spliced ([`crate::splice`]): takes out what was already
+    /// read past the head (possibly nothing) and returns it with the bytes still on the socket.
+    pub fn splice_start(&mut self) -> Option<(Option<Bytes>, u64)> {
+        let conn = self.conn.as_mut()?;
+        let Framing::Length(left) = self.reader.framing() else { return None };
+        if left.saturating_sub(conn.buf.len() as u64) < crate::splice::MIN_BYTES {
+            return None;
+        }
+        let buffered = self.reader.take(&mut conn.buf).ok().flatten();
+        if !conn.buf.is_empty() {
+            return None;
+        }
+        // The read buffer is not needed while the kernel moves the rest.
+        put_read_buf(std::mem::take(&mut conn.buf));
+        Some((buffered, self.reader.remaining().unwrap_or(0)))
+    }
+
+    /// Moves what the origin has sent of the rest of the body into `pipe` (empty). The
+    /// connection goes back to its pool once the last byte is in the pipe.
+    pub fn poll_splice_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        pipe: &mut crate::splice::Pipe,
+    ) -> Poll<Result<usize, codec::BodyError>> {
+        let Some(conn) = self.conn.as_mut() else { return Poll::Ready(Err(codec::BodyError::Truncated)) };
+        let left = self.reader.remaining().unwrap_or(0);
+        match std::task::ready!(pipe.poll_fill(cx, &conn.io, left)) {
+            Ok(0) => {
+                self.conn = None;
+                Poll::Ready(Err(codec::BodyError::Truncated))
+            }
+            Ok(n) => {
+                self.reader.consumed(n as u64);
+                if self.reader.is_done() {
+                    release(&mut self.conn, self.home.as_ref());
+                }
+                Poll::Ready(Ok(n))
+            }
+            Err(e) => {
+                self.conn = None;
+                Poll::Ready(Err(codec::BodyError::Io(e)))
+            }
+        }
+    }
 }
 
 /// A response body from an origin.
