@@ -224,5 +224,7 @@ async fn a_client_that_stops_reading_is_cut_off_by_the_send_timeout() {
     })
     .await;
     assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    // The body was being spliced (moved in the kernel): the send timeout holds there too.
+    assert!(e.metric("palisade_spliced_bytes_total").await > Some(0.0));
     drop(s);
 }
