@@ -167,7 +167,6 @@ pub async fn serve(
         }
     };
     tokio::pin!(shutdown_signal);
-    let mut out = BytesMut::with_capacity(1024);
     let mut first = true;
     // Whether the client may still be sending a body we did not read.
     let mut unread_body = false;
@@ -191,7 +190,7 @@ pub async fn serve(
             Ok(HeadRead::Invalid) => {
                 // The guard refuses malformed heads before they get here; this is the backstop.
                 let resp = error_page(StatusCode::BAD_REQUEST, "-", true);
-                let _ = write_response(&wire, &mut out, resp, false, Version::HTTP_11, false).await;
+                let _ = write_response(&wire, resp, false, Version::HTTP_11, false).await;
                 break;
             }
             Ok(HeadRead::Eof) | Err(_) => break,
@@ -218,7 +217,7 @@ pub async fn serve(
         let closing = resp.headers().get(CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         unread_body = !body_read;
         let keep_alive = keep_alive && body_read && !closing && !draining.has_changed().unwrap_or(true);
-        match write_response(&wire, &mut out, resp, keep_alive, version, method == Method::HEAD).await {
+        match write_response(&wire, resp, keep_alive, version, method == Method::HEAD).await {
             Ok(Next::KeepAlive) => continue,
             Ok(Next::Tunnel(up, up_leftover)) => {
                 tunnel(wire, up, up_leftover).await;
@@ -353,6 +352,19 @@ enum Next {
 /// Writes one response. `keep_alive`: whether the connection may carry another request.
 async fn write_response(
     wire: &SharedWire,
+    resp: Response<EdgeBody>,
+    keep_alive: bool,
+    request_version: Version,
+    head_request: bool,
+) -> Result<Next, codec::WriteError> {
+    let mut out = codec::take_head_buf();
+    let written = write_response_in(wire, &mut out, resp, keep_alive, request_version, head_request).await;
+    codec::put_head_buf(out);
+    written
+}
+
+async fn write_response_in(
+    wire: &SharedWire,
     out: &mut BytesMut,
     resp: Response<EdgeBody>,
     mut keep_alive: bool,
@@ -361,8 +373,6 @@ async fn write_response(
 ) -> Result<Next, codec::WriteError> {
     let (parts, body) = resp.into_parts();
     let status = parts.status;
-    out.clear();
-    let _ = out.try_reclaim(1024);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.extend_from_slice(b" ");

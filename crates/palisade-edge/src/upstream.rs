@@ -28,7 +28,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::{BoxError, RequestBody};
-use crate::codec::{self, BodyReader, Framing, Spans};
+use crate::codec::{self, BodyReader, BufPool, Framing, Spans};
 
 /// Read buffer of an origin connection. Measured with bench/proxy.sh at 100 KiB bodies: 32 KiB
 /// cost 10-20 % of throughput against 64 KiB.
@@ -48,8 +48,6 @@ const MAX_RESPONSE_HEADERS: usize = 128;
 pub struct H1Conn {
     io: TcpStream,
     buf: BytesMut,
-    /// Where request heads are put together (kept, so a pooled connection allocates none).
-    wbuf: BytesMut,
     reused: bool,
 }
 
@@ -188,12 +186,7 @@ impl OriginConns {
             }
             Ok(Conn::H2(sender))
         } else {
-            Ok(Conn::H1(H1Conn {
-                io: stream,
-                buf: BytesMut::new(),
-                wbuf: BytesMut::with_capacity(1024),
-                reused: false,
-            }))
+            Ok(Conn::H1(H1Conn { io: stream, buf: BytesMut::new(), reused: false }))
         }
     }
 
@@ -234,9 +227,7 @@ async fn send_h1(home: Home, mut conn: H1Conn, req: Request<RequestBody>) -> Sen
         let _ = conn.buf.try_reclaim(READ_BUF);
     }
     let (parts, body) = req.into_parts();
-    let mut head = std::mem::take(&mut conn.wbuf);
-    head.clear();
-    let _ = head.try_reclaim(1024);
+    let mut head = codec::take_head_buf();
     head.extend_from_slice(parts.method.as_str().as_bytes());
     head.extend_from_slice(b" ");
     head.extend_from_slice(parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").as_bytes());
@@ -290,7 +281,7 @@ async fn send_h1(home: Home, mut conn: H1Conn, req: Request<RequestBody>) -> Sen
             }
         }
     };
-    conn.wbuf = head;
+    codec::put_head_buf(head);
     // Still here only if it was never read to its end (an empty body is never touched).
     let body = slot.unwrap_or_else(RequestBody::empty);
     if let Err(e) = written {
@@ -430,33 +421,20 @@ fn release(conn: &mut Option<H1Conn>, home: Option<&Home>) {
 }
 
 thread_local! {
-    /// Read buffers of this worker's origin connections that are between exchanges, most
-    /// recently used last. A connection borrows one for an exchange and gives it back when the
-    /// response has been read: a handful of buffers, warm in the cache, serve every
-    /// connection, instead of a cold 64 KiB per pooled connection (measured: receiving into
-    /// per-connection buffers cost twice the kernel copy time at 256 connections x 100 KiB).
-    static READ_BUFS: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Read buffers of this worker's origin connections that are between exchanges. A
+    /// connection borrows one for an exchange and gives it back when the response has been
+    /// read: a handful of buffers, warm in the cache, serve every connection, instead of a cold
+    /// 64 KiB per pooled connection (measured: receiving into per-connection buffers cost twice
+    /// the kernel copy time at 256 connections x 100 KiB).
+    static READ_BUFS: BufPool = const { BufPool::new(0, 32) };
 }
-
-/// Most spare read buffers a worker keeps.
-const SPARE_READ_BUFS: usize = 32;
 
 fn take_read_buf() -> BytesMut {
-    READ_BUFS.with(|b| b.try_borrow_mut().ok().and_then(|mut v| v.pop())).unwrap_or_default()
+    READ_BUFS.with(BufPool::take)
 }
 
-fn put_read_buf(mut buf: BytesMut) {
-    if buf.capacity() == 0 {
-        return;
-    }
-    buf.clear();
-    READ_BUFS.with(|b| {
-        if let Ok(mut v) = b.try_borrow_mut() {
-            if v.len() < SPARE_READ_BUFS {
-                v.push(buf);
-            }
-        }
-    });
+fn put_read_buf(buf: BytesMut) {
+    READ_BUFS.with(|p| p.put(buf));
 }
 
 /// An HTTP/1.1 response body read straight from the origin socket.
