@@ -18,7 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
 use hyper::{Method, Response, StatusCode, Uri, Version};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::body::{BoxError, ClientBody, EdgeBody};
 use crate::codec::{self, header_slots, BodyReader, Framing, Io, Rewind, Spans, STACK_HEADERS};
@@ -146,7 +146,8 @@ enum HeadRead {
 pub async fn serve(
     io: Box<dyn Io>,
     ctx: Arc<ConnCtx>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+    local_shutdown: Arc<Notify>,
     limits: GuardLimits,
 ) -> Ended {
     let max_headers = limits.max_headers;
@@ -159,11 +160,14 @@ pub async fn serve(
     }));
     // Read after each response: a version compare, not the channel's lock shared by every worker.
     let draining = shutdown.clone();
+    // Polled each time the connection waits for a request: this worker's own signal (see
+    // `server::worker`), registered before the node-wide flag is read so that none is missed.
     let shutdown_signal = async move {
-        while !*shutdown.borrow_and_update() {
-            if shutdown.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
+        let notified = local_shutdown.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if !*shutdown.borrow() {
+            notified.await;
         }
     };
     tokio::pin!(shutdown_signal);

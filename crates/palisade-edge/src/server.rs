@@ -451,11 +451,25 @@ fn worker(index: usize, shared: Arc<EdgeShared>, listeners: Vec<(std::net::TcpLi
         }
     };
     rt.block_on(async move {
+        // Connections wait for shutdown on this worker's own signal. The node-wide watch
+        // channel keeps its waiters behind one mutex that every connection on every worker
+        // would take once per request (to re-check its waker), bouncing between cores.
+        let local_shutdown = Arc::new(Notify::new());
+        let mut rx = shared.shutdown.subscribe();
+        let fire = local_shutdown.clone();
+        tokio::spawn(async move {
+            while !*rx.borrow_and_update() {
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+            fire.notify_waiters();
+        });
         let mut loops = tokio::task::JoinSet::new();
         for (l, tls) in listeners {
             match TcpListener::from_std(l) {
                 Ok(l) => {
-                    loops.spawn(accept_loop(shared.clone(), l, tls));
+                    loops.spawn(accept_loop(shared.clone(), l, tls, local_shutdown.clone()));
                 }
                 Err(e) => tracing::error!(error = %e, "cannot register a listener"),
             }
@@ -467,7 +481,12 @@ fn worker(index: usize, shared: Arc<EdgeShared>, listeners: Vec<(std::net::TcpLi
     });
 }
 
-async fn accept_loop(shared: Arc<EdgeShared>, listener: TcpListener, tls: Option<TlsAcceptor>) {
+async fn accept_loop(
+    shared: Arc<EdgeShared>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    local_shutdown: Arc<Notify>,
+) {
     let mut shutdown = shared.shutdown.subscribe();
     loop {
         let accepted = tokio::select! {
@@ -489,6 +508,7 @@ async fn accept_loop(shared: Arc<EdgeShared>, listener: TcpListener, tls: Option
         };
         let shared = shared.clone();
         let tls = tls.clone();
+        let local_shutdown = local_shutdown.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let _ = stream.set_nodelay(true);
@@ -497,7 +517,7 @@ async fn accept_loop(shared: Arc<EdgeShared>, listener: TcpListener, tls: Option
             match tls {
                 None => {
                     let ctx = Arc::new(ConnCtx::new(shared.clone(), conn.clone(), peer, false, None));
-                    serve(shared, Guarded::new(stream, conn, limits), ctx, false).await;
+                    serve(shared, Guarded::new(stream, conn, limits), ctx, false, local_shutdown).await;
                 }
                 Some(acceptor) => {
                     let Ok(Ok(tls_stream)) = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await
@@ -514,14 +534,14 @@ async fn accept_loop(shared: Arc<EdgeShared>, listener: TcpListener, tls: Option
                     } else {
                         Guarded::new(tls_stream, conn, limits)
                     };
-                    serve(shared, io, ctx, h2).await;
+                    serve(shared, io, ctx, h2, local_shutdown).await;
                 }
             }
         });
     }
 }
 
-async fn serve<IO>(shared: Arc<EdgeShared>, io: Guarded<IO>, ctx: Arc<ConnCtx>, h2: bool)
+async fn serve<IO>(shared: Arc<EdgeShared>, io: Guarded<IO>, ctx: Arc<ConnCtx>, h2: bool, local_shutdown: Arc<Notify>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     Guarded<IO>: Io,
@@ -535,7 +555,7 @@ where
         return;
     }
     let limits = shared.snapshot.load().guard_limits;
-    if let h1::Ended::H2(io) = h1::serve(Box::new(io), ctx.clone(), shutdown.clone(), limits).await {
+    if let h1::Ended::H2(io) = h1::serve(Box::new(io), ctx.clone(), shutdown.clone(), local_shutdown, limits).await {
         serve_h2(shared, io, ctx, shutdown).await;
     }
 }
