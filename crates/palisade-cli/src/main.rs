@@ -199,5 +199,7 @@ interval_ms = 2000
     println!();
     println!("  Ctrl-C stops it.");
     edge.run_until_shutdown().await;
+    // The demo's config and state are scratch: a run leaves nothing behind in the temp dir.
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

@@ -28,6 +28,11 @@ async fn demo_serves_the_site_through_the_edge() {
     let (s, metrics) = get(&format!("http://{admin}/metrics")).await;
     assert_eq!(s, 200);
     assert!(metrics.contains("palisade_requests_total{zone=\"demo\",status_class=\"2xx\""), "{metrics}");
+    let config = p.wait_line("Config file:");
+    let file = config.split_whitespace().find(|w| w.ends_with("palisade.toml")).unwrap().to_string();
+    assert!(std::path::Path::new(&file).exists(), "{config}");
     p.signal("INT");
     assert!(p.wait_exit(Duration::from_secs(20)).success());
+    // Its scratch directory (config, last-known-good) goes with it.
+    assert!(!std::path::Path::new(&file).parent().unwrap().exists(), "{file} left behind");
 }
