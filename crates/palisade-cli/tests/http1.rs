@@ -295,6 +295,20 @@ async fn large_bodies_move_in_the_kernel_and_arrive_whole_or_visibly_cut() {
     }
     // The origin connection went back to the pool after each spliced body: one served all.
     assert_eq!(o.connections.load(Ordering::SeqCst), 1);
+    // Pipelined behind each other: two spliced answers and a small one, whole and in order.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET /big HTTP/1.1\r\nHost: site.test\r\n\r\nGET /big HTTP/1.1\r\nHost: site.test\r\n\r\nGET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let out = read_all(&mut s, Duration::from_secs(10)).await;
+    let answers: Vec<&str> = out.split("HTTP/1.1 200 OK\r\n").skip(1).collect();
+    assert_eq!(answers.len(), 3, "{} bytes", out.len());
+    for (i, want_body) in [want.as_str(), want.as_str(), "default"].iter().enumerate() {
+        let body = answers[i].split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+        assert!(body == *want_body, "answer {i}: {} bytes", body.len());
+    }
     // And the bodies went through the kernel, not through the edge's memory (all but what
     // came in with each head).
     let spliced = e.metric("palisade_spliced_bytes_total").await.unwrap();
