@@ -207,13 +207,8 @@ async fn clients_pipeline_and_speak_http_1_0() {
     let addr = e.http();
 
     // Three pipelined requests on one connection: three answers, in order.
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        b"GET /chunked HTTP/1.1\r\nHost: site.test\r\n\r\nGET / HTTP/1.1\r\nHost: site.test\r\n\r\nGET /early-hints HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let out = read_all(&mut s, Duration::from_secs(5)).await;
+    let pipelined = b"GET /chunked HTTP/1.1\r\nHost: site.test\r\n\r\nGET / HTTP/1.1\r\nHost: site.test\r\n\r\nGET /early-hints HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n";
+    let out = raw(addr, pipelined, Duration::from_secs(5)).await;
     assert_eq!(statuses(&out), [200, 200, 200], "{out}");
     let (wiki, default, fin) = (out.find("Wiki").unwrap(), out.find("default").unwrap(), out.find("final").unwrap());
     assert!(wiki < default && default < fin, "{out}");
@@ -296,13 +291,8 @@ async fn large_bodies_move_in_the_kernel_and_arrive_whole_or_visibly_cut() {
     // The origin connection went back to the pool after each spliced body: one served all.
     assert_eq!(o.connections.load(Ordering::SeqCst), 1);
     // Pipelined behind each other: two spliced answers and a small one, whole and in order.
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        b"GET /big HTTP/1.1\r\nHost: site.test\r\n\r\nGET /big HTTP/1.1\r\nHost: site.test\r\n\r\nGET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let out = read_all(&mut s, Duration::from_secs(10)).await;
+    let pipelined = b"GET /big HTTP/1.1\r\nHost: site.test\r\n\r\nGET /big HTTP/1.1\r\nHost: site.test\r\n\r\nGET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n";
+    let out = raw(addr, pipelined, Duration::from_secs(10)).await;
     let answers: Vec<&str> = out.split("HTTP/1.1 200 OK\r\n").skip(1).collect();
     assert_eq!(answers.len(), 3, "{} bytes", out.len());
     for (i, want_body) in [want.as_str(), want.as_str(), "default"].iter().enumerate() {
