@@ -181,15 +181,20 @@ impl EdgeBody {
         Poll::Pending
     }
 
-    /// When the rest of this body can be spliced to the client ([`crate::splice`]): what was
-    /// already read past the head (possibly nothing), and the bytes still on the origin socket.
-    pub fn splice_start(&mut self) -> Option<(Option<Bytes>, u64)> {
+    /// Whether the rest of this body can be spliced to the client ([`crate::splice`]).
+    pub fn can_splice(&self) -> bool {
+        matches!(&self.source, Source::Upstream(UpstreamBody::H1(body)) if body.can_splice())
+    }
+
+    /// Starts splicing a body that [`Self::can_splice`]: what was already read past the head
+    /// (counted as sent).
+    pub fn splice_start(&mut self) -> Option<Bytes> {
         let Source::Upstream(UpstreamBody::H1(body)) = &mut self.source else { return None };
-        let (buffered, on_socket) = body.splice_start()?;
+        let buffered = body.splice_start();
         if let (Some(b), Some(f)) = (&buffered, self.finish.as_mut()) {
             f.bytes_sent += b.len() as u64;
         }
-        Some((buffered, on_socket))
+        buffered
     }
 
     /// Moves what the origin has sent of a body being spliced into `pipe` (empty), within the

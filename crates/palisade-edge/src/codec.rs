@@ -624,19 +624,6 @@ fn write_chunk_size(out: &mut BytesMut, n: usize) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Writes and empties `buf`.
-pub async fn write_all<W: AsyncWrite + Unpin + ?Sized>(w: &mut W, buf: &mut BytesMut) -> Result<(), WriteError> {
-    while !buf.is_empty() {
-        let n = std::future::poll_fn(|cx| Pin::new(&mut *w).poll_write(cx, buf)).await.map_err(WriteError::Io)?;
-        if n == 0 {
-            return Err(WriteError::Io(io::ErrorKind::WriteZero.into()));
-        }
-        buf.advance(n);
-    }
-    buf.clear();
-    Ok(())
-}
-
 /// Puts bytes back in front of a stream (what was read past a head, before handing the stream
 /// to another protocol or a tunnel).
 pub struct Rewind<IO> {

@@ -452,40 +452,32 @@ async fn write_response_in(
 
 /// Writes the head in `out` and then the body with [`crate::splice`], when the body and the
 /// connection allow it (a large origin body of known length, a plain TCP client). Ok(false):
-/// they do not, and nothing was written or taken.
+/// they do not, and nothing was written or taken. Checked before a pipe is taken, so a small
+/// response costs two comparisons and a lock it takes anyway.
 async fn write_spliced(
     wire: &SharedWire,
     out: &mut BytesMut,
     slot: &mut Option<EdgeBody>,
 ) -> Result<bool, codec::WriteError> {
-    if !crate::lock(wire).io.can_splice() {
+    if !slot.as_ref().is_some_and(EdgeBody::can_splice) || !crate::lock(wire).io.can_splice() {
         return Ok(false);
     }
-    let Some(mut body) = slot.take() else { return Ok(false) };
-    let plan = match crate::splice::Pipe::take() {
-        Ok(pipe) => body.splice_start().map(|p| (pipe, p)),
-        // Out of descriptors: the ordinary path still works.
-        Err(_) => None,
-    };
-    let Some((mut pipe, (buffered, mut on_socket))) = plan else {
-        *slot = Some(body);
-        return Ok(false);
-    };
+    // Out of descriptors: the ordinary path still works.
+    let Ok(mut pipe) = crate::splice::Pipe::take() else { return Ok(false) };
     // The head and what came with it, in one write.
     let mut queued = Vec::with_capacity(2);
     queued.push(out.split().freeze());
-    queued.extend(buffered);
+    queued.extend(slot.as_mut().and_then(EdgeBody::splice_start));
     codec::flush(&mut WireWriter(wire), &mut queued, out).await?;
-    let mut body = Some(body);
-    while on_socket > 0 {
-        let Some(b) = body.as_mut() else { break };
-        let n = std::future::poll_fn(|cx| b.poll_splice_into(cx, &mut pipe)).await.map_err(codec::WriteError::Body)?;
-        on_socket = on_socket.saturating_sub(n as u64);
-        if on_socket == 0 {
+    while let Some(body) = slot.as_mut() {
+        if !body.is_end_stream() {
+            std::future::poll_fn(|cx| body.poll_splice_into(cx, &mut pipe)).await.map_err(codec::WriteError::Body)?;
+        }
+        if body.is_end_stream() {
             // The body is all in hand: it records the request as complete before the last
             // bytes leave, as on the ordinary path.
-            let _ = std::future::poll_fn(|cx| Pin::new(&mut *b).poll_frame(cx)).await;
-            body = None;
+            let _ = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await;
+            *slot = None;
         }
         while pipe.held() > 0 {
             std::future::poll_fn(|cx| crate::lock(wire).io.poll_splice_from(cx, &mut pipe))

@@ -445,21 +445,23 @@ pub struct H1Body {
 }
 
 impl H1Body {
-    /// When the rest of this body can be spliced ([`crate::splice`]): takes out what was already
-    /// read past the head (possibly nothing) and returns it with the bytes still on the socket.
-    pub fn splice_start(&mut self) -> Option<(Option<Bytes>, u64)> {
+    /// Whether the rest of this body can be spliced ([`crate::splice`]): a known length, with
+    /// at least [`crate::splice::MIN_BYTES`] still on the socket.
+    pub fn can_splice(&self) -> bool {
+        let (Some(conn), Framing::Length(left)) = (self.conn.as_ref(), self.reader.framing()) else { return false };
+        left.saturating_sub(conn.buf.len() as u64) >= crate::splice::MIN_BYTES
+    }
+
+    /// Starts splicing a body that [`Self::can_splice`]: takes out what was read past the head.
+    pub fn splice_start(&mut self) -> Option<Bytes> {
         let conn = self.conn.as_mut()?;
-        let Framing::Length(left) = self.reader.framing() else { return None };
-        if left.saturating_sub(conn.buf.len() as u64) < crate::splice::MIN_BYTES {
-            return None;
-        }
+        // More of the body is on the socket than in `buf`, so this takes all of `buf`.
         let buffered = self.reader.take(&mut conn.buf).ok().flatten();
-        if !conn.buf.is_empty() {
-            return None;
+        if conn.buf.is_empty() {
+            // The read buffer is not needed while the kernel moves the rest.
+            put_read_buf(std::mem::take(&mut conn.buf));
         }
-        // The read buffer is not needed while the kernel moves the rest.
-        put_read_buf(std::mem::take(&mut conn.buf));
-        Some((buffered, self.reader.remaining().unwrap_or(0)))
+        buffered
     }
 
     /// Moves what the origin has sent of the rest of the body into `pipe` (empty). The
