@@ -1,6 +1,7 @@
 //! Any bytes as an origin's HTTP/1.1 answer: response heads are parsed (1xx skipped), then the
 //! body is decoded with the framing the head announced, read in fuzzer-chosen pieces. Nothing
-//! may panic, and the decoded body is never longer than the bytes that came in.
+//! may panic, every header line kept as received also goes into a header map (as HTTP/2
+//! clients get them), and the decoded body is never longer than the bytes that came in.
 #![no_main]
 
 use bytes::BytesMut;
@@ -17,7 +18,12 @@ fuzz_target!(|data: &[u8]| {
     let framing = loop {
         match parse_response_head(&mut buf, &method) {
             Ok(Some(Head::Informational)) => continue,
-            Ok(Some(Head::Final(_, framing, _))) => break framing,
+            Ok(Some(Head::Final(_, lines, framing, _))) => {
+                let mut map = hyper::HeaderMap::new();
+                lines.append_to(&mut map);
+                assert_eq!(map.len(), lines.iter().count());
+                break framing;
+            }
             Ok(None) | Err(_) => return,
         }
     };

@@ -42,6 +42,26 @@ fn script(path: &str) -> (Vec<u8>, bool) {
         }
         "/short" => (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this".to_vec(), true),
         "/no-content" => (b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(), false),
+        // Hop-by-hop headers, headers the edge sets itself, and ordinary ones in mixed case.
+        "/hop-headers" => (
+            b"HTTP/1.1 200 OK\r\nX-Custom: One\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
+              Proxy-Authenticate: Basic\r\nTE: trailers\r\nTrailer: X-Sum\r\nUpgrade: h2c\r\n\
+              Proxy-Connection: keep-alive\r\nVia: 1.1 cache-a\r\nX-Request-Id: origin-id\r\n\
+              x-custom: Two\r\nContent-Length: 2\r\n\r\nok"
+                .to_vec(),
+            false,
+        ),
+        // A Connection header naming another header, which must go too.
+        "/hop-named" => (
+            b"HTTP/1.1 200 OK\r\nConnection: X-Private, keep-alive\r\nX-Private: secret\r\nX-Kept: yes\r\n\
+              Content-Length: 2\r\n\r\nok"
+                .to_vec(),
+            false,
+        ),
+        // A 304's Content-Length describes the representation, not this message: not passed on.
+        "/not-modified" => {
+            (b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nContent-Length: 1234\r\n\r\n".to_vec(), false)
+        }
         // Keep-alive by default, but the origin closes anyway after answering.
         "/then-close" => (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(), true),
         _ => (b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ndefault".to_vec(), false),
@@ -140,6 +160,68 @@ fn edge_for(o: &Scripted) -> EdgeProc {
     edge(&zone_config(&["site.test"], &[o.addr], ""))
 }
 
+/// The header lines of a raw response, in order, as sent.
+fn head_lines(out: &str) -> Vec<&str> {
+    out.split("\r\n\r\n").next().unwrap().split("\r\n").skip(1).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_headers_pass_as_sent_without_hop_by_hop_ones() {
+    let o = scripted_origin().await;
+    // Over h2 the request's :authority (127.0.0.1) names the site.
+    let e = edge(&zone_config(&["site.test", "127.0.0.1"], &[o.addr], ""));
+    let addr = e.http();
+
+    // HTTP/1.1: the origin's own headers keep their order and spelling; hop-by-hop ones and
+    // those the edge sets itself are gone; Via is joined, the request ID is the edge's.
+    let out =
+        raw(addr, b"GET /hop-headers HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n", Duration::from_secs(5))
+            .await;
+    assert!(out.starts_with("HTTP/1.1 200") && out.ends_with("\r\n\r\nok"), "{out}");
+    let lines = head_lines(&out);
+    let custom: Vec<_> = lines.iter().filter(|l| l.to_ascii_lowercase().starts_with("x-custom:")).collect();
+    assert_eq!(custom, [&"X-Custom: One", &"x-custom: Two"], "{out}");
+    for gone in ["keep-alive:", "proxy-authenticate:", "te:", "trailer:", "upgrade:", "proxy-connection:"] {
+        assert!(!lines.iter().any(|l| l.to_ascii_lowercase().starts_with(gone)), "{gone} was passed on: {out}");
+    }
+    assert!(!out.contains("origin-id"), "{out}");
+    assert_eq!(lines.iter().filter(|l| l.to_ascii_lowercase().starts_with("connection:")).count(), 1, "{out}");
+    assert!(lines.contains(&"connection: close"), "{out}");
+    assert!(lines.contains(&"via: 1.1 cache-a, 1.1 palisade"), "{out}");
+    assert_eq!(lines.iter().filter(|l| l.to_ascii_lowercase().starts_with("content-length:")).count(), 1, "{out}");
+    let rid = lines.iter().find_map(|l| l.strip_prefix("x-request-id: ")).unwrap();
+    assert_eq!(rid.len(), 16, "{out}");
+
+    // A header named in Connection is removed; the others stay.
+    let (s, h, body) = get_host(addr, "site.test", "/hop-named").await;
+    assert_eq!((s, body.as_str()), (200, "ok"));
+    assert!(h.get("x-private").is_none() && h.get("connection").is_none(), "{h:?}");
+    assert_eq!(h.get("x-kept").unwrap(), "yes");
+
+    // A 304 loses its Content-Length, keeps its validator, and the connection goes on.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /not-modified HTTP/1.1\r\nHost: site.test\r\n\r\n").await.unwrap();
+    let first = read_until(&mut s, "\r\n\r\n").await;
+    assert!(first.starts_with("HTTP/1.1 304") && first.contains("ETag: \"v1\""), "{first}");
+    assert!(!first.to_ascii_lowercase().contains("content-length"), "{first}");
+    s.write_all(b"GET /hop-named HTTP/1.1\r\nHost: site.test\r\n\r\n").await.unwrap();
+    assert!(read_until(&mut s, "ok").await.starts_with("HTTP/1.1 200"));
+
+    // HTTP/2 clients get the same headers, from one map.
+    let c: HttpClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).http2_only(true).build_http();
+    let (s, h, body) = request_full(&c, "GET", &format!("http://{addr}/hop-headers"), &[], Vec::new()).await;
+    assert_eq!((s, body.as_str()), (200, "ok"));
+    let custom: Vec<_> = h.get_all("x-custom").iter().map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(custom, ["One", "Two"]);
+    // Via names the protocol the response came in on (HTTP/1.1 from this origin).
+    assert_eq!(h.get("via").unwrap(), "1.1 cache-a, 1.1 palisade");
+    assert_eq!(h.get("x-request-id").unwrap().len(), 16);
+    for gone in ["keep-alive", "proxy-authenticate", "te", "trailer", "upgrade", "proxy-connection", "connection"] {
+        assert!(h.get(gone).is_none(), "{gone} was passed on over h2");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_framings_are_decoded_and_reframed_for_the_client() {
     let o = scripted_origin().await;
@@ -173,7 +255,7 @@ async fn origin_framings_are_decoded_and_reframed_for_the_client() {
     // complete-looking short answer.
     let out = raw(addr, b"GET /short HTTP/1.1\r\nHost: site.test\r\n\r\n", Duration::from_secs(3)).await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    assert!(out.contains("content-length: 100"), "{out}");
+    assert!(out.contains("Content-Length: 100"), "the origin's spelling is kept: {out}");
     assert!(out.ends_with("only this"), "{out}");
 }
 
@@ -309,7 +391,7 @@ async fn large_bodies_move_in_the_kernel_and_arrive_whole_or_visibly_cut() {
     let t = Instant::now();
     let out = raw(addr, b"GET /big-short HTTP/1.1\r\nHost: site.test\r\n\r\n", Duration::from_secs(5)).await;
     assert!(t.elapsed() < Duration::from_secs(4), "the connection was not closed");
-    assert!(out.starts_with("HTTP/1.1 200") && out.contains(&format!("content-length: {BIG}")), "{}", &out[..200]);
+    assert!(out.starts_with("HTTP/1.1 200") && out.contains(&format!("Content-Length: {BIG}")), "{}", &out[..200]);
     let body_len = out.len() - out.find("\r\n\r\n").unwrap() - 4;
     assert_eq!(body_len, BIG / 3);
 

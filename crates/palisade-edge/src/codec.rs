@@ -115,10 +115,7 @@ impl Spans {
             spans.heap.reserve_exact(headers.len());
         }
         for (i, h) in headers.iter().enumerate() {
-            let (ns, nl) = span_of(base, h.name.as_bytes())?;
-            let (vs, vl) = span_of(base, h.value)?;
-            let span =
-                [u32::try_from(ns).ok()?, u32::try_from(nl).ok()?, u32::try_from(vs).ok()?, u32::try_from(vl).ok()?];
+            let span = line_span(base, h)?;
             if headers.len() > STACK_SPANS {
                 spans.heap.push(span);
             } else if let Some(slot) = spans.stack.get_mut(i) {
@@ -140,17 +137,125 @@ impl Spans {
     /// `extra` more headers (what the proxy adds), so that adding them does not grow the map.
     pub fn header_map(&self, head: &Bytes, extra: usize) -> Option<HeaderMap> {
         let mut map = HeaderMap::with_capacity(self.n + extra);
-        for &[ns, nl, vs, vl] in self.all() {
-            let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
-            let name = HeaderName::from_bytes(head.get(ns..ns + nl)?).ok()?;
-            if vs + vl > head.len() {
-                return None;
-            }
-            let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl)).ok()?;
-            map.append(name, value);
+        for span in self.all() {
+            append_line(&mut map, head, span)?;
         }
         Some(map)
     }
+}
+
+/// Where header `h` lies in `base`.
+fn line_span(base: &[u8], h: &httparse::Header<'_>) -> Option<Span> {
+    let (ns, nl) = span_of(base, h.name.as_bytes())?;
+    let (vs, vl) = span_of(base, h.value)?;
+    Some([u32::try_from(ns).ok()?, u32::try_from(nl).ok()?, u32::try_from(vs).ok()?, u32::try_from(vl).ok()?])
+}
+
+/// Appends the header at `span` of `head` to `map`, its value sliced out of `head` (no copy).
+fn append_line(map: &mut HeaderMap, head: &Bytes, &[ns, nl, vs, vl]: &Span) -> Option<()> {
+    let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
+    let name = HeaderName::from_bytes(head.get(ns..ns + nl)?).ok()?;
+    if vs + vl > head.len() {
+        return None;
+    }
+    let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl)).ok()?;
+    map.append(name, value);
+    Some(())
+}
+
+/// The header lines of an HTTP/1.x head as they arrived: the frozen head and where each line's
+/// name and value lie in it. An origin's response headers go to an HTTP/1.1 client from here,
+/// as received (order and the case of names kept, as nginx and HAProxy forward them), with no
+/// header map built for them: building one cost about 500 instructions a header, an eighth of
+/// the edge's own work for a small response (callgrind), for headers that are only copied
+/// through. Lines can be looked up (by a scan: a head has a handful) and dropped, not added:
+/// what the edge adds goes in a header map beside them.
+#[derive(Debug, Clone, Default)]
+pub struct RawHeaders {
+    head: Bytes,
+    /// Name start, name length, value start, value length; a dropped line has name length 0
+    /// (a header name is never empty).
+    lines: Vec<Span>,
+}
+
+impl RawHeaders {
+    /// The lines httparse found in `base`, the buffer whose first bytes become the head.
+    pub fn lines(base: &[u8], headers: &[httparse::Header<'_>]) -> Option<Vec<Span>> {
+        let mut lines = Vec::with_capacity(headers.len());
+        for h in headers {
+            lines.push(line_span(base, h)?);
+        }
+        Some(lines)
+    }
+
+    /// `lines` (from [`Self::lines`]) in `head`, the frozen bytes they were found in.
+    pub fn new(head: Bytes, lines: Vec<Span>) -> Self {
+        Self { head, lines }
+    }
+
+    fn name_value(&self, &[ns, nl, vs, vl]: &Span) -> Option<(&[u8], &[u8])> {
+        let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
+        if nl == 0 {
+            return None;
+        }
+        Some((self.head.get(ns..ns + nl)?, self.head.get(vs..vs + vl)?))
+    }
+
+    /// Every line not dropped, as (name as received, value).
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.lines.iter().filter_map(|s| self.name_value(s))
+    }
+
+    /// The values of the lines named `name` (lowercase, as `HeaderName::as_str` gives it).
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v)
+    }
+
+    pub fn get<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
+        self.get_all(name).next()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    /// Drops the lines for which `keep` says false.
+    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
+        let head = &self.head;
+        for span in &mut self.lines {
+            let [ns, nl, vs, vl] = *span;
+            let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
+            let (Some(name), Some(value)) = (head.get(ns..ns + nl), head.get(vs..vs + vl)) else { continue };
+            if nl > 0 && !keep(name, value) {
+                span[1] = 0;
+            }
+        }
+    }
+
+    /// Appends every line to `map`, values sliced out of the head (for HTTP/2, and for code that
+    /// needs the map). httparse accepts only lines a map accepts; any other would be left out.
+    pub fn append_to(&self, map: &mut HeaderMap) {
+        map.reserve(self.lines.len());
+        for span in &self.lines {
+            if span[1] > 0 {
+                let _ = append_line(map, &self.head, span);
+            }
+        }
+    }
+
+    /// Appends `Name: value\r\n` for every line not dropped.
+    pub fn write(&self, out: &mut BytesMut) {
+        for (name, value) in self.iter() {
+            write_line(out, name, value);
+        }
+    }
+}
+
+fn write_line(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Header slots kept on the stack for a parse; a configured limit above this uses the heap.
@@ -182,10 +287,11 @@ pub fn parse_content_length(v: &[u8]) -> Option<u64> {
 
 /// Whether a message lets its connection carry another (RFC 9112 9.3): HTTP/1.1 unless it says
 /// `Connection: close`, HTTP/1.0 only if it says `Connection: keep-alive`.
-pub fn keep_alive(headers: &HeaderMap, http11: bool) -> bool {
+/// `connection`: the values of its `Connection` headers.
+pub fn keep_alive<'a>(connection: impl Iterator<Item = &'a [u8]>, http11: bool) -> bool {
     let mut keep = http11;
-    for v in headers.get_all(hyper::header::CONNECTION) {
-        for t in v.as_bytes().split(|b| *b == b',').map(|t| t.trim_ascii()) {
+    for v in connection {
+        for t in v.split(|b| *b == b',').map(|t| t.trim_ascii()) {
             if t.eq_ignore_ascii_case(b"close") {
                 return false;
             }
@@ -200,10 +306,7 @@ pub fn keep_alive(headers: &HeaderMap, http11: bool) -> bool {
 /// Appends `name: value\r\n` for every header.
 pub fn write_headers(out: &mut BytesMut, headers: &HeaderMap) {
     for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_line(out, name.as_str().as_bytes(), value.as_bytes());
     }
 }
 
@@ -678,6 +781,32 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_headers_keep_order_and_spelling_and_drop_lines() {
+        let text = b"HTTP/1.1 200 OK\r\nX-A: 1\r\nConnection: keep-alive\r\nx-a: 2\r\nVia:  1.0 b \r\n\r\n";
+        let mut slots = [httparse::EMPTY_HEADER; 8];
+        let mut parsed = httparse::Response::new(&mut slots);
+        let len = match parsed.parse(text).unwrap() {
+            httparse::Status::Complete(n) => n,
+            httparse::Status::Partial => panic!("partial"),
+        };
+        let lines = RawHeaders::lines(text, parsed.headers).unwrap();
+        let mut raw = RawHeaders::new(Bytes::copy_from_slice(&text[..len]), lines);
+        assert_eq!(raw.get_all("x-a").collect::<Vec<_>>(), [&b"1"[..], b"2"]);
+        assert_eq!(raw.get("via"), Some(&b"1.0 b"[..]));
+        raw.retain(|name, _| !name.eq_ignore_ascii_case(b"connection"));
+        assert_eq!(raw.get("connection"), None);
+        let mut out = BytesMut::new();
+        raw.write(&mut out);
+        assert_eq!(&out[..], b"X-A: 1\r\nx-a: 2\r\nVia: 1.0 b\r\n");
+        let mut map = HeaderMap::new();
+        raw.append_to(&mut map);
+        assert_eq!(map.get_all("x-a").iter().collect::<Vec<_>>(), ["1", "2"]);
+        assert_eq!(map.len(), 3);
+        raw.retain(|_, _| false);
+        assert!(raw.is_empty());
+    }
 
     #[test]
     fn buffer_pool_hands_back_warm_buffers_it_owns_and_bounds_its_spares() {

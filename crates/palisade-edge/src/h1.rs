@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
-use hyper::{Method, Response, StatusCode, Uri, Version};
+use hyper::{Method, StatusCode, Uri, Version};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{watch, Notify};
 
@@ -24,7 +24,7 @@ use crate::body::{BoxError, ClientBody, EdgeBody};
 use crate::codec::{self, header_slots, BodyReader, Framing, Io, Rewind, Spans, STACK_HEADERS};
 use crate::guard::GuardLimits;
 use crate::pages::error_page;
-use crate::proxy::{self, ConnCtx};
+use crate::proxy::{self, ConnCtx, Reply};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const READ_SIZE: usize = 16 * 1024;
@@ -194,7 +194,7 @@ pub async fn serve(
             Ok(HeadRead::Invalid) => {
                 // The guard refuses malformed heads before they get here; this is the backstop.
                 let resp = error_page(StatusCode::BAD_REQUEST, "-", true);
-                let _ = write_response(&wire, resp, false, Version::HTTP_11, false).await;
+                let _ = write_response(&wire, resp.into(), false, Version::HTTP_11, false).await;
                 break;
             }
             Ok(HeadRead::Eof) | Err(_) => break,
@@ -210,7 +210,7 @@ pub async fn serve(
             w.continue_owed = expect_continue.then_some(0);
             ClientBody::H1(H1RequestBody { wire: wire.clone() })
         };
-        let resp = proxy::handle(ctx.clone(), hyper::Request::from_parts(parts, client_body)).await;
+        let reply = proxy::handle(ctx.clone(), hyper::Request::from_parts(parts, client_body)).await;
         let body_read = {
             let mut w = crate::lock(&wire);
             w.continue_owed = None;
@@ -218,10 +218,10 @@ pub async fn serve(
             w.cut = !done;
             done
         };
-        let closing = resp.headers().get(CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        let closing = reply.resp.headers().get(CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         unread_body = !body_read;
         let keep_alive = keep_alive && body_read && !closing && !draining.has_changed().unwrap_or(true);
-        match write_response(&wire, resp, keep_alive, version, method == Method::HEAD).await {
+        match write_response(&wire, reply, keep_alive, version, method == Method::HEAD).await {
             Ok(Next::KeepAlive) => continue,
             Ok(Next::Tunnel(up, up_leftover)) => {
                 tunnel(wire, up, up_leftover).await;
@@ -328,7 +328,8 @@ fn parse_request(buf: &mut BytesMut, max_headers: usize) -> Result<Option<Parsed
     }
     let uri = Uri::from_maybe_shared(head.slice(path_start..path_start + path_len)).map_err(|_| ())?;
     let headers = spans.header_map(&head, 10).ok_or(())?;
-    let keep_alive = codec::keep_alive(&headers, version == Version::HTTP_11);
+    let keep_alive =
+        codec::keep_alive(headers.get_all(CONNECTION).iter().map(|v| v.as_bytes()), version == Version::HTTP_11);
     // The guard refused every ambiguous framing; what is left is one of these.
     let framing = if headers.contains_key(TRANSFER_ENCODING) {
         Framing::Chunked
@@ -356,13 +357,13 @@ enum Next {
 /// Writes one response. `keep_alive`: whether the connection may carry another request.
 async fn write_response(
     wire: &SharedWire,
-    resp: Response<EdgeBody>,
+    reply: Reply,
     keep_alive: bool,
     request_version: Version,
     head_request: bool,
 ) -> Result<Next, codec::WriteError> {
     let mut out = codec::take_head_buf();
-    let written = write_response_in(wire, &mut out, resp, keep_alive, request_version, head_request).await;
+    let written = write_response_in(wire, &mut out, reply, keep_alive, request_version, head_request).await;
     codec::put_head_buf(out);
     written
 }
@@ -370,7 +371,7 @@ async fn write_response(
 async fn write_response_in(
     wire: &SharedWire,
     out: &mut BytesMut,
-    resp: Response<EdgeBody>,
+    Reply { resp, origin_headers }: Reply,
     mut keep_alive: bool,
     request_version: Version,
     head_request: bool,
@@ -387,10 +388,13 @@ async fn write_response_in(
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
+    let declared = match parts.headers.get(CONTENT_LENGTH) {
+        Some(v) => Some(v.as_bytes()),
+        None => origin_headers.get(CONTENT_LENGTH.as_str()),
+    };
     let framing = if no_body {
         Framing::Empty
-    } else if let Some(n) = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
-    {
+    } else if let Some(n) = declared.and_then(codec::parse_content_length) {
         Framing::Length(n)
     } else if let Some(n) = body.size_hint().exact() {
         out.extend_from_slice(b"content-length: ");
@@ -405,11 +409,13 @@ async fn write_response_in(
         Framing::Close
     };
     // RFC 9110 6.6.1: a response the edge makes itself carries the date (an origin's has its own).
-    if !parts.headers.contains_key(DATE) {
+    if !parts.headers.contains_key(DATE) && origin_headers.get(DATE.as_str()).is_none() {
         out.extend_from_slice(b"date: ");
         date_now(out);
         out.extend_from_slice(b"\r\n");
     }
+    // The origin's lines come stripped of `Connection` (proxy::strip_origin_lines).
+    origin_headers.write(out);
     for (name, value) in &parts.headers {
         if name == CONNECTION && !switching {
             continue;
@@ -429,6 +435,7 @@ async fn write_response_in(
     out.extend_from_slice(b"\r\n");
     // The head is serialized: its values (some cut from shared blocks) need not outlive it.
     drop(parts);
+    drop(origin_headers);
     let mut slot = Some(body);
     if let Framing::Length(_) = framing {
         if write_spliced(wire, out, &mut slot).await? {

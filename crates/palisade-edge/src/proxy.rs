@@ -17,6 +17,7 @@ use palisade_config::HashKey;
 use tokio::time::Instant;
 
 use crate::body::{ClientBody, EdgeBody, RequestBody};
+use crate::codec::RawHeaders;
 use crate::finish::Finish;
 use crate::guard::ConnShared;
 use crate::pages::error_page;
@@ -120,14 +121,38 @@ fn protocol(v: Version) -> &'static str {
     }
 }
 
-fn respond(mut resp: Response<EdgeBody>, mut finish: Finish) -> Response<EdgeBody> {
+/// A response on its way to the client. The header map of `resp` holds what the edge made or
+/// set; an HTTP/1.1 origin's own header lines travel beside it, as received and already
+/// stripped of hop-by-hop headers (see [`RawHeaders`]). HTTP/1.1 writes both; anything that
+/// needs one map takes [`Reply::into_response`].
+pub struct Reply {
+    pub resp: Response<EdgeBody>,
+    pub origin_headers: RawHeaders,
+}
+
+impl Reply {
+    /// The response with the origin's header lines moved into its header map.
+    pub fn into_response(self) -> Response<EdgeBody> {
+        let Reply { mut resp, origin_headers } = self;
+        origin_headers.append_to(resp.headers_mut());
+        resp
+    }
+}
+
+impl From<Response<EdgeBody>> for Reply {
+    fn from(resp: Response<EdgeBody>) -> Self {
+        Reply { resp, origin_headers: RawHeaders::default() }
+    }
+}
+
+fn respond(mut resp: Response<EdgeBody>, mut finish: Finish) -> Reply {
     finish.status = resp.status().as_u16();
     resp.body_mut().set_finish(finish);
-    resp
+    resp.into()
 }
 
 /// Handles one request. Never fails: every problem becomes a response.
-pub async fn handle(ctx: Arc<ConnCtx>, req: Request<ClientBody>) -> Response<EdgeBody> {
+pub async fn handle(ctx: Arc<ConnCtx>, req: Request<ClientBody>) -> Reply {
     let started = Instant::now();
     let index = ctx.conn.next_request.fetch_add(1, Ordering::Relaxed);
     ctx.conn.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -300,12 +325,12 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<ClientBody>) -> Response<Edg
         let sent_at = log.then(Instant::now);
         let outcome = tokio::time::timeout(zone.response_header_timeout, origin.conns.send(conn, up)).await;
         match outcome {
-            Ok(Sent::Response(resp)) => {
+            Ok(Sent::Response(resp, lines)) => {
                 zone.pool.record(i, if resp.status().is_server_error() { Outcome::Failure } else { Outcome::Success });
                 finish.origin = Some(origin);
                 finish.origin_lease = Some(lease);
                 finish.origin_duration = sent_at.map(|t| t.elapsed());
-                break Ok(resp);
+                break Ok((resp, lines));
             }
             Ok(Sent::NotSent(req, e)) if resends < 3 => {
                 drop(lease);
@@ -340,7 +365,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<ClientBody>) -> Response<Edg
         }
     };
 
-    let resp = match result {
+    let (resp, mut origin_headers) = match result {
         Ok(r) => r,
         Err(status) => {
             let close = matches!(status, StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE);
@@ -362,18 +387,49 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<ClientBody>) -> Response<Edg
     }
 
     let (mut parts, body) = resp.into_parts();
+    let no_length = parts.status == StatusCode::NO_CONTENT || parts.status == StatusCode::NOT_MODIFIED;
+    // An HTTP/1.1 origin's lines are edited where they are; an upgrade, or a `Connection`
+    // header naming other headers, takes the map path below with every line.
+    if switching || strip_origin_lines(&mut origin_headers, &mut parts.headers, no_length).is_none() {
+        std::mem::take(&mut origin_headers).append_to(&mut parts.headers);
+    }
     strip_hop_by_hop(&mut parts.headers, switching);
     if refused_upgrade {
         parts.headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
-    if parts.status == StatusCode::NO_CONTENT || parts.status == StatusCode::NOT_MODIFIED {
+    if no_length {
         parts.headers.remove(CONTENT_LENGTH);
     }
     append_via(&mut parts.headers, parts.version, via);
     parts.headers.insert(X_REQUEST_ID.clone(), request_id_value.clone());
     parts.version = Version::HTTP_11;
     let resp = Response::from_parts(parts, EdgeBody::upstream(body, Some(started + zone.total_timeout)));
-    respond(resp, finish)
+    let mut reply = respond(resp, finish);
+    reply.origin_headers = origin_headers;
+    reply
+}
+
+/// [`strip_hop_by_hop`] on an origin's header lines, which also drops the lines the edge sets
+/// itself (`X-Request-Id`, and `Content-Length` with `no_length`) and moves `Via` lines into
+/// `map`, where the edge's own entry joins them. None, with nothing changed, when a
+/// `Connection` header names other headers to remove: the map path does that.
+fn strip_origin_lines(lines: &mut RawHeaders, map: &mut HeaderMap, no_length: bool) -> Option<()> {
+    for v in lines.get_all(CONNECTION.as_str()) {
+        if v.split(|b| *b == b',').map(<[u8]>::trim_ascii).any(|t| !t.is_empty() && !is_plain_connection_token(t)) {
+            return None;
+        }
+    }
+    lines.retain(|name, value| {
+        let is = |n: &HeaderName| name.eq_ignore_ascii_case(n.as_str().as_bytes());
+        if is(&VIA) {
+            if let Ok(v) = HeaderValue::from_bytes(value) {
+                map.append(VIA, v);
+            }
+            return false;
+        }
+        !(HOP_BY_HOP.iter().any(|n| is(n)) || is(&X_REQUEST_ID) || (no_length && is(&CONTENT_LENGTH)))
+    });
+    Some(())
 }
 
 fn origin_form(pq: Option<&PathAndQuery>) -> Uri {
@@ -430,18 +486,7 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // One pass over the names first: most messages carry none of these, and a scan is cheaper
     // than a hashed removal per name.
-    let present = headers.keys().any(|n| {
-        n == CONNECTION
-            || n == TE
-            || n == TRAILER
-            || n == TRANSFER_ENCODING
-            || n == UPGRADE
-            || n == KEEP_ALIVE
-            || n == PROXY_CONNECTION
-            || n == PROXY_AUTHORIZATION
-            || n == PROXY_AUTHENTICATE
-    });
-    if !present {
+    if !headers.keys().any(|n| HOP_BY_HOP.contains(&n)) {
         return;
     }
     // The usual tokens (keep-alive, close, upgrade) name no header to remove: skipping them
@@ -449,11 +494,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !["keep-alive", "close", "upgrade"].iter().any(|k| t.eq_ignore_ascii_case(k)))
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !is_plain_connection_token(t))
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
         .collect();
     for n in named {
         // Never let a client strip the headers that identify it to the origin.
@@ -461,17 +505,32 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             headers.remove(n);
         }
     }
-    for n in [&CONNECTION, &TE, &TRAILER, &TRANSFER_ENCODING] {
-        headers.remove(n);
-    }
-    for n in [&KEEP_ALIVE, &PROXY_CONNECTION, &PROXY_AUTHORIZATION, &PROXY_AUTHENTICATE] {
-        headers.remove(n);
+    for n in HOP_BY_HOP.iter().filter(|n| **n != UPGRADE) {
+        headers.remove(*n);
     }
     if upgrade && headers.contains_key(UPGRADE) {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
         headers.remove(UPGRADE);
     }
+}
+
+/// Headers that concern one connection only (RFC 9110 7.6.1), never forwarded.
+static HOP_BY_HOP: [&HeaderName; 9] = [
+    &CONNECTION,
+    &TE,
+    &TRAILER,
+    &TRANSFER_ENCODING,
+    &UPGRADE,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &PROXY_AUTHORIZATION,
+    &PROXY_AUTHENTICATE,
+];
+
+/// `Connection` tokens that name no header to remove.
+fn is_plain_connection_token(t: &[u8]) -> bool {
+    [&b"keep-alive"[..], b"close", b"upgrade"].iter().any(|k| t.eq_ignore_ascii_case(k))
 }
 
 fn add_forwarding_headers(

@@ -570,7 +570,7 @@ async fn serve_h2(
     let limits = shared.snapshot.load().config.doc.limits.clone();
     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(proxy::handle(ctx, req.map(ClientBody::H2)).await) }
+        async move { Ok::<_, Infallible>(proxy::handle(ctx, req.map(ClientBody::H2)).await.into_response()) }
     });
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder

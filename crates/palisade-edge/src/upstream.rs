@@ -21,14 +21,14 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
-use hyper::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+use hyper::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::body::{BoxError, RequestBody};
-use crate::codec::{self, BodyReader, BufPool, Framing, Spans};
+use crate::codec::{self, BodyReader, BufPool, Framing, RawHeaders};
 
 /// Read buffer of an origin connection. Measured with bench/proxy.sh at 100 KiB bodies: 32 KiB
 /// cost 10-20 % of throughput against 64 KiB.
@@ -72,7 +72,9 @@ pub enum ConnectError {
 
 /// The outcome of sending on a connection.
 pub enum Sent {
-    Response(Response<UpstreamBody>),
+    /// The response, with the header lines of an HTTP/1.1 origin as received (its header map
+    /// then empty); an HTTP/2 origin's headers are in the map, and the lines are empty.
+    Response(Response<UpstreamBody>, RawHeaders),
     /// Nothing was sent or answered (a pooled connection closed under us): it can be sent again.
     NotSent(Request<RequestBody>, BoxError),
     Failed(BoxError),
@@ -196,7 +198,7 @@ impl OriginConns {
         match conn {
             Conn::H1(c) => send_h1(self.home(), c, req).await,
             Conn::H2(mut s) => match s.try_send_request(req).await {
-                Ok(r) => Sent::Response(r.map(UpstreamBody::H2)),
+                Ok(r) => Sent::Response(r.map(UpstreamBody::H2), RawHeaders::default()),
                 Err(mut e) => match e.take_message() {
                     Some(req) => Sent::NotSent(req, Box::new(e.into_error())),
                     None => Sent::Failed(Box::new(e.into_error())),
@@ -302,11 +304,11 @@ async fn send_h1(home: Home, mut conn: H1Conn, req: Request<RequestBody>) -> Sen
         match parse_response_head(&mut conn.buf, &parts.method) {
             Err(e) => return Sent::Failed(Box::new(e)),
             Ok(Some(Head::Informational)) => continue,
-            Ok(Some(Head::Final(resp, framing, keep_alive))) => {
+            Ok(Some(Head::Final(resp, headers, framing, keep_alive))) => {
                 let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
                 if switching {
                     let leftover = conn.buf.split().freeze();
-                    return Sent::Response(resp.map(|()| UpstreamBody::Tunnel(Some((conn.io, leftover)))));
+                    return Sent::Response(resp.map(|()| UpstreamBody::Tunnel(Some((conn.io, leftover)))), headers);
                 }
                 let reader = BodyReader::new(framing, MAX_RESPONSE_HEAD, READ_BUF);
                 let mut conn = Some(conn);
@@ -314,7 +316,7 @@ async fn send_h1(home: Home, mut conn: H1Conn, req: Request<RequestBody>) -> Sen
                 if reader.is_done() {
                     release(&mut conn, home.as_ref());
                 }
-                return Sent::Response(resp.map(|()| UpstreamBody::H1(H1Body { conn, reader, home })));
+                return Sent::Response(resp.map(|()| UpstreamBody::H1(H1Body { conn, reader, home })), headers);
             }
             Ok(None) => {}
         }
@@ -344,7 +346,9 @@ async fn send_h1(home: Home, mut conn: H1Conn, req: Request<RequestBody>) -> Sen
 pub enum Head {
     /// A 1xx other than 101 (skipped: 100 Continue, 103 Early Hints).
     Informational,
-    Final(Response<()>, Framing, bool),
+    /// The response with an empty header map, its header lines as received, framing, and
+    /// whether the connection can carry another exchange.
+    Final(Response<()>, RawHeaders, Framing, bool),
 }
 
 /// Parses a response head at the start of `buf` and removes it. Ok(None): incomplete.
@@ -367,32 +371,31 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option
         return Ok(Some(Head::Informational));
     }
     let http11 = parsed.version == Some(1);
-    let spans = Spans::record(buf, parsed.headers).ok_or(OriginError::BadHead)?;
-    let head = buf.split_to(len).freeze();
+    let lines = RawHeaders::lines(buf, parsed.headers).ok_or(OriginError::BadHead)?;
+    let headers = RawHeaders::new(buf.split_to(len).freeze(), lines);
     let status = StatusCode::from_u16(code).map_err(|_| OriginError::BadHead)?;
-    let headers = spans.header_map(&head, 4).ok_or(OriginError::BadHead)?;
-    let mut keep_alive = codec::keep_alive(&headers, http11);
+    let mut keep_alive = codec::keep_alive(headers.get_all(CONNECTION.as_str()), http11);
     let no_body = *method == Method::HEAD || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let framing = if no_body || status == StatusCode::SWITCHING_PROTOCOLS {
         Framing::Empty
-    } else if let Some(te) = headers.get(TRANSFER_ENCODING) {
+    } else if let Some(te) = headers.get(TRANSFER_ENCODING.as_str()) {
         // Chunked must be the final coding; anything else is delimited by the close.
-        let last = te.as_bytes().rsplit(|b| *b == b',').next().unwrap_or(b"").trim_ascii();
-        if headers.get_all(TRANSFER_ENCODING).iter().count() == 1 && last.eq_ignore_ascii_case(b"chunked") {
+        let last = te.rsplit(|b| *b == b',').next().unwrap_or(b"").trim_ascii();
+        if headers.get_all(TRANSFER_ENCODING.as_str()).count() == 1 && last.eq_ignore_ascii_case(b"chunked") {
             Framing::Chunked
         } else {
             keep_alive = false;
             Framing::Close
         }
     } else {
-        let mut lengths = headers.get_all(CONTENT_LENGTH).iter();
+        let mut lengths = headers.get_all(CONTENT_LENGTH.as_str());
         match lengths.next() {
             None => {
                 keep_alive = false;
                 Framing::Close
             }
             Some(v) => {
-                let n = codec::parse_content_length(v.as_bytes()).ok_or(OriginError::BadFraming)?;
+                let n = codec::parse_content_length(v).ok_or(OriginError::BadFraming)?;
                 if lengths.any(|other| other != v) {
                     return Err(OriginError::BadFraming);
                 }
@@ -403,8 +406,7 @@ pub fn parse_response_head(buf: &mut BytesMut, method: &Method) -> Result<Option
     let mut resp = Response::new(());
     *resp.status_mut() = status;
     *resp.version_mut() = if http11 { Version::HTTP_11 } else { Version::HTTP_10 };
-    *resp.headers_mut() = headers;
-    Ok(Some(Head::Final(resp, framing, keep_alive)))
+    Ok(Some(Head::Final(resp, headers, framing, keep_alive)))
 }
 
 /// Returns a connection whose exchange ended cleanly to its pool (only if nothing extra was read).
