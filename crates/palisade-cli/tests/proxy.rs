@@ -46,6 +46,35 @@ async fn proxies_with_forwarding_headers_and_strips_hop_by_hop() {
     assert_eq!(rid.len(), 16);
     assert_eq!(header(&echo, "x-request-id"), [rid]);
     assert_eq!(h.get("via").unwrap(), "1.1 palisade");
+
+    // What earlier proxies wrote is carried on in the list headers; the edge's own values
+    // replace what a client could forge.
+    let (status, h, body) = request_full(
+        &client(),
+        "GET",
+        &format!("http://{}/echo", e.http()),
+        &[
+            ("host", "site.test"),
+            ("via", "1.0 corp-proxy"),
+            ("forwarded", "for=198.51.100.1"),
+            ("cdn-loop", "other-cdn"),
+            ("x-request-id", "client-chosen"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.test"),
+        ],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(header(&echo, "via"), ["1.0 corp-proxy, 1.1 palisade"]);
+    assert_eq!(header(&echo, "forwarded"), ["for=198.51.100.1, for=127.0.0.1;host=site.test;proto=http"]);
+    assert_eq!(header(&echo, "cdn-loop"), ["other-cdn", "palisade"]);
+    assert_eq!(header(&echo, "x-request-id"), [h.get("x-request-id").unwrap().to_str().unwrap()]);
+    assert_eq!(header(&echo, "x-forwarded-proto"), ["http"]);
+    assert_eq!(header(&echo, "x-forwarded-host"), ["site.test"]);
+    assert_eq!(header(&echo, "host"), ["site.test"]);
+    assert_eq!(header(&echo, "x-forwarded-for"), ["127.0.0.1"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,6 +116,11 @@ async fn http2_prior_knowledge_downstream_and_h2_to_the_origin() {
     assert_eq!(h.get("via").unwrap(), "2 palisade");
     let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(echo["version"], "HTTP/2.0", "origin_protocol = h2 must reach the origin over h2");
+    // The forwarding headers reach an HTTP/2 origin as they reach an HTTP/1.1 one.
+    assert_eq!(header(&echo, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(header(&echo, "via"), ["2 palisade"]);
+    assert_eq!(header(&echo, "cdn-loop"), ["palisade"]);
+    assert_eq!(header(&echo, "x-request-id"), [h.get("x-request-id").unwrap().to_str().unwrap()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -303,11 +303,9 @@ pub fn keep_alive<'a>(connection: impl Iterator<Item = &'a [u8]>, http11: bool) 
     keep
 }
 
-/// Appends `name: value\r\n` for every header.
-pub fn write_headers(out: &mut BytesMut, headers: &HeaderMap) {
-    for (name, value) in headers {
-        write_line(out, name.as_str().as_bytes(), value.as_bytes());
-    }
+/// Appends `name: value\r\n`.
+pub fn write_header(out: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
+    write_line(out, name.as_str().as_bytes(), value.as_bytes());
 }
 
 /// How a message body is delimited (RFC 9112 6).

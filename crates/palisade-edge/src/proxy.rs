@@ -258,7 +258,10 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<ClientBody>) -> Reply {
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers, is_upgrade);
     headers.remove(EXPECT);
-    add_forwarding_headers(&mut headers, &ctx, host_value.as_ref(), version, via, &request_id_value);
+    let mut forwarding = forwarding(&mut headers, &ctx, host_value.as_ref(), version, via, &request_id_value);
+    if zone.h2_origin {
+        std::mem::replace(&mut forwarding, Forwarding { lines: Vec::new() }).into_map(&mut headers);
+    }
 
     let body_empty = http_body::Body::is_end_stream(&body);
     let request_body = if body_empty { RequestBody::empty() } else { RequestBody::new(body, zone.max_body_bytes) };
@@ -323,7 +326,8 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<ClientBody>) -> Reply {
         let lease = OriginLease::new(origin.clone());
         // The origin's share of the time is only reported in the access log.
         let sent_at = log.then(Instant::now);
-        let outcome = tokio::time::timeout(zone.response_header_timeout, origin.conns.send(conn, up)).await;
+        let outcome =
+            tokio::time::timeout(zone.response_header_timeout, origin.conns.send(conn, up, &forwarding)).await;
         match outcome {
             Ok(Sent::Response(resp, lines)) => {
                 zone.pool.record(i, if resp.status().is_server_error() { Outcome::Failure } else { Outcome::Success });
@@ -533,18 +537,60 @@ fn is_plain_connection_token(t: &[u8]) -> bool {
     [&b"keep-alive"[..], b"close", b"upgrade"].iter().any(|k| t.eq_ignore_ascii_case(k))
 }
 
-fn add_forwarding_headers(
+/// The headers the edge adds to a request for its origin: `Host` (the host routed by),
+/// `X-Forwarded-For` / `-Proto` / `-Host`, `Forwarded` (RFC 7239), `Via`, `CDN-Loop` (RFC 8586)
+/// and the request ID. Those the client sent under these names are taken out of `headers` (its
+/// `Host` is left for the writer to skip: see [`Forwarding::host`]), and what it sent is carried
+/// over where the header is a list. Written after the client's headers, as nginx writes its
+/// `proxy_set_header`s, instead of hashed into the map one by one.
+pub struct Forwarding {
+    /// `Host` first, then the rest.
+    pub lines: Vec<(&'static HeaderName, HeaderValue)>,
+}
+
+impl Forwarding {
+    /// Whether the first line replaces the client's `Host`.
+    pub fn host(&self) -> bool {
+        self.lines.first().is_some_and(|(n, _)| **n == HOST)
+    }
+
+    /// Puts the lines into `headers`, for an origin spoken to through a header map (HTTP/2).
+    pub fn into_map(self, headers: &mut HeaderMap) {
+        for (name, value) in self.lines {
+            if *name == HOST {
+                headers.insert(name, value);
+            } else {
+                headers.append(name, value);
+            }
+        }
+    }
+}
+
+static HOST_NAME: HeaderName = HOST;
+static FORWARDED_NAME: HeaderName = FORWARDED;
+static VIA_NAME: HeaderName = VIA;
+
+fn forwarding(
     headers: &mut HeaderMap,
     ctx: &ConnCtx,
     host: Option<&HeaderValue>,
     version: Version,
     via: &Via,
     request_id: &HeaderValue,
-) {
+) -> Forwarding {
+    let mut lines = Vec::with_capacity(8);
     let proto = if ctx.tls { "https" } else { "http" };
-    let xff = match headers.get_all(&X_FORWARDED_FOR).iter().next() {
-        None => ctx.peer_value.clone(),
-        Some(_) => {
+    if let Some(v) = host {
+        // The host we routed by is the host the origin sees (RFC 9112 3.2.2: an absolute-form
+        // target or :authority wins over a received Host), so no request reaches one zone's
+        // origin claiming to be for another.
+        lines.push((&HOST_NAME, v.clone()));
+    }
+    // One scan for the client's own: most requests carry none of them.
+    let replaced = [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &FORWARDED_NAME, &VIA_NAME, &X_REQUEST_ID];
+    let sent_any = headers.keys().any(|n| replaced.contains(&n));
+    let xff = match headers.get(&X_FORWARDED_FOR) {
+        Some(_) if sent_any => {
             let mut xff = BytesMut::with_capacity(128);
             for v in headers.get_all(&X_FORWARDED_FOR) {
                 xff.extend_from_slice(v.as_bytes());
@@ -553,19 +599,16 @@ fn add_forwarding_headers(
             xff.extend_from_slice(ctx.peer_value.as_bytes());
             HeaderValue::from_maybe_shared(xff.freeze()).unwrap_or_else(|_| ctx.peer_value.clone())
         }
+        _ => ctx.peer_value.clone(),
     };
-    headers.insert(X_FORWARDED_FOR.clone(), xff);
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    let raw_host = host.and_then(|v| v.to_str().ok()).unwrap_or("");
+    lines.push((&X_FORWARDED_FOR, xff));
+    lines.push((&X_FORWARDED_PROTO, HeaderValue::from_static(proto)));
     if let Some(v) = host {
-        // The host we routed by is the host the origin sees (RFC 9112 3.2.2: an absolute-form
-        // target or :authority wins over a received Host), so no request reaches one zone's
-        // origin claiming to be for another.
-        headers.insert(HOST, v.clone());
-        headers.insert(X_FORWARDED_HOST.clone(), v.clone());
+        lines.push((&X_FORWARDED_HOST, v.clone()));
     }
+    let raw_host = host.and_then(|v| v.to_str().ok()).unwrap_or("");
     // RFC 7239: appended to what earlier proxies wrote; the host is quoted unless it is a token.
-    let previous = headers.get(FORWARDED).filter(|v| v.to_str().is_ok());
+    let previous = if sent_any { headers.get(FORWARDED).filter(|v| v.to_str().is_ok()) } else { None };
     let len = 64 + raw_host.len() + previous.map_or(0, |p| p.len() + 2);
     let forwarded = arena_value(len, |fwd| {
         if let Some(prev) = previous {
@@ -585,31 +628,41 @@ fn add_forwarding_headers(
         fwd.extend_from_slice(proto.as_bytes());
     });
     if let Some(v) = forwarded {
-        headers.insert(FORWARDED, v);
+        lines.push((&FORWARDED_NAME, v));
     }
-    append_via(headers, version, via);
-    headers.append(CDN_LOOP.clone(), HeaderValue::from_static(CDN_LOOP_TOKEN));
-    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    if let Some(v) = via_value(if sent_any { Some(&*headers) } else { None }, version, via) {
+        lines.push((&VIA_NAME, v));
+    }
+    lines.push((&CDN_LOOP, HeaderValue::from_static(CDN_LOOP_TOKEN)));
+    lines.push((&X_REQUEST_ID, request_id.clone()));
+    if sent_any {
+        for name in replaced {
+            headers.remove(name);
+        }
+    }
+    Forwarding { lines }
 }
 
-fn append_via(headers: &mut HeaderMap, version: Version, via: &Via) {
+/// Our `Via` entry for a message received over `version`, after those in `headers`.
+fn via_value(headers: Option<&HeaderMap>, version: Version, via: &Via) -> Option<HeaderValue> {
     let ours = match version {
         Version::HTTP_10 => 0,
         Version::HTTP_2 => 2,
         _ => 1,
     };
-    let Some(own) = via.by_version.get(ours) else { return };
-    if !headers.contains_key(VIA) {
-        headers.insert(VIA, own.clone());
-        return;
-    }
+    let own = via.by_version.get(ours)?;
+    let Some(earlier) = headers.filter(|h| h.contains_key(VIA)) else { return Some(own.clone()) };
     let mut combined = BytesMut::with_capacity(128);
-    for v in headers.get_all(VIA) {
+    for v in earlier.get_all(VIA) {
         combined.extend_from_slice(v.as_bytes());
         combined.extend_from_slice(b", ");
     }
     combined.extend_from_slice(own.as_bytes());
-    if let Ok(v) = HeaderValue::from_maybe_shared(combined.freeze()) {
+    HeaderValue::from_maybe_shared(combined.freeze()).ok()
+}
+
+fn append_via(headers: &mut HeaderMap, version: Version, via: &Via) {
+    if let Some(v) = via_value(Some(&*headers), version, via) {
         headers.insert(VIA, v);
     }
 }
