@@ -10,7 +10,6 @@ use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use crate::access_log::AccessRecord;
-use crate::pool::{OriginLease, OriginState};
 use crate::proxy::ConnCtx;
 use crate::snapshot::ZoneRuntime;
 
@@ -29,8 +28,9 @@ pub struct Finish {
     pub protocol: &'static str,
     pub status: u16,
     pub zone: Option<Arc<ZoneRuntime>>,
-    pub origin: Option<Arc<OriginState>>,
-    pub origin_lease: Option<OriginLease>,
+    /// The origin that answered, in `zone`'s pool; its in-flight count is this record's to end
+    /// (see [`crate::pool::OriginLease::keep`]).
+    pub origin: Option<usize>,
     pub origin_duration: Option<Duration>,
     pub bytes_sent: u64,
     /// Of `bytes_sent`, those moved in the kernel ([`crate::splice`]).
@@ -43,18 +43,19 @@ impl Drop for Finish {
     fn drop(&mut self) {
         self.ctx.conn.in_flight.fetch_sub(1, Ordering::Relaxed);
         let elapsed = self.started.elapsed();
+        let origin = self.origin.and_then(|i| self.zone.as_ref()?.pool.get(i));
         if let Some(zone) = &self.zone {
-            zone.budget.requests_in_flight.fetch_sub(1, Ordering::Relaxed);
+            zone.budget.requests_in_flight.sub(1);
             zone.stats.latency.observe(elapsed);
-            if self.origin.is_none() {
+            if origin.is_none() {
                 zone.stats.local.add(self.status);
             }
         }
-        self.origin_lease = None;
         if self.spliced_bytes > 0 {
             self.ctx.edge.metrics.spliced_bytes.fetch_add(self.spliced_bytes, Ordering::Relaxed);
         }
-        if let Some(o) = &self.origin {
+        if let Some(o) = origin {
+            o.end_lease();
             o.stats.responses.add(self.status);
             if self.total_timeout {
                 o.stats.timeouts.fetch_add(1, Ordering::Relaxed);
@@ -73,7 +74,7 @@ impl Drop for Finish {
                 edge_response_status: self.status,
                 edge_response_bytes: self.bytes_sent,
                 edge_time_ms: elapsed.as_secs_f64() * 1000.0,
-                origin_ip: self.origin.as_ref().map(|o| o.label.clone()),
+                origin_ip: origin.map(|o| o.label.clone()),
                 origin_response_time_ms: self.origin_duration.map(|d| d.as_secs_f64() * 1000.0),
                 edge_response_completed: self.completed,
             };

@@ -27,6 +27,31 @@ fn shard<T>(shards: &[Padded<T>; SHARDS]) -> Option<&T> {
     shards.get(crate::server::worker_index() % SHARDS).map(|p| &p.0)
 }
 
+/// A gauge that each data-plane worker moves on its own cache line; a reader sums the shards.
+/// For counts every request changes twice (requests in flight per zone and per origin): kept in
+/// one atomic, the line holding it passed between the cores on every change.
+#[derive(Debug, Default)]
+pub struct WorkerGauge([Padded<AtomicU64>; SHARDS]);
+
+impl WorkerGauge {
+    pub fn add(&self, n: u64) {
+        if let Some(s) = shard(&self.0) {
+            s.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes `n` off (from this worker's shard: a shard can wrap, the sum cannot).
+    pub fn sub(&self, n: u64) {
+        if let Some(s) = shard(&self.0) {
+            s.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.iter().fold(0u64, |sum, s| sum.wrapping_add(s.0.load(Ordering::Relaxed)))
+    }
+}
+
 #[derive(Debug, Default)]
 struct HistogramShard {
     buckets: [AtomicU64; LATENCY_BUCKETS.len()],
@@ -227,6 +252,18 @@ impl Metrics {
                 ld(&s.ejections)
             );
         }
+        o.push_str("# HELP palisade_origin_requests_in_flight Requests sent to an origin and not yet answered in full.\n# TYPE palisade_origin_requests_in_flight gauge\n");
+        for zone in &active.zones {
+            for s in &zone.pool.origins {
+                let _ = writeln!(
+                    o,
+                    "palisade_origin_requests_in_flight{{zone=\"{}\",origin=\"{}\"}} {}",
+                    esc(&zone.name),
+                    esc(&s.label),
+                    s.in_flight.get()
+                );
+            }
+        }
         o.push_str("# HELP palisade_origin_healthy 1 when the origin is in rotation (active check passing and not ejected).\n# TYPE palisade_origin_healthy gauge\n");
         for zone in &active.zones {
             for s in &zone.pool.origins {
@@ -285,4 +322,21 @@ impl Metrics {
 
 fn esc(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_gauge_sums_its_shards_even_when_one_wraps() {
+        let g = WorkerGauge::default();
+        g.add(3);
+        g.sub(1);
+        assert_eq!(g.get(), 2);
+        // A count ended on another worker than the one that began it: that shard wraps, the
+        // sum does not.
+        g.0[1].0.fetch_sub(2, Ordering::Relaxed);
+        assert_eq!(g.get(), 0);
+    }
 }

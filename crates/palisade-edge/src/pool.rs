@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use palisade_config::{Balance, PassiveHealth};
 
-use crate::metrics::OriginStats;
+use crate::metrics::{OriginStats, WorkerGauge};
 use crate::upstream::OriginConns;
 
 fn epoch() -> Instant {
@@ -72,7 +72,7 @@ pub struct OriginState {
     pub ejected_until_ms: AtomicU64,
     pub consecutive_failures: AtomicU32,
     pub ejections_in_a_row: AtomicU32,
-    pub in_flight: AtomicU32,
+    pub in_flight: WorkerGauge,
     pub stats: Arc<OriginStats>,
     /// Connections to this origin, pooled per worker.
     pub conns: OriginConns,
@@ -92,7 +92,7 @@ impl OriginState {
             ejected_until_ms: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             ejections_in_a_row: AtomicU32::new(0),
-            in_flight: AtomicU32::new(0),
+            in_flight: WorkerGauge::default(),
             stats,
             conns: OriginConns::new(addr, workers),
         }
@@ -118,20 +118,33 @@ impl OriginState {
 }
 
 /// One request counted in an origin's `in_flight` (least-connections, p2c) for as long as the
-/// lease lives: a cancelled request can never leave the count behind.
+/// lease lives: a cancelled request can never leave the count behind. [`OriginLease::keep`]
+/// hands the count to the request's record ([`crate::finish::Finish`]), which ends it.
 #[derive(Debug)]
-pub struct OriginLease(Arc<OriginState>);
+pub struct OriginLease<'a>(&'a OriginState);
 
-impl OriginLease {
-    pub fn new(origin: Arc<OriginState>) -> Self {
-        origin.in_flight.fetch_add(1, Ordering::Relaxed);
+impl<'a> OriginLease<'a> {
+    pub fn new(origin: &'a OriginState) -> Self {
+        origin.in_flight.add(1);
         Self(origin)
+    }
+
+    /// Leaves the request counted; whoever keeps it calls [`OriginState::end_lease`].
+    pub fn keep(self) {
+        std::mem::forget(self);
     }
 }
 
-impl Drop for OriginLease {
+impl Drop for OriginLease<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.end_lease();
+    }
+}
+
+impl OriginState {
+    /// Ends the count of a lease that was kept.
+    pub fn end_lease(&self) {
+        self.in_flight.sub(1);
     }
 }
 
@@ -217,8 +230,7 @@ impl Pool {
                     if !ok(i) {
                         continue;
                     }
-                    let load =
-                        u64::from(self.origins.get(i).map(|o| o.in_flight.load(Ordering::Relaxed)).unwrap_or(u32::MAX));
+                    let load = self.origins.get(i).map(|o| o.in_flight.get()).unwrap_or(u64::MAX);
                     let w = u64::from(self.weights.get(i).copied().unwrap_or(1));
                     // Compare load/weight without division: a/wa < b/wb  <=>  a*wb < b*wa.
                     if best.is_none_or(|(_, bl, bw)| load * bw < bl * w) {
@@ -230,8 +242,7 @@ impl Pool {
             Balance::PowerOfTwoChoices => {
                 // Two distinct random candidates, the less loaded wins. Random probes first (no
                 // allocation); a sparse pool falls back to a scan from a random start.
-                let load =
-                    |i: usize| self.origins.get(i).map(|o| o.in_flight.load(Ordering::Relaxed)).unwrap_or(u32::MAX);
+                let load = |i: usize| self.origins.get(i).map(|o| o.in_flight.get()).unwrap_or(u64::MAX);
                 let r = fast_random();
                 let mut first = None;
                 for k in 0..4u64 {
@@ -266,9 +277,15 @@ impl Pool {
     pub fn record(&self, i: usize, outcome: Outcome) {
         let Some(o) = self.origins.get(i) else { return };
         match outcome {
+            // Read before written: a success changes nothing in the usual case, and a line
+            // that every worker reads stays in every core's cache while nobody writes it.
             Outcome::Success => {
-                o.consecutive_failures.store(0, Ordering::Relaxed);
-                if now_ms() >= o.ejected_until_ms.load(Ordering::Relaxed) {
+                if o.consecutive_failures.load(Ordering::Relaxed) != 0 {
+                    o.consecutive_failures.store(0, Ordering::Relaxed);
+                }
+                if o.ejections_in_a_row.load(Ordering::Relaxed) != 0
+                    && now_ms() >= o.ejected_until_ms.load(Ordering::Relaxed)
+                {
                     o.ejections_in_a_row.store(0, Ordering::Relaxed);
                 }
             }
@@ -331,7 +348,7 @@ fn build_ring(origins: &[Arc<OriginState>], weights: &[u32]) -> Vec<(u64, u16)> 
 /// origin fleet is failing.
 #[derive(Debug)]
 pub struct RetryBudget {
-    pub requests_in_flight: AtomicU64,
+    pub requests_in_flight: WorkerGauge,
     pub retries_in_flight: AtomicU64,
     percent: u64,
     min_concurrent: u64,
@@ -339,12 +356,17 @@ pub struct RetryBudget {
 
 impl RetryBudget {
     pub fn new(percent: u64, min_concurrent: u64) -> Self {
-        Self { requests_in_flight: AtomicU64::new(0), retries_in_flight: AtomicU64::new(0), percent, min_concurrent }
+        Self {
+            requests_in_flight: WorkerGauge::default(),
+            retries_in_flight: AtomicU64::new(0),
+            percent,
+            min_concurrent,
+        }
     }
 
     /// Takes a retry token if the budget allows; give it back with [`RetryBudget::release`].
     pub fn try_acquire(&self) -> bool {
-        let allowed = (self.requests_in_flight.load(Ordering::Relaxed) * self.percent / 100).max(self.min_concurrent);
+        let allowed = (self.requests_in_flight.get() * self.percent / 100).max(self.min_concurrent);
         let current = self.retries_in_flight.fetch_add(1, Ordering::Relaxed);
         if current < allowed {
             true
@@ -415,8 +437,8 @@ mod tests {
     #[test]
     fn least_connections_prefers_the_idle_origin() {
         let p = pool(&[1, 1, 1], Balance::LeastConnections);
-        p.origins[0].in_flight.store(5, Ordering::Relaxed);
-        p.origins[2].in_flight.store(3, Ordering::Relaxed);
+        p.origins[0].in_flight.add(5);
+        p.origins[2].in_flight.add(3);
         for _ in 0..10 {
             assert_eq!(p.pick(0, 0), Some(1));
         }
@@ -425,7 +447,7 @@ mod tests {
     #[test]
     fn p2c_avoids_the_busiest_origin() {
         let p = pool(&[1, 1, 1, 1], Balance::PowerOfTwoChoices);
-        p.origins[3].in_flight.store(100, Ordering::Relaxed);
+        p.origins[3].in_flight.add(100);
         let c = counts(&p, 1000, |_| 0);
         assert!(!c.contains_key(&3), "{c:?}");
         assert_eq!(c.len(), 3);
@@ -475,7 +497,7 @@ mod tests {
         assert!(b.try_acquire());
         assert!(b.try_acquire());
         assert!(!b.try_acquire());
-        b.requests_in_flight.store(100, Ordering::Relaxed);
+        b.requests_in_flight.add(100);
         let granted = (0..50).filter(|_| b.try_acquire()).count();
         assert_eq!(granted, 18);
     }

@@ -172,7 +172,6 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<ClientBody>) -> Reply {
         status: 0,
         zone: None,
         origin: None,
-        origin_lease: None,
         origin_duration: None,
         bytes_sent: 0,
         spliced_bytes: 0,
@@ -211,11 +210,11 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<ClientBody>) -> Reply {
             return respond(error_page(StatusCode::MISDIRECTED_REQUEST, request_id, false), finish);
         }
     }
-    let Some(zone) = snap.zones.get(zone_index).cloned() else {
+    let Some(zone) = snap.zone_for_worker(zone_index).cloned() else {
         return respond(error_page(StatusCode::NOT_FOUND, request_id, false), finish);
     };
     drop(snap);
-    zone.budget.requests_in_flight.fetch_add(1, Ordering::Relaxed);
+    zone.budget.requests_in_flight.add(1);
     finish.zone = Some(zone.clone());
     let via = &*zone.via;
 
@@ -287,7 +286,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<ClientBody>) -> Reply {
         let Some(i) = zone.pool.pick(hash, tried) else {
             break Err(last_error);
         };
-        let Some(origin) = zone.pool.get(i).cloned() else {
+        let Some(origin) = zone.pool.get(i) else {
             break Err(StatusCode::BAD_GATEWAY);
         };
         let Some(mut up) = pending.take() else { break Err(StatusCode::BAD_GATEWAY) };
@@ -323,7 +322,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<ClientBody>) -> Reply {
         };
 
         // Counted in flight until the response ends, or until this future is dropped.
-        let lease = OriginLease::new(origin.clone());
+        let lease = OriginLease::new(origin);
         // The origin's share of the time is only reported in the access log.
         let sent_at = log.then(Instant::now);
         let outcome =
@@ -331,8 +330,8 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<ClientBody>) -> Reply {
         match outcome {
             Ok(Sent::Response(resp, lines)) => {
                 zone.pool.record(i, if resp.status().is_server_error() { Outcome::Failure } else { Outcome::Success });
-                finish.origin = Some(origin);
-                finish.origin_lease = Some(lease);
+                finish.origin = Some(i);
+                lease.keep();
                 finish.origin_duration = sent_at.map(|t| t.elapsed());
                 break Ok((resp, lines));
             }

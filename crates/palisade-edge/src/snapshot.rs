@@ -13,7 +13,11 @@ use crate::metrics::{Metrics, ZoneStats};
 use crate::pool::{ms, OriginState, Pool, RetryBudget};
 use crate::upstream::ConnParams;
 
-/// One zone, compiled.
+/// One zone, compiled. Each data-plane worker has its own copy (see
+/// [`Snapshot::zone_for_worker`]), sharing the zone's live state (origins, budget, stats)
+/// through the `Arc`s inside: the copy's reference count and its balancer's cursor, which every
+/// request changes, stay on the worker's own cache lines.
+#[repr(align(128))]
 pub struct ZoneRuntime {
     pub name: Arc<str>,
     pub pool: Pool,
@@ -38,6 +42,8 @@ pub struct ZoneRuntime {
 pub struct Snapshot {
     pub config: ValidConfig,
     pub zones: Vec<Arc<ZoneRuntime>>,
+    /// `zones` again for each data-plane worker, in the same order.
+    worker_zones: Vec<Vec<Arc<ZoneRuntime>>>,
     exact: HashMap<String, usize>,
     wildcard: HashMap<String, usize>,
     pub guard_limits: GuardLimits,
@@ -71,6 +77,14 @@ impl Snapshot {
         }
         let (_, parent) = host.split_once('.')?;
         self.wildcard.get(parent).copied()
+    }
+
+    /// Zone `i` as the current data-plane worker's copy (the shared one off the workers).
+    pub fn zone_for_worker(&self, i: usize) -> Option<&Arc<ZoneRuntime>> {
+        match self.worker_zones.get(crate::server::worker_index()) {
+            Some(zones) => zones.get(i),
+            None => self.zones.get(i),
+        }
     }
 
     pub fn zone_for(&self, host: &str) -> Option<&Arc<ZoneRuntime>> {
@@ -122,6 +136,7 @@ pub fn compile(
 
     let via = Arc::new(Via::new(&config.doc.node.name));
     let mut zones = Vec::with_capacity(config.doc.zones.len());
+    let mut worker_zones: Vec<Vec<Arc<ZoneRuntime>>> = vec![Vec::with_capacity(config.doc.zones.len()); workers];
     let mut exact = HashMap::new();
     let mut wildcard = HashMap::new();
     for (zi, (z, vz)) in config.doc.zones.iter().zip(&config.zones).enumerate() {
@@ -135,8 +150,7 @@ pub fn compile(
                 });
                 (state, o.weight)
             })
-            .collect();
-        let pool = Pool::new(origins, z.balance, z.passive_health.clone());
+            .collect::<Vec<_>>();
 
         let h2 = z.origin_protocol == OriginProtocol::H2;
         let conn_params =
@@ -162,23 +176,32 @@ pub fn compile(
         let health_host = vz.hostnames.iter().find(|h| !h.starts_with("*.")).cloned().unwrap_or_else(|| {
             vz.hostnames.first().map(|h| h.trim_start_matches("*.").to_string()).unwrap_or_default()
         });
-        zones.push(Arc::new(ZoneRuntime {
-            name: Arc::from(z.name.as_str()),
-            pool,
-            hash_key: vz.hash_key.clone(),
-            conn_params,
-            h2_origin: h2,
-            response_header_timeout: ms(z.timeouts.response_header_ms),
-            total_timeout: ms(z.timeouts.total_ms),
-            retry_attempts: z.retries.attempts,
-            budget: Arc::new(RetryBudget::new(z.retries.budget_percent, z.retries.min_concurrent)),
-            max_body_bytes: z.max_body_bytes,
-            stats: metrics.zone(&z.name),
-            health_check: z.health_check.clone(),
-            health_host,
-            cert,
-            via: via.clone(),
-        }));
+        let name: Arc<str> = Arc::from(z.name.as_str());
+        let budget = Arc::new(RetryBudget::new(z.retries.budget_percent, z.retries.min_concurrent));
+        let stats = metrics.zone(&z.name);
+        let runtime = || {
+            Arc::new(ZoneRuntime {
+                name: name.clone(),
+                pool: Pool::new(origins.clone(), z.balance, z.passive_health.clone()),
+                hash_key: vz.hash_key.clone(),
+                conn_params,
+                h2_origin: h2,
+                response_header_timeout: ms(z.timeouts.response_header_ms),
+                total_timeout: ms(z.timeouts.total_ms),
+                retry_attempts: z.retries.attempts,
+                budget: budget.clone(),
+                max_body_bytes: z.max_body_bytes,
+                stats: stats.clone(),
+                health_check: z.health_check.clone(),
+                health_host: health_host.clone(),
+                cert: cert.clone(),
+                via: via.clone(),
+            })
+        };
+        zones.push(runtime());
+        for w in &mut worker_zones {
+            w.push(runtime());
+        }
     }
     if !problems.is_empty() {
         return Err(problems);
@@ -192,7 +215,7 @@ pub fn compile(
         body_timeout: ms(l.body_timeout_ms),
         send_timeout: ms(l.send_timeout_ms),
     };
-    Ok(Snapshot { config, zones, exact, wildcard, guard_limits, source: source.to_string() })
+    Ok(Snapshot { config, zones, worker_zones, exact, wildcard, guard_limits, source: source.to_string() })
 }
 
 #[cfg(test)]
