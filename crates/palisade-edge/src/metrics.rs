@@ -27,6 +27,9 @@ fn shard<T>(shards: &[Padded<T>; SHARDS]) -> Option<&T> {
     shards.get(crate::server::worker_index() % SHARDS).map(|p| &p.0)
 }
 
+/// A per-origin series to render: name, help text, and the figure read from the origin's `S`.
+type OriginSeries<S> = (&'static str, &'static str, fn(&S) -> u64);
+
 /// A gauge that each data-plane worker moves on its own cache line; a reader sums the shards.
 /// For counts every request changes twice (requests in flight per zone and per origin): kept in
 /// one atomic, the line holding it passed between the cores on every change.
@@ -222,58 +225,40 @@ impl Metrics {
                 ld(&z.body_too_large)
             );
         }
-        o.push_str("# HELP palisade_origin_connect_failures_total Failed connections to an origin.\n# TYPE palisade_origin_connect_failures_total counter\n");
-        for ((zone, addr), s) in &origins {
-            let _ = writeln!(
-                o,
-                "palisade_origin_connect_failures_total{{zone=\"{}\",origin=\"{}\"}} {}",
-                esc(zone),
-                esc(addr),
-                ld(&s.connect_failures)
-            );
-        }
-        o.push_str("# HELP palisade_origin_timeouts_total Origin response-header or total timeouts.\n# TYPE palisade_origin_timeouts_total counter\n");
-        for ((zone, addr), s) in &origins {
-            let _ = writeln!(
-                o,
-                "palisade_origin_timeouts_total{{zone=\"{}\",origin=\"{}\"}} {}",
-                esc(zone),
-                esc(addr),
-                ld(&s.timeouts)
-            );
-        }
-        o.push_str("# HELP palisade_origin_ejections_total Passive ejections of an origin.\n# TYPE palisade_origin_ejections_total counter\n");
-        for ((zone, addr), s) in &origins {
-            let _ = writeln!(
-                o,
-                "palisade_origin_ejections_total{{zone=\"{}\",origin=\"{}\"}} {}",
-                esc(zone),
-                esc(addr),
-                ld(&s.ejections)
-            );
-        }
-        o.push_str("# HELP palisade_origin_requests_in_flight Requests sent to an origin and not yet answered in full.\n# TYPE palisade_origin_requests_in_flight gauge\n");
-        for zone in &active.zones {
-            for s in &zone.pool.origins {
-                let _ = writeln!(
-                    o,
-                    "palisade_origin_requests_in_flight{{zone=\"{}\",origin=\"{}\"}} {}",
-                    esc(&zone.name),
-                    esc(&s.label),
-                    s.in_flight.get()
-                );
+        let counters: [OriginSeries<OriginStats>; 3] = [
+            ("palisade_origin_connect_failures_total", "Failed connections to an origin.", |s| {
+                s.connect_failures.load(Ordering::Relaxed)
+            }),
+            ("palisade_origin_timeouts_total", "Origin response-header or total timeouts.", |s| {
+                s.timeouts.load(Ordering::Relaxed)
+            }),
+            ("palisade_origin_ejections_total", "Passive ejections of an origin.", |s| {
+                s.ejections.load(Ordering::Relaxed)
+            }),
+        ];
+        for (name, help, counter) in counters {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+            for ((zone, addr), s) in &origins {
+                let _ = writeln!(o, "{name}{{zone=\"{}\",origin=\"{}\"}} {}", esc(zone), esc(addr), counter(s));
             }
         }
-        o.push_str("# HELP palisade_origin_healthy 1 when the origin is in rotation (active check passing and not ejected).\n# TYPE palisade_origin_healthy gauge\n");
-        for zone in &active.zones {
-            for s in &zone.pool.origins {
-                let _ = writeln!(
-                    o,
-                    "palisade_origin_healthy{{zone=\"{}\",origin=\"{}\"}} {}",
-                    esc(&zone.name),
-                    esc(&s.label),
-                    u8::from(s.available())
-                );
+        let gauges: [OriginSeries<crate::pool::OriginState>; 2] = [
+            ("palisade_origin_requests_in_flight", "Requests sent to an origin and not yet answered in full.", |s| {
+                s.in_flight.get()
+            }),
+            (
+                "palisade_origin_healthy",
+                "1 when the origin is in rotation (active check passing and not ejected).",
+                |s| u64::from(s.available()),
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for zone in &active.zones {
+                for s in &zone.pool.origins {
+                    let _ =
+                        writeln!(o, "{name}{{zone=\"{}\",origin=\"{}\"}} {}", esc(&zone.name), esc(&s.label), gauge(s));
+                }
             }
         }
         let _ = write!(
