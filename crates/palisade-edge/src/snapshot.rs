@@ -34,7 +34,7 @@ pub struct ZoneRuntime {
     /// Host header sent with health checks: the zone's first exact hostname.
     pub health_host: String,
     pub cert: Option<Arc<CertifiedKey>>,
-    /// This node's `Via` entries (the snapshot's, shared by its zones).
+    /// This node's `Via` entries.
     pub via: Arc<Via>,
 }
 
@@ -134,7 +134,6 @@ pub fn compile(
         }
     }
 
-    let via = Arc::new(Via::new(&config.doc.node.name));
     let mut zones = Vec::with_capacity(config.doc.zones.len());
     let mut worker_zones: Vec<Vec<Arc<ZoneRuntime>>> = vec![Vec::with_capacity(config.doc.zones.len()); workers];
     let mut exact = HashMap::new();
@@ -195,7 +194,9 @@ pub fn compile(
                 health_check: z.health_check.clone(),
                 health_host: health_host.clone(),
                 cert: cert.clone(),
-                via: via.clone(),
+                // Its own values per copy: a request clones them, and a value's reference
+                // count shared by every worker would pass its line between the cores.
+                via: Arc::new(Via::new(&config.doc.node.name)),
             })
         };
         zones.push(runtime());

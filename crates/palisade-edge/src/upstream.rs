@@ -58,7 +58,14 @@ struct Slot {
     h2: Option<http2::SendRequest<RequestBody>>,
 }
 
-type Slots = Arc<[Mutex<Slot>]>;
+/// One worker's pool, on cache lines of its own and with its own reference count: the lock
+/// and the count change on every request, and a line shared with another worker's slot would
+/// pass between the cores each time.
+#[repr(align(128))]
+#[derive(Default)]
+struct SlotCell(Mutex<Slot>);
+
+type Slots = Box<[Arc<SlotCell>]>;
 
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
@@ -109,18 +116,13 @@ pub enum Conn {
 
 /// Where a connection returns to: the pool slot of the worker that checked it out.
 #[derive(Clone)]
-struct Home {
-    slots: Slots,
-    worker: usize,
-}
+struct Home(Arc<SlotCell>);
 
 impl Home {
     fn check_in(&self, conn: H1Conn) {
-        if let Some(s) = self.slots.get(self.worker) {
-            let mut slot = crate::lock(s);
-            if slot.idle.len() < MAX_IDLE {
-                slot.idle.push((Instant::now(), conn));
-            }
+        let mut slot = crate::lock(&self.0 .0);
+        if slot.idle.len() < MAX_IDLE {
+            slot.idle.push((Instant::now(), conn));
         }
     }
 }
@@ -141,19 +143,18 @@ fn still_open(conn: &H1Conn) -> bool {
 
 impl OriginConns {
     pub fn new(addr: SocketAddr, workers: usize) -> Self {
-        Self { addr, slots: (0..workers.max(1)).map(|_| Mutex::new(Slot::default())).collect() }
+        Self { addr, slots: (0..workers.max(1)).map(|_| Arc::default()).collect() }
     }
 
-    fn home(&self) -> Home {
-        let w = crate::server::worker_index();
-        Home { slots: self.slots.clone(), worker: if w < self.slots.len() { w } else { 0 } }
+    /// This worker's slot (the first off the workers).
+    fn slot(&self) -> Option<&Arc<SlotCell>> {
+        self.slots.get(crate::server::worker_index()).or_else(|| self.slots.first())
     }
 
     /// A usable connection from this worker's pool, or a new one.
     pub async fn checkout(&self, p: ConnParams) -> Result<Conn, ConnectError> {
-        let home = self.home();
-        if let Some(s) = self.slots.get(home.worker) {
-            let mut slot = crate::lock(s);
+        if let Some(s) = self.slot() {
+            let mut slot = crate::lock(&s.0);
             if p.h2 {
                 if let Some(s) = slot.h2.as_ref().filter(|s| !s.is_closed()) {
                     return Ok(Conn::H2(s.clone()));
@@ -184,8 +185,8 @@ impl OriginConns {
             tokio::spawn(async move {
                 let _ = conn.await;
             });
-            if let Some(s) = self.slots.get(home.worker) {
-                crate::lock(s).h2 = Some(sender.clone());
+            if let Some(s) = self.slot() {
+                crate::lock(&s.0).h2 = Some(sender.clone());
             }
             Ok(Conn::H2(sender))
         } else {
@@ -199,7 +200,7 @@ impl OriginConns {
     /// request carries them in its map).
     pub async fn send(&self, conn: Conn, req: Request<RequestBody>, forwarding: &Forwarding) -> Sent {
         match conn {
-            Conn::H1(c) => send_h1(self.home(), c, req, forwarding).await,
+            Conn::H1(c) => send_h1(self.slot().cloned().map(Home), c, req, forwarding).await,
             Conn::H2(mut s) => match s.try_send_request(req).await {
                 Ok(r) => Sent::Response(r.map(UpstreamBody::H2), RawHeaders::default()),
                 Err(mut e) => match e.take_message() {
@@ -224,7 +225,7 @@ pub enum OriginError {
     BadFraming,
 }
 
-async fn send_h1(home: Home, mut conn: H1Conn, req: Request<RequestBody>, forwarding: &Forwarding) -> Sent {
+async fn send_h1(home: Option<Home>, mut conn: H1Conn, req: Request<RequestBody>, forwarding: &Forwarding) -> Sent {
     if conn.buf.capacity() == 0 {
         conn.buf = take_read_buf();
     }
@@ -327,7 +328,7 @@ async fn send_h1(home: Home, mut conn: H1Conn, req: Request<RequestBody>, forwar
                 }
                 let reader = BodyReader::new(framing, MAX_RESPONSE_HEAD, READ_BUF);
                 let mut conn = Some(conn);
-                let home = if keep_alive && reusable { Some(home) } else { None };
+                let home = if keep_alive && reusable { home } else { None };
                 if reader.is_done() {
                     release(&mut conn, home.as_ref());
                 }
