@@ -79,13 +79,34 @@ thread_local! {
     static HEAD_BUFS: BufPool = const { BufPool::new(1024, 64) };
 }
 
-/// A buffer to put a message head together in (give it back with [`put_head_buf`]).
-pub fn take_head_buf() -> BytesMut {
-    HEAD_BUFS.with(BufPool::take)
+/// A buffer to put a message head together in, from this worker's pool, given back when
+/// dropped (also when the future using it is).
+pub struct HeadBuf(BytesMut);
+
+impl HeadBuf {
+    pub fn take() -> Self {
+        Self(HEAD_BUFS.with(BufPool::take))
+    }
 }
 
-pub fn put_head_buf(buf: BytesMut) {
-    HEAD_BUFS.with(|p| p.put(buf));
+impl std::ops::Deref for HeadBuf {
+    type Target = BytesMut;
+    fn deref(&self) -> &BytesMut {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for HeadBuf {
+    fn deref_mut(&mut self) -> &mut BytesMut {
+        &mut self.0
+    }
+}
+
+impl Drop for HeadBuf {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.0);
+        HEAD_BUFS.with(|p| p.put(buf));
+    }
 }
 
 /// Where one header's name and value lie in a head: name start, name length, value start, value
@@ -133,10 +154,11 @@ impl Spans {
         }
     }
 
-    /// The header map of `head` (the frozen bytes the spans were recorded in), with room for
-    /// `extra` more headers (what the proxy adds), so that adding them does not grow the map.
-    pub fn header_map(&self, head: &Bytes, extra: usize) -> Option<HeaderMap> {
-        let mut map = HeaderMap::with_capacity(self.n + extra);
+    /// The header map of `head` (the frozen bytes the spans were recorded in). The edge's own
+    /// request headers are written beside it ([`crate::proxy::Forwarding`]), so it is sized
+    /// for what it holds.
+    pub fn header_map(&self, head: &Bytes) -> Option<HeaderMap> {
+        let mut map = HeaderMap::with_capacity(self.n);
         for span in self.all() {
             append_line(&mut map, head, span)?;
         }

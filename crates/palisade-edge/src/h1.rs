@@ -327,7 +327,7 @@ fn parse_request(buf: &mut BytesMut, max_headers: usize) -> Result<Option<Parsed
         return Err(());
     }
     let uri = Uri::from_maybe_shared(head.slice(path_start..path_start + path_len)).map_err(|_| ())?;
-    let headers = spans.header_map(&head, 10).ok_or(())?;
+    let headers = spans.header_map(&head).ok_or(())?;
     let keep_alive =
         codec::keep_alive(headers.get_all(CONNECTION).iter().map(|v| v.as_bytes()), version == Version::HTTP_11);
     // The guard refused every ambiguous framing; what is left is one of these.
@@ -357,25 +357,13 @@ enum Next {
 /// Writes one response. `keep_alive`: whether the connection may carry another request.
 async fn write_response(
     wire: &SharedWire,
-    reply: Reply,
-    keep_alive: bool,
-    request_version: Version,
-    head_request: bool,
-) -> Result<Next, codec::WriteError> {
-    let mut out = codec::take_head_buf();
-    let written = write_response_in(wire, &mut out, reply, keep_alive, request_version, head_request).await;
-    codec::put_head_buf(out);
-    written
-}
-
-async fn write_response_in(
-    wire: &SharedWire,
-    out: &mut BytesMut,
     Reply { resp, origin_headers }: Reply,
     mut keep_alive: bool,
     request_version: Version,
     head_request: bool,
 ) -> Result<Next, codec::WriteError> {
+    let mut head = codec::HeadBuf::take();
+    let out = &mut *head;
     let (parts, body) = resp.into_parts();
     let status = parts.status;
     out.extend_from_slice(b"HTTP/1.1 ");

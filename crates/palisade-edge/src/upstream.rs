@@ -233,7 +233,7 @@ async fn send_h1(home: Option<Home>, mut conn: H1Conn, req: Request<RequestBody>
         let _ = conn.buf.try_reclaim(READ_BUF);
     }
     let (parts, body) = req.into_parts();
-    let mut head = codec::take_head_buf();
+    let mut head = codec::HeadBuf::take();
     head.extend_from_slice(parts.method.as_str().as_bytes());
     head.extend_from_slice(b" ");
     head.extend_from_slice(parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").as_bytes());
@@ -299,7 +299,7 @@ async fn send_h1(home: Option<Home>, mut conn: H1Conn, req: Request<RequestBody>
             }
         }
     };
-    codec::put_head_buf(head);
+    drop(head);
     // Still here only if it was never read to its end (an empty body is never touched).
     let body = slot.unwrap_or_else(RequestBody::empty);
     if let Err(e) = written {
