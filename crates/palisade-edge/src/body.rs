@@ -131,7 +131,10 @@ pub struct EdgeBody {
     /// The total deadline; the timer is only created if the body ever has to wait.
     deadline_at: Option<tokio::time::Instant>,
     deadline: Option<Pin<Box<Sleep>>>,
-    finish: Option<Finish>,
+    /// Boxed: the record travels with every response, and a small box comes back warm from the
+    /// allocator's per-thread cache, where 232 bytes moved with the body would land in cold
+    /// per-connection memory.
+    finish: Option<Box<Finish>>,
 }
 
 impl EdgeBody {
@@ -147,12 +150,12 @@ impl EdgeBody {
         Self { source: Source::Upstream(body), deadline_at, deadline: None, finish: None }
     }
 
-    pub fn set_finish(&mut self, f: Finish) {
+    pub fn set_finish(&mut self, f: Box<Finish>) {
         self.finish = Some(f);
     }
 
     pub fn finish_mut(&mut self) -> Option<&mut Finish> {
-        self.finish.as_mut()
+        self.finish.as_deref_mut()
     }
 
     /// The origin side of an upgraded connection (after a 101 from the origin).

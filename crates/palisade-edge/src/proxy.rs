@@ -145,7 +145,7 @@ impl From<Response<EdgeBody>> for Reply {
     }
 }
 
-fn respond(mut resp: Response<EdgeBody>, mut finish: Finish) -> Reply {
+fn respond(mut resp: Response<EdgeBody>, mut finish: Box<Finish>) -> Reply {
     finish.status = resp.status().as_u16();
     resp.body_mut().set_finish(finish);
     resp.into()
@@ -159,7 +159,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<ClientBody>) -> Reply {
     let request_id_value = new_request_id();
     let request_id = request_id_value.to_str().unwrap_or_default();
     let log = ctx.edge.access_log.enabled();
-    let mut finish = Finish {
+    let mut finish = Box::new(Finish {
         ctx: ctx.clone(),
         started,
         started_wall: log.then(SystemTime::now),
@@ -177,7 +177,7 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<ClientBody>) -> Reply {
         spliced_bytes: 0,
         completed: false,
         total_timeout: false,
-    };
+    });
 
     if let Some(rejection) = ctx.conn.rejection_for(index) {
         ctx.edge.metrics.reject(rejection);
@@ -293,7 +293,11 @@ pub async fn handle(ctx: Arc<ConnCtx>, req: Request<ClientBody>) -> Reply {
         if i < 64 {
             tried |= 1 << i;
         }
-        let conn = match origin.conns.checkout(zone.conn_params).await {
+        let checked_out = match origin.conns.pooled(zone.conn_params) {
+            Some(c) => Ok(c),
+            None => origin.conns.connect(zone.conn_params).await,
+        };
+        let conn = match checked_out {
             Ok(c) => c,
             Err(e) => {
                 origin.stats.connect_failures.fetch_add(1, Ordering::Relaxed);

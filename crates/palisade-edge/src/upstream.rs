@@ -11,6 +11,7 @@
 //! the request (or its body) has been used, and a request on a pooled connection that turns out
 //! to be closed before anything was answered comes back intact ([`Sent::NotSent`]).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,7 @@ use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_util::either::Either;
 
 use crate::body::{BoxError, RequestBody};
 use crate::codec::{self, BodyReader, BufPool, Framing, RawHeaders};
@@ -151,25 +153,31 @@ impl OriginConns {
         self.slots.get(crate::server::worker_index()).or_else(|| self.slots.first())
     }
 
-    /// A usable connection from this worker's pool, or a new one.
-    pub async fn checkout(&self, p: ConnParams) -> Result<Conn, ConnectError> {
-        if let Some(s) = self.slot() {
-            let mut slot = crate::lock(&s.0);
-            if p.h2 {
-                if let Some(s) = slot.h2.as_ref().filter(|s| !s.is_closed()) {
-                    return Ok(Conn::H2(s.clone()));
-                }
-                slot.h2 = None;
-            } else {
-                let now = Instant::now();
-                // Newest first; closed or stale connections are dropped.
-                while let Some((since, conn)) = slot.idle.pop() {
-                    if now.duration_since(since) <= p.idle_timeout && still_open(&conn) {
-                        return Ok(Conn::H1(conn));
-                    }
+    /// A usable connection from this worker's pool. The caller connects ([`Self::connect`])
+    /// only when there is none: a connecting future, built and moved into the caller's state on
+    /// every request, would copy 1.2 KiB into cache-cold task memory for nothing.
+    pub fn pooled(&self, p: ConnParams) -> Option<Conn> {
+        let s = self.slot()?;
+        let mut slot = crate::lock(&s.0);
+        if p.h2 {
+            if let Some(s) = slot.h2.as_ref().filter(|s| !s.is_closed()) {
+                return Some(Conn::H2(s.clone()));
+            }
+            slot.h2 = None;
+        } else {
+            let now = Instant::now();
+            // Newest first; closed or stale connections are dropped.
+            while let Some((since, conn)) = slot.idle.pop() {
+                if now.duration_since(since) <= p.idle_timeout && still_open(&conn) {
+                    return Some(Conn::H1(conn));
                 }
             }
         }
+        None
+    }
+
+    /// A new connection (see [`Self::pooled`]).
+    pub async fn connect(&self, p: ConnParams) -> Result<Conn, ConnectError> {
         let stream = match tokio::time::timeout(p.connect_timeout, TcpStream::connect(self.addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(ConnectError::Io(e)),
@@ -194,21 +202,33 @@ impl OriginConns {
         }
     }
 
-    /// Sends `req` and reads the response head. An HTTP/1.1 connection goes back to the pool
-    /// when the response body has been read to its end.
     /// Sends `req`, with the edge's `forwarding` headers after its own (HTTP/1.1; an HTTP/2
-    /// request carries them in its map).
-    pub async fn send(&self, conn: Conn, req: Request<RequestBody>, forwarding: &Forwarding) -> Sent {
+    /// request carries them in its map), and reads the response head. An HTTP/1.1 connection
+    /// goes back to the pool when the response body has been read to its end.
+    ///
+    /// Not an `async fn`: it picks the protocol's future and returns it, so the request is not
+    /// moved through one more future on its way (each level copies its whole state into the
+    /// connection's task memory, which is cache-cold at hundreds of connections).
+    pub fn send<'a>(
+        &self,
+        conn: Conn,
+        req: Request<RequestBody>,
+        forwarding: &'a Forwarding,
+    ) -> impl Future<Output = Sent> + Send + 'a {
         match conn {
-            Conn::H1(c) => send_h1(self.slot().cloned().map(Home), c, req, forwarding).await,
-            Conn::H2(mut s) => match s.try_send_request(req).await {
-                Ok(r) => Sent::Response(r.map(UpstreamBody::H2), RawHeaders::default()),
-                Err(mut e) => match e.take_message() {
-                    Some(req) => Sent::NotSent(req, Box::new(e.into_error())),
-                    None => Sent::Failed(Box::new(e.into_error())),
-                },
-            },
+            Conn::H1(c) => Either::Left(send_h1(self.slot().cloned().map(Home), c, req, forwarding)),
+            Conn::H2(s) => Either::Right(send_h2(s, req)),
         }
+    }
+}
+
+async fn send_h2(mut s: http2::SendRequest<RequestBody>, req: Request<RequestBody>) -> Sent {
+    match s.try_send_request(req).await {
+        Ok(r) => Sent::Response(r.map(UpstreamBody::H2), RawHeaders::default()),
+        Err(mut e) => match e.take_message() {
+            Some(req) => Sent::NotSent(req, Box::new(e.into_error())),
+            None => Sent::Failed(Box::new(e.into_error())),
+        },
     }
 }
 
