@@ -173,14 +173,20 @@ fn line_span(base: &[u8], h: &httparse::Header<'_>) -> Option<Span> {
     Some([u32::try_from(ns).ok()?, u32::try_from(nl).ok()?, u32::try_from(vs).ok()?, u32::try_from(vl).ok()?])
 }
 
-/// Appends the header at `span` of `head` to `map`, its value sliced out of `head` (no copy).
-fn append_line(map: &mut HeaderMap, head: &Bytes, &[ns, nl, vs, vl]: &Span) -> Option<()> {
+/// Where a span's name and value lie.
+fn ranges(&[ns, nl, vs, vl]: &Span) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
     let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
-    let name = HeaderName::from_bytes(head.get(ns..ns + nl)?).ok()?;
-    if vs + vl > head.len() {
+    (ns..ns + nl, vs..vs + vl)
+}
+
+/// Appends the header at `span` of `head` to `map`, its value sliced out of `head` (no copy).
+fn append_line(map: &mut HeaderMap, head: &Bytes, span: &Span) -> Option<()> {
+    let (name, value) = ranges(span);
+    let name = HeaderName::from_bytes(head.get(name)?).ok()?;
+    if value.end > head.len() {
         return None;
     }
-    let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl)).ok()?;
+    let value = HeaderValue::from_maybe_shared(head.slice(value)).ok()?;
     map.append(name, value);
     Some(())
 }
@@ -215,12 +221,13 @@ impl RawHeaders {
         Self { head, lines }
     }
 
-    fn name_value(&self, &[ns, nl, vs, vl]: &Span) -> Option<(&[u8], &[u8])> {
-        let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
-        if nl == 0 {
+    /// A line's name and value; None for a dropped line.
+    fn name_value(&self, span: &Span) -> Option<(&[u8], &[u8])> {
+        let (name, value) = ranges(span);
+        if name.is_empty() {
             return None;
         }
-        Some((self.head.get(ns..ns + nl)?, self.head.get(vs..vs + vl)?))
+        Some((self.head.get(name)?, self.head.get(value)?))
     }
 
     /// Every line not dropped, as (name as received, value).
@@ -243,12 +250,9 @@ impl RawHeaders {
 
     /// Drops the lines for which `keep` says false.
     pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
-        let head = &self.head;
-        for span in &mut self.lines {
-            let [ns, nl, vs, vl] = *span;
-            let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
-            let (Some(name), Some(value)) = (head.get(ns..ns + nl), head.get(vs..vs + vl)) else { continue };
-            if nl > 0 && !keep(name, value) {
+        for i in 0..self.lines.len() {
+            let drop = self.lines.get(i).and_then(|s| self.name_value(s)).is_some_and(|(n, v)| !keep(n, v));
+            if let Some(span) = self.lines.get_mut(i).filter(|_| drop) {
                 span[1] = 0;
             }
         }
@@ -258,10 +262,8 @@ impl RawHeaders {
     /// needs the map). httparse accepts only lines a map accepts; any other would be left out.
     pub fn append_to(&self, map: &mut HeaderMap) {
         map.reserve(self.lines.len());
-        for span in &self.lines {
-            if span[1] > 0 {
-                let _ = append_line(map, &self.head, span);
-            }
+        for span in self.lines.iter().filter(|s| self.name_value(s).is_some()) {
+            let _ = append_line(map, &self.head, span);
         }
     }
 

@@ -224,7 +224,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<hyper::http::request::Part
     drop(snap);
     zone.budget.requests_in_flight.add(1);
     finish.zone = Some(zone.clone());
-    let via = &*zone.via;
+    let via = &zone.via;
 
     if head.method == Method::CONNECT {
         return respond(error_page(StatusCode::METHOD_NOT_ALLOWED, request_id, false), finish);

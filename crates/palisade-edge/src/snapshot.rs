@@ -35,7 +35,7 @@ pub struct ZoneRuntime {
     pub health_host: String,
     pub cert: Option<Arc<CertifiedKey>>,
     /// This node's `Via` entries.
-    pub via: Arc<Via>,
+    pub via: Via,
 }
 
 /// Everything a request needs, immutable once built.
@@ -196,7 +196,7 @@ pub fn compile(
                 cert: cert.clone(),
                 // Its own values per copy: a request clones them, and a value's reference
                 // count shared by every worker would pass its line between the cores.
-                via: Arc::new(Via::new(&config.doc.node.name)),
+                via: Via::new(&config.doc.node.name),
             })
         };
         zones.push(runtime());
