@@ -148,7 +148,7 @@ pub async fn serve(
     ctx: Arc<ConnCtx>,
     shutdown: watch::Receiver<bool>,
     local_shutdown: Arc<Notify>,
-    limits: GuardLimits,
+    limits: &GuardLimits,
 ) -> Ended {
     let max_headers = limits.max_headers;
     let wire: SharedWire = Arc::new(Mutex::new(Wire {
@@ -175,53 +175,68 @@ pub async fn serve(
     // Whether the client may still be sending a body we did not read.
     let mut unread_body = false;
     loop {
-        let read = tokio::select! {
-            biased;
-            r = std::future::poll_fn(|cx| poll_head(&wire, cx, first, max_headers)) => r,
-            _ = &mut shutdown_signal => break,
+        // The request is read and moved into the future that handles it inside this block:
+        // nothing of it is kept beside that future in this one, which lives in the connection's
+        // task memory for as long as the connection.
+        let (version, keep_alive, head_request);
+        let handling = {
+            let read = tokio::select! {
+                biased;
+                r = std::future::poll_fn(|cx| poll_head(&wire, cx, first, max_headers)) => r,
+                _ = &mut shutdown_signal => break,
+            };
+            let request = match read {
+                Ok(HeadRead::Head(parsed)) => parsed,
+                Ok(HeadRead::Preface) => {
+                    return match Arc::try_unwrap(wire) {
+                        Ok(w) => {
+                            let w = w.into_inner().unwrap_or_else(|p| p.into_inner());
+                            Ended::H2(Rewind::new(w.buf.freeze(), w.io))
+                        }
+                        Err(_) => Ended::Closed,
+                    };
+                }
+                Ok(HeadRead::Invalid) => {
+                    // The guard refuses malformed heads before they get here; this is the backstop.
+                    let resp = error_page(StatusCode::BAD_REQUEST, "-", true);
+                    let _ = write_response(&wire, resp.into(), false, Version::HTTP_11, false).await;
+                    break;
+                }
+                Ok(HeadRead::Eof) | Err(_) => break,
+            };
+            first = false;
+            let Parsed { method, version: v, keep_alive: k, framing, expect_continue, parts } = request;
+            version = v;
+            keep_alive = k;
+            head_request = method == Method::HEAD;
+            let client_body = if framing == Framing::Empty {
+                ClientBody::Empty
+            } else {
+                let mut w = crate::lock(&wire);
+                w.body = Some(BodyReader::new(framing, limits.max_header_bytes, READ_SIZE));
+                w.cut = false;
+                w.continue_owed = expect_continue.then_some(0);
+                ClientBody::H1(H1RequestBody { wire: wire.clone() })
+            };
+            proxy::handle(ctx.clone(), hyper::Request::from_parts(parts, client_body))
         };
-        let request = match read {
-            Ok(HeadRead::Head(parsed)) => parsed,
-            Ok(HeadRead::Preface) => {
-                return match Arc::try_unwrap(wire) {
-                    Ok(w) => {
-                        let w = w.into_inner().unwrap_or_else(|p| p.into_inner());
-                        Ended::H2(Rewind::new(w.buf.freeze(), w.io))
-                    }
-                    Err(_) => Ended::Closed,
-                };
-            }
-            Ok(HeadRead::Invalid) => {
-                // The guard refuses malformed heads before they get here; this is the backstop.
-                let resp = error_page(StatusCode::BAD_REQUEST, "-", true);
-                let _ = write_response(&wire, resp.into(), false, Version::HTTP_11, false).await;
-                break;
-            }
-            Ok(HeadRead::Eof) | Err(_) => break,
+        // The same for the reply, which moves into the future that writes it.
+        let writing = {
+            let reply = handling.await;
+            let body_read = {
+                let mut w = crate::lock(&wire);
+                w.continue_owed = None;
+                let done = w.body.take().is_none_or(|b| b.is_done());
+                w.cut = !done;
+                done
+            };
+            let closing =
+                reply.resp.headers().get(CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+            unread_body = !body_read;
+            let keep_alive = keep_alive && body_read && !closing && !draining.has_changed().unwrap_or(true);
+            write_response(&wire, reply, keep_alive, version, head_request)
         };
-        first = false;
-        let Parsed { method, version, keep_alive, framing, expect_continue, parts } = request;
-        let client_body = if framing == Framing::Empty {
-            ClientBody::Empty
-        } else {
-            let mut w = crate::lock(&wire);
-            w.body = Some(BodyReader::new(framing, limits.max_header_bytes, READ_SIZE));
-            w.cut = false;
-            w.continue_owed = expect_continue.then_some(0);
-            ClientBody::H1(H1RequestBody { wire: wire.clone() })
-        };
-        let reply = proxy::handle(ctx.clone(), hyper::Request::from_parts(parts, client_body)).await;
-        let body_read = {
-            let mut w = crate::lock(&wire);
-            w.continue_owed = None;
-            let done = w.body.take().is_none_or(|b| b.is_done());
-            w.cut = !done;
-            done
-        };
-        let closing = reply.resp.headers().get(CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        unread_body = !body_read;
-        let keep_alive = keep_alive && body_read && !closing && !draining.has_changed().unwrap_or(true);
-        match write_response(&wire, reply, keep_alive, version, method == Method::HEAD).await {
+        match writing.await {
             Ok(Next::KeepAlive) => continue,
             Ok(Next::Tunnel(up, up_leftover)) => {
                 tunnel(wire, up, up_leftover).await;
@@ -354,16 +369,62 @@ enum Next {
     Tunnel(tokio::net::TcpStream, Bytes),
 }
 
+/// How a response head that was written frames what follows it.
+struct Framed {
+    framing: Framing,
+    /// Whether the connection may carry another request after this response.
+    keep_alive: bool,
+    /// A 101: the connection becomes a tunnel.
+    switching: bool,
+}
+
 /// Writes one response. `keep_alive`: whether the connection may carry another request.
-async fn write_response(
+///
+/// Not an `async fn`: the head is written out before the returned future exists, so the future
+/// holds the head's bytes and the body, not the whole reply (twice, as an `async fn` keeps its
+/// arguments) in the connection's task memory.
+fn write_response(
     wire: &SharedWire,
+    reply: Reply,
+    keep_alive: bool,
+    request_version: Version,
+    head_request: bool,
+) -> impl std::future::Future<Output = Result<Next, codec::WriteError>> + Send + '_ {
+    let mut head = codec::HeadBuf::take();
+    let (Framed { framing, keep_alive, switching }, body) =
+        write_head(&mut head, reply, keep_alive, request_version, head_request);
+    let mut slot = Some(body);
+    async move {
+        let out = &mut *head;
+        if let Framing::Length(_) = framing {
+            if write_spliced(wire, out, &mut slot).await? {
+                return Ok(if keep_alive { Next::KeepAlive } else { Next::Close });
+            }
+        }
+        let mut writer = WireWriter(wire);
+        codec::write_message(&mut writer, out, &mut slot, framing).await?;
+        if switching {
+            if let Some((up, leftover)) = slot.as_mut().and_then(EdgeBody::take_tunnel) {
+                return Ok(Next::Tunnel(up, leftover));
+            }
+            return Ok(Next::Close);
+        }
+        // A body shorter than its declared length leaves the client waiting: only closing can tell it.
+        if framing != Framing::Empty && slot.is_some_and(|b| !b.is_end_stream()) {
+            return Ok(Next::Close);
+        }
+        Ok(if keep_alive { Next::KeepAlive } else { Next::Close })
+    }
+}
+
+/// Serializes a response head into `out`; returns its framing and the body.
+fn write_head(
+    out: &mut BytesMut,
     Reply { resp, origin_headers }: Reply,
     mut keep_alive: bool,
     request_version: Version,
     head_request: bool,
-) -> Result<Next, codec::WriteError> {
-    let mut head = codec::HeadBuf::take();
-    let out = &mut *head;
+) -> (Framed, EdgeBody) {
     let (parts, body) = resp.into_parts();
     let status = parts.status;
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -421,28 +482,7 @@ async fn write_response(
         }
     }
     out.extend_from_slice(b"\r\n");
-    // The head is serialized: its values (some cut from shared blocks) need not outlive it.
-    drop(parts);
-    drop(origin_headers);
-    let mut slot = Some(body);
-    if let Framing::Length(_) = framing {
-        if write_spliced(wire, out, &mut slot).await? {
-            return Ok(if keep_alive { Next::KeepAlive } else { Next::Close });
-        }
-    }
-    let mut writer = WireWriter(wire);
-    codec::write_message(&mut writer, out, &mut slot, framing).await?;
-    if switching {
-        if let Some((up, leftover)) = slot.as_mut().and_then(EdgeBody::take_tunnel) {
-            return Ok(Next::Tunnel(up, leftover));
-        }
-        return Ok(Next::Close);
-    }
-    // A body shorter than its declared length leaves the client waiting: only closing can tell it.
-    if framing != Framing::Empty && slot.is_some_and(|b| !b.is_end_stream()) {
-        return Ok(Next::Close);
-    }
-    Ok(if keep_alive { Next::KeepAlive } else { Next::Close })
+    (Framed { framing, keep_alive, switching }, body)
 }
 
 /// Writes the head in `out` and then the body with [`crate::splice`], when the body and the

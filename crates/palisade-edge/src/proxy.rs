@@ -261,22 +261,25 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<hyper::http::request::Part
         0
     };
 
-    let mut headers = std::mem::take(&mut head.headers);
-    drop(head);
-    strip_hop_by_hop(&mut headers, is_upgrade);
-    headers.remove(EXPECT);
-    let mut forwarding = forwarding(&mut headers, &ctx, host_value.as_ref(), version, via, &request_id_value);
-    if zone.h2_origin {
-        std::mem::replace(&mut forwarding, Forwarding { lines: Vec::new() }).into_map(&mut headers);
-    }
-
-    let body_empty = http_body::Body::is_end_stream(&body);
-    let request_body = if body_empty { RequestBody::empty() } else { RequestBody::new(body, zone.max_body_bytes) };
-    let too_large = request_body.too_large.clone();
     // A connect failure means nothing was sent, so the body is still whole: idempotent requests
     // are retried on another origin with or without a body.
     let retryable = zone.retry_attempts > 0 && !is_upgrade && is_idempotent(&method);
+    // Built in a block: what moves into the request is not kept beside it while it is out.
+    let forwarding_lines;
+    let too_large;
     let mut pending = Some({
+        let mut headers = std::mem::take(&mut head.headers);
+        drop(head);
+        strip_hop_by_hop(&mut headers, is_upgrade);
+        headers.remove(EXPECT);
+        let mut lines = forwarding(&mut headers, &ctx, host_value.as_ref(), version, via, &request_id_value);
+        if zone.h2_origin {
+            std::mem::replace(&mut lines, Forwarding { lines: Vec::new() }).into_map(&mut headers);
+        }
+        forwarding_lines = lines;
+        let body_empty = http_body::Body::is_end_stream(&body);
+        let request_body = if body_empty { RequestBody::empty() } else { RequestBody::new(body, zone.max_body_bytes) };
+        too_large = request_body.too_large.clone();
         let mut up = Request::new(request_body);
         *up.method_mut() = method;
         *up.version_mut() = if zone.h2_origin { Version::HTTP_2 } else { Version::HTTP_11 };
@@ -297,7 +300,6 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<hyper::http::request::Part
         let Some(origin) = zone.pool.get(i) else {
             break Err(StatusCode::BAD_GATEWAY);
         };
-        let Some(mut up) = pending.take() else { break Err(StatusCode::BAD_GATEWAY) };
         if i < 64 {
             tried |= 1 << i;
         }
@@ -321,24 +323,27 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<hyper::http::request::Part
                     zone.budget.release();
                     attempt += 1;
                     zone.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    pending = Some(up);
                     continue;
                 }
                 break Err(last_error);
             }
         };
-        *up.uri_mut() = if zone.h2_origin {
-            origin.absolute_uri(path_and_query.as_ref())
-        } else {
-            origin_form(path_and_query.as_ref())
-        };
-
         // Counted in flight until the response ends, or until this future is dropped.
         let lease = OriginLease::new(origin);
         // The origin's share of the time is only reported in the access log.
         let sent_at = log.then(Instant::now);
-        let outcome =
-            tokio::time::timeout(zone.response_header_timeout, origin.conns.send(conn, up, &forwarding)).await;
+        // The request moves into the sending future inside a block: a local named here would
+        // keep its own 280 bytes in this future while the request is out.
+        let send = {
+            let Some(mut up) = pending.take() else { break Err(StatusCode::BAD_GATEWAY) };
+            *up.uri_mut() = if zone.h2_origin {
+                origin.absolute_uri(path_and_query.as_ref())
+            } else {
+                origin_form(path_and_query.as_ref())
+            };
+            tokio::time::timeout(zone.response_header_timeout, origin.conns.send(conn, up, &forwarding_lines))
+        };
+        let outcome = send.await;
         match outcome {
             Ok(Sent::Response(resp, lines)) => {
                 zone.pool.record(i, if resp.status().is_server_error() { Outcome::Failure } else { Outcome::Success });

@@ -555,7 +555,7 @@ where
         return;
     }
     let limits = shared.snapshot.load().guard_limits;
-    if let h1::Ended::H2(io) = h1::serve(Box::new(io), ctx.clone(), shutdown.clone(), local_shutdown, limits).await {
+    if let h1::Ended::H2(io) = h1::serve(Box::new(io), ctx.clone(), shutdown.clone(), local_shutdown, &limits).await {
         serve_h2(shared, io, ctx, shutdown).await;
     }
 }

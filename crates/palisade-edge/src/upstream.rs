@@ -245,135 +245,147 @@ pub enum OriginError {
     BadFraming,
 }
 
-async fn send_h1(home: Option<Home>, mut conn: H1Conn, req: Request<RequestBody>, forwarding: &Forwarding) -> Sent {
-    if conn.buf.capacity() == 0 {
-        conn.buf = take_read_buf();
-    }
-    if conn.buf.is_empty() {
-        let _ = conn.buf.try_reclaim(READ_BUF);
-    }
+/// Sends one request on an HTTP/1.1 connection and reads the response head.
+///
+/// Not an `async fn`: one of those keeps each argument twice for its whole life (as captured
+/// and as a local), and this future is moved into the request's, which is moved into the
+/// connection's task memory, once per request. The block captures each piece once.
+fn send_h1<'a>(
+    home: Option<Home>,
+    mut conn: H1Conn,
+    req: Request<RequestBody>,
+    forwarding: &'a Forwarding,
+) -> impl Future<Output = Sent> + Send + 'a {
     let (parts, body) = req.into_parts();
-    let mut head = codec::HeadBuf::take();
-    head.extend_from_slice(parts.method.as_str().as_bytes());
-    head.extend_from_slice(b" ");
-    head.extend_from_slice(parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").as_bytes());
-    head.extend_from_slice(b" HTTP/1.1\r\n");
-    let replaces_host = forwarding.host();
-    let mut lines = forwarding.lines.iter();
-    if replaces_host {
-        lines.next().inspect(|(name, value)| codec::write_header(&mut head, name, value));
-    }
-    for (name, value) in &parts.headers {
-        if !(replaces_host && name == HOST) {
+    async move {
+        if conn.buf.capacity() == 0 {
+            conn.buf = take_read_buf();
+        }
+        if conn.buf.is_empty() {
+            let _ = conn.buf.try_reclaim(READ_BUF);
+        }
+        let mut head = codec::HeadBuf::take();
+        head.extend_from_slice(parts.method.as_str().as_bytes());
+        head.extend_from_slice(b" ");
+        head.extend_from_slice(parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").as_bytes());
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        let replaces_host = forwarding.host();
+        let mut lines = forwarding.lines.iter();
+        if replaces_host {
+            lines.next().inspect(|(name, value)| codec::write_header(&mut head, name, value));
+        }
+        for (name, value) in &parts.headers {
+            if !(replaces_host && name == HOST) {
+                codec::write_header(&mut head, name, value);
+            }
+        }
+        for (name, value) in lines {
             codec::write_header(&mut head, name, value);
         }
-    }
-    for (name, value) in lines {
-        codec::write_header(&mut head, name, value);
-    }
-    let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    let framing = match declared {
-        Some(n) => Framing::Length(n),
-        None if !body.is_end_stream() => {
-            head.extend_from_slice(b"transfer-encoding: chunked\r\n");
-            Framing::Chunked
-        }
-        None => Framing::Empty,
-    };
-    head.extend_from_slice(b"\r\n");
-    // Until a byte of the body was taken, a failure on a reused connection can be resent.
-    let resendable = conn.reused && body.is_end_stream();
-    let not_sent = |parts, body, e: BoxError| Sent::NotSent(Request::from_parts(parts, body), e);
+        let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let framing = match declared {
+            Some(n) => Framing::Length(n),
+            None if !body.is_end_stream() => {
+                head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                Framing::Chunked
+            }
+            None => Framing::Empty,
+        };
+        head.extend_from_slice(b"\r\n");
+        // Until a byte of the body was taken, a failure on a reused connection can be resent.
+        let resendable = conn.reused && body.is_end_stream();
+        let not_sent = |parts, body, e: BoxError| Sent::NotSent(Request::from_parts(parts, body), e);
 
-    let mut slot = Some(body);
-    // An origin may answer before it has read the whole body (a 413, a redirect, an auth
-    // failure), and may stop reading or close. So while a body is being sent, the answer is
-    // watched for: an early answer ends the upload and is passed on, and a failed write is
-    // not the end of the story if an answer is already there.
-    let mut answered_early = false;
-    let written = if framing == Framing::Empty {
-        codec::write_message(&mut conn.io, &mut head, &mut slot, framing).await
-    } else {
-        let (mut rd, mut wr) = conn.io.split();
-        let write = codec::write_message(&mut wr, &mut head, &mut slot, framing);
-        tokio::pin!(write);
-        let buf = &mut conn.buf;
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ_BUF);
-        }
-        let mut origin_closed = false;
-        loop {
-            tokio::select! {
-                biased;
-                w = &mut write => break w,
-                r = std::future::poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut rd), cx, &mut *buf)), if !origin_closed => {
-                    match r {
-                        Ok(n) if n > 0 => {
-                            answered_early = true;
-                            break Ok(0);
+        let mut slot = Some(body);
+        // An origin may answer before it has read the whole body (a 413, a redirect, an auth
+        // failure), and may stop reading or close. So while a body is being sent, the answer is
+        // watched for: an early answer ends the upload and is passed on, and a failed write is
+        // not the end of the story if an answer is already there.
+        let mut answered_early = false;
+        let written = if framing == Framing::Empty {
+            codec::write_message(&mut conn.io, &mut head, &mut slot, framing).await
+        } else {
+            let (mut rd, mut wr) = conn.io.split();
+            let write = codec::write_message(&mut wr, &mut head, &mut slot, framing);
+            tokio::pin!(write);
+            let buf = &mut conn.buf;
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(READ_BUF);
+            }
+            let mut origin_closed = false;
+            loop {
+                tokio::select! {
+                    biased;
+                    w = &mut write => break w,
+                    r = std::future::poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut rd), cx, &mut *buf)), if !origin_closed => {
+                        match r {
+                            Ok(n) if n > 0 => {
+                                answered_early = true;
+                                break Ok(0);
+                            }
+                            // Closed or failed: the write will tell; whatever was read stays in `buf`.
+                            _ => origin_closed = true,
                         }
-                        // Closed or failed: the write will tell; whatever was read stays in `buf`.
-                        _ => origin_closed = true,
                     }
                 }
             }
-        }
-    };
-    drop(head);
-    // Still here only if it was never read to its end (an empty body is never touched).
-    let body = slot.unwrap_or_else(RequestBody::empty);
-    if let Err(e) = written {
-        match e {
-            codec::WriteError::Io(io) if resendable => return not_sent(parts, body, Box::new(io)),
-            codec::WriteError::Body(b) => return Sent::Failed(b),
-            // The origin may have answered before it stopped reading: look for that answer.
-            codec::WriteError::Io(io) => {
-                tracing::debug!(error = %io, "writing to the origin failed; reading any answer it sent");
-                answered_early = true;
+        };
+        drop(head);
+        // Still here only if it was never read to its end (an empty body is never touched).
+        let body = slot.unwrap_or_else(RequestBody::empty);
+        if let Err(e) = written {
+            match e {
+                codec::WriteError::Io(io) if resendable => return not_sent(parts, body, Box::new(io)),
+                codec::WriteError::Body(b) => return Sent::Failed(b),
+                // The origin may have answered before it stopped reading: look for that answer.
+                codec::WriteError::Io(io) => {
+                    tracing::debug!(error = %io, "writing to the origin failed; reading any answer it sent");
+                    answered_early = true;
+                }
             }
         }
-    }
-    // After an early answer the connection is mid-request: it cannot be used again.
-    let reusable = !answered_early;
+        // After an early answer the connection is mid-request: it cannot be used again.
+        let reusable = !answered_early;
 
-    loop {
-        match parse_response_head(&mut conn.buf, &parts.method) {
-            Err(e) => return Sent::Failed(Box::new(e)),
-            Ok(Some(Head::Informational)) => continue,
-            Ok(Some(Head::Final(resp, headers, framing, keep_alive))) => {
-                let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-                if switching {
-                    let leftover = conn.buf.split().freeze();
-                    return Sent::Response(resp.map(|()| UpstreamBody::Tunnel(Some((conn.io, leftover)))), headers);
+        loop {
+            match parse_response_head(&mut conn.buf, &parts.method) {
+                Err(e) => return Sent::Failed(Box::new(e)),
+                Ok(Some(Head::Informational)) => continue,
+                Ok(Some(Head::Final(resp, headers, framing, keep_alive))) => {
+                    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+                    if switching {
+                        let leftover = conn.buf.split().freeze();
+                        return Sent::Response(resp.map(|()| UpstreamBody::Tunnel(Some((conn.io, leftover)))), headers);
+                    }
+                    let reader = BodyReader::new(framing, MAX_RESPONSE_HEAD, READ_BUF);
+                    let mut conn = Some(conn);
+                    let home = if keep_alive && reusable { home } else { None };
+                    if reader.is_done() {
+                        release(&mut conn, home.as_ref());
+                    }
+                    return Sent::Response(resp.map(|()| UpstreamBody::H1(H1Body { conn, reader, home })), headers);
                 }
-                let reader = BodyReader::new(framing, MAX_RESPONSE_HEAD, READ_BUF);
-                let mut conn = Some(conn);
-                let home = if keep_alive && reusable { home } else { None };
-                if reader.is_done() {
-                    release(&mut conn, home.as_ref());
-                }
-                return Sent::Response(resp.map(|()| UpstreamBody::H1(H1Body { conn, reader, home })), headers);
+                Ok(None) => {}
             }
-            Ok(None) => {}
-        }
-        if conn.buf.len() > MAX_RESPONSE_HEAD {
-            return Sent::Failed(Box::new(OriginError::HeadTooLarge));
-        }
-        if conn.buf.capacity() - conn.buf.len() < 1024 {
-            conn.buf.reserve(READ_BUF);
-        }
-        let nothing_yet = conn.buf.is_empty();
-        // A head is read in small steps: what of a large body comes with it is copied, the rest
-        // can be spliced (crate::splice).
-        let read = std::future::poll_fn(|cx| {
-            tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut (&mut conn.buf).limit(HEAD_READ))
-        });
-        match read.await {
-            Ok(0) if resendable && nothing_yet => return not_sent(parts, body, Box::new(OriginError::Closed)),
-            Ok(0) => return Sent::Failed(Box::new(OriginError::Closed)),
-            Ok(_) => {}
-            Err(e) if resendable && nothing_yet => return not_sent(parts, body, Box::new(e)),
-            Err(e) => return Sent::Failed(Box::new(e)),
+            if conn.buf.len() > MAX_RESPONSE_HEAD {
+                return Sent::Failed(Box::new(OriginError::HeadTooLarge));
+            }
+            if conn.buf.capacity() - conn.buf.len() < 1024 {
+                conn.buf.reserve(READ_BUF);
+            }
+            let nothing_yet = conn.buf.is_empty();
+            // A head is read in small steps: what of a large body comes with it is copied, the rest
+            // can be spliced (crate::splice).
+            let read = std::future::poll_fn(|cx| {
+                tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut (&mut conn.buf).limit(HEAD_READ))
+            });
+            match read.await {
+                Ok(0) if resendable && nothing_yet => return not_sent(parts, body, Box::new(OriginError::Closed)),
+                Ok(0) => return Sent::Failed(Box::new(OriginError::Closed)),
+                Ok(_) => {}
+                Err(e) if resendable && nothing_yet => return not_sent(parts, body, Box::new(e)),
+                Err(e) => return Sent::Failed(Box::new(e)),
+            }
         }
     }
 }
