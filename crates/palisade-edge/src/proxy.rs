@@ -280,7 +280,8 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<hyper::http::request::Part
         let body_empty = http_body::Body::is_end_stream(&body);
         let request_body = if body_empty { RequestBody::empty() } else { RequestBody::new(body, zone.max_body_bytes) };
         too_large = request_body.too_large.clone();
-        let mut up = Request::new(request_body);
+        // Boxed: it waits here between attempts and rides in the sending future, in 8 bytes.
+        let mut up = Box::new(Request::new(request_body));
         *up.method_mut() = method;
         *up.version_mut() = if zone.h2_origin { Version::HTTP_2 } else { Version::HTTP_11 };
         *up.headers_mut() = headers;

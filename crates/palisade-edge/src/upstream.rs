@@ -81,12 +81,14 @@ pub enum ConnectError {
 }
 
 /// The outcome of sending on a connection.
+// Returned once per request, almost always as `Response`: boxing that would cost an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Sent {
     /// The response, with the header lines of an HTTP/1.1 origin as received (its header map
     /// then empty); an HTTP/2 origin's headers are in the map, and the lines are empty.
     Response(Response<UpstreamBody>, RawHeaders),
     /// Nothing was sent or answered (a pooled connection closed under us): it can be sent again.
-    NotSent(Request<RequestBody>, BoxError),
+    NotSent(Box<Request<RequestBody>>, BoxError),
     Failed(BoxError),
 }
 
@@ -185,11 +187,11 @@ impl OriginConns {
         };
         let _ = stream.set_nodelay(true);
         if p.h2 {
-            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .handshake(TokioIo::new(stream))
-                .await
-                .map_err(ConnectError::Handshake)?;
+            // Boxed: once per connection, and this future's size is paid on every request.
+            let handshake = Box::pin(
+                http2::Builder::new(TokioExecutor::new()).timer(TokioTimer::new()).handshake(TokioIo::new(stream)),
+            );
+            let (sender, conn) = handshake.await.map_err(ConnectError::Handshake)?;
             tokio::spawn(async move {
                 let _ = conn.await;
             });
@@ -212,7 +214,7 @@ impl OriginConns {
     pub fn send<'a>(
         &self,
         conn: Conn,
-        req: Request<RequestBody>,
+        req: Box<Request<RequestBody>>,
         forwarding: &'a Forwarding,
     ) -> impl Future<Output = Sent> + Send + 'a {
         match conn {
@@ -222,11 +224,11 @@ impl OriginConns {
     }
 }
 
-async fn send_h2(mut s: http2::SendRequest<RequestBody>, req: Request<RequestBody>) -> Sent {
-    match s.try_send_request(req).await {
+async fn send_h2(mut s: http2::SendRequest<RequestBody>, req: Box<Request<RequestBody>>) -> Sent {
+    match s.try_send_request(*req).await {
         Ok(r) => Sent::Response(r.map(UpstreamBody::H2), RawHeaders::default()),
         Err(mut e) => match e.take_message() {
-            Some(req) => Sent::NotSent(req, Box::new(e.into_error())),
+            Some(req) => Sent::NotSent(Box::new(req), Box::new(e.into_error())),
             None => Sent::Failed(Box::new(e.into_error())),
         },
     }
@@ -245,18 +247,59 @@ pub enum OriginError {
     BadFraming,
 }
 
+/// Serializes an origin request head (request line, the client's headers with the forwarding
+/// lines, framing) into `head`; returns how the body is framed.
+fn write_request_head(
+    head: &mut BytesMut,
+    req: &Request<RequestBody>,
+    body: &RequestBody,
+    forwarding: &Forwarding,
+) -> Framing {
+    head.extend_from_slice(req.method().as_str().as_bytes());
+    head.extend_from_slice(b" ");
+    head.extend_from_slice(req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    let replaces_host = forwarding.host();
+    let mut lines = forwarding.lines.iter();
+    if replaces_host {
+        lines.next().inspect(|(name, value)| codec::write_header(head, name, value));
+    }
+    for (name, value) in req.headers() {
+        if !(replaces_host && name == HOST) {
+            codec::write_header(head, name, value);
+        }
+    }
+    for (name, value) in lines {
+        codec::write_header(head, name, value);
+    }
+    let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let framing = match declared {
+        Some(n) => Framing::Length(n),
+        None if !body.is_end_stream() => {
+            head.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            Framing::Chunked
+        }
+        None => Framing::Empty,
+    };
+    head.extend_from_slice(b"\r\n");
+    framing
+}
+
 /// Sends one request on an HTTP/1.1 connection and reads the response head.
 ///
 /// Not an `async fn`: one of those keeps each argument twice for its whole life (as captured
 /// and as a local), and this future is moved into the request's, which is moved into the
-/// connection's task memory, once per request. The block captures each piece once.
-fn send_h1<'a>(
+/// connection's task memory, once per request. The head is written before the future exists,
+/// and the request travels boxed (it comes back whole in [`Sent::NotSent`]).
+fn send_h1(
     home: Option<Home>,
     mut conn: H1Conn,
-    req: Request<RequestBody>,
-    forwarding: &'a Forwarding,
-) -> impl Future<Output = Sent> + Send + 'a {
-    let (parts, body) = req.into_parts();
+    mut req: Box<Request<RequestBody>>,
+    forwarding: &Forwarding,
+) -> impl Future<Output = Sent> + Send + 'static {
+    let body = std::mem::replace(req.body_mut(), RequestBody::empty());
+    let mut head = codec::HeadBuf::take();
+    let framing = write_request_head(&mut head, &req, &body, forwarding);
     async move {
         if conn.buf.capacity() == 0 {
             conn.buf = take_read_buf();
@@ -264,37 +307,12 @@ fn send_h1<'a>(
         if conn.buf.is_empty() {
             let _ = conn.buf.try_reclaim(READ_BUF);
         }
-        let mut head = codec::HeadBuf::take();
-        head.extend_from_slice(parts.method.as_str().as_bytes());
-        head.extend_from_slice(b" ");
-        head.extend_from_slice(parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").as_bytes());
-        head.extend_from_slice(b" HTTP/1.1\r\n");
-        let replaces_host = forwarding.host();
-        let mut lines = forwarding.lines.iter();
-        if replaces_host {
-            lines.next().inspect(|(name, value)| codec::write_header(&mut head, name, value));
-        }
-        for (name, value) in &parts.headers {
-            if !(replaces_host && name == HOST) {
-                codec::write_header(&mut head, name, value);
-            }
-        }
-        for (name, value) in lines {
-            codec::write_header(&mut head, name, value);
-        }
-        let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-        let framing = match declared {
-            Some(n) => Framing::Length(n),
-            None if !body.is_end_stream() => {
-                head.extend_from_slice(b"transfer-encoding: chunked\r\n");
-                Framing::Chunked
-            }
-            None => Framing::Empty,
-        };
-        head.extend_from_slice(b"\r\n");
         // Until a byte of the body was taken, a failure on a reused connection can be resent.
         let resendable = conn.reused && body.is_end_stream();
-        let not_sent = |parts, body, e: BoxError| Sent::NotSent(Request::from_parts(parts, body), e);
+        let not_sent = |mut req: Box<Request<RequestBody>>, body, e: BoxError| {
+            *req.body_mut() = body;
+            Sent::NotSent(req, e)
+        };
 
         let mut slot = Some(body);
         // An origin may answer before it has read the whole body (a 413, a redirect, an auth
@@ -335,7 +353,7 @@ fn send_h1<'a>(
         let body = slot.unwrap_or_else(RequestBody::empty);
         if let Err(e) = written {
             match e {
-                codec::WriteError::Io(io) if resendable => return not_sent(parts, body, Box::new(io)),
+                codec::WriteError::Io(io) if resendable => return not_sent(req, body, Box::new(io)),
                 codec::WriteError::Body(b) => return Sent::Failed(b),
                 // The origin may have answered before it stopped reading: look for that answer.
                 codec::WriteError::Io(io) => {
@@ -348,7 +366,7 @@ fn send_h1<'a>(
         let reusable = !answered_early;
 
         loop {
-            match parse_response_head(&mut conn.buf, &parts.method) {
+            match parse_response_head(&mut conn.buf, req.method()) {
                 Err(e) => return Sent::Failed(Box::new(e)),
                 Ok(Some(Head::Informational)) => continue,
                 Ok(Some(Head::Final(resp, headers, framing, keep_alive))) => {
@@ -380,10 +398,10 @@ fn send_h1<'a>(
                 tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut (&mut conn.buf).limit(HEAD_READ))
             });
             match read.await {
-                Ok(0) if resendable && nothing_yet => return not_sent(parts, body, Box::new(OriginError::Closed)),
+                Ok(0) if resendable && nothing_yet => return not_sent(req, body, Box::new(OriginError::Closed)),
                 Ok(0) => return Sent::Failed(Box::new(OriginError::Closed)),
                 Ok(_) => {}
-                Err(e) if resendable && nothing_yet => return not_sent(parts, body, Box::new(e)),
+                Err(e) if resendable && nothing_yet => return not_sent(req, body, Box::new(e)),
                 Err(e) => return Sent::Failed(Box::new(e)),
             }
         }
