@@ -18,6 +18,15 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 /// What a client connection runs over (the guard around TCP or TLS).
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Reads more bytes onto the end of `buf`; Ready(Ok(0)) at the end of the stream. The guard
+    /// hands over the buffer it checked them in when `buf` is empty, instead of copying.
+    fn poll_read_into(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(16 * 1024);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
+    }
+
     /// Whether [`Self::poll_splice_from`] works here (a plain TCP socket underneath).
     fn can_splice(&self) -> bool {
         false

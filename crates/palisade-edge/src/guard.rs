@@ -29,7 +29,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::codec::{header_slots, Chunk, STACK_HEADERS};
+use crate::codec::{header_slots, BufPool, Chunk, STACK_HEADERS};
 
 /// The fixed request the parser sees in place of a rejected head.
 pub const PLACEHOLDER: &[u8] =
@@ -518,79 +518,128 @@ fn parse_content_length(v: &[u8]) -> Result<u64, Rejection> {
 
 use std::future::Future;
 
-impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
+thread_local! {
+    /// Read buffers of this worker's connections, lent while bytes are read or held: reads land
+    /// in the buffer the last reader gave back, still in the cache, where a buffer per connection
+    /// is cold at hundreds of connections (nginx, too, lets go of a kept-alive connection's
+    /// header buffer). A connection keeps its buffer while its request is out (the head's
+    /// fields are slices of it), so a busy worker has one lent per connection in flight: 256
+    /// spares (2 MiB at most) keep a worker with hundreds of connections from allocating.
+    static READ_BUFS: BufPool = const { BufPool::new(READ_CHUNK, 256) };
+}
+
+impl<IO: AsyncRead + Unpin> Guarded<IO> {
+    /// Drives the guard until checked bytes wait in `out`. Ready(Ok) with `out` empty: the end of
+    /// the stream (or, after a placeholder, of what the parser may read).
+    fn poll_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            if !this.out.is_empty() {
-                let n = this.out.len().min(buf.remaining());
-                if let Some(part) = this.out.get(..n) {
-                    buf.put_slice(part);
-                }
-                this.out.advance(n);
-                if this.out.is_empty() {
-                    // Let go of the shared buffer, so `raw` can start over at its front.
-                    this.out = BytesMut::new();
-                }
+            if !self.out.is_empty() || self.eof {
                 return Poll::Ready(Ok(()));
             }
-            if this.eof {
-                return Poll::Ready(Ok(()));
+            if self.state == State::Closed {
+                // After a placeholder: the parser must not see EOF (it would drop the connection
+                // before writing our error response); it closes after answering
+                // `connection: close`.
+                return self.poll_timer(cx).map(|_| Ok(()));
             }
-            if this.state == State::Closed {
-                // After a placeholder: the parser must not see EOF (it would drop the connection before
-                // writing our error response); it closes after answering `connection: close`.
-                return match this.poll_timer(cx) {
-                    Poll::Ready(_) => Poll::Ready(Ok(())),
-                    Poll::Pending => Poll::Pending,
-                };
-            }
-            // Fast path: nothing buffered and the bytes need no inspection.
-            if this.raw.is_empty() && this.state == State::Passthrough {
-                let before = buf.filled().len();
-                return match Pin::new(&mut this.io).poll_read(cx, buf) {
-                    Poll::Ready(r) => {
-                        if buf.filled().len() > before {
-                            this.last_activity = Instant::now();
-                        }
-                        Poll::Ready(r)
-                    }
-                    Poll::Pending => match this.poll_timer(cx) {
-                        Poll::Ready(kind) => Poll::Ready(timeout_result(kind)),
-                        Poll::Pending => Poll::Pending,
-                    },
-                };
-            }
-            this.advance();
-            if !this.out.is_empty() || this.eof || this.state == State::Closed {
+            self.advance();
+            if !self.out.is_empty() || self.eof || self.state == State::Closed {
                 continue;
             }
             // Need more bytes from the socket.
-            // Reading into the front of the buffer again (once everything before was handed
-            // on) keeps each connection on the same few warm cache lines.
-            if this.raw.is_empty() {
-                let _ = this.raw.try_reclaim(READ_CHUNK);
+            if self.raw.capacity() == 0 {
+                self.raw = READ_BUFS.with(BufPool::take);
+            } else if self.raw.is_empty() {
+                let _ = self.raw.try_reclaim(READ_CHUNK);
             }
-            this.raw.reserve(READ_CHUNK);
-            match tokio_util::io::poll_read_buf(Pin::new(&mut this.io), cx, &mut this.raw) {
+            self.raw.reserve(READ_CHUNK);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.raw) {
                 Poll::Ready(Ok(n)) => {
                     if n == 0 {
-                        this.eof = true;
+                        self.eof = true;
                         // Whatever is left unreleased is an incomplete head: drop it.
-                        this.raw.clear();
+                        self.raw.clear();
                         return Poll::Ready(Ok(()));
                     }
-                    this.last_activity = Instant::now();
+                    self.last_activity = Instant::now();
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
-                    return match this.poll_timer(cx) {
-                        Poll::Ready(kind) => Poll::Ready(timeout_result(kind)),
-                        Poll::Pending => Poll::Pending,
+                    if self.raw.is_empty() {
+                        let spare = std::mem::take(&mut self.raw);
+                        READ_BUFS.with(|p| p.put(spare));
                     }
+                    return self.poll_timer(cx).map(timeout_result);
                 }
             }
         }
+    }
+
+    /// Whether bytes pass unchecked and none are held: reads go straight to the caller's buffer.
+    fn direct(&self) -> bool {
+        self.state == State::Passthrough && self.out.is_empty() && self.raw.is_empty() && !self.eof
+    }
+
+    /// Reads straight into `buf` (see [`Self::direct`]), with the idle timer.
+    fn poll_direct(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.io).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if buf.filled().len() > before {
+                    self.last_activity = Instant::now();
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => self.poll_timer(cx).map(timeout_result),
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.direct() {
+            return this.poll_direct(cx, buf);
+        }
+        std::task::ready!(this.poll_out(cx))?;
+        let n = this.out.len().min(buf.remaining());
+        if let Some(part) = this.out.get(..n) {
+            buf.put_slice(part);
+        }
+        this.out.advance(n);
+        if this.out.is_empty() {
+            // Let go of the shared buffer, so `raw` can start over at its front.
+            this.out = BytesMut::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<IO: AsyncRead + Unpin> Guarded<IO> {
+    /// [`crate::codec::Io::poll_read_into`]: checked bytes are handed over in the buffer they
+    /// were read into when `buf` is empty (a request head is not copied on its way to the
+    /// parser), and appended otherwise.
+    fn read_into(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            // An empty buffer may still hold a part of a lent read buffer (what is left after
+            // the last head was cut off it): let go of it, so that buffer can be lent again.
+            *buf = BytesMut::new();
+        }
+        if self.direct() {
+            if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+                buf.reserve(READ_CHUNK);
+            }
+            return tokio_util::io::poll_read_buf(Pin::new(self), cx, buf);
+        }
+        std::task::ready!(self.poll_out(cx))?;
+        let n = self.out.len();
+        if buf.is_empty() {
+            *buf = std::mem::take(&mut self.out);
+        } else {
+            buf.extend_from_slice(&self.out);
+            self.out = BytesMut::new();
+        }
+        Poll::Ready(Ok(n))
     }
 }
 
@@ -635,6 +684,10 @@ impl<IO> Guarded<IO> {
 }
 
 impl crate::codec::Io for Guarded<tokio::net::TcpStream> {
+    fn poll_read_into(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        self.read_into(cx, buf)
+    }
+
     fn can_splice(&self) -> bool {
         true
     }
@@ -646,7 +699,11 @@ impl crate::codec::Io for Guarded<tokio::net::TcpStream> {
     }
 }
 
-impl crate::codec::Io for Guarded<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {}
+impl crate::codec::Io for Guarded<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    fn poll_read_into(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        self.read_into(cx, buf)
+    }
+}
 
 impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
@@ -681,7 +738,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// Serves `data` in reads of at most `step` bytes, to exercise every split point.
     struct Trickle {
@@ -734,6 +791,40 @@ GET /c HTTP/1.1\r\nHost: x\r\n\r\n";
             assert_eq!(out, PIPELINE, "step {step}");
             assert_eq!((rej, bad), (None, None));
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn handing_over_read_buffers_passes_the_same_bytes_and_lends_buffers_back() {
+        for step in [1, 5, 64, 4096] {
+            let shared = Arc::new(ConnShared::default());
+            let mut g = Guarded::new(Trickle { data: PIPELINE.to_vec(), pos: 0, step }, shared, limits());
+            let mut got = Vec::new();
+            let mut buf = BytesMut::new();
+            loop {
+                let n = std::future::poll_fn(|cx| g.read_into(cx, &mut buf)).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                // A parser takes what it has: the next read starts from an empty buffer.
+                got.extend_from_slice(&buf.split());
+            }
+            assert_eq!(got, PIPELINE, "step {step}");
+        }
+        // An idle connection holds no read buffer: the one it read into went back to the pool
+        // when the socket had nothing more, and the next reader gets that same memory.
+        let (client, mut server) = tokio::io::duplex(1024);
+        let mut g = Guarded::new(client, Arc::new(ConnShared::default()), limits());
+        server.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buf = BytesMut::new();
+        std::future::poll_fn(|cx| g.read_into(cx, &mut buf)).await.unwrap();
+        let lent = buf.as_ptr();
+        // The parser takes the head (and lets go of it when the request is done); its buffer,
+        // now empty, is handed to the next read as h1 does.
+        drop(buf.split());
+        let waker = std::task::Waker::noop();
+        assert!(g.read_into(&mut Context::from_waker(waker), &mut buf).is_pending());
+        assert_eq!(g.raw.capacity(), 0);
+        assert_eq!(READ_BUFS.with(BufPool::take).as_ptr(), lent);
     }
 
     #[tokio::test(start_paused = true)]

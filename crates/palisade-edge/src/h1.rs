@@ -151,13 +151,8 @@ pub async fn serve(
     limits: &GuardLimits,
 ) -> Ended {
     let max_headers = limits.max_headers;
-    let wire: SharedWire = Arc::new(Mutex::new(Wire {
-        io,
-        buf: BytesMut::with_capacity(READ_SIZE),
-        body: None,
-        continue_owed: None,
-        cut: false,
-    }));
+    let wire: SharedWire =
+        Arc::new(Mutex::new(Wire { io, buf: BytesMut::new(), body: None, continue_owed: None, cut: false }));
     // Read after each response: a version compare, not the channel's lock shared by every worker.
     let draining = shutdown.clone();
     // Polled each time the connection waits for a request: this worker's own signal (see
@@ -294,15 +289,9 @@ fn poll_head(wire: &SharedWire, cx: &mut Context<'_>, first: bool, max_headers: 
                 Err(()) => return Poll::Ready(Ok(HeadRead::Invalid)),
             }
         }
-        if w.buf.is_empty() {
-            // The last request is done with its head: read the next one into the same (warm)
-            // front of the buffer.
-            let _ = w.buf.try_reclaim(READ_SIZE);
-        }
-        if w.buf.capacity() - w.buf.len() < 1024 {
-            w.buf.reserve(READ_SIZE);
-        }
-        match tokio_util::io::poll_read_buf(Pin::new(&mut w.io), cx, &mut w.buf) {
+        // The guard hands over the buffer a head was read and checked in (no copy, and no read
+        // buffer of this connection's own to go cold between requests).
+        match w.io.poll_read_into(cx, &mut w.buf) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(0)) => return Poll::Ready(Ok(HeadRead::Eof)),
             Poll::Ready(Ok(_)) => {}
