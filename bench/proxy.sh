@@ -3,6 +3,7 @@
 # on this machine (same origin, same load generator, contenders alternated every round).
 #   bench/proxy.sh                 # default: 3 rounds x 10 s per cell
 #   ROUNDS=5 DURATION=15 bench/proxy.sh
+#   WARMUP=0 bench/proxy.sh       # no discarded warm-up run before each measured one (default 2 s)
 # EQUAL_WORK=1 adds nginx configured to add the same forwarding headers palisade adds.
 # BASELINE=1 adds a third contender, bench/hyper-baseline (the smallest hyper proxy), for
 # comparison with a plain hyper stack. Prints req/s, p50/p99 latency, peak RSS and the ratios.

@@ -3,6 +3,10 @@ import os, re, shutil, signal, statistics, subprocess, sys, tempfile, time, sock
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 DURATION = int(os.environ.get("DURATION", "10"))
+# A discarded run of this many seconds before each measured one. Without it, whichever
+# contender ran first in a cell measured 8-15 % low (the machine still settling from the
+# previous cell's load), which the alternating order turned into noise in the ratios.
+WARMUP = int(os.environ.get("WARMUP", "2"))
 SIZES = os.environ.get("SIZES", "1k 100k").split()
 CONNS = [int(c) for c in os.environ.get("CONNS", "64 256").split()]
 WITH_BASELINE = os.environ.get("BASELINE", "0") == "1"
@@ -122,6 +126,9 @@ def to_ms(v):
     return {"us": n / 1000, "ms": n, "s": n * 1000, "m": n * 60000}[u]
 
 def wrk(port, size, conns):
+    if WARMUP > 0:
+        subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{WARMUP}s", f"http://127.0.0.1:{port}/{size}"],
+                       capture_output=True, text=True)
     out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{DURATION}s", "--latency", f"http://127.0.0.1:{port}/{size}"],
                          capture_output=True, text=True).stdout
     if "Requests/sec" not in out or not re.search(r"\s99(\.000)?%\s+\S+", out):
@@ -164,7 +171,7 @@ try:
                           + (f"  non-2xx {res[3]}" if res[3] else "") + (f"  socket errors: {res[4]}" if res[4] else ""), flush=True)
     rss = {name: hwm_kib(p.pid) for name, (_, p) in contenders.items()}
     print()
-    print(f"median of {ROUNDS} rounds, {DURATION} s each, wrk -t2; origin: nginx serving files; all on 127.0.0.1")
+    print(f"median of {ROUNDS} rounds, {DURATION} s each after a {WARMUP} s warm-up, wrk -t2; origin: nginx serving files; all on 127.0.0.1")
     b_head = f" {'baseline':>9} {'base/nginx':>11} {'pal/base':>9}" if WITH_BASELINE else ""
     print("pal/nginx: ratio of the medians; paired: median of the per-round ratios (each round's two runs are")
     print("back to back, so a machine that slows down or speeds up between rounds moves both alike)")
