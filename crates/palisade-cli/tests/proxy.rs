@@ -10,13 +10,20 @@ fn header<'a>(echo: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
     echo["headers"].as_array().unwrap().iter().filter(|h| h[0] == name).map(|h| h[1].as_str().unwrap()).collect()
 }
 
+/// GETs `url` on `c` with `headers`; asserts a 200 and returns the response headers and the
+/// demo origin's echo of the request it received.
+async fn get_echo(c: &HttpClient, url: &str, headers: &[(&str, &str)]) -> (hyper::HeaderMap, serde_json::Value) {
+    let (status, h, body) = request_full(c, "GET", url, headers, Vec::new()).await;
+    assert_eq!(status, 200, "{body}");
+    (h, serde_json::from_str(&body).unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxies_with_forwarding_headers_and_strips_hop_by_hop() {
     let o = origin("o1");
     let e = edge(&zone_config(&["site.test"], &[o.addr], ""));
-    let (status, h, body) = request_full(
+    let (h, echo) = get_echo(
         &client(),
-        "GET",
         &format!("http://{}/echo?q=1", e.http()),
         &[
             ("host", "Site.Test"),
@@ -27,11 +34,8 @@ async fn proxies_with_forwarding_headers_and_strips_hop_by_hop() {
             ("proxy-authorization", "Basic Zm9vOmJhcg=="),
             ("te", "trailers"),
         ],
-        Vec::new(),
     )
     .await;
-    assert_eq!(status, 200, "{body}");
-    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(echo["uri"], "/echo?q=1");
     assert_eq!(header(&echo, "x-forwarded-for"), ["203.0.113.9, 127.0.0.1"]);
     assert_eq!(header(&echo, "x-forwarded-proto"), ["http"]);
@@ -49,9 +53,8 @@ async fn proxies_with_forwarding_headers_and_strips_hop_by_hop() {
 
     // What earlier proxies wrote is carried on in the list headers; the edge's own values
     // replace what a client could forge.
-    let (status, h, body) = request_full(
+    let (h, echo) = get_echo(
         &client(),
-        "GET",
         &format!("http://{}/echo", e.http()),
         &[
             ("host", "site.test"),
@@ -62,11 +65,8 @@ async fn proxies_with_forwarding_headers_and_strips_hop_by_hop() {
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "evil.test"),
         ],
-        Vec::new(),
     )
     .await;
-    assert_eq!(status, 200, "{body}");
-    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(header(&echo, "via"), ["1.0 corp-proxy, 1.1 palisade"]);
     assert_eq!(header(&echo, "forwarded"), ["for=198.51.100.1, for=127.0.0.1;host=site.test;proto=http"]);
     assert_eq!(header(&echo, "cdn-loop"), ["other-cdn", "palisade"]);
@@ -111,10 +111,8 @@ async fn http2_prior_knowledge_downstream_and_h2_to_the_origin() {
     let c: HttpClient =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).http2_only(true).build_http();
     let url = format!("http://{}/echo", e.http());
-    let (s, h, body) = request_full(&c, "GET", &url, &[], Vec::new()).await;
-    assert_eq!(s, 200, "{body}");
+    let (h, echo) = get_echo(&c, &url, &[]).await;
     assert_eq!(h.get("via").unwrap(), "2 palisade");
-    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(echo["version"], "HTTP/2.0", "origin_protocol = h2 must reach the origin over h2");
     // The forwarding headers reach an HTTP/2 origin as they reach an HTTP/1.1 one.
     assert_eq!(header(&echo, "x-forwarded-for"), ["127.0.0.1"]);

@@ -16,13 +16,17 @@ use bytes::{Buf, Bytes, BytesMut};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+/// How much is read from a client connection at a time outside the guard's own reads (request
+/// bodies, connections read without the guard).
+pub const CLIENT_READ_SIZE: usize = 16 * 1024;
+
 /// What a client connection runs over (the guard around TCP or TLS).
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {
     /// Reads more bytes onto the end of `buf`; Ready(Ok(0)) at the end of the stream. The guard
     /// hands over the buffer it checked them in when `buf` is empty, instead of copying.
     fn poll_read_into(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
         if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(16 * 1024);
+            buf.reserve(CLIENT_READ_SIZE);
         }
         tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
     }

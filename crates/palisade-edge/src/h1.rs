@@ -27,7 +27,6 @@ use crate::pages::error_page;
 use crate::proxy::{self, ConnCtx, Reply};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const READ_SIZE: usize = 16 * 1024;
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// The connection, shared between this task's request loop and the request body it lent out.
@@ -208,7 +207,7 @@ pub async fn serve(
                 ClientBody::Empty
             } else {
                 let mut w = crate::lock(&wire);
-                w.body = Some(BodyReader::new(framing, limits.max_header_bytes, READ_SIZE));
+                w.body = Some(BodyReader::new(framing, limits.max_header_bytes, codec::CLIENT_READ_SIZE));
                 w.cut = false;
                 w.continue_owed = expect_continue.then_some(0);
                 ClientBody::H1(H1RequestBody { wire: wire.clone() })
@@ -254,7 +253,7 @@ async fn close(wire: &SharedWire, linger: bool) {
     }
     let linger = async {
         let mut drained = 0usize;
-        let mut scratch = BytesMut::with_capacity(READ_SIZE);
+        let mut scratch = BytesMut::with_capacity(codec::CLIENT_READ_SIZE);
         while drained < 1024 * 1024 {
             scratch.clear();
             let n = std::future::poll_fn(|cx| {

@@ -333,8 +333,8 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<hyper::http::request::Part
         let lease = OriginLease::new(origin);
         // The origin's share of the time is only reported in the access log.
         let sent_at = log.then(Instant::now);
-        // The request moves into the sending future inside a block: a local named here would
-        // keep its own 280 bytes in this future while the request is out.
+        // The request is taken out of `pending` only here, once a connection is in hand, and
+        // moves straight into the sending future (it comes back in `Sent::NotSent`).
         let send = {
             let Some(mut up) = pending.take() else { break Err(StatusCode::BAD_GATEWAY) };
             *up.uri_mut() = if zone.h2_origin {
