@@ -18,6 +18,14 @@ async fn get_echo(c: &HttpClient, url: &str, headers: &[(&str, &str)]) -> (hyper
     (h, serde_json::from_str(&body).unwrap())
 }
 
+/// Sends `request` (which must ask to close) on a new connection; asserts a 200 and returns the
+/// demo origin's echo of the request it received.
+async fn raw_echo(addr: std::net::SocketAddr, request: &[u8]) -> serde_json::Value {
+    let out = raw(addr, request, Duration::from_secs(3)).await;
+    assert_eq!(statuses(&out), [200], "{out}");
+    serde_json::from_str(&out[out.find("\r\n\r\n").unwrap() + 4..]).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxies_with_forwarding_headers_and_strips_hop_by_hop() {
     let o = origin("o1");
@@ -75,6 +83,24 @@ async fn proxies_with_forwarding_headers_and_strips_hop_by_hop() {
     assert_eq!(header(&echo, "x-forwarded-host"), ["site.test"]);
     assert_eq!(header(&echo, "host"), ["site.test"]);
     assert_eq!(header(&echo, "x-forwarded-for"), ["127.0.0.1"]);
+
+    // A request with none of those headers: its lines are forwarded as lines, hop-by-hop ones
+    // dropped, the others whole and in order, repeated ones repeated.
+    let echo = raw_echo(
+        e.http(),
+        b"GET /echo HTTP/1.1\r\nHOST: Site.Test\r\nConnection: keep-alive, close\r\nKeep-Alive: timeout=5\r\n\
+          Accept: a/b\r\nX-MiXed:  v 1\r\nAccept: c/d\r\nCookie: k=v\r\n\r\n",
+    )
+    .await;
+    assert_eq!(header(&echo, "host"), ["Site.Test"]);
+    assert_eq!(header(&echo, "accept"), ["a/b", "c/d"]);
+    assert_eq!(header(&echo, "x-mixed"), ["v 1"]);
+    assert_eq!(header(&echo, "cookie"), ["k=v"]);
+    assert_eq!(header(&echo, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(header(&echo, "forwarded"), ["for=127.0.0.1;host=Site.Test;proto=http"]);
+    for gone in ["keep-alive", "connection"] {
+        assert!(header(&echo, gone).is_empty(), "{gone} reached the origin");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,6 +145,17 @@ async fn http2_prior_knowledge_downstream_and_h2_to_the_origin() {
     assert_eq!(header(&echo, "via"), ["2 palisade"]);
     assert_eq!(header(&echo, "cdn-loop"), ["palisade"]);
     assert_eq!(header(&echo, "x-request-id"), [h.get("x-request-id").unwrap().to_str().unwrap()]);
+
+    // An HTTP/1.1 client's header lines reach an HTTP/2 origin in its header map.
+    let echo = raw_echo(
+        e.http(),
+        b"GET /echo HTTP/1.1\r\nHost: site.test\r\nKeep-Alive: timeout=5\r\nX-Custom: one\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(echo["version"], "HTTP/2.0");
+    assert_eq!(header(&echo, "x-custom"), ["one"]);
+    assert_eq!(header(&echo, "x-forwarded-for"), ["127.0.0.1"]);
+    assert!(header(&echo, "keep-alive").is_empty() && header(&echo, "connection").is_empty(), "{echo}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,15 +299,8 @@ async fn the_origin_sees_the_host_the_request_was_routed_by() {
     );
     let e = edge(&cfg);
     // Absolute-form target for a.test with a Host header naming b.test: routed to a, and a sees a.test.
-    let out = raw(
-        e.http(),
-        b"GET http://a.test/echo HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n",
-        Duration::from_secs(3),
-    )
-    .await;
-    assert_eq!(statuses(&out), [200], "{out}");
-    let body = &out[out.find("\r\n\r\n").unwrap() + 4..];
-    let echo: serde_json::Value = serde_json::from_str(body).unwrap();
+    let echo =
+        raw_echo(e.http(), b"GET http://a.test/echo HTTP/1.1\r\nHost: b.test\r\nConnection: close\r\n\r\n").await;
     assert_eq!(echo["origin"], "a");
     assert_eq!(header(&echo, "host"), ["a.test"]);
 }

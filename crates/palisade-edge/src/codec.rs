@@ -126,58 +126,10 @@ impl Drop for HeadBuf {
 /// Where one header's name and value lie in a head: name start, name length, value start, value
 /// length.
 type Span = [u32; 4];
-const STACK_SPANS: usize = 64;
-
-/// Header positions recorded from the one parse of a head while it is still in its read buffer,
-/// so that the header map is built once the head is frozen, with values sliced out of it (no
-/// copy) and without parsing it a second time.
-pub struct Spans {
-    stack: [Span; STACK_SPANS],
-    heap: Vec<Span>,
-    n: usize,
-}
-
 /// Offset and length of `part` inside `base` (None if it is not a part of it).
 pub fn span_of(base: &[u8], part: &[u8]) -> Option<(usize, usize)> {
     let start = (part.as_ptr() as usize).checked_sub(base.as_ptr() as usize)?;
     (start + part.len() <= base.len()).then_some((start, part.len()))
-}
-
-impl Spans {
-    pub fn record(base: &[u8], headers: &[httparse::Header<'_>]) -> Option<Self> {
-        let mut spans = Spans { stack: [[0; 4]; STACK_SPANS], heap: Vec::new(), n: headers.len() };
-        if headers.len() > STACK_SPANS {
-            spans.heap.reserve_exact(headers.len());
-        }
-        for (i, h) in headers.iter().enumerate() {
-            let span = line_span(base, h)?;
-            if headers.len() > STACK_SPANS {
-                spans.heap.push(span);
-            } else if let Some(slot) = spans.stack.get_mut(i) {
-                *slot = span;
-            }
-        }
-        Some(spans)
-    }
-
-    fn all(&self) -> &[Span] {
-        if self.n > STACK_SPANS {
-            &self.heap
-        } else {
-            self.stack.get(..self.n).unwrap_or_default()
-        }
-    }
-
-    /// The header map of `head` (the frozen bytes the spans were recorded in). The edge's own
-    /// request headers are written beside it ([`crate::proxy::Forwarding`]), so it is sized
-    /// for what it holds.
-    pub fn header_map(&self, head: &Bytes) -> Option<HeaderMap> {
-        let mut map = HeaderMap::with_capacity(self.n);
-        for span in self.all() {
-            append_line(&mut map, head, span)?;
-        }
-        Some(map)
-    }
 }
 
 /// Where header `h` lies in `base`.
@@ -251,11 +203,24 @@ impl RawHeaders {
 
     /// The values of the lines named `name` (lowercase, as `HeaderName::as_str` gives it).
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v)
+        // Lengths first: most lines are ruled out without looking at their bytes (a dropped
+        // line's length is 0).
+        self.lines
+            .iter()
+            .filter(move |s| s[1] as usize == name.len())
+            .filter_map(|s| self.name_value(s))
+            .filter(move |(n, _)| eq_lowercase(n, name.as_bytes()))
+            .map(|(_, v)| v)
     }
 
     pub fn get<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
         self.get_all(name).next()
+    }
+
+    /// The first value of the lines named `name`, sliced out of the head (no copy).
+    pub fn get_shared(&self, name: &str) -> Option<Bytes> {
+        let value = self.get(name)?;
+        span_of(&self.head, value).map(|(start, len)| self.head.slice(start..start + len))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -323,6 +288,12 @@ impl RawHeaders {
     }
 }
 
+/// Whether `name` is `lower` (lowercase) in any case: half the work of `eq_ignore_ascii_case`,
+/// which lowers both sides.
+pub fn eq_lowercase(name: &[u8], lower: &[u8]) -> bool {
+    name.len() == lower.len() && name.iter().zip(lower).all(|(a, b)| a.to_ascii_lowercase() == *b)
+}
+
 fn write_line(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
@@ -364,10 +335,10 @@ pub fn keep_alive<'a>(connection: impl Iterator<Item = &'a [u8]>, http11: bool) 
     let mut keep = http11;
     for v in connection {
         for t in v.split(|b| *b == b',').map(|t| t.trim_ascii()) {
-            if t.eq_ignore_ascii_case(b"close") {
+            if eq_lowercase(t, b"close") {
                 return false;
             }
-            if t.eq_ignore_ascii_case(b"keep-alive") {
+            if eq_lowercase(t, b"keep-alive") {
                 keep = true;
             }
         }
@@ -942,21 +913,32 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
 }
 
 #[cfg(test)]
+impl RawHeaders {
+    /// The lines of `block`, a header block without its first line and final blank line.
+    pub fn parse_for_test(block: &[u8]) -> Self {
+        let mut text = b"HTTP/1.1 200 OK\r\n".to_vec();
+        text.extend_from_slice(block);
+        text.extend_from_slice(b"\r\n");
+        let mut slots = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Response::new(&mut slots);
+        let len = match parsed.parse(&text) {
+            Ok(httparse::Status::Complete(n)) => n,
+            other => panic!("{other:?}"),
+        };
+        let lines = RawHeaders::lines(&text, parsed.headers).unwrap();
+        RawHeaders::new(Bytes::copy_from_slice(&text[..len]), lines)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn raw_headers_keep_order_and_spelling_and_drop_lines() {
-        let text =
-            b"HTTP/1.1 200 OK\r\nX-A: 1\r\nConnection: keep-alive\r\nx-a: 2\r\nVia:  1.0 b \r\nX-B:3\nX-C: 4\r\nX-E:\r\n\r\n";
-        let mut slots = [httparse::EMPTY_HEADER; 8];
-        let mut parsed = httparse::Response::new(&mut slots);
-        let len = match parsed.parse(text).unwrap() {
-            httparse::Status::Complete(n) => n,
-            httparse::Status::Partial => panic!("partial"),
-        };
-        let lines = RawHeaders::lines(text, parsed.headers).unwrap();
-        let mut raw = RawHeaders::new(Bytes::copy_from_slice(&text[..len]), lines);
+        let mut raw = RawHeaders::parse_for_test(
+            b"X-A: 1\r\nConnection: keep-alive\r\nx-a: 2\r\nVia:  1.0 b \r\nX-B:3\nX-C: 4\r\nX-E:\r\n",
+        );
         assert_eq!(raw.get_all("x-a").collect::<Vec<_>>(), [&b"1"[..], b"2"]);
         assert_eq!(raw.get("via"), Some(&b"1.0 b"[..]));
         raw.retain(|name, _| !name.eq_ignore_ascii_case(b"connection"));

@@ -21,7 +21,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{watch, Notify};
 
 use crate::body::{BoxError, ClientBody, EdgeBody};
-use crate::codec::{self, header_slots, BodyReader, Framing, Io, Rewind, Spans, STACK_HEADERS};
+use crate::codec::{self, header_slots, BodyReader, Framing, Io, RawHeaders, Rewind, STACK_HEADERS};
 use crate::guard::GuardLimits;
 use crate::pages::error_page;
 use crate::proxy::{self, ConnCtx, Reply};
@@ -199,7 +199,7 @@ pub async fn serve(
                 Ok(HeadRead::Eof) | Err(_) => break,
             };
             first = false;
-            let Parsed { method, version: v, keep_alive: k, framing, expect_continue, parts } = request;
+            let Parsed { method, version: v, keep_alive: k, framing, expect_continue, parts, lines } = request;
             version = v;
             keep_alive = k;
             head_request = method == Method::HEAD;
@@ -212,7 +212,7 @@ pub async fn serve(
                 w.continue_owed = expect_continue.then_some(0);
                 ClientBody::H1(H1RequestBody { wire: wire.clone() })
             };
-            proxy::handle(ctx.clone(), hyper::Request::from_parts(parts, client_body))
+            proxy::handle(ctx.clone(), hyper::Request::from_parts(parts, client_body), lines)
         };
         // The same for the reply, which moves into the future that writes it.
         let writing = {
@@ -305,7 +305,10 @@ struct Parsed {
     keep_alive: bool,
     framing: Framing,
     expect_continue: bool,
+    /// The request line's parts; the header map is empty: the headers are in `lines`.
     parts: hyper::http::request::Parts,
+    /// The header lines as received (see [`proxy::handle`]).
+    lines: RawHeaders,
 }
 
 /// Parses the request head at the start of `buf` (once) and takes it out. Ok(None): incomplete;
@@ -324,31 +327,29 @@ fn parse_request(buf: &mut BytesMut, max_headers: usize) -> Result<Option<Parsed
     let method = Method::from_bytes(parsed.method.ok_or(())?.as_bytes()).map_err(|_| ())?;
     let (path_start, path_len) = codec::span_of(buf, parsed.path.ok_or(())?.as_bytes()).ok_or(())?;
     let version = if parsed.version.ok_or(())? == 1 { Version::HTTP_11 } else { Version::HTTP_10 };
-    let spans = Spans::record(buf, parsed.headers).ok_or(())?;
+    let lines = RawHeaders::lines(buf, parsed.headers).ok_or(())?;
     let head = buf.split_to(len).freeze();
     if path_start + path_len > head.len() {
         return Err(());
     }
     let uri = Uri::from_maybe_shared(head.slice(path_start..path_start + path_len)).map_err(|_| ())?;
-    let headers = spans.header_map(&head).ok_or(())?;
-    let keep_alive =
-        codec::keep_alive(headers.get_all(CONNECTION).iter().map(|v| v.as_bytes()), version == Version::HTTP_11);
+    let lines = RawHeaders::new(head, lines);
+    let keep_alive = codec::keep_alive(lines.get_all(CONNECTION.as_str()), version == Version::HTTP_11);
     // The guard refused every ambiguous framing; what is left is one of these.
-    let framing = if headers.contains_key(TRANSFER_ENCODING) {
+    let framing = if lines.get(TRANSFER_ENCODING.as_str()).is_some() {
         Framing::Chunked
-    } else if let Some(v) = headers.get(CONTENT_LENGTH) {
-        Framing::Length(codec::parse_content_length(v.as_bytes()).ok_or(())?)
+    } else if let Some(v) = lines.get(CONTENT_LENGTH.as_str()) {
+        Framing::Length(codec::parse_content_length(v).ok_or(())?)
     } else {
         Framing::Empty
     };
     let expect_continue = version == Version::HTTP_11
-        && headers.get(EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        && lines.get(EXPECT.as_str()).is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
     let (mut parts, ()) = hyper::Request::new(()).into_parts();
     parts.method = method.clone();
     parts.uri = uri;
     parts.version = version;
-    parts.headers = headers;
-    Ok(Some(Parsed { method, version, keep_alive, framing, expect_continue, parts }))
+    Ok(Some(Parsed { method, version, keep_alive, framing, expect_continue, parts, lines }))
 }
 
 enum Next {

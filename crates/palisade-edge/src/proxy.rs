@@ -9,15 +9,14 @@ use std::time::SystemTime;
 
 use bytes::BytesMut;
 use hyper::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, COOKIE, EXPECT, FORWARDED, HOST, TE, TRAILER,
-    TRANSFER_ENCODING, UPGRADE, VIA,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, COOKIE, EXPECT, FORWARDED, HOST, UPGRADE, VIA,
 };
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use palisade_config::HashKey;
 use tokio::time::Instant;
 
 use crate::body::{ClientBody, EdgeBody, RequestBody};
-use crate::codec::RawHeaders;
+use crate::codec::{self, RawHeaders};
 use crate::finish::Finish;
 use crate::guard::ConnShared;
 use crate::pages::error_page;
@@ -63,10 +62,6 @@ const MAX_LOOP_HOPS: usize = 3;
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-static PROXY_AUTHORIZATION: HeaderName = HeaderName::from_static("proxy-authorization");
-static PROXY_AUTHENTICATE: HeaderName = HeaderName::from_static("proxy-authenticate");
 
 /// 16 lowercase hex digits, formatted without the fmt machinery (it is on every request).
 fn new_request_id() -> HeaderValue {
@@ -151,16 +146,44 @@ fn respond(mut resp: Response<EdgeBody>, mut finish: Box<Finish>) -> Reply {
     resp.into()
 }
 
+/// A request head: its parts, and an HTTP/1.1 client's header lines as received.
+struct Head {
+    parts: hyper::http::request::Parts,
+    lines: RawHeaders,
+}
+
+impl Head {
+    /// The values of the headers named `name` (lowercase), in the map and among the lines.
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        // An HTTP/1.1 request's map is empty: skip hashing the name for it.
+        let map = (!self.parts.headers.is_empty()).then(|| self.parts.headers.get_all(name).iter());
+        map.into_iter().flatten().map(HeaderValue::as_bytes).chain(self.lines.get_all(name))
+    }
+
+    fn first<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
+        self.values(name).next()
+    }
+}
+
 /// Handles one request. Never fails: every problem becomes a response.
-pub fn handle(ctx: Arc<ConnCtx>, req: Request<ClientBody>) -> impl std::future::Future<Output = Reply> + Send {
-    let (head, body) = req.into_parts();
+///
+/// `lines`: an HTTP/1.1 client's header lines, as received, with the header map of `req` left
+/// empty; they are forwarded to an HTTP/1.1 origin as lines, as the origin's response lines are
+/// forwarded back (see [`RawHeaders`]), unless one of them needs what only the map path does
+/// (see [`lines_forwardable`]). An HTTP/2 client's headers are in the map, and `lines` is empty.
+pub fn handle(
+    ctx: Arc<ConnCtx>,
+    req: Request<ClientBody>,
+    lines: RawHeaders,
+) -> impl std::future::Future<Output = Reply> + Send {
+    let (parts, body) = req.into_parts();
     // The head travels boxed: an `async fn` keeps its arguments twice (as captured and as
     // locals) for its whole life, in the connection's task memory, which is cache-cold at
     // hundreds of connections; a box this size comes back warm from the allocator's cache.
-    handle_head(ctx, Box::new(head), body)
+    handle_head(ctx, Box::new(Head { parts, lines }), body)
 }
 
-async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<hyper::http::request::Parts>, body: ClientBody) -> Reply {
+async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>, body: ClientBody) -> Reply {
     let started = Instant::now();
     let index = ctx.conn.next_request.fetch_add(1, Ordering::Relaxed);
     ctx.conn.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -173,10 +196,10 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<hyper::http::request::Part
         started_wall: log.then(SystemTime::now),
         request_id: if log { request_id.to_string() } else { String::new() },
         client_ip: ctx.peer.ip(),
-        method: head.method.clone(),
+        method: head.parts.method.clone(),
         host: String::new(),
-        path: if log { head.uri.path().to_string() } else { String::new() },
-        protocol: protocol(head.version),
+        path: if log { head.parts.uri.path().to_string() } else { String::new() },
+        protocol: protocol(head.parts.version),
         status: 0,
         zone: None,
         origin: None,
@@ -193,10 +216,16 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<hyper::http::request::Part
         return respond(error_page(status, request_id, true), finish);
     }
 
+    if !lines_forwardable(&head.lines) {
+        std::mem::take(&mut head.lines).append_to(&mut head.parts.headers);
+    }
     // The host we route by: the absolute-form target or :authority, else the Host header.
-    let host_value = match head.uri.authority() {
+    let host_value = match head.parts.uri.authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => head.headers.get(HOST).cloned(),
+        None => match head.parts.headers.get(HOST) {
+            Some(v) => Some(v.clone()),
+            None => head.lines.get_shared(HOST.as_str()).and_then(|v| HeaderValue::from_maybe_shared(v).ok()),
+        },
     };
     let raw_host = host_value.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
     let host = normalize_host(raw_host);
@@ -226,36 +255,35 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<hyper::http::request::Part
     finish.zone = Some(zone.clone());
     let via = &zone.via;
 
-    if head.method == Method::CONNECT {
+    if head.parts.method == Method::CONNECT {
         return respond(error_page(StatusCode::METHOD_NOT_ALLOWED, request_id, false), finish);
     }
     // An origin that points back at the fleet would multiply every request without end.
-    if loop_hops(&head.headers) >= MAX_LOOP_HOPS {
+    if loop_hops(&head) >= MAX_LOOP_HOPS {
         ctx.edge.metrics.loops.fetch_add(1, Ordering::Relaxed);
         return respond(error_page(StatusCode::LOOP_DETECTED, request_id, true), finish);
     }
 
     // Refuse an oversized body before reading any of it.
-    let declared_len =
-        head.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let declared_len = head.first(CONTENT_LENGTH.as_str()).and_then(codec::parse_content_length);
     if declared_len.is_some_and(|n| n > zone.max_body_bytes) {
         zone.stats.body_too_large.fetch_add(1, Ordering::Relaxed);
         return respond(error_page(StatusCode::PAYLOAD_TOO_LARGE, request_id, true), finish);
     }
 
-    let is_upgrade = head.version == Version::HTTP_11
-        && connection_has(&head.headers, "upgrade")
-        && head.headers.contains_key(UPGRADE);
-    let method = std::mem::take(&mut head.method);
-    let version = head.version;
-    let path_and_query = head.uri.path_and_query().cloned();
+    let is_upgrade = head.parts.version == Version::HTTP_11
+        && connection_has(&head, "upgrade")
+        && head.first(UPGRADE.as_str()).is_some();
+    let method = std::mem::take(&mut head.parts.method);
+    let version = head.parts.version;
+    let path_and_query = head.parts.uri.path_and_query().cloned();
     let hash = if zone.pool.is_hash() {
         match &zone.hash_key {
             HashKey::ClientIp => hash_ip(ctx.peer.ip()),
-            HashKey::Path => stable_hash(head.uri.path().as_bytes()),
+            HashKey::Path => stable_hash(head.parts.uri.path().as_bytes()),
             HashKey::Uri => stable_hash(path_and_query.as_ref().map(|p| p.as_str()).unwrap_or("/").as_bytes()),
-            HashKey::Header(name) => stable_hash(head.headers.get(name.as_str()).map(|v| v.as_bytes()).unwrap_or(b"")),
-            HashKey::Cookie(name) => stable_hash(cookie(&head.headers, name).unwrap_or(b"")),
+            HashKey::Header(name) => stable_hash(head.first(name).unwrap_or(b"")),
+            HashKey::Cookie(name) => stable_hash(cookie(head.values(COOKIE.as_str()), name).unwrap_or(b"")),
         }
     } else {
         0
@@ -268,13 +296,19 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<hyper::http::request::Part
     let forwarding_lines;
     let too_large;
     let mut pending = Some({
-        let mut headers = std::mem::take(&mut head.headers);
+        let mut headers = std::mem::take(&mut head.parts.headers);
+        let mut client_lines = std::mem::take(&mut head.lines);
         drop(head);
+        if zone.h2_origin {
+            std::mem::take(&mut client_lines).append_to(&mut headers);
+        }
         strip_hop_by_hop(&mut headers, is_upgrade);
         headers.remove(EXPECT);
         let mut lines = forwarding(&mut headers, &ctx, host_value.as_ref(), version, via, &request_id_value);
+        strip_request_lines(&mut client_lines, lines.host());
+        lines.client = client_lines;
         if zone.h2_origin {
-            std::mem::replace(&mut lines, Forwarding { lines: Vec::new() }).into_map(&mut headers);
+            std::mem::take(&mut lines).into_map(&mut headers);
         }
         forwarding_lines = lines;
         let body_empty = http_body::Body::is_end_stream(&body);
@@ -430,27 +464,141 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<hyper::http::request::Part
     reply
 }
 
+/// The headers the edge treats specially, told apart by name without hashing: a request's or
+/// response's lines are classified once each, and most names are ruled out by their length.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Special {
+    Connection,
+    KeepAlive,
+    TransferEncoding,
+    Te,
+    Trailer,
+    Upgrade,
+    ProxyConnection,
+    ProxyAuthorization,
+    ProxyAuthenticate,
+    Host,
+    ContentLength,
+    Expect,
+    Via,
+    XRequestId,
+    CdnLoop,
+    XForwardedFor,
+    XForwardedProto,
+    XForwardedHost,
+    Forwarded,
+    Other,
+}
+
+impl Special {
+    fn of(name: &[u8]) -> Special {
+        use Special::*;
+        // Length, first and last letter pick the one candidate worth comparing.
+        let (Some(first), Some(last)) = (name.first(), name.last()) else { return Other };
+        let (candidate, kind): (&[u8], Special) =
+            match (name.len(), first.to_ascii_lowercase(), last.to_ascii_lowercase()) {
+                (2, b't', b'e') => (b"te", Te),
+                (3, b'v', b'a') => (b"via", Via),
+                (4, b'h', b't') => (b"host", Host),
+                (6, b'e', b't') => (b"expect", Expect),
+                (7, b'u', b'e') => (b"upgrade", Upgrade),
+                (7, b't', b'r') => (b"trailer", Trailer),
+                (8, b'c', b'p') => (b"cdn-loop", CdnLoop),
+                (9, b'f', b'd') => (b"forwarded", Forwarded),
+                (10, b'c', b'n') => (b"connection", Connection),
+                (10, b'k', b'e') => (b"keep-alive", KeepAlive),
+                (12, b'x', b'd') => (b"x-request-id", XRequestId),
+                (14, b'c', b'h') => (b"content-length", ContentLength),
+                (15, b'x', b'r') => (b"x-forwarded-for", XForwardedFor),
+                (16, b'x', b't') => (b"x-forwarded-host", XForwardedHost),
+                (16, b'p', b'n') => (b"proxy-connection", ProxyConnection),
+                (17, b'x', b'o') => (b"x-forwarded-proto", XForwardedProto),
+                (17, b't', b'g') => (b"transfer-encoding", TransferEncoding),
+                (18, b'p', b'e') => (b"proxy-authenticate", ProxyAuthenticate),
+                (19, b'p', b'n') => (b"proxy-authorization", ProxyAuthorization),
+                _ => return Other,
+            };
+        if codec::eq_lowercase(name, candidate) {
+            kind
+        } else {
+            Other
+        }
+    }
+
+    /// Concerns one connection only (RFC 9110 7.6.1): never forwarded.
+    fn is_hop_by_hop(self) -> bool {
+        use Special::*;
+        matches!(
+            self,
+            Connection
+                | KeepAlive
+                | TransferEncoding
+                | Te
+                | Trailer
+                | Upgrade
+                | ProxyConnection
+                | ProxyAuthorization
+                | ProxyAuthenticate
+        )
+    }
+}
+
+/// Whether the values of a `Connection` header name no header to remove.
+fn connection_plain<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> bool {
+    values
+        .all(|v| v.split(|b| *b == b',').map(<[u8]>::trim_ascii).all(|t| t.is_empty() || is_plain_connection_token(t)))
+}
+
 /// [`strip_hop_by_hop`] on an origin's header lines, which also drops the lines the edge sets
 /// itself (`X-Request-Id`, and `Content-Length` with `no_length`) and moves `Via` lines into
 /// `map`, where the edge's own entry joins them. None, with nothing changed, when a
 /// `Connection` header names other headers to remove: the map path does that.
 fn strip_origin_lines(lines: &mut RawHeaders, map: &mut HeaderMap, no_length: bool) -> Option<()> {
-    for v in lines.get_all(CONNECTION.as_str()) {
-        if v.split(|b| *b == b',').map(<[u8]>::trim_ascii).any(|t| !t.is_empty() && !is_plain_connection_token(t)) {
-            return None;
-        }
+    if !connection_plain(lines.get_all(CONNECTION.as_str())) {
+        return None;
     }
-    lines.retain(|name, value| {
-        let is = |n: &HeaderName| name.eq_ignore_ascii_case(n.as_str().as_bytes());
-        if is(&VIA) {
+    lines.retain(|name, value| match Special::of(name) {
+        Special::Via => {
             if let Ok(v) = HeaderValue::from_bytes(value) {
                 map.append(VIA, v);
             }
-            return false;
+            false
         }
-        !(HOP_BY_HOP.iter().any(|n| is(n)) || is(&X_REQUEST_ID) || (no_length && is(&CONTENT_LENGTH)))
+        Special::XRequestId => false,
+        Special::ContentLength => !no_length,
+        kind => !kind.is_hop_by_hop(),
     });
     Some(())
+}
+
+/// Whether a client's header lines can be forwarded as lines: none of them is a header the edge
+/// replaces or merges (see [`forwarding`]), an upgrade, or a hop-by-hop header other than those
+/// [`strip_request_lines`] drops, and no `Connection` header names other headers to remove. One
+/// scan: most requests carry none of these.
+fn lines_forwardable(lines: &RawHeaders) -> bool {
+    lines.iter().all(|(name, value)| match Special::of(name) {
+        Special::Connection => connection_plain(std::iter::once(value)),
+        Special::KeepAlive | Special::TransferEncoding => true,
+        Special::Via
+        | Special::XRequestId
+        | Special::CdnLoop
+        | Special::XForwardedFor
+        | Special::XForwardedProto
+        | Special::XForwardedHost
+        | Special::Forwarded => false,
+        kind => !kind.is_hop_by_hop(),
+    })
+}
+
+/// [`strip_hop_by_hop`] and the removal of `Expect` on lines that passed [`lines_forwardable`]:
+/// `Connection`, `Keep-Alive` and `Transfer-Encoding` (the writer frames the body itself) are
+/// dropped, and `Host` with `drop_host` (the edge writes the host it routed by).
+fn strip_request_lines(lines: &mut RawHeaders, drop_host: bool) {
+    lines.retain(|name, _| match Special::of(name) {
+        Special::Host => !drop_host,
+        Special::Expect => false,
+        kind => !kind.is_hop_by_hop(),
+    });
 }
 
 fn origin_form(pq: Option<&PathAndQuery>) -> Uri {
@@ -460,11 +608,9 @@ fn origin_form(pq: Option<&PathAndQuery>) -> Uri {
 }
 
 /// How many times this request already passed through Palisade (`CDN-Loop` entries).
-fn loop_hops(headers: &HeaderMap) -> usize {
-    headers
-        .get_all(&CDN_LOOP)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+fn loop_hops(head: &Head) -> usize {
+    head.values(CDN_LOOP.as_str())
+        .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(','))
         .filter(|entry| entry.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case(CDN_LOOP_TOKEN)))
         .count()
@@ -481,18 +627,17 @@ fn is_idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
 }
 
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+fn connection_has(head: &Head, token: &str) -> bool {
+    head.values(CONNECTION.as_str())
+        .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
-    headers.get_all(COOKIE).iter().find_map(|v| {
-        v.as_bytes().split(|b| *b == b';').find_map(|pair| {
+/// The value of cookie `name` in `values`, the values of a request's `Cookie` headers.
+fn cookie<'a>(mut values: impl Iterator<Item = &'a [u8]>, name: &str) -> Option<&'a [u8]> {
+    values.find_map(|v| {
+        v.split(|b| *b == b';').find_map(|pair| {
             let pair = pair.trim_ascii();
             let eq = pair.iter().position(|b| *b == b'=')?;
             let (k, val) = pair.split_at(eq);
@@ -507,27 +652,25 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     // One pass over the names first: most messages carry none of these, and a scan is cheaper
     // than a hashed removal per name.
-    if !headers.keys().any(|n| HOP_BY_HOP.contains(&n)) {
+    let hop = |n: &HeaderName| Special::of(n.as_str().as_bytes()).is_hop_by_hop();
+    if !headers.keys().any(hop) {
         return;
     }
     // The usual tokens (keep-alive, close, upgrade) name no header to remove: skipping them
     // keeps the common response free of an allocation.
-    let named: Vec<HeaderName> = headers
+    let mut named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .map(<[u8]>::trim_ascii)
         .filter(|t| !is_plain_connection_token(t))
         .filter_map(|t| HeaderName::from_bytes(t).ok())
-        .collect();
-    for n in named {
         // Never let a client strip the headers that identify it to the origin.
-        if n != X_FORWARDED_FOR && n != FORWARDED && n != X_REQUEST_ID && n != HOST {
-            headers.remove(n);
-        }
-    }
-    for n in HOP_BY_HOP.iter().filter(|n| **n != UPGRADE) {
-        headers.remove(*n);
+        .filter(|n| *n != X_FORWARDED_FOR && *n != FORWARDED && *n != X_REQUEST_ID && *n != HOST)
+        .collect();
+    named.extend(headers.keys().filter(|n| hop(n) && *n != UPGRADE).cloned());
+    for n in named {
+        headers.remove(n);
     }
     if upgrade && headers.contains_key(UPGRADE) {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -536,22 +679,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Headers that concern one connection only (RFC 9110 7.6.1), never forwarded.
-static HOP_BY_HOP: [&HeaderName; 9] = [
-    &CONNECTION,
-    &TE,
-    &TRAILER,
-    &TRANSFER_ENCODING,
-    &UPGRADE,
-    &KEEP_ALIVE,
-    &PROXY_CONNECTION,
-    &PROXY_AUTHORIZATION,
-    &PROXY_AUTHENTICATE,
-];
-
 /// `Connection` tokens that name no header to remove.
 fn is_plain_connection_token(t: &[u8]) -> bool {
-    [&b"keep-alive"[..], b"close", b"upgrade"].iter().any(|k| t.eq_ignore_ascii_case(k))
+    [&b"keep-alive"[..], b"close", b"upgrade"].iter().any(|k| codec::eq_lowercase(t, k))
 }
 
 /// The headers the edge adds to a request for its origin: `Host` (the host routed by),
@@ -560,9 +690,13 @@ fn is_plain_connection_token(t: &[u8]) -> bool {
 /// `Host` is left for the writer to skip: see [`Forwarding::host`]), and what it sent is carried
 /// over where the header is a list. Written after the client's headers, as nginx writes its
 /// `proxy_set_header`s, instead of hashed into the map one by one.
+#[derive(Default)]
 pub struct Forwarding {
     /// `Host` first, then the rest.
     pub lines: Vec<(&'static HeaderName, HeaderValue)>,
+    /// The client's own header lines, when they are forwarded as lines (see [`handle`]):
+    /// written after `Host`, before the request's header map.
+    pub client: RawHeaders,
 }
 
 impl Forwarding {
@@ -573,6 +707,7 @@ impl Forwarding {
 
     /// Puts the lines into `headers`, for an origin spoken to through a header map (HTTP/2).
     pub fn into_map(self, headers: &mut HeaderMap) {
+        self.client.append_to(headers);
         for (name, value) in self.lines {
             if *name == HOST {
                 headers.insert(name, value);
@@ -657,7 +792,7 @@ fn forwarding(
             headers.remove(name);
         }
     }
-    Forwarding { lines }
+    Forwarding { lines, client: RawHeaders::default() }
 }
 
 /// Our `Via` entry for a message received over `version`, after those in `headers`.
@@ -695,20 +830,101 @@ mod tests {
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(TE, HeaderValue::from_static("trailers"));
+        h.insert(hyper::header::TE, HeaderValue::from_static("trailers"));
         h.insert("x-kept", HeaderValue::from_static("yes"));
         strip_hop_by_hop(&mut h, false);
-        assert!(h.get("x-secret").is_none() && h.get("keep-alive").is_none() && h.get(TE).is_none());
+        assert!(h.get("x-secret").is_none() && h.get("keep-alive").is_none() && h.get("te").is_none());
         assert!(h.get(CONNECTION).is_none());
         assert_eq!(h.get("x-forwarded-for").unwrap(), "1.2.3.4");
         assert_eq!(h.get("x-kept").unwrap(), "yes");
     }
 
     #[test]
+    fn special_headers_are_told_apart_in_any_case() {
+        use Special::*;
+        let all = [
+            ("connection", Connection),
+            ("keep-alive", KeepAlive),
+            ("transfer-encoding", TransferEncoding),
+            ("te", Te),
+            ("trailer", Trailer),
+            ("upgrade", Upgrade),
+            ("proxy-connection", ProxyConnection),
+            ("proxy-authorization", ProxyAuthorization),
+            ("proxy-authenticate", ProxyAuthenticate),
+            ("host", Host),
+            ("content-length", ContentLength),
+            ("expect", Expect),
+            ("via", Via),
+            ("x-request-id", XRequestId),
+            ("cdn-loop", CdnLoop),
+            ("x-forwarded-for", XForwardedFor),
+            ("x-forwarded-proto", XForwardedProto),
+            ("x-forwarded-host", XForwardedHost),
+            ("forwarded", Forwarded),
+        ];
+        for (name, kind) in all {
+            assert_eq!(Special::of(name.as_bytes()), kind);
+            assert_eq!(Special::of(name.to_ascii_uppercase().as_bytes()), kind);
+        }
+        for other in ["date", "user-agent", "accept", "x-forwarded", "tee", "", "content-type"] {
+            assert_eq!(Special::of(other.as_bytes()), Other, "{other}");
+        }
+        let hop: Vec<_> = all.iter().filter(|(_, k)| k.is_hop_by_hop()).map(|(n, _)| *n).collect();
+        assert_eq!(
+            hop,
+            [
+                "connection",
+                "keep-alive",
+                "transfer-encoding",
+                "te",
+                "trailer",
+                "upgrade",
+                "proxy-connection",
+                "proxy-authorization",
+                "proxy-authenticate"
+            ]
+        );
+    }
+
+    #[test]
+    fn client_lines_are_forwarded_as_lines_unless_one_needs_the_map() {
+        let plain = b"Host: a.test\r\nConnection: Keep-Alive, close\r\nKeep-Alive: 5\r\nExpect: 100-continue\r\n\
+                      Transfer-Encoding: chunked\r\nX-Proxy: 1\r\nCookie: a=b\r\n";
+        let mut lines = RawHeaders::parse_for_test(plain);
+        assert!(lines_forwardable(&lines));
+        strip_request_lines(&mut lines, true);
+        assert_eq!(lines.iter().map(|(n, _)| n).collect::<Vec<_>>(), [&b"X-Proxy"[..], b"Cookie"]);
+        let mut lines = RawHeaders::parse_for_test(plain);
+        strip_request_lines(&mut lines, false);
+        assert_eq!(lines.get("host"), Some(&b"a.test"[..]));
+        // Each of these needs the map path: a header the edge replaces or merges, an upgrade, or
+        // a Connection header naming another header.
+        for line in [
+            "X-Forwarded-For: 1.2.3.4",
+            "x-forwarded-proto: https",
+            "X-Forwarded-Host: b",
+            "Forwarded: for=x",
+            "Via: 1.1 p",
+            "X-Request-Id: 7",
+            "CDN-Loop: c",
+            "Upgrade: websocket",
+            "TE: trailers",
+            "Trailer: x",
+            "Proxy-Connection: keep-alive",
+            "Proxy-Authorization: Basic x",
+            "Proxy-Authenticate: Basic",
+            "Connection: keep-alive, X-Secret",
+        ] {
+            let lines = RawHeaders::parse_for_test(format!("Host: a\r\n{line}\r\n").as_bytes());
+            assert!(!lines_forwardable(&lines), "{line}");
+        }
+    }
+
+    #[test]
     fn cookie_lookup() {
-        let mut h = HeaderMap::new();
-        h.insert(COOKIE, HeaderValue::from_static("a=1; session=abc; b=2"));
-        assert_eq!(cookie(&h, "session"), Some(&b"abc"[..]));
-        assert_eq!(cookie(&h, "sess"), None);
+        let values = || [&b"x=0"[..], b"a=1; session=abc; b=2"].into_iter();
+        assert_eq!(cookie(values(), "session"), Some(&b"abc"[..]));
+        assert_eq!(cookie(values(), "sess"), None);
     }
 }

@@ -23,7 +23,7 @@ use bytes::Bytes;
 
 use crate::access_log::AccessLog;
 use crate::body::ClientBody;
-use crate::codec::{Io, Rewind};
+use crate::codec::{Io, RawHeaders, Rewind};
 use crate::guard::{ConnShared, Guarded};
 use crate::metrics::Metrics;
 use crate::proxy::{self, ConnCtx};
@@ -570,7 +570,11 @@ async fn serve_h2(
     let limits = shared.snapshot.load().config.doc.limits.clone();
     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(proxy::handle(ctx, req.map(ClientBody::H2)).await.into_response()) }
+        async move {
+            Ok::<_, Infallible>(
+                proxy::handle(ctx, req.map(ClientBody::H2), RawHeaders::default()).await.into_response(),
+            )
+        }
     });
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder

@@ -264,6 +264,7 @@ fn write_request_head(
     if replaces_host {
         lines.next().inspect(|(name, value)| codec::write_header(head, name, value));
     }
+    forwarding.client.write(head);
     for (name, value) in req.headers() {
         if !(replaces_host && name == HOST) {
             codec::write_header(head, name, value);
@@ -272,7 +273,10 @@ fn write_request_head(
     for (name, value) in lines {
         codec::write_header(head, name, value);
     }
-    let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let declared = match req.headers().get(CONTENT_LENGTH) {
+        Some(v) => codec::parse_content_length(v.as_bytes()),
+        None => forwarding.client.get(CONTENT_LENGTH.as_str()).and_then(codec::parse_content_length),
+    };
     let framing = match declared {
         Some(n) => Framing::Length(n),
         None if !body.is_end_stream() => {
