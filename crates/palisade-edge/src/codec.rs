@@ -51,25 +51,72 @@ const COALESCE: usize = 256;
 /// Most bytes gathered before a write.
 const GATHER: usize = 16 * 1024;
 
-/// A worker's spare buffers, most recently used last. Buffers that live only while a message
-/// is read or written are taken from here and given back, so that the few in use stay warm in
-/// the cache and an idle connection holds none (as nginx frees a kept-alive connection's
-/// buffers), where a buffer per connection is cold at hundreds of connections.
+/// A worker's spare objects of one kind, most recently used last (a thread-local). Memory that
+/// lives only while a message is handled is taken from here and given back, so that the few in
+/// use stay warm in the cache and an idle connection holds none (as nginx frees a kept-alive
+/// connection's buffers). The allocator's own per-thread cache keeps 7 chunks of a size: with
+/// a hundred requests in flight per worker, most of these went through its slower bins.
+pub struct Spares<T> {
+    spare: std::cell::RefCell<Vec<T>>,
+    /// Most spares kept.
+    keep: usize,
+}
+
+impl<T> Spares<T> {
+    pub const fn new(keep: usize) -> Self {
+        Self { spare: std::cell::RefCell::new(Vec::new()), keep }
+    }
+
+    /// The most recently given back spare, or `make()`.
+    pub fn take(&self, make: impl FnOnce() -> T) -> T {
+        self.spare.try_borrow_mut().ok().and_then(|mut v| v.pop()).unwrap_or_else(make)
+    }
+
+    /// Keeps `item`, emptied by its giver, if room is left.
+    pub fn put(&self, item: T) {
+        if let Ok(mut v) = self.spare.try_borrow_mut() {
+            if v.len() < self.keep {
+                v.push(item);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Spare header maps, for the few headers the edge adds to a proxied response.
+    static MAPS: Spares<HeaderMap> = const { Spares::new(256) };
+}
+
+/// Most entries of a spare header map kept (a larger one is let go).
+const SPARE_MAP: usize = 32;
+
+/// An empty header map, with room from this worker's spares.
+pub fn spare_map() -> HeaderMap {
+    MAPS.try_with(|m| m.take(HeaderMap::new)).unwrap_or_default()
+}
+
+/// Gives `map` back to this worker's spares, emptied.
+pub fn recycle_map(mut map: HeaderMap) {
+    if map.capacity() > 0 && map.capacity() <= SPARE_MAP {
+        map.clear();
+        let _ = MAPS.try_with(|m| m.put(map));
+    }
+}
+
+/// A worker's spare buffers (see [`Spares`]).
 pub struct BufPool {
-    spare: std::cell::RefCell<Vec<BytesMut>>,
+    spares: Spares<BytesMut>,
     /// Capacity of a new buffer (0: grown by its first use).
     size: usize,
-    /// Most spare buffers kept.
-    keep: usize,
 }
 
 impl BufPool {
     pub const fn new(size: usize, keep: usize) -> Self {
-        Self { spare: std::cell::RefCell::new(Vec::new()), size, keep }
+        Self { spares: Spares::new(keep), size }
     }
 
     pub fn take(&self) -> BytesMut {
-        self.spare.try_borrow_mut().ok().and_then(|mut v| v.pop()).unwrap_or_else(|| BytesMut::with_capacity(self.size))
+        self.spares.take(|| BytesMut::with_capacity(self.size))
     }
 
     /// Keeps `buf` (emptied) for the next taker, if it owns its memory and room is left.
@@ -80,11 +127,7 @@ impl BufPool {
         if buf.capacity() == 0 || !buf.try_reclaim(self.size.max(1)) {
             return;
         }
-        if let Ok(mut v) = self.spare.try_borrow_mut() {
-            if v.len() < self.keep {
-                v.push(buf);
-            }
-        }
+        self.spares.put(buf);
     }
 }
 
@@ -168,14 +211,34 @@ fn append_line(map: &mut HeaderMap, head: &Bytes, span: &Span) -> Option<()> {
 pub struct RawHeaders {
     head: Bytes,
     /// Name start, name length, value start, value length; a dropped line has name length 0
-    /// (a header name is never empty).
+    /// (a header name is never empty). From this worker's [`SPANS`], given back when dropped.
     lines: Vec<Span>,
+}
+
+/// Most lines of a spare span vector kept (a larger one is let go).
+const SPARE_SPANS: usize = 64;
+
+thread_local! {
+    /// Spare line vectors of [`RawHeaders`]: a request and a response head each have one.
+    static SPANS: Spares<Vec<Span>> = const { Spares::new(256) };
+}
+
+impl Drop for RawHeaders {
+    fn drop(&mut self) {
+        if self.lines.capacity() > 0 && self.lines.capacity() <= SPARE_SPANS {
+            let mut lines = std::mem::take(&mut self.lines);
+            lines.clear();
+            let _ = SPANS.try_with(|s| s.put(lines));
+        }
+    }
 }
 
 impl RawHeaders {
     /// The lines httparse found in `base`, the buffer whose first bytes become the head.
     pub fn lines(base: &[u8], headers: &[httparse::Header<'_>]) -> Option<Vec<Span>> {
-        let mut lines = Vec::with_capacity(headers.len());
+        let mut lines = SPANS.try_with(|s| s.take(Vec::new)).unwrap_or_default();
+        // One size for requests and responses alike, so that a spare fits either.
+        lines.reserve(headers.len().max(16));
         for h in headers {
             lines.push(line_span(base, h)?);
         }
@@ -969,6 +1032,30 @@ mod tests {
     }
 
     #[test]
+    fn line_vectors_and_header_maps_are_reused_by_the_worker() {
+        let first = RawHeaders::parse_for_test(b"A: 1\r\nB: 2\r\n");
+        let at = first.lines.as_ptr();
+        drop(first);
+        // The next head's lines go where the last one's were.
+        let second = RawHeaders::parse_for_test(b"C: 3\r\n");
+        assert_eq!(second.lines.as_ptr(), at);
+        assert_eq!(second.iter().collect::<Vec<_>>(), [(&b"C"[..], &b"3"[..])]);
+
+        let mut map = spare_map();
+        map.insert("x-a", HeaderValue::from_static("1"));
+        let room = map.capacity();
+        recycle_map(map);
+        let map = spare_map();
+        assert!(map.is_empty());
+        assert_eq!(map.capacity(), room);
+        // Too big to keep: let go.
+        let mut big = HeaderMap::with_capacity(SPARE_MAP * 4);
+        big.insert("x-a", HeaderValue::from_static("1"));
+        recycle_map(big);
+        assert!(spare_map().capacity() <= SPARE_MAP);
+    }
+
+    #[test]
     fn buffer_pool_hands_back_warm_buffers_it_owns_and_bounds_its_spares() {
         let pool = BufPool::new(1024, 2);
         let mut a = pool.take();
@@ -984,13 +1071,13 @@ mod tests {
         shared.extend_from_slice(&[b'x'; 1024]);
         let held = shared.split().freeze();
         pool.put(shared);
-        assert!(pool.spare.borrow().is_empty());
+        assert!(pool.spares.spare.borrow().is_empty());
         drop(held);
         // At most `keep` spares.
         for _ in 0..5 {
             pool.put(BytesMut::with_capacity(1024));
         }
-        assert_eq!(pool.spare.borrow().len(), 2);
+        assert_eq!(pool.spares.spare.borrow().len(), 2);
     }
 
     fn decode_all(framing: Framing, input: &[u8]) -> Result<Vec<u8>, BodyError> {

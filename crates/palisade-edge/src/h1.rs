@@ -471,6 +471,7 @@ fn write_head(
         }
     }
     out.extend_from_slice(b"\r\n");
+    codec::recycle_map(parts.headers);
     (Framed { framing, keep_alive, switching }, body)
 }
 

@@ -442,6 +442,10 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>, body: ClientBody) -
     }
 
     let (mut parts, body) = resp.into_parts();
+    if parts.headers.is_empty() {
+        // The edge adds a few headers; the map goes back to the spares once the head is written.
+        parts.headers = codec::spare_map();
+    }
     let no_length = parts.status == StatusCode::NO_CONTENT || parts.status == StatusCode::NOT_MODIFIED;
     // An HTTP/1.1 origin's lines are edited where they are; an upgrade, or a `Connection`
     // header naming other headers, takes the map path below with every line.

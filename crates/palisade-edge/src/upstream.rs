@@ -305,12 +305,6 @@ fn send_h1(
     let mut head = codec::HeadBuf::take();
     let framing = write_request_head(&mut head, &req, &body, forwarding);
     async move {
-        if conn.buf.capacity() == 0 {
-            conn.buf = take_read_buf();
-        }
-        if conn.buf.is_empty() {
-            let _ = conn.buf.try_reclaim(READ_BUF);
-        }
         // Until a byte of the body was taken, a failure on a reused connection can be resent.
         let resendable = conn.reused && body.is_end_stream();
         let not_sent = |mut req: Box<Request<RequestBody>>, body, e: BoxError| {
@@ -331,9 +325,7 @@ fn send_h1(
             let write = codec::write_message(&mut wr, &mut head, &mut slot, framing);
             tokio::pin!(write);
             let buf = &mut conn.buf;
-            if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(READ_BUF);
-            }
+            borrow_read_buf(buf);
             let mut origin_closed = false;
             loop {
                 tokio::select! {
@@ -392,14 +384,19 @@ fn send_h1(
             if conn.buf.len() > MAX_RESPONSE_HEAD {
                 return Sent::Failed(Box::new(OriginError::HeadTooLarge));
             }
-            if conn.buf.capacity() - conn.buf.len() < 1024 {
-                conn.buf.reserve(READ_BUF);
-            }
             let nothing_yet = conn.buf.is_empty();
             // A head is read in small steps: what of a large body comes with it is copied, the rest
-            // can be spliced (crate::splice).
+            // can be spliced (crate::splice). The read buffer is borrowed only while there is
+            // something to read: hundreds of exchanges waiting for their origins hold none, and
+            // the few buffers in use stay warm.
             let read = std::future::poll_fn(|cx| {
-                tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut (&mut conn.buf).limit(HEAD_READ))
+                borrow_read_buf(&mut conn.buf);
+                let read =
+                    tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut (&mut conn.buf).limit(HEAD_READ));
+                if read.is_pending() && conn.buf.is_empty() {
+                    put_read_buf(std::mem::take(&mut conn.buf));
+                }
+                read
             });
             match read.await {
                 Ok(0) if resendable && nothing_yet => return not_sent(req, body, Box::new(OriginError::Closed)),
@@ -501,8 +498,18 @@ thread_local! {
     static READ_BUFS: BufPool = const { BufPool::new(0, 32) };
 }
 
-fn take_read_buf() -> BytesMut {
-    READ_BUFS.with(BufPool::take)
+/// Gives `buf` room to read into: a buffer from this worker's spares if it has none, its whole
+/// memory back if it is empty and nothing else holds a part of it.
+fn borrow_read_buf(buf: &mut BytesMut) {
+    if buf.capacity() == 0 {
+        *buf = READ_BUFS.with(BufPool::take);
+    }
+    if buf.is_empty() {
+        let _ = buf.try_reclaim(READ_BUF);
+    }
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(READ_BUF);
+    }
 }
 
 fn put_read_buf(buf: BytesMut) {
