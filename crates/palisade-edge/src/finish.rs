@@ -42,7 +42,7 @@ pub struct Finish {
 impl Drop for Finish {
     fn drop(&mut self) {
         self.ctx.conn.in_flight.fetch_sub(1, Ordering::Relaxed);
-        let elapsed = self.started.elapsed();
+        let elapsed = crate::clock::now().saturating_duration_since(self.started);
         let origin = self.origin.and_then(|i| self.zone.as_ref()?.pool.get(i));
         if let Some(zone) = &self.zone {
             zone.budget.requests_in_flight.sub(1);

@@ -199,7 +199,7 @@ pub struct Guarded<IO> {
 impl<IO> Guarded<IO> {
     /// Wraps a connection that speaks HTTP/1.x or sends the HTTP/2 preface.
     pub fn new(io: IO, shared: Arc<ConnShared>, limits: GuardLimits) -> Self {
-        let now = Instant::now();
+        let now = crate::clock::now();
         Self {
             io,
             shared,
@@ -497,7 +497,7 @@ impl<IO> Guarded<IO> {
             match self.timer.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(()) => {
-                    if Instant::now() >= deadline {
+                    if crate::clock::now() >= deadline {
                         return Poll::Ready(match self.state {
                             State::Head if self.head_started.is_none() => io::ErrorKind::UnexpectedEof,
                             _ => io::ErrorKind::TimedOut,
@@ -561,7 +561,7 @@ impl<IO: AsyncRead + Unpin> Guarded<IO> {
                         self.raw.clear();
                         return Poll::Ready(Ok(()));
                     }
-                    self.last_activity = Instant::now();
+                    self.last_activity = crate::clock::now();
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
@@ -586,7 +586,7 @@ impl<IO: AsyncRead + Unpin> Guarded<IO> {
         match Pin::new(&mut self.io).poll_read(cx, buf) {
             Poll::Ready(r) => {
                 if buf.filled().len() > before {
-                    self.last_activity = Instant::now();
+                    self.last_activity = crate::clock::now();
                 }
                 Poll::Ready(r)
             }
@@ -661,7 +661,7 @@ impl<IO> Guarded<IO> {
         progressed: bool,
     ) -> Poll<io::Result<T>> {
         if progressed {
-            let now = Instant::now();
+            let now = crate::clock::now();
             self.last_activity = now;
             self.last_write = now;
             return r;

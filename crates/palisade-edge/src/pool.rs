@@ -21,7 +21,7 @@ fn epoch() -> Instant {
 
 /// Milliseconds since the process's first look at the clock (monotonic).
 pub fn now_ms() -> u64 {
-    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
+    u64::try_from(crate::clock::now().into_std().saturating_duration_since(epoch()).as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A small, fast, non-cryptographic per-thread random source (xorshift64*), for p2c and ids.

@@ -13,7 +13,6 @@ use hyper::header::{
 };
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use palisade_config::HashKey;
-use tokio::time::Instant;
 
 use crate::body::{ClientBody, EdgeBody, RequestBody};
 use crate::codec::{self, RawHeaders};
@@ -184,7 +183,7 @@ pub fn handle(
 }
 
 async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>, body: ClientBody) -> Reply {
-    let started = Instant::now();
+    let started = crate::clock::now();
     let index = ctx.conn.next_request.fetch_add(1, Ordering::Relaxed);
     ctx.conn.in_flight.fetch_add(1, Ordering::Relaxed);
     let request_id_value = new_request_id();
@@ -366,7 +365,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>, body: ClientBody) -
         // Counted in flight until the response ends, or until this future is dropped.
         let lease = OriginLease::new(origin);
         // The origin's share of the time is only reported in the access log.
-        let sent_at = log.then(Instant::now);
+        let sent_at = log.then(crate::clock::now);
         // The request is taken out of `pending` only here, once a connection is in hand, and
         // moves straight into the sending future (it comes back in `Sent::NotSent`).
         let send = {
@@ -376,7 +375,8 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>, body: ClientBody) -
             } else {
                 origin_form(path_and_query.as_ref())
             };
-            tokio::time::timeout(zone.response_header_timeout, origin.conns.send(conn, up, &forwarding_lines))
+            let deadline = crate::clock::now() + zone.response_header_timeout;
+            tokio::time::timeout_at(deadline, origin.conns.send(conn, up, &forwarding_lines))
         };
         let outcome = send.await;
         match outcome {

@@ -509,7 +509,8 @@ async fn accept_loop(
         let shared = shared.clone();
         let tls = tls.clone();
         let local_shutdown = local_shutdown.clone();
-        tokio::spawn(async move {
+        // One clock reading per poll serves everything the connection does in it (crate::clock).
+        tokio::spawn(crate::clock::clocked(async move {
             let _permit = permit;
             let _ = stream.set_nodelay(true);
             let limits = shared.snapshot.load().guard_limits;
@@ -537,7 +538,7 @@ async fn accept_loop(
                     serve(shared, io, ctx, h2, local_shutdown).await;
                 }
             }
-        });
+        }));
     }
 }
 

@@ -126,7 +126,7 @@ impl Home {
     fn check_in(&self, conn: H1Conn) {
         let mut slot = crate::lock(&self.0 .0);
         if slot.idle.len() < MAX_IDLE {
-            slot.idle.push((Instant::now(), conn));
+            slot.idle.push((crate::clock::now(), conn));
         }
     }
 }
@@ -167,7 +167,7 @@ impl OriginConns {
             }
             slot.h2 = None;
         } else {
-            let now = Instant::now();
+            let now = crate::clock::now();
             // Newest first; closed or stale connections are dropped.
             while let Some((since, conn)) = slot.idle.pop() {
                 if now.duration_since(since) <= p.idle_timeout && still_open(&conn) {
