@@ -145,6 +145,9 @@ async fn http2_prior_knowledge_downstream_and_h2_to_the_origin() {
     assert_eq!(header(&echo, "via"), ["2 palisade"]);
     assert_eq!(header(&echo, "cdn-loop"), ["palisade"]);
     assert_eq!(header(&echo, "x-request-id"), [h.get("x-request-id").unwrap().to_str().unwrap()]);
+    let authority = e.http().to_string();
+    assert_eq!(header(&echo, "x-forwarded-host"), [authority.as_str()]);
+    assert_eq!(header(&echo, "forwarded"), [format!("for=127.0.0.1;host=\"{authority}\";proto=http").as_str()]);
 
     // An HTTP/1.1 client's header lines reach an HTTP/2 origin in its header map.
     let echo = raw_echo(

@@ -357,7 +357,8 @@ pub fn eq_lowercase(name: &[u8], lower: &[u8]) -> bool {
     name.len() == lower.len() && name.iter().zip(lower).all(|(a, b)| a.to_ascii_lowercase() == *b)
 }
 
-fn write_line(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+/// Appends `name: value` and CRLF.
+pub fn write_line(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);

@@ -82,11 +82,11 @@ thread_local! {
     static ARENA: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
 }
 
-const ARENA_BLOCK: usize = 4 * 1024;
+const ARENA_BLOCK: usize = 16 * 1024;
 
-/// A header value of at most `len` bytes written by `write`, carved out of this thread's arena.
-fn arena_value(len: usize, write: impl FnOnce(&mut BytesMut)) -> Option<HeaderValue> {
-    let bytes = ARENA.with(|arena| {
+/// At most `len` bytes written by `write`, carved out of this thread's arena.
+fn arena_bytes(len: usize, write: impl FnOnce(&mut BytesMut)) -> bytes::Bytes {
+    ARENA.with(|arena| {
         let mut own;
         let mut borrowed = arena.try_borrow_mut().ok();
         let buf = match borrowed.as_deref_mut() {
@@ -101,8 +101,12 @@ fn arena_value(len: usize, write: impl FnOnce(&mut BytesMut)) -> Option<HeaderVa
         }
         write(buf);
         buf.split().freeze()
-    });
-    HeaderValue::from_maybe_shared(bytes).ok()
+    })
+}
+
+/// A header value of at most `len` bytes written by `write`, carved out of this thread's arena.
+fn arena_value(len: usize, write: impl FnOnce(&mut BytesMut)) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(arena_bytes(len, write)).ok()
 }
 
 fn protocol(v: Version) -> &'static str {
@@ -692,12 +696,15 @@ fn is_plain_connection_token(t: &[u8]) -> bool {
 /// `X-Forwarded-For` / `-Proto` / `-Host`, `Forwarded` (RFC 7239), `Via`, `CDN-Loop` (RFC 8586)
 /// and the request ID. Those the client sent under these names are taken out of `headers` (its
 /// `Host` is left for the writer to skip: see [`Forwarding::host`]), and what it sent is carried
-/// over where the header is a list. Written after the client's headers, as nginx writes its
-/// `proxy_set_header`s, instead of hashed into the map one by one.
+/// over where the header is a list. Rendered once per request as header lines (in the worker's
+/// arena) and written after the client's headers, as nginx writes its `proxy_set_header`s:
+/// no header map, and no value to count references of per header.
 #[derive(Default)]
 pub struct Forwarding {
-    /// `Host` first, then the rest.
-    pub lines: Vec<(&'static HeaderName, HeaderValue)>,
+    /// `host: ...` first (when there is a host), then the rest, each line ended by CRLF.
+    text: bytes::Bytes,
+    /// Where the `host` line ends in `text` (0: there is none).
+    host_end: usize,
     /// The client's own header lines, when they are forwarded as lines (see [`handle`]):
     /// written after `Host`, before the request's header map.
     pub client: RawHeaders,
@@ -706,14 +713,32 @@ pub struct Forwarding {
 impl Forwarding {
     /// Whether the first line replaces the client's `Host`.
     pub fn host(&self) -> bool {
-        self.lines.first().is_some_and(|(n, _)| **n == HOST)
+        self.host_end > 0
+    }
+
+    /// The `Host` line (empty without one), and the other lines.
+    pub fn lines(&self) -> (&[u8], &[u8]) {
+        self.text.split_at_checked(self.host_end).unwrap_or((&[], &self.text))
     }
 
     /// Puts the lines into `headers`, for an origin spoken to through a header map (HTTP/2).
     pub fn into_map(self, headers: &mut HeaderMap) {
         self.client.append_to(headers);
-        for (name, value) in self.lines {
-            if *name == HOST {
+        let mut at = 0;
+        for line in self.text.split(|b| *b == b'\n') {
+            let start = at;
+            at += line.len() + 1;
+            let Some(colon) = line.iter().position(|b| *b == b':') else { continue };
+            let (Some(name), Some(value)) = (line.get(..colon), line.get(colon + 2..).map(<[u8]>::trim_ascii_end))
+            else {
+                continue;
+            };
+            let Ok(name) = HeaderName::from_bytes(name) else { continue };
+            let value_at = start + colon + 2;
+            let Ok(value) = HeaderValue::from_maybe_shared(self.text.slice(value_at..value_at + value.len())) else {
+                continue;
+            };
+            if name == HOST {
                 headers.insert(name, value);
             } else {
                 headers.append(name, value);
@@ -721,10 +746,6 @@ impl Forwarding {
         }
     }
 }
-
-static HOST_NAME: HeaderName = HOST;
-static FORWARDED_NAME: HeaderName = FORWARDED;
-static VIA_NAME: HeaderName = VIA;
 
 fn forwarding(
     headers: &mut HeaderMap,
@@ -734,91 +755,91 @@ fn forwarding(
     via: &Via,
     request_id: &HeaderValue,
 ) -> Forwarding {
-    let mut lines = Vec::with_capacity(8);
     let proto = if ctx.tls { "https" } else { "http" };
-    if let Some(v) = host {
+    // One scan for the client's own: most requests carry none of them.
+    let replaced = [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &FORWARDED, &VIA, &X_REQUEST_ID];
+    let sent_any = headers.keys().any(|n| replaced.contains(&n));
+    let earlier = |name: &HeaderName| {
+        let values = sent_any.then(|| headers.get_all(name).iter());
+        values.into_iter().flatten().map(HeaderValue::as_bytes)
+    };
+    let host = host.map_or(&b""[..], HeaderValue::as_bytes);
+    let host_end = if host.is_empty() { 0 } else { "host: ".len() + host.len() + 2 };
+    let earlier_len: usize = replaced.iter().map(|n| earlier(n).map(|v| v.len() + 2).sum::<usize>()).sum();
+    let len = 400 + 3 * host.len() + earlier_len;
+    let text = arena_bytes(len, |out| {
         // The host we routed by is the host the origin sees (RFC 9112 3.2.2: an absolute-form
         // target or :authority wins over a received Host), so no request reaches one zone's
         // origin claiming to be for another.
-        lines.push((&HOST_NAME, v.clone()));
-    }
-    // One scan for the client's own: most requests carry none of them.
-    let replaced = [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &FORWARDED_NAME, &VIA_NAME, &X_REQUEST_ID];
-    let sent_any = headers.keys().any(|n| replaced.contains(&n));
-    let xff = match headers.get(&X_FORWARDED_FOR) {
-        Some(_) if sent_any => {
-            let mut xff = BytesMut::with_capacity(128);
-            for v in headers.get_all(&X_FORWARDED_FOR) {
-                xff.extend_from_slice(v.as_bytes());
-                xff.extend_from_slice(b", ");
+        if !host.is_empty() {
+            codec::write_line(out, b"host", host);
+        }
+        out.extend_from_slice(b"x-forwarded-for: ");
+        for v in earlier(&X_FORWARDED_FOR) {
+            out.extend_from_slice(v);
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(ctx.peer_value.as_bytes());
+        out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+        out.extend_from_slice(proto.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if !host.is_empty() {
+            codec::write_line(out, b"x-forwarded-host", host);
+        }
+        // RFC 7239: appended to what earlier proxies wrote; the host is quoted unless it is a token.
+        out.extend_from_slice(b"forwarded: ");
+        for v in earlier(&FORWARDED).take(1).filter(|v| v.is_ascii()) {
+            out.extend_from_slice(v);
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(ctx.forwarded_for.as_bytes());
+        if !host.is_empty() {
+            out.extend_from_slice(b";host=");
+            if host.iter().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(b)) {
+                out.extend_from_slice(host);
+            } else {
+                out.extend_from_slice(b"\"");
+                out.extend(host.iter().filter(|b| **b != b'"' && **b != b'\\'));
+                out.extend_from_slice(b"\"");
             }
-            xff.extend_from_slice(ctx.peer_value.as_bytes());
-            HeaderValue::from_maybe_shared(xff.freeze()).unwrap_or_else(|_| ctx.peer_value.clone())
         }
-        _ => ctx.peer_value.clone(),
-    };
-    lines.push((&X_FORWARDED_FOR, xff));
-    lines.push((&X_FORWARDED_PROTO, HeaderValue::from_static(proto)));
-    if let Some(v) = host {
-        lines.push((&X_FORWARDED_HOST, v.clone()));
-    }
-    let raw_host = host.and_then(|v| v.to_str().ok()).unwrap_or("");
-    // RFC 7239: appended to what earlier proxies wrote; the host is quoted unless it is a token.
-    let previous = if sent_any { headers.get(FORWARDED).filter(|v| v.to_str().is_ok()) } else { None };
-    let len = 64 + raw_host.len() + previous.map_or(0, |p| p.len() + 2);
-    let forwarded = arena_value(len, |fwd| {
-        if let Some(prev) = previous {
-            fwd.extend_from_slice(prev.as_bytes());
-            fwd.extend_from_slice(b", ");
-        }
-        fwd.extend_from_slice(ctx.forwarded_for.as_bytes());
-        fwd.extend_from_slice(b";host=");
-        if raw_host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) {
-            fwd.extend_from_slice(raw_host.as_bytes());
-        } else {
-            fwd.extend_from_slice(b"\"");
-            fwd.extend(raw_host.bytes().filter(|b| *b != b'"' && *b != b'\\'));
-            fwd.extend_from_slice(b"\"");
-        }
-        fwd.extend_from_slice(b";proto=");
-        fwd.extend_from_slice(proto.as_bytes());
+        out.extend_from_slice(b";proto=");
+        out.extend_from_slice(proto.as_bytes());
+        out.extend_from_slice(b"\r\nvia: ");
+        write_via(out, earlier(&VIA), version, via);
+        out.extend_from_slice(b"\r\ncdn-loop: ");
+        out.extend_from_slice(CDN_LOOP_TOKEN.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        codec::write_line(out, b"x-request-id", request_id.as_bytes());
     });
-    if let Some(v) = forwarded {
-        lines.push((&FORWARDED_NAME, v));
-    }
-    if let Some(v) = via_value(if sent_any { Some(&*headers) } else { None }, version, via) {
-        lines.push((&VIA_NAME, v));
-    }
-    lines.push((&CDN_LOOP, HeaderValue::from_static(CDN_LOOP_TOKEN)));
-    lines.push((&X_REQUEST_ID, request_id.clone()));
     if sent_any {
         for name in replaced {
             headers.remove(name);
         }
     }
-    Forwarding { lines, client: RawHeaders::default() }
+    Forwarding { text, host_end, client: RawHeaders::default() }
 }
 
-/// Our `Via` entry for a message received over `version`, after those in `headers`.
-fn via_value(headers: Option<&HeaderMap>, version: Version, via: &Via) -> Option<HeaderValue> {
+/// Our `Via` entry for a message received over `version`, after the `earlier` ones.
+fn write_via<'a>(out: &mut BytesMut, earlier: impl Iterator<Item = &'a [u8]>, version: Version, via: &Via) {
+    for v in earlier {
+        out.extend_from_slice(v);
+        out.extend_from_slice(b", ");
+    }
     let ours = match version {
         Version::HTTP_10 => 0,
         Version::HTTP_2 => 2,
         _ => 1,
     };
-    let own = via.by_version.get(ours)?;
-    let Some(earlier) = headers.filter(|h| h.contains_key(VIA)) else { return Some(own.clone()) };
-    let mut combined = BytesMut::with_capacity(128);
-    for v in earlier.get_all(VIA) {
-        combined.extend_from_slice(v.as_bytes());
-        combined.extend_from_slice(b", ");
+    if let Some(own) = via.by_version.get(ours) {
+        out.extend_from_slice(own.as_bytes());
     }
-    combined.extend_from_slice(own.as_bytes());
-    HeaderValue::from_maybe_shared(combined.freeze()).ok()
 }
 
 fn append_via(headers: &mut HeaderMap, version: Version, via: &Via) {
-    if let Some(v) = via_value(Some(&*headers), version, via) {
+    let earlier: Vec<&[u8]> = headers.get_all(VIA).iter().map(HeaderValue::as_bytes).collect();
+    let len = 32 + earlier.iter().map(|v| v.len() + 2).sum::<usize>();
+    if let Some(v) = arena_value(len, |out| write_via(out, earlier.into_iter(), version, via)) {
         headers.insert(VIA, v);
     }
 }

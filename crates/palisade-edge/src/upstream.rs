@@ -260,19 +260,15 @@ fn write_request_head(
     head.extend_from_slice(req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
     let replaces_host = forwarding.host();
-    let mut lines = forwarding.lines.iter();
-    if replaces_host {
-        lines.next().inspect(|(name, value)| codec::write_header(head, name, value));
-    }
+    let (host_line, edge_lines) = forwarding.lines();
+    head.extend_from_slice(host_line);
     forwarding.client.write(head);
     for (name, value) in req.headers() {
         if !(replaces_host && name == HOST) {
             codec::write_header(head, name, value);
         }
     }
-    for (name, value) in lines {
-        codec::write_header(head, name, value);
-    }
+    head.extend_from_slice(edge_lines);
     let declared = match req.headers().get(CONTENT_LENGTH) {
         Some(v) => codec::parse_content_length(v.as_bytes()),
         None => forwarding.client.get(CONTENT_LENGTH.as_str()).and_then(codec::parse_content_length),
