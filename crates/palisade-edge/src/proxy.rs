@@ -583,7 +583,7 @@ fn strip_origin_lines(lines: &mut RawHeaders, map: &mut HeaderMap, no_length: bo
 /// replaces or merges (see [`forwarding`]), an upgrade, or a hop-by-hop header other than those
 /// [`strip_request_lines`] drops, and no `Connection` header names other headers to remove. One
 /// scan: most requests carry none of these.
-fn lines_forwardable(lines: &RawHeaders) -> bool {
+pub fn lines_forwardable(lines: &RawHeaders) -> bool {
     lines.iter().all(|(name, value)| match Special::of(name) {
         Special::Connection => connection_plain(std::iter::once(value)),
         Special::KeepAlive | Special::TransferEncoding => true,
@@ -601,7 +601,7 @@ fn lines_forwardable(lines: &RawHeaders) -> bool {
 /// [`strip_hop_by_hop`] and the removal of `Expect` on lines that passed [`lines_forwardable`]:
 /// `Connection`, `Keep-Alive` and `Transfer-Encoding` (the writer frames the body itself) are
 /// dropped, and `Host` with `drop_host` (the edge writes the host it routed by).
-fn strip_request_lines(lines: &mut RawHeaders, drop_host: bool) {
+pub fn strip_request_lines(lines: &mut RawHeaders, drop_host: bool) {
     lines.retain(|name, _| match Special::of(name) {
         Special::Host => !drop_host,
         Special::Expect => false,
