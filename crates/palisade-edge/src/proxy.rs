@@ -149,10 +149,14 @@ fn respond(mut resp: Response<EdgeBody>, mut finish: Box<Finish>) -> Reply {
     resp.into()
 }
 
-/// A request head: its parts, and an HTTP/1.1 client's header lines as received.
+/// A request: its head's parts, an HTTP/1.1 client's header lines as received, and its body;
+/// then the host it is routed by. What the request's future needs only until the origin
+/// request is built lives here, not in that future (see [`handle`]).
 struct Head {
     parts: hyper::http::request::Parts,
     lines: RawHeaders,
+    body: ClientBody,
+    host: Option<HeaderValue>,
 }
 
 impl Head {
@@ -180,24 +184,23 @@ pub fn handle(
     lines: RawHeaders,
 ) -> impl std::future::Future<Output = Reply> + Send {
     let (parts, body) = req.into_parts();
-    // The head travels boxed: an `async fn` keeps its arguments twice (as captured and as
+    // The request travels boxed: an `async fn` keeps its arguments twice (as captured and as
     // locals) for its whole life, in the connection's task memory, which is cache-cold at
     // hundreds of connections; a box this size comes back warm from the allocator's cache.
-    handle_head(ctx, Box::new(Head { parts, lines }), body)
+    handle_head(ctx, Box::new(Head { parts, lines, body, host: None }))
 }
 
-async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>, body: ClientBody) -> Reply {
-    let started = crate::clock::now();
+async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
     let index = ctx.conn.next_request.fetch_add(1, Ordering::Relaxed);
     ctx.conn.in_flight.fetch_add(1, Ordering::Relaxed);
     let request_id_value = new_request_id();
-    let request_id = request_id_value.to_str().unwrap_or_default();
+    let id = || request_id_value.to_str().unwrap_or_default();
     let log = ctx.edge.access_log.enabled();
     let mut finish = Box::new(Finish {
         ctx: ctx.clone(),
-        started,
+        started: crate::clock::now(),
         started_wall: log.then(SystemTime::now),
-        request_id: if log { request_id.to_string() } else { String::new() },
+        request_id: if log { id().to_string() } else { String::new() },
         client_ip: ctx.peer.ip(),
         method: head.parts.method.clone(),
         host: String::new(),
@@ -216,75 +219,75 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>, body: ClientBody) -
     if let Some(rejection) = ctx.conn.rejection_for(index) {
         ctx.edge.metrics.reject(rejection);
         let status = StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::BAD_REQUEST);
-        return respond(error_page(status, request_id, true), finish);
+        return respond(error_page(status, id(), true), finish);
     }
 
     if !lines_forwardable(&head.lines) {
         std::mem::take(&mut head.lines).append_to(&mut head.parts.headers);
     }
     // The host we route by: the absolute-form target or :authority, else the Host header.
-    let host_value = match head.parts.uri.authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-        None => match head.parts.headers.get(HOST) {
-            Some(v) => Some(v.clone()),
-            None => head.lines.get_shared(HOST.as_str()).and_then(|v| HeaderValue::from_maybe_shared(v).ok()),
-        },
-    };
-    let raw_host = host_value.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
-    let host = normalize_host(raw_host);
-    if log {
-        finish.host = host.to_string();
-    }
-    if host.is_empty() {
-        return respond(error_page(StatusCode::BAD_REQUEST, request_id, false), finish);
-    }
-
-    let snap = ctx.edge.snapshot.load();
-    let Some(zone_index) = snap.zone_index(&host) else {
-        ctx.edge.metrics.unknown_host.fetch_add(1, Ordering::Relaxed);
-        return respond(error_page(StatusCode::NOT_FOUND, request_id, false), finish);
-    };
-    if let Some(sni) = &ctx.sni {
-        if snap.zone_index(&normalize_host(sni)) != Some(zone_index) {
-            ctx.edge.metrics.misdirected.fetch_add(1, Ordering::Relaxed);
-            return respond(error_page(StatusCode::MISDIRECTED_REQUEST, request_id, false), finish);
+    // Worked out in a block: nothing of it but the zone stays in this future.
+    let zone = {
+        head.host = match head.parts.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => match head.parts.headers.get(HOST) {
+                Some(v) => Some(v.clone()),
+                None => head.lines.get_shared(HOST.as_str()).and_then(|v| HeaderValue::from_maybe_shared(v).ok()),
+            },
+        };
+        let raw_host = head.host.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
+        let host = normalize_host(raw_host);
+        if log {
+            finish.host = host.to_string();
         }
-    }
-    let Some(zone) = snap.zone_for_worker(zone_index).cloned() else {
-        return respond(error_page(StatusCode::NOT_FOUND, request_id, false), finish);
+        if host.is_empty() {
+            return respond(error_page(StatusCode::BAD_REQUEST, id(), false), finish);
+        }
+        let snap = ctx.edge.snapshot.load();
+        let Some(zone_index) = snap.zone_index(&host) else {
+            ctx.edge.metrics.unknown_host.fetch_add(1, Ordering::Relaxed);
+            return respond(error_page(StatusCode::NOT_FOUND, id(), false), finish);
+        };
+        if let Some(sni) = &ctx.sni {
+            if snap.zone_index(&normalize_host(sni)) != Some(zone_index) {
+                ctx.edge.metrics.misdirected.fetch_add(1, Ordering::Relaxed);
+                return respond(error_page(StatusCode::MISDIRECTED_REQUEST, id(), false), finish);
+            }
+        }
+        let Some(zone) = snap.zone_for_worker(zone_index).cloned() else {
+            return respond(error_page(StatusCode::NOT_FOUND, id(), false), finish);
+        };
+        zone
     };
-    drop(snap);
     zone.budget.requests_in_flight.add(1);
     finish.zone = Some(zone.clone());
     let via = &zone.via;
 
     if head.parts.method == Method::CONNECT {
-        return respond(error_page(StatusCode::METHOD_NOT_ALLOWED, request_id, false), finish);
+        return respond(error_page(StatusCode::METHOD_NOT_ALLOWED, id(), false), finish);
     }
     // An origin that points back at the fleet would multiply every request without end.
     if loop_hops(&head) >= MAX_LOOP_HOPS {
         ctx.edge.metrics.loops.fetch_add(1, Ordering::Relaxed);
-        return respond(error_page(StatusCode::LOOP_DETECTED, request_id, true), finish);
+        return respond(error_page(StatusCode::LOOP_DETECTED, id(), true), finish);
     }
 
     // Refuse an oversized body before reading any of it.
     let declared_len = head.first(CONTENT_LENGTH.as_str()).and_then(codec::parse_content_length);
     if declared_len.is_some_and(|n| n > zone.max_body_bytes) {
         zone.stats.body_too_large.fetch_add(1, Ordering::Relaxed);
-        return respond(error_page(StatusCode::PAYLOAD_TOO_LARGE, request_id, true), finish);
+        return respond(error_page(StatusCode::PAYLOAD_TOO_LARGE, id(), true), finish);
     }
 
     let is_upgrade = head.parts.version == Version::HTTP_11
         && connection_has(&head, "upgrade")
         && head.first(UPGRADE.as_str()).is_some();
-    let method = std::mem::take(&mut head.parts.method);
     let version = head.parts.version;
-    let path_and_query = head.parts.uri.path_and_query().cloned();
     let hash = if zone.pool.is_hash() {
         match &zone.hash_key {
             HashKey::ClientIp => hash_ip(ctx.peer.ip()),
             HashKey::Path => stable_hash(head.parts.uri.path().as_bytes()),
-            HashKey::Uri => stable_hash(path_and_query.as_ref().map(|p| p.as_str()).unwrap_or("/").as_bytes()),
+            HashKey::Uri => stable_hash(head.parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").as_bytes()),
             HashKey::Header(name) => stable_hash(head.first(name).unwrap_or(b"")),
             HashKey::Cookie(name) => stable_hash(cookie(head.values(COOKIE.as_str()), name).unwrap_or(b"")),
         }
@@ -294,20 +297,19 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>, body: ClientBody) -
 
     // A connect failure means nothing was sent, so the body is still whole: idempotent requests
     // are retried on another origin with or without a body.
-    let retryable = zone.retry_attempts > 0 && !is_upgrade && is_idempotent(&method);
+    let retryable = zone.retry_attempts > 0 && !is_upgrade && is_idempotent(&head.parts.method);
     // Built in a block: what moves into the request is not kept beside it while it is out.
     let forwarding_lines;
     let too_large;
     let mut pending = Some({
-        let mut headers = std::mem::take(&mut head.parts.headers);
-        let mut client_lines = std::mem::take(&mut head.lines);
-        drop(head);
+        let Head { parts, lines: mut client_lines, body, host } = *head;
+        let hyper::http::request::Parts { method, uri, mut headers, .. } = parts;
         if zone.h2_origin {
             std::mem::take(&mut client_lines).append_to(&mut headers);
         }
         strip_hop_by_hop(&mut headers, is_upgrade);
         headers.remove(EXPECT);
-        let mut lines = forwarding(&mut headers, &ctx, host_value.as_ref(), version, via, &request_id_value);
+        let mut lines = forwarding(&mut headers, &ctx, host.as_ref(), version, via, &request_id_value);
         strip_request_lines(&mut client_lines, lines.host());
         lines.client = client_lines;
         if zone.h2_origin {
@@ -320,6 +322,8 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>, body: ClientBody) -
         // Boxed: it waits here between attempts and rides in the sending future, in 8 bytes.
         let mut up = Box::new(Request::new(request_body));
         *up.method_mut() = method;
+        // The client's target, until an origin is picked (its path and query go on).
+        *up.uri_mut() = uri;
         *up.version_mut() = if zone.h2_origin { Version::HTTP_2 } else { Version::HTTP_11 };
         *up.headers_mut() = headers;
         up
@@ -341,30 +345,29 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>, body: ClientBody) -
         if i < 64 {
             tried |= 1 << i;
         }
-        let checked_out = match origin.conns.pooled(zone.conn_params) {
-            Some(c) => Ok(c),
-            None => origin.conns.connect(zone.conn_params).await,
-        };
-        let conn = match checked_out {
-            Ok(c) => c,
-            Err(e) => {
-                origin.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-                zone.pool.record(i, Outcome::Failure);
-                tracing::debug!(origin = %origin.label, error = %e, "connect to origin failed");
-                last_error = if matches!(e, crate::upstream::ConnectError::Timeout) {
-                    StatusCode::GATEWAY_TIMEOUT
-                } else {
-                    StatusCode::BAD_GATEWAY
-                };
-                if retryable && attempt < zone.retry_attempts && zone.budget.try_acquire() {
-                    // The retry token is held only while deciding: a connect attempt is short.
-                    zone.budget.release();
-                    attempt += 1;
-                    zone.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    continue;
+        let conn = match origin.conns.pooled(zone.conn_params) {
+            Some(c) => c,
+            None => match origin.conns.connect(zone.conn_params).await {
+                Ok(c) => c,
+                Err(e) => {
+                    origin.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                    zone.pool.record(i, Outcome::Failure);
+                    tracing::debug!(origin = %origin.label, error = %e, "connect to origin failed");
+                    last_error = if matches!(e, crate::upstream::ConnectError::Timeout) {
+                        StatusCode::GATEWAY_TIMEOUT
+                    } else {
+                        StatusCode::BAD_GATEWAY
+                    };
+                    if retryable && attempt < zone.retry_attempts && zone.budget.try_acquire() {
+                        // The retry token is held only while deciding: a connect attempt is short.
+                        zone.budget.release();
+                        attempt += 1;
+                        zone.stats.retries.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    break Err(last_error);
                 }
-                break Err(last_error);
-            }
+            },
         };
         // Counted in flight until the response ends, or until this future is dropped.
         let lease = OriginLease::new(origin);
@@ -374,6 +377,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>, body: ClientBody) -
         // moves straight into the sending future (it comes back in `Sent::NotSent`).
         let send = {
             let Some(mut up) = pending.take() else { break Err(StatusCode::BAD_GATEWAY) };
+            let path_and_query = up.uri().path_and_query().cloned();
             *up.uri_mut() = if zone.h2_origin {
                 origin.absolute_uri(path_and_query.as_ref())
             } else {
@@ -428,7 +432,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>, body: ClientBody) -
         Ok(r) => r,
         Err(status) => {
             let close = matches!(status, StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE);
-            return respond(error_page(status, request_id, close), finish);
+            return respond(error_page(status, id(), close), finish);
         }
     };
 
@@ -440,7 +444,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>, body: ClientBody) -
         // The client connection's task takes the origin connection out of the body and
         // becomes the tunnel once this 101 is written.
         if !is_upgrade {
-            return respond(error_page(StatusCode::BAD_GATEWAY, request_id, true), finish);
+            return respond(error_page(StatusCode::BAD_GATEWAY, id(), true), finish);
         }
         ctx.conn.upgraded.store(true, Ordering::Relaxed);
     }
@@ -466,7 +470,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>, body: ClientBody) -
     append_via(&mut parts.headers, parts.version, via);
     parts.headers.insert(X_REQUEST_ID.clone(), request_id_value.clone());
     parts.version = Version::HTTP_11;
-    let resp = Response::from_parts(parts, EdgeBody::upstream(body, Some(started + zone.total_timeout)));
+    let resp = Response::from_parts(parts, EdgeBody::upstream(body, Some(finish.started + zone.total_timeout)));
     let mut reply = respond(resp, finish);
     reply.origin_headers = origin_headers;
     reply

@@ -300,15 +300,16 @@ fn send_h1(
     let body = std::mem::replace(req.body_mut(), RequestBody::empty());
     let mut head = codec::HeadBuf::take();
     let framing = write_request_head(&mut head, &req, &body, forwarding);
+    // Until a byte of the body was taken, a failure on a reused connection can be resent.
+    let resendable = conn.reused && body.is_end_stream();
+    // The body moves in once, in its slot (a captured `body` would keep a second place).
+    let mut slot = Some(body);
     async move {
-        // Until a byte of the body was taken, a failure on a reused connection can be resent.
-        let resendable = conn.reused && body.is_end_stream();
         let not_sent = |mut req: Box<Request<RequestBody>>, body, e: BoxError| {
             *req.body_mut() = body;
             Sent::NotSent(req, e)
         };
 
-        let mut slot = Some(body);
         // An origin may answer before it has read the whole body (a 413, a redirect, an auth
         // failure), and may stop reading or close. So while a body is being sent, the answer is
         // watched for: an early answer ends the upload and is passed on, and a failed write is
