@@ -200,6 +200,86 @@ fn append_line(map: &mut HeaderMap, head: &Bytes, span: &Span) -> Option<()> {
     Some(())
 }
 
+/// The headers the edge treats specially, told apart by name without hashing: a request's or
+/// response's lines are classified once each, when the head is read ([`RawHeaders::lines`]),
+/// and most names are ruled out by their length.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Special {
+    Connection,
+    KeepAlive,
+    TransferEncoding,
+    Te,
+    Trailer,
+    Upgrade,
+    ProxyConnection,
+    ProxyAuthorization,
+    ProxyAuthenticate,
+    Host,
+    ContentLength,
+    Expect,
+    Via,
+    XRequestId,
+    CdnLoop,
+    XForwardedFor,
+    XForwardedProto,
+    XForwardedHost,
+    Forwarded,
+    Other,
+}
+
+impl Special {
+    pub fn of(name: &[u8]) -> Special {
+        use Special::*;
+        // Length, first and last letter pick the one candidate worth comparing.
+        let (Some(first), Some(last)) = (name.first(), name.last()) else { return Other };
+        let (candidate, kind): (&[u8], Special) =
+            match (name.len(), first.to_ascii_lowercase(), last.to_ascii_lowercase()) {
+                (2, b't', b'e') => (b"te", Te),
+                (3, b'v', b'a') => (b"via", Via),
+                (4, b'h', b't') => (b"host", Host),
+                (6, b'e', b't') => (b"expect", Expect),
+                (7, b'u', b'e') => (b"upgrade", Upgrade),
+                (7, b't', b'r') => (b"trailer", Trailer),
+                (8, b'c', b'p') => (b"cdn-loop", CdnLoop),
+                (9, b'f', b'd') => (b"forwarded", Forwarded),
+                (10, b'c', b'n') => (b"connection", Connection),
+                (10, b'k', b'e') => (b"keep-alive", KeepAlive),
+                (12, b'x', b'd') => (b"x-request-id", XRequestId),
+                (14, b'c', b'h') => (b"content-length", ContentLength),
+                (15, b'x', b'r') => (b"x-forwarded-for", XForwardedFor),
+                (16, b'x', b't') => (b"x-forwarded-host", XForwardedHost),
+                (16, b'p', b'n') => (b"proxy-connection", ProxyConnection),
+                (17, b'x', b'o') => (b"x-forwarded-proto", XForwardedProto),
+                (17, b't', b'g') => (b"transfer-encoding", TransferEncoding),
+                (18, b'p', b'e') => (b"proxy-authenticate", ProxyAuthenticate),
+                (19, b'p', b'n') => (b"proxy-authorization", ProxyAuthorization),
+                _ => return Other,
+            };
+        if eq_lowercase(name, candidate) {
+            kind
+        } else {
+            Other
+        }
+    }
+
+    /// Concerns one connection only (RFC 9110 7.6.1): never forwarded.
+    pub fn is_hop_by_hop(self) -> bool {
+        use Special::*;
+        matches!(
+            self,
+            Connection
+                | KeepAlive
+                | TransferEncoding
+                | Te
+                | Trailer
+                | Upgrade
+                | ProxyConnection
+                | ProxyAuthorization
+                | ProxyAuthenticate
+        )
+    }
+}
+
 /// The header lines of an HTTP/1.x head as they arrived: the frozen head and where each line's
 /// name and value lie in it. An origin's response headers go to an HTTP/1.1 client from here,
 /// as received (order and the case of names kept, as nginx and HAProxy forward them), with no
@@ -210,9 +290,18 @@ fn append_line(map: &mut HeaderMap, head: &Bytes, span: &Span) -> Option<()> {
 #[derive(Debug, Clone, Default)]
 pub struct RawHeaders {
     head: Bytes,
+    /// From this worker's [`SPANS`], given back when dropped.
+    lines: Vec<Line>,
+}
+
+/// One header line of a head.
+#[derive(Debug, Clone, Copy)]
+pub struct Line {
     /// Name start, name length, value start, value length; a dropped line has name length 0
-    /// (a header name is never empty). From this worker's [`SPANS`], given back when dropped.
-    lines: Vec<Span>,
+    /// (a header name is never empty).
+    at: Span,
+    /// What the name is to the edge, worked out once when the head is read.
+    kind: Special,
 }
 
 /// Most lines of a spare span vector kept (a larger one is let go).
@@ -220,7 +309,7 @@ const SPARE_SPANS: usize = 64;
 
 thread_local! {
     /// Spare line vectors of [`RawHeaders`]: a request and a response head each have one.
-    static SPANS: Spares<Vec<Span>> = const { Spares::new(256) };
+    static SPANS: Spares<Vec<Line>> = const { Spares::new(256) };
 }
 
 impl Drop for RawHeaders {
@@ -235,24 +324,24 @@ impl Drop for RawHeaders {
 
 impl RawHeaders {
     /// The lines httparse found in `base`, the buffer whose first bytes become the head.
-    pub fn lines(base: &[u8], headers: &[httparse::Header<'_>]) -> Option<Vec<Span>> {
+    pub fn lines(base: &[u8], headers: &[httparse::Header<'_>]) -> Option<Vec<Line>> {
         let mut lines = SPANS.try_with(|s| s.take(Vec::new)).unwrap_or_default();
         // One size for requests and responses alike, so that a spare fits either.
         lines.reserve(headers.len().max(16));
         for h in headers {
-            lines.push(line_span(base, h)?);
+            lines.push(Line { at: line_span(base, h)?, kind: Special::of(h.name.as_bytes()) });
         }
         Some(lines)
     }
 
     /// `lines` (from [`Self::lines`]) in `head`, the frozen bytes they were found in.
-    pub fn new(head: Bytes, lines: Vec<Span>) -> Self {
+    pub fn new(head: Bytes, lines: Vec<Line>) -> Self {
         Self { head, lines }
     }
 
     /// A line's name and value; None for a dropped line.
-    fn name_value(&self, span: &Span) -> Option<(&[u8], &[u8])> {
-        let (name, value) = ranges(span);
+    fn name_value(&self, line: &Line) -> Option<(&[u8], &[u8])> {
+        let (name, value) = ranges(&line.at);
         if name.is_empty() {
             return None;
         }
@@ -261,7 +350,17 @@ impl RawHeaders {
 
     /// Every line not dropped, as (name as received, value).
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.lines.iter().filter_map(|s| self.name_value(s))
+        self.lines.iter().filter_map(|l| self.name_value(l))
+    }
+
+    /// Every line not dropped, with what its name is to the edge.
+    pub fn kinds(&self) -> impl Iterator<Item = (Special, &[u8], &[u8])> {
+        self.lines.iter().filter_map(|l| self.name_value(l).map(|(n, v)| (l.kind, n, v)))
+    }
+
+    /// The values of the lines of `kind` (not [`Special::Other`]: those are looked up by name).
+    pub fn special(&self, kind: Special) -> impl Iterator<Item = &[u8]> {
+        self.lines.iter().filter(move |l| l.kind == kind).filter_map(|l| self.name_value(l)).map(|(_, v)| v)
     }
 
     /// The values of the lines named `name` (lowercase, as `HeaderName::as_str` gives it).
@@ -270,8 +369,8 @@ impl RawHeaders {
         // line's length is 0).
         self.lines
             .iter()
-            .filter(move |s| s[1] as usize == name.len())
-            .filter_map(|s| self.name_value(s))
+            .filter(move |l| l.at[1] as usize == name.len())
+            .filter_map(|l| self.name_value(l))
             .filter(move |(n, _)| eq_lowercase(n, name.as_bytes()))
             .map(|(_, v)| v)
     }
@@ -290,12 +389,16 @@ impl RawHeaders {
         self.iter().next().is_none()
     }
 
-    /// Drops the lines for which `keep` says false.
-    pub fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
+    /// Drops the lines for which `keep` (given the line's kind, name and value) says false.
+    pub fn retain(&mut self, mut keep: impl FnMut(Special, &[u8], &[u8]) -> bool) {
         for i in 0..self.lines.len() {
-            let drop = self.lines.get(i).and_then(|s| self.name_value(s)).is_some_and(|(n, v)| !keep(n, v));
-            if let Some(span) = self.lines.get_mut(i).filter(|_| drop) {
-                span[1] = 0;
+            let drop = self
+                .lines
+                .get(i)
+                .and_then(|l| self.name_value(l).map(|(n, v)| (l.kind, n, v)))
+                .is_some_and(|(k, n, v)| !keep(k, n, v));
+            if let Some(line) = self.lines.get_mut(i).filter(|_| drop) {
+                line.at[1] = 0;
             }
         }
     }
@@ -304,8 +407,8 @@ impl RawHeaders {
     /// needs the map). httparse accepts only lines a map accepts; any other would be left out.
     pub fn append_to(&self, map: &mut HeaderMap) {
         map.reserve(self.lines.len());
-        for span in self.lines.iter().filter(|s| self.name_value(s).is_some()) {
-            let _ = append_line(map, &self.head, span);
+        for line in self.lines.iter().filter(|l| self.name_value(l).is_some()) {
+            let _ = append_line(map, &self.head, &line.at);
         }
     }
 
@@ -323,8 +426,8 @@ impl RawHeaders {
             }
         };
         let mut run: Option<std::ops::Range<usize>> = None;
-        for span in &self.lines {
-            let (name, value) = ranges(span);
+        for line in &self.lines {
+            let (name, value) = ranges(&line.at);
             if name.is_empty() {
                 flush(out, &mut run);
                 continue;
@@ -1005,7 +1108,7 @@ mod tests {
         );
         assert_eq!(raw.get_all("x-a").collect::<Vec<_>>(), [&b"1"[..], b"2"]);
         assert_eq!(raw.get("via"), Some(&b"1.0 b"[..]));
-        raw.retain(|name, _| !name.eq_ignore_ascii_case(b"connection"));
+        raw.retain(|_, name, _| !name.eq_ignore_ascii_case(b"connection"));
         assert_eq!(raw.get("connection"), None);
         let mut out = BytesMut::new();
         raw.write(&mut out);
@@ -1017,7 +1120,7 @@ mod tests {
         raw.append_to(&mut map);
         assert_eq!(map.get_all("x-a").iter().collect::<Vec<_>>(), ["1", "2"]);
         assert_eq!(map.len(), 6);
-        raw.retain(|_, _| false);
+        raw.retain(|_, _, _| false);
         assert!(raw.is_empty());
     }
 

@@ -15,13 +15,13 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use hyper::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
+use hyper::header::{CONNECTION, CONTENT_LENGTH, DATE};
 use hyper::{Method, StatusCode, Uri, Version};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{watch, Notify};
 
 use crate::body::{BoxError, ClientBody, EdgeBody};
-use crate::codec::{self, header_slots, BodyReader, Framing, Io, RawHeaders, Rewind, STACK_HEADERS};
+use crate::codec::{self, header_slots, BodyReader, Framing, Io, RawHeaders, Rewind, Special, STACK_HEADERS};
 use crate::guard::GuardLimits;
 use crate::pages::error_page;
 use crate::proxy::{self, ConnCtx, Reply};
@@ -334,17 +334,17 @@ fn parse_request(buf: &mut BytesMut, max_headers: usize) -> Result<Option<Parsed
     }
     let uri = Uri::from_maybe_shared(head.slice(path_start..path_start + path_len)).map_err(|_| ())?;
     let lines = RawHeaders::new(head, lines);
-    let keep_alive = codec::keep_alive(lines.get_all(CONNECTION.as_str()), version == Version::HTTP_11);
+    let keep_alive = codec::keep_alive(lines.special(Special::Connection), version == Version::HTTP_11);
     // The guard refused every ambiguous framing; what is left is one of these.
-    let framing = if lines.get(TRANSFER_ENCODING.as_str()).is_some() {
+    let framing = if lines.special(Special::TransferEncoding).next().is_some() {
         Framing::Chunked
-    } else if let Some(v) = lines.get(CONTENT_LENGTH.as_str()) {
+    } else if let Some(v) = lines.special(Special::ContentLength).next() {
         Framing::Length(codec::parse_content_length(v).ok_or(())?)
     } else {
         Framing::Empty
     };
     let expect_continue = version == Version::HTTP_11
-        && lines.get(EXPECT.as_str()).is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
+        && lines.special(Special::Expect).next().is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
     let (mut parts, ()) = hyper::Request::new(()).into_parts();
     parts.method = method.clone();
     parts.uri = uri;
@@ -428,7 +428,7 @@ fn write_head(
         || status == StatusCode::NOT_MODIFIED;
     let declared = match parts.headers.get(CONTENT_LENGTH) {
         Some(v) => Some(v.as_bytes()),
-        None => origin_headers.get(CONTENT_LENGTH.as_str()),
+        None => origin_headers.special(Special::ContentLength).next(),
     };
     let framing = if no_body {
         Framing::Empty

@@ -15,7 +15,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use palisade_config::HashKey;
 
 use crate::body::{ClientBody, EdgeBody, RequestBody};
-use crate::codec::{self, RawHeaders};
+use crate::codec::{self, RawHeaders, Special};
 use crate::finish::Finish;
 use crate::guard::ConnShared;
 use crate::pages::error_page;
@@ -476,85 +476,6 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
     reply
 }
 
-/// The headers the edge treats specially, told apart by name without hashing: a request's or
-/// response's lines are classified once each, and most names are ruled out by their length.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Special {
-    Connection,
-    KeepAlive,
-    TransferEncoding,
-    Te,
-    Trailer,
-    Upgrade,
-    ProxyConnection,
-    ProxyAuthorization,
-    ProxyAuthenticate,
-    Host,
-    ContentLength,
-    Expect,
-    Via,
-    XRequestId,
-    CdnLoop,
-    XForwardedFor,
-    XForwardedProto,
-    XForwardedHost,
-    Forwarded,
-    Other,
-}
-
-impl Special {
-    fn of(name: &[u8]) -> Special {
-        use Special::*;
-        // Length, first and last letter pick the one candidate worth comparing.
-        let (Some(first), Some(last)) = (name.first(), name.last()) else { return Other };
-        let (candidate, kind): (&[u8], Special) =
-            match (name.len(), first.to_ascii_lowercase(), last.to_ascii_lowercase()) {
-                (2, b't', b'e') => (b"te", Te),
-                (3, b'v', b'a') => (b"via", Via),
-                (4, b'h', b't') => (b"host", Host),
-                (6, b'e', b't') => (b"expect", Expect),
-                (7, b'u', b'e') => (b"upgrade", Upgrade),
-                (7, b't', b'r') => (b"trailer", Trailer),
-                (8, b'c', b'p') => (b"cdn-loop", CdnLoop),
-                (9, b'f', b'd') => (b"forwarded", Forwarded),
-                (10, b'c', b'n') => (b"connection", Connection),
-                (10, b'k', b'e') => (b"keep-alive", KeepAlive),
-                (12, b'x', b'd') => (b"x-request-id", XRequestId),
-                (14, b'c', b'h') => (b"content-length", ContentLength),
-                (15, b'x', b'r') => (b"x-forwarded-for", XForwardedFor),
-                (16, b'x', b't') => (b"x-forwarded-host", XForwardedHost),
-                (16, b'p', b'n') => (b"proxy-connection", ProxyConnection),
-                (17, b'x', b'o') => (b"x-forwarded-proto", XForwardedProto),
-                (17, b't', b'g') => (b"transfer-encoding", TransferEncoding),
-                (18, b'p', b'e') => (b"proxy-authenticate", ProxyAuthenticate),
-                (19, b'p', b'n') => (b"proxy-authorization", ProxyAuthorization),
-                _ => return Other,
-            };
-        if codec::eq_lowercase(name, candidate) {
-            kind
-        } else {
-            Other
-        }
-    }
-
-    /// Concerns one connection only (RFC 9110 7.6.1): never forwarded.
-    fn is_hop_by_hop(self) -> bool {
-        use Special::*;
-        matches!(
-            self,
-            Connection
-                | KeepAlive
-                | TransferEncoding
-                | Te
-                | Trailer
-                | Upgrade
-                | ProxyConnection
-                | ProxyAuthorization
-                | ProxyAuthenticate
-        )
-    }
-}
-
 /// Whether the values of a `Connection` header name no header to remove.
 fn connection_plain<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> bool {
     values
@@ -566,10 +487,10 @@ fn connection_plain<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> bool {
 /// `map`, where the edge's own entry joins them. None, with nothing changed, when a
 /// `Connection` header names other headers to remove: the map path does that.
 fn strip_origin_lines(lines: &mut RawHeaders, map: &mut HeaderMap, no_length: bool) -> Option<()> {
-    if !connection_plain(lines.get_all(CONNECTION.as_str())) {
+    if !connection_plain(lines.special(Special::Connection)) {
         return None;
     }
-    lines.retain(|name, value| match Special::of(name) {
+    lines.retain(|kind, _, value| match kind {
         Special::Via => {
             if let Ok(v) = HeaderValue::from_bytes(value) {
                 map.append(VIA, v);
@@ -588,7 +509,7 @@ fn strip_origin_lines(lines: &mut RawHeaders, map: &mut HeaderMap, no_length: bo
 /// [`strip_request_lines`] drops, and no `Connection` header names other headers to remove. One
 /// scan: most requests carry none of these.
 pub fn lines_forwardable(lines: &RawHeaders) -> bool {
-    lines.iter().all(|(name, value)| match Special::of(name) {
+    lines.kinds().all(|(kind, _, value)| match kind {
         Special::Connection => connection_plain(std::iter::once(value)),
         Special::KeepAlive | Special::TransferEncoding => true,
         Special::Via
@@ -606,7 +527,7 @@ pub fn lines_forwardable(lines: &RawHeaders) -> bool {
 /// `Connection`, `Keep-Alive` and `Transfer-Encoding` (the writer frames the body itself) are
 /// dropped, and `Host` with `drop_host` (the edge writes the host it routed by).
 pub fn strip_request_lines(lines: &mut RawHeaders, drop_host: bool) {
-    lines.retain(|name, _| match Special::of(name) {
+    lines.retain(|kind, _, _| match kind {
         Special::Host => !drop_host,
         Special::Expect => false,
         kind => !kind.is_hop_by_hop(),
