@@ -1108,8 +1108,15 @@ mod tests {
         );
         assert_eq!(raw.get_all("x-a").collect::<Vec<_>>(), [&b"1"[..], b"2"]);
         assert_eq!(raw.get("via"), Some(&b"1.0 b"[..]));
-        raw.retain(|_, name, _| !name.eq_ignore_ascii_case(b"connection"));
+        // Kinds are recorded once, when the head is read, whatever the case of the name.
+        assert_eq!(raw.special(Special::Via).collect::<Vec<_>>(), [&b"1.0 b"[..]]);
+        assert_eq!(
+            raw.kinds().map(|(k, _, _)| k).collect::<Vec<_>>()[..3],
+            [Special::Other, Special::Connection, Special::Other]
+        );
+        raw.retain(|kind, _, _| kind != Special::Connection);
         assert_eq!(raw.get("connection"), None);
+        assert_eq!(raw.special(Special::Connection).next(), None);
         let mut out = BytesMut::new();
         raw.write(&mut out);
         // Runs of lines go out as received (blanks after the colon kept, trailing ones not), every
@@ -1133,6 +1140,54 @@ mod tests {
         let mut parsed = httparse::Response::new(&mut slots);
         assert!(parsed.parse(&text).unwrap().is_complete());
         parsed.headers.iter().map(|h| (h.name.as_bytes().to_vec(), h.value.to_vec())).collect()
+    }
+
+    #[test]
+    fn special_headers_are_told_apart_in_any_case() {
+        use Special::*;
+        let all = [
+            ("connection", Connection),
+            ("keep-alive", KeepAlive),
+            ("transfer-encoding", TransferEncoding),
+            ("te", Te),
+            ("trailer", Trailer),
+            ("upgrade", Upgrade),
+            ("proxy-connection", ProxyConnection),
+            ("proxy-authorization", ProxyAuthorization),
+            ("proxy-authenticate", ProxyAuthenticate),
+            ("host", Host),
+            ("content-length", ContentLength),
+            ("expect", Expect),
+            ("via", Via),
+            ("x-request-id", XRequestId),
+            ("cdn-loop", CdnLoop),
+            ("x-forwarded-for", XForwardedFor),
+            ("x-forwarded-proto", XForwardedProto),
+            ("x-forwarded-host", XForwardedHost),
+            ("forwarded", Forwarded),
+        ];
+        for (name, kind) in all {
+            assert_eq!(Special::of(name.as_bytes()), kind);
+            assert_eq!(Special::of(name.to_ascii_uppercase().as_bytes()), kind);
+        }
+        for other in ["date", "user-agent", "accept", "x-forwarded", "tee", "", "content-type"] {
+            assert_eq!(Special::of(other.as_bytes()), Other, "{other}");
+        }
+        let hop: Vec<_> = all.iter().filter(|(_, k)| k.is_hop_by_hop()).map(|(n, _)| *n).collect();
+        assert_eq!(
+            hop,
+            [
+                "connection",
+                "keep-alive",
+                "transfer-encoding",
+                "te",
+                "trailer",
+                "upgrade",
+                "proxy-connection",
+                "proxy-authorization",
+                "proxy-authenticate"
+            ]
+        );
     }
 
     #[test]

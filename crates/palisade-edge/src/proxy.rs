@@ -790,54 +790,6 @@ mod tests {
     }
 
     #[test]
-    fn special_headers_are_told_apart_in_any_case() {
-        use Special::*;
-        let all = [
-            ("connection", Connection),
-            ("keep-alive", KeepAlive),
-            ("transfer-encoding", TransferEncoding),
-            ("te", Te),
-            ("trailer", Trailer),
-            ("upgrade", Upgrade),
-            ("proxy-connection", ProxyConnection),
-            ("proxy-authorization", ProxyAuthorization),
-            ("proxy-authenticate", ProxyAuthenticate),
-            ("host", Host),
-            ("content-length", ContentLength),
-            ("expect", Expect),
-            ("via", Via),
-            ("x-request-id", XRequestId),
-            ("cdn-loop", CdnLoop),
-            ("x-forwarded-for", XForwardedFor),
-            ("x-forwarded-proto", XForwardedProto),
-            ("x-forwarded-host", XForwardedHost),
-            ("forwarded", Forwarded),
-        ];
-        for (name, kind) in all {
-            assert_eq!(Special::of(name.as_bytes()), kind);
-            assert_eq!(Special::of(name.to_ascii_uppercase().as_bytes()), kind);
-        }
-        for other in ["date", "user-agent", "accept", "x-forwarded", "tee", "", "content-type"] {
-            assert_eq!(Special::of(other.as_bytes()), Other, "{other}");
-        }
-        let hop: Vec<_> = all.iter().filter(|(_, k)| k.is_hop_by_hop()).map(|(n, _)| *n).collect();
-        assert_eq!(
-            hop,
-            [
-                "connection",
-                "keep-alive",
-                "transfer-encoding",
-                "te",
-                "trailer",
-                "upgrade",
-                "proxy-connection",
-                "proxy-authorization",
-                "proxy-authenticate"
-            ]
-        );
-    }
-
-    #[test]
     fn client_lines_are_forwarded_as_lines_unless_one_needs_the_map() {
         let plain = b"Host: a.test\r\nConnection: Keep-Alive, close\r\nKeep-Alive: 5\r\nExpect: 100-continue\r\n\
                       Transfer-Encoding: chunked\r\nX-Proxy: 1\r\nCookie: a=b\r\n";
