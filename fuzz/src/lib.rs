@@ -2,7 +2,21 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::BytesMut;
+use palisade_edge::codec::RawHeaders;
 use tokio::io::{AsyncRead, ReadBuf};
+
+/// `lines` as the edge writes them for the next hop, parsed back as (name, value) pairs; asserts
+/// that what was written is one complete, valid header block.
+pub fn written_and_parsed_back(lines: &RawHeaders) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut block = BytesMut::from(&b"HTTP/1.1 200 OK\r\n"[..]);
+    lines.write(&mut block);
+    block.extend_from_slice(b"\r\n");
+    let mut slots = vec![httparse::EMPTY_HEADER; lines.iter().count()];
+    let mut again = httparse::Response::new(&mut slots);
+    assert!(matches!(again.parse(&block), Ok(httparse::Status::Complete(n)) if n == block.len()));
+    again.headers.iter().map(|h| (h.name.as_bytes().to_vec(), h.value.to_vec())).collect()
+}
 
 /// Serves `data` in reads of at most `step` bytes, so that every split point of the input gets
 /// exercised.
