@@ -363,7 +363,8 @@ impl RawHeaders {
         self.lines.iter().filter(move |l| l.kind == kind).filter_map(|l| self.name_value(l)).map(|(_, v)| v)
     }
 
-    /// The values of the lines named `name` (lowercase, as `HeaderName::as_str` gives it).
+    /// The values of the lines named `name` (lowercase, as `HeaderName::as_str` gives it). A
+    /// special header is found faster by its kind ([`Self::special`]).
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         // Lengths first: most lines are ruled out without looking at their bytes (a dropped
         // line's length is 0).
@@ -379,9 +380,9 @@ impl RawHeaders {
         self.get_all(name).next()
     }
 
-    /// The first value of the lines named `name`, sliced out of the head (no copy).
-    pub fn get_shared(&self, name: &str) -> Option<Bytes> {
-        let value = self.get(name)?;
+    /// The first value of the lines of `kind`, sliced out of the head (no copy).
+    pub fn get_shared(&self, kind: Special) -> Option<Bytes> {
+        let value = self.special(kind).next()?;
         span_of(&self.head, value).map(|(start, len)| self.head.slice(start..start + len))
     }
 

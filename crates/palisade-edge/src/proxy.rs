@@ -160,15 +160,25 @@ struct Head {
 }
 
 impl Head {
-    /// The values of the headers named `name` (lowercase), in the map and among the lines.
-    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        // An HTTP/1.1 request's map is empty: skip hashing the name for it.
-        let map = (!self.parts.headers.is_empty()).then(|| self.parts.headers.get_all(name).iter());
-        map.into_iter().flatten().map(HeaderValue::as_bytes).chain(self.lines.get_all(name))
+    /// The values of the headers named `name` in the map (lowercase), and of the lines of
+    /// `kind`, the special header so named (found by the kind recorded when the head was read).
+    fn special<'a>(&'a self, kind: Special, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.map_values(name).chain(self.lines.special(kind))
     }
 
-    fn first<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
-        self.values(name).next()
+    /// The values of the headers named `name` (lowercase), in the map and among the lines.
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.map_values(name).chain(self.lines.get_all(name))
+    }
+
+    fn map_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        // An HTTP/1.1 request's map is empty: skip hashing the name for it.
+        let map = (!self.parts.headers.is_empty()).then(|| self.parts.headers.get_all(name).iter());
+        map.into_iter().flatten().map(HeaderValue::as_bytes)
+    }
+
+    fn first<'a>(&'a self, kind: Special, name: &'a str) -> Option<&'a [u8]> {
+        self.special(kind, name).next()
     }
 }
 
@@ -232,7 +242,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
             Some(a) => HeaderValue::from_str(a.as_str()).ok(),
             None => match head.parts.headers.get(HOST) {
                 Some(v) => Some(v.clone()),
-                None => head.lines.get_shared(HOST.as_str()).and_then(|v| HeaderValue::from_maybe_shared(v).ok()),
+                None => head.lines.get_shared(Special::Host).and_then(|v| HeaderValue::from_maybe_shared(v).ok()),
             },
         };
         let raw_host = head.host.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -273,7 +283,8 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
     }
 
     // Refuse an oversized body before reading any of it.
-    let declared_len = head.first(CONTENT_LENGTH.as_str()).and_then(codec::parse_content_length);
+    let declared_len =
+        head.first(Special::ContentLength, CONTENT_LENGTH.as_str()).and_then(codec::parse_content_length);
     if declared_len.is_some_and(|n| n > zone.max_body_bytes) {
         zone.stats.body_too_large.fetch_add(1, Ordering::Relaxed);
         return respond(error_page(StatusCode::PAYLOAD_TOO_LARGE, id(), true), finish);
@@ -281,14 +292,14 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
 
     let is_upgrade = head.parts.version == Version::HTTP_11
         && connection_has(&head, "upgrade")
-        && head.first(UPGRADE.as_str()).is_some();
+        && head.first(Special::Upgrade, UPGRADE.as_str()).is_some();
     let version = head.parts.version;
     let hash = if zone.pool.is_hash() {
         match &zone.hash_key {
             HashKey::ClientIp => hash_ip(ctx.peer.ip()),
             HashKey::Path => stable_hash(head.parts.uri.path().as_bytes()),
             HashKey::Uri => stable_hash(head.parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").as_bytes()),
-            HashKey::Header(name) => stable_hash(head.first(name).unwrap_or(b"")),
+            HashKey::Header(name) => stable_hash(head.values(name).next().unwrap_or(b"")),
             HashKey::Cookie(name) => stable_hash(cookie(head.values(COOKIE.as_str()), name).unwrap_or(b"")),
         }
     } else {
@@ -542,7 +553,7 @@ fn origin_form(pq: Option<&PathAndQuery>) -> Uri {
 
 /// How many times this request already passed through Palisade (`CDN-Loop` entries).
 fn loop_hops(head: &Head) -> usize {
-    head.values(CDN_LOOP.as_str())
+    head.special(Special::CdnLoop, CDN_LOOP.as_str())
         .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(','))
         .filter(|entry| entry.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case(CDN_LOOP_TOKEN)))
@@ -561,7 +572,7 @@ fn is_idempotent(m: &Method) -> bool {
 }
 
 fn connection_has(head: &Head, token: &str) -> bool {
-    head.values(CONNECTION.as_str())
+    head.special(Special::Connection, CONNECTION.as_str())
         .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case(token))
