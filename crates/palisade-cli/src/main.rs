@@ -63,7 +63,11 @@ enum ConfigCommand {
 }
 
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PALISADE_LOG").unwrap_or_else(|_| "info".into());
+    // rustls warns about what a peer sent (an IP address as SNI, say): once per connection, at a
+    // client's pace. A client must not be able to write the node's log; handshake failures are
+    // counted in /metrics instead.
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("PALISADE_LOG").unwrap_or_else(|_| "info,rustls=error".into());
     tracing_subscriber::fmt().json().with_writer(std::io::stderr).with_env_filter(filter).init();
 }
 
