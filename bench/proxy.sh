@@ -15,7 +15,9 @@ command -v wrk >/dev/null || missing+=(wrk)
 if ((${#missing[@]})); then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
-cargo build --release -p palisade-cli
+# The binary as it ships: profile-guided (scripts/build-release; PGO=0 for a plain release build).
+PALISADE_BIN=$(scripts/build-release | tail -1)
+export PALISADE_BIN
 if [ "${BASELINE:-0}" = 1 ]; then
   cargo build --release --manifest-path bench/hyper-baseline/Cargo.toml
 fi

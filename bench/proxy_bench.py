@@ -15,7 +15,9 @@ WITH_BASELINE = os.environ.get("BASELINE", "0") == "1"
 WITH_EQUAL_WORK = os.environ.get("EQUAL_WORK", "0") == "1"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PALISADE = os.path.join(ROOT, "target", "release", "palisade")
+# The binary as shipped, from scripts/build-release (bench/proxy.sh passes it); a plain release
+# build otherwise.
+PALISADE = os.environ.get("PALISADE_BIN") or os.path.join(ROOT, "target", "release", "palisade")
 BASELINE = os.path.join(ROOT, "bench", "hyper-baseline", "target", "release", "hyper-baseline")
 ORIGIN_PORT, NGINX_PORT, PALISADE_PORT, ADMIN_PORT, BASELINE_PORT, NGINX_FWD_PORT = 18100, 18101, 18102, 18103, 18104, 18105
 
@@ -140,6 +142,7 @@ def wrk(port, size, conns):
     sock = re.search(r"Socket errors: (.*)", out)
     return rps, p50, p99, (int(errors.group(1)) if errors else 0), (sock.group(1) if sock else "")
 
+print(f"palisade: {PALISADE}")
 try:
     start([NGINX, "-c", origin_conf])
     wait_port(ORIGIN_PORT)
