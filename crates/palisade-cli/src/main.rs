@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use palisade_edge::{Edge, EdgeOptions};
 
+mod control_cli;
+
 #[derive(Parser)]
 #[command(name = "palisade", version, about = "Palisade: a self-hostable edge network")]
 struct Cli {
@@ -32,6 +34,18 @@ enum Command {
         /// Data-plane worker threads (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
+    },
+    /// Run the control plane: the versioned config store, its audit log and the operator API.
+    Control {
+        #[arg(long, default_value = "127.0.0.1:9800")]
+        listen: SocketAddr,
+        /// Directory of the store (`control.db`).
+        #[arg(long, default_value = "palisade-control")]
+        data_dir: PathBuf,
+        /// Operator tokens, one `NAME TOKEN` per line. Without it, one token named "operator" is
+        /// generated and written to DATA_DIR/operator.token (mode 0600).
+        #[arg(long)]
+        tokens: Option<PathBuf>,
     },
     /// Configuration tools.
     Config {
@@ -60,6 +74,38 @@ enum Command {
 enum ConfigCommand {
     /// Check a configuration document offline: prints every problem with its path, exits non-zero on any.
     Validate { file: PathBuf },
+    /// Store a document as a new version on the control plane (validated there first).
+    Push {
+        file: PathBuf,
+        /// What the change is (recorded with the version and in the audit log).
+        #[arg(long, short)]
+        message: String,
+        /// Only if the head is still this version (otherwise: conflict, nothing stored).
+        #[arg(long)]
+        parent: Option<u64>,
+        #[command(flatten)]
+        remote: control_cli::Remote,
+    },
+    /// List versions, newest first.
+    Versions {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        remote: control_cli::Remote,
+    },
+    /// Print a version's document as stored.
+    Show {
+        version: u64,
+        #[command(flatten)]
+        remote: control_cli::Remote,
+    },
+    /// What changed between two versions, by zone and field.
+    Diff {
+        from: u64,
+        to: u64,
+        #[command(flatten)]
+        remote: control_cli::Remote,
+    },
 }
 
 fn init_logging() {
@@ -148,7 +194,16 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo { port, admin_port } => demo(port, admin_port).await,
-        Command::Config { .. } => Ok(()),
+        Command::Control { listen, data_dir, tokens } => control_cli::control(listen, data_dir, tokens).await,
+        Command::Config { command } => match command {
+            ConfigCommand::Validate { .. } => Ok(()),
+            ConfigCommand::Push { file, message, parent, remote } => {
+                control_cli::push(&remote, &file, &message, parent).await
+            }
+            ConfigCommand::Versions { limit, remote } => control_cli::versions(&remote, limit).await,
+            ConfigCommand::Show { version, remote } => control_cli::show(&remote, version).await,
+            ConfigCommand::Diff { from, to, remote } => control_cli::diff(&remote, from, to).await,
+        },
     }
 }
 

@@ -122,7 +122,7 @@ impl Drop for Proc {
     }
 }
 
-fn field(line: &str, key: &str) -> Option<SocketAddr> {
+pub fn field(line: &str, key: &str) -> Option<SocketAddr> {
     line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{key}="))).and_then(|v| v.parse().ok())
 }
 

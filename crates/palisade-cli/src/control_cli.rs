@@ -1,0 +1,221 @@
+//! `palisade control` (the control plane process) and the operator verbs that talk to it:
+//! `palisade config push | versions | show | diff`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use palisade_control::tokens::Tokens;
+use serde_json::{json, Value};
+
+/// Where the operator verbs find the control plane, and the token they present.
+#[derive(clap::Args)]
+pub struct Remote {
+    /// The control plane's API.
+    #[arg(long, env = "PALISADE_CONTROL", default_value = "http://127.0.0.1:9800")]
+    control: String,
+    /// Operator token (prefer --token-file or the environment: arguments show in `ps`).
+    #[arg(long, env = "PALISADE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the operator token [default: palisade-control/operator.token when it exists].
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+const DEFAULT_DATA_DIR: &str = "palisade-control";
+
+/// Runs the control plane until Ctrl-C / SIGTERM.
+pub async fn control(listen: SocketAddr, data_dir: PathBuf, tokens: Option<PathBuf>) -> anyhow::Result<()> {
+    let tokens = match tokens {
+        Some(path) => Tokens::load(&path).map_err(anyhow::Error::msg)?,
+        None => {
+            // No token file: one operator token, generated and written where only its owner can read it.
+            let (tokens, token) = Tokens::generate("operator").map_err(anyhow::Error::msg)?;
+            std::fs::create_dir_all(&data_dir).with_context(|| data_dir.display().to_string())?;
+            let path = data_dir.join("operator.token");
+            write_private(&path, &token)?;
+            println!("operator token written to {} (name \"operator\")", path.display());
+            tokens
+        }
+    };
+    let opts = palisade_control::ControlOptions { listen, data_dir, tokens };
+    palisade_control::serve(opts, |addr| println!("palisade control ready http={addr}"), async {
+        shutdown_signal().await;
+        tracing::info!("control plane shutting down");
+    })
+    .await
+    .map_err(anyhow::Error::msg)
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| path.display().to_string())?;
+    writeln!(f, "{text}").with_context(|| path.display().to_string())?;
+    Ok(())
+}
+
+impl Remote {
+    fn token(&self) -> anyhow::Result<String> {
+        if let Some(t) = &self.token {
+            return Ok(t.trim().to_string());
+        }
+        let path = match &self.token_file {
+            Some(p) => p.clone(),
+            None => {
+                let p = Path::new(DEFAULT_DATA_DIR).join("operator.token");
+                if !p.exists() {
+                    bail!("no operator token: pass --token-file FILE or set PALISADE_TOKEN");
+                }
+                p
+            }
+        };
+        let text = std::fs::read_to_string(&path).with_context(|| path.display().to_string())?;
+        Ok(text.trim().to_string())
+    }
+
+    /// One API call: (status, JSON body or `null`).
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<(StatusCode, Value)> {
+        let url = format!("{}{path}", self.control.trim_end_matches('/'));
+        let mut req =
+            Request::builder().method(method).uri(&url).header("authorization", format!("Bearer {}", self.token()?));
+        let body = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Full::new(Bytes::from(serde_json::to_vec(&v)?))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let resp = client.request(req.body(body)?).await.with_context(|| format!("control plane at {url}"))?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok((status, value))
+    }
+}
+
+fn api_error(status: StatusCode, body: &Value) -> anyhow::Error {
+    let message = body.get("error").and_then(Value::as_str).unwrap_or("no details");
+    anyhow::anyhow!("control plane answered {status}: {message}")
+}
+
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+fn when(ms: u64) -> String {
+    palisade_edge::finish::humantime_rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+}
+
+/// `palisade config push FILE -m MESSAGE [--parent N]`. Exit status: 0 stored or unchanged.
+pub async fn push(remote: &Remote, file: &Path, message: &str, parent: Option<u64>) -> anyhow::Result<()> {
+    let content = std::fs::read_to_string(file).with_context(|| file.display().to_string())?;
+    let mut body = json!({ "content": content, "message": message });
+    if let Some(p) = parent {
+        body["parent"] = json!(p);
+    }
+    let (status, v) = remote.call(Method::POST, "/v1/versions", Some(body)).await?;
+    let version = &v["version"];
+    match status {
+        StatusCode::CREATED => {
+            println!(
+                "stored version {} (sha256 {}), parent {}",
+                version["number"],
+                short(version["hash"].as_str().unwrap_or("")),
+                version["parent"].as_u64().map(|p| p.to_string()).unwrap_or_else(|| "none".into())
+            );
+            Ok(())
+        }
+        StatusCode::OK => {
+            println!("unchanged: the content is version {}, the head", version["number"]);
+            Ok(())
+        }
+        StatusCode::UNPROCESSABLE_ENTITY | StatusCode::PAYLOAD_TOO_LARGE => {
+            let problems = v["problems"].as_array().cloned().unwrap_or_default();
+            eprintln!("{}: rejected, {} problem(s)", file.display(), problems.len());
+            for p in &problems {
+                eprintln!("  {}: {}", p["path"].as_str().unwrap_or(""), p["message"].as_str().unwrap_or(""));
+            }
+            bail!("nothing stored")
+        }
+        s => Err(api_error(s, &v)),
+    }
+}
+
+/// `palisade config versions [--limit N]`: newest first.
+pub async fn versions(remote: &Remote, limit: u32) -> anyhow::Result<()> {
+    let (status, v) = remote.call(Method::GET, &format!("/v1/versions?limit={limit}"), None).await?;
+    if status != StatusCode::OK {
+        return Err(api_error(status, &v));
+    }
+    println!("{:>7}  {:<24}  {:<16}  {:<12}  message", "version", "created (UTC)", "author", "sha256");
+    for version in v["versions"].as_array().into_iter().flatten() {
+        println!(
+            "{:>7}  {:<24}  {:<16}  {:<12}  {}",
+            version["number"].as_u64().unwrap_or(0),
+            when(version["created_ms"].as_u64().unwrap_or(0)),
+            version["author"].as_str().unwrap_or(""),
+            short(version["hash"].as_str().unwrap_or("")),
+            version["message"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// `palisade config show N`: the document as stored.
+pub async fn show(remote: &Remote, n: u64) -> anyhow::Result<()> {
+    let (status, v) = remote.call(Method::GET, &format!("/v1/versions/{n}"), None).await?;
+    if status != StatusCode::OK {
+        return Err(api_error(status, &v));
+    }
+    print!("{}", v["content"].as_str().unwrap_or(""));
+    Ok(())
+}
+
+/// `palisade config diff A B`: one line per change.
+pub async fn diff(remote: &Remote, a: u64, b: u64) -> anyhow::Result<()> {
+    let (status, v) = remote.call(Method::GET, &format!("/v1/diff/{a}/{b}"), None).await?;
+    if status != StatusCode::OK {
+        return Err(api_error(status, &v));
+    }
+    let changes = v["changes"].as_array().cloned().unwrap_or_default();
+    if changes.is_empty() {
+        println!("versions {a} and {b} are the same");
+    }
+    for c in changes {
+        let path = c["path"].as_str().unwrap_or("");
+        match c["change"].as_str().unwrap_or("") {
+            "added" => println!("+ {path} = {}", c["new"].as_str().unwrap_or("")),
+            "removed" => println!("- {path} (was {})", c["old"].as_str().unwrap_or("")),
+            _ => println!("~ {path}: {} -> {}", c["old"].as_str().unwrap_or(""), c["new"].as_str().unwrap_or("")),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,326 @@
+//! The operator API: JSON over HTTP. Every `/v1` call carries `Authorization: Bearer TOKEN`; the
+//! token's name is the actor in the audit log and the author of what it pushes.
+//!
+//! - `POST /v1/versions` `{"content": TOML, "message": "...", "parent": N | null}` (`kind` defaults
+//!   to `config`): validated like a node would, then stored. 201 with the new version; 200 when the
+//!   content equals the head (nothing stored); 409 when `parent` is given and is not the head;
+//!   422 with every problem and its path; 413 over the document limit.
+//! - `POST /v1/validate` (raw TOML): the same checks, nothing stored.
+//! - `GET /v1/versions?kind=config&limit=N&before=N`, `GET /v1/versions/{n}` (metadata and
+//!   content), `GET /v1/versions/{n}/content` (the exact bytes, hash in `X-Palisade-Hash`).
+//! - `GET /v1/diff/{a}/{b}`: structured changes by zone and field.
+//! - `GET /v1/audit?limit=N`: newest first.
+//! - `GET /healthz`: no token needed.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::store::{Pushed, Store, StoreError, KINDS};
+use crate::tokens::Tokens;
+
+/// Longest push message.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+/// Largest request body: a document at its limit, escaped into JSON.
+pub const MAX_BODY_BYTES: usize = 4 * palisade_config::limits::MAX_DOCUMENT_BYTES;
+/// Most versions or audit records in one listing.
+pub const MAX_LIST: u32 = 1000;
+
+pub struct ControlOptions {
+    pub listen: SocketAddr,
+    /// Holds `control.db` (created when missing).
+    pub data_dir: PathBuf,
+    pub tokens: Tokens,
+}
+
+struct App {
+    store: Store,
+    tokens: Tokens,
+}
+
+type Shared = Arc<App>;
+
+/// An error as the API answers it: a status and `{"error": ...}` plus any details.
+struct ApiError(StatusCode, Value);
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self(status, json!({ "error": message.into() }))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Runs a store call off the async threads (SQLite blocks, and a commit waits for the disk).
+async fn blocking<T: Send + 'static>(
+    app: &Shared,
+    f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let app = app.clone();
+    tokio::task::spawn_blocking(move || f(&app.store))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("store task: {e}")))?
+        .map_err(ApiError::from)
+}
+
+fn actor(app: &App, headers: &HeaderMap) -> Result<String, ApiError> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "missing `Authorization: Bearer TOKEN`"))?;
+    app.tokens
+        .who(presented)
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unknown token"))
+}
+
+/// Opens the store, binds, calls `ready` with the bound address, and serves until `shutdown`.
+pub async fn serve(
+    opts: ControlOptions,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    std::fs::create_dir_all(&opts.data_dir).map_err(|e| format!("{}: {e}", opts.data_dir.display()))?;
+    let path = opts.data_dir.join("control.db");
+    let store = tokio::task::spawn_blocking(move || Store::open(&path).map_err(|e| format!("{}: {e}", path.display())))
+        .await
+        .map_err(|e| e.to_string())??;
+    let app = Arc::new(App { store, tokens: opts.tokens });
+    let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| format!("{}: {e}", opts.listen))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    ready(addr);
+    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await.map_err(|e| e.to_string())
+}
+
+fn router(app: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/v1/versions", post(push).get(list))
+        .route("/v1/versions/{n}", get(show))
+        .route("/v1/versions/{n}/content", get(content))
+        .route("/v1/validate", post(validate))
+        .route("/v1/diff/{a}/{b}", get(diff))
+        .route("/v1/audit", get(audit))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(app)
+}
+
+/// A config document checked as a node would check it (parse + validate, no I/O).
+fn check(content: &[u8]) -> Result<String, ApiError> {
+    match palisade_config::load(content) {
+        Ok(valid) => Ok(valid.hash),
+        Err(e) => {
+            let status = if matches!(e, palisade_config::ConfigError::TooLarge { .. }) {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            let problems: Vec<Value> =
+                e.problems().iter().map(|p| json!({ "path": p.path, "message": p.message })).collect();
+            Err(ApiError(status, json!({ "error": "config rejected", "problems": problems })))
+        }
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, message)
+}
+
+/// A push as decoded from its JSON body (fuzzed: `fuzz/fuzz_targets/control_push.rs`).
+pub struct PushRequest {
+    pub kind: String,
+    pub content: String,
+    pub message: String,
+    /// `None`: no check; `Some(None)`: there must be no version yet; `Some(Some(n))`: head is n.
+    pub parent: Option<Option<u64>>,
+}
+
+/// Decodes a push body; the error is the API's 400 answer.
+pub fn parse_push(body: &[u8]) -> Result<PushRequest, (StatusCode, String)> {
+    parse_push_inner(body).map_err(|e| (e.0, e.1.to_string()))
+}
+
+fn parse_push_inner(body: &[u8]) -> Result<PushRequest, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        #[serde(default)]
+        kind: Option<String>,
+        content: String,
+        message: String,
+        /// Absent: no check; null: there must be no version yet; N: the head must be N.
+        #[serde(default)]
+        parent: Option<Value>,
+    }
+    let raw: Raw = serde_json::from_slice(body).map_err(|e| bad_request(format!("request body: {e}")))?;
+    let kind = raw.kind.unwrap_or_else(|| "config".into());
+    if !KINDS.contains(&kind.as_str()) {
+        return Err(bad_request(format!("kind: {kind:?} is not one of {KINDS:?}")));
+    }
+    if raw.message.trim().is_empty() {
+        return Err(bad_request("message: must say what the change is"));
+    }
+    if raw.message.len() > MAX_MESSAGE_BYTES {
+        return Err(bad_request(format!("message: {} bytes; at most {MAX_MESSAGE_BYTES}", raw.message.len())));
+    }
+    let parent = match raw.parent {
+        None => None,
+        Some(Value::Null) => Some(None),
+        Some(v) => Some(Some(v.as_u64().ok_or_else(|| bad_request("parent: a version number or null"))?)),
+    };
+    Ok(PushRequest { kind, content: raw.content, message: raw.message, parent })
+}
+
+async fn push(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let who = actor(&app, &headers)?;
+    let req = parse_push_inner(&body)?;
+    let hash = match check(req.content.as_bytes()) {
+        Ok(hash) => hash,
+        Err(rejected) => {
+            let detail = truncate(&rejected.1.to_string(), 4096);
+            let (actor, message) = (who.clone(), req.message.clone());
+            blocking(&app, move |s| s.audit(&actor, "push", "config", "rejected", &format!("{message}: {detail}")))
+                .await?;
+            return Err(rejected);
+        }
+    };
+    let actor_name = who.clone();
+    let pushed = blocking(&app, move |s| {
+        let pushed = s.push(&req.kind, req.content.as_bytes(), &hash, &actor_name, &req.message, req.parent)?;
+        match &pushed {
+            Pushed::Created(_) => {}
+            Pushed::Unchanged(v) => {
+                s.audit(&actor_name, "push", &format!("{} v{}", v.kind, v.number), "unchanged", &req.message)?
+            }
+            Pushed::Conflict { expected, head } => s.audit(
+                &actor_name,
+                "push",
+                &req.kind,
+                "conflict",
+                &format!("based on {}, head is {}: {}", show_n(*expected), show_n(*head), req.message),
+            )?,
+        }
+        Ok(pushed)
+    })
+    .await?;
+    Ok(match pushed {
+        Pushed::Created(v) => {
+            tracing::info!(version = v.number, author = %who, hash = %v.hash, "version stored");
+            (StatusCode::CREATED, Json(json!({ "created": true, "version": v }))).into_response()
+        }
+        Pushed::Unchanged(v) => (StatusCode::OK, Json(json!({ "created": false, "version": v }))).into_response(),
+        Pushed::Conflict { expected, head } => ApiError(
+            StatusCode::CONFLICT,
+            json!({
+                "error": format!("the change is based on {} but the head is {}", show_n(expected), show_n(head)),
+                "head": head,
+            }),
+        )
+        .into_response(),
+    })
+}
+
+fn show_n(n: Option<u64>) -> String {
+    n.map(|n| format!("version {n}")).unwrap_or_else(|| "no version".into())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", s.get(..end).unwrap_or(""))
+}
+
+async fn validate(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    actor(&app, &headers)?;
+    let hash = check(&body)?;
+    Ok(Json(json!({ "valid": true, "hash": hash })).into_response())
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    kind: Option<String>,
+    limit: Option<u32>,
+    before: Option<u64>,
+}
+
+async fn list(State(app): State<Shared>, headers: HeaderMap, Query(q): Query<ListQuery>) -> ApiResult {
+    actor(&app, &headers)?;
+    let kind = q.kind.unwrap_or_else(|| "config".into());
+    let limit = q.limit.unwrap_or(50).clamp(1, MAX_LIST);
+    let versions = blocking(&app, move |s| s.list(&kind, limit, q.before)).await?;
+    Ok(Json(json!({ "versions": versions })).into_response())
+}
+
+async fn fetch(app: &Shared, n: u64) -> Result<(crate::store::Version, Vec<u8>), ApiError> {
+    blocking(app, move |s| s.get(n))
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no version {n}")))
+}
+
+async fn show(State(app): State<Shared>, headers: HeaderMap, Path(n): Path<u64>) -> ApiResult {
+    actor(&app, &headers)?;
+    let (version, content) = fetch(&app, n).await?;
+    let content = String::from_utf8_lossy(&content).into_owned();
+    Ok(Json(json!({ "version": version, "content": content })).into_response())
+}
+
+async fn content(State(app): State<Shared>, headers: HeaderMap, Path(n): Path<u64>) -> ApiResult {
+    actor(&app, &headers)?;
+    let (version, content) = fetch(&app, n).await?;
+    let mut resp = content.into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/toml"));
+    if let Ok(h) = HeaderValue::from_str(&version.hash) {
+        resp.headers_mut().insert("x-palisade-hash", h);
+    }
+    Ok(resp)
+}
+
+async fn diff(State(app): State<Shared>, headers: HeaderMap, Path((a, b)): Path<(u64, u64)>) -> ApiResult {
+    actor(&app, &headers)?;
+    let (va, ca) = fetch(&app, a).await?;
+    let (vb, cb) = fetch(&app, b).await?;
+    let text = |c: &[u8]| String::from_utf8_lossy(c).into_owned();
+    let changes = crate::diff::diff(&text(&ca), &text(&cb))
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("stored version does not parse: {e}")))?;
+    Ok(Json(json!({ "from": va, "to": vb, "changes": changes })).into_response())
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    limit: Option<u32>,
+}
+
+async fn audit(State(app): State<Shared>, headers: HeaderMap, Query(q): Query<AuditQuery>) -> ApiResult {
+    actor(&app, &headers)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_LIST);
+    let records = blocking(&app, move |s| s.audit_log(limit)).await?;
+    Ok(Json(json!({ "records": records })).into_response())
+}

@@ -1,0 +1,342 @@
+//! The embedded store: every accepted version and every audit record, in one SQLite file.
+//!
+//! Durability rule: a version is acknowledged only after the transaction that holds it, and its
+//! audit record, has committed with `synchronous = FULL` in WAL mode. A crash (kill -9, power loss)
+//! can lose a push that was never acknowledged, never one that was. Versions are immutable: the
+//! store has no update or delete for them. Content is checked against its hash on every read, so a
+//! damaged row is reported, never served.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::Serialize;
+
+/// What a version holds. Only `config` today; artifacts (feature files, IP lists, certificate
+/// bundles) will be kinds of their own in the same table.
+pub const KINDS: &[&str] = &["config"];
+
+/// A version's metadata (its content is fetched separately).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Version {
+    /// Monotonically increasing across all kinds, never reused.
+    pub number: u64,
+    pub kind: String,
+    /// Hex SHA-256 of the content.
+    pub hash: String,
+    pub author: String,
+    pub message: String,
+    /// Milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// The version of the same kind this one replaced as head, if any.
+    pub parent: Option<u64>,
+    pub size: u64,
+}
+
+/// One audit record: who did what, to what, when, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRecord {
+    pub id: u64,
+    pub at_ms: u64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub result: String,
+    pub detail: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error(
+        "version {number}: content does not match its hash (stored {stored}, content {actual}); refusing damaged data"
+    )]
+    Damaged { number: u64, stored: String, actual: String },
+    #[error("store: the lock was poisoned by a panic")]
+    Poisoned,
+    #[error("store: a number out of range: {0}")]
+    Range(String),
+}
+
+/// How a push ended.
+#[derive(Debug)]
+pub enum Pushed {
+    /// A new version (and its audit record) committed.
+    Created(Version),
+    /// The content equals the head's: nothing new was stored.
+    Unchanged(Version),
+    /// The caller based its change on `expected` but the head is `head`.
+    Conflict { expected: Option<u64>, head: Option<u64> },
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS versions (
+    number     INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind       TEXT    NOT NULL,
+    hash       TEXT    NOT NULL,
+    author     TEXT    NOT NULL,
+    message    TEXT    NOT NULL,
+    created_ms INTEGER NOT NULL,
+    parent     INTEGER REFERENCES versions(number),
+    content    BLOB    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS versions_kind ON versions(kind, number);
+CREATE TABLE IF NOT EXISTS audit (
+    id     INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms  INTEGER NOT NULL,
+    actor  TEXT    NOT NULL,
+    action TEXT    NOT NULL,
+    target TEXT    NOT NULL,
+    result TEXT    NOT NULL,
+    detail TEXT    NOT NULL
+);
+";
+
+const VERSION_COLUMNS: &str = "number, kind, hash, author, message, created_ms, parent, length(content)";
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn to_i64(n: u64) -> Result<i64, StoreError> {
+    i64::try_from(n).map_err(|_| StoreError::Range(n.to_string()))
+}
+
+fn version_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Version> {
+    let u = |i: usize| -> rusqlite::Result<u64> {
+        let v: i64 = row.get(i)?;
+        u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, v))
+    };
+    let parent: Option<i64> = row.get(6)?;
+    Ok(Version {
+        number: u(0)?,
+        kind: row.get(1)?,
+        hash: row.get(2)?,
+        author: row.get(3)?,
+        message: row.get(4)?,
+        created_ms: u(5)?,
+        parent: parent.and_then(|p| u64::try_from(p).ok()),
+        size: u(7)?,
+    })
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        // WAL: readers do not block the writer; FULL: a commit is on disk before it returns.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+        self.conn.lock().map_err(|_| StoreError::Poisoned)
+    }
+
+    /// Stores `content` as the new head of `kind`, with its audit record, in one transaction.
+    /// `expected_parent`: `Some(x)` asks for the push to apply only if the head is `x` (`None`
+    /// inside: no version yet); `None` pushes over whatever the head is.
+    pub fn push(
+        &self,
+        kind: &str,
+        content: &[u8],
+        hash: &str,
+        author: &str,
+        message: &str,
+        expected_parent: Option<Option<u64>>,
+    ) -> Result<Pushed, StoreError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let head = tx
+            .query_row(
+                &format!("SELECT {VERSION_COLUMNS} FROM versions WHERE kind = ?1 ORDER BY number DESC LIMIT 1"),
+                params![kind],
+                version_row,
+            )
+            .optional()?;
+        let head_number = head.as_ref().map(|v| v.number);
+        if let Some(expected) = expected_parent {
+            if expected != head_number {
+                return Ok(Pushed::Conflict { expected, head: head_number });
+            }
+        }
+        if let Some(head) = head.filter(|h| h.hash == hash) {
+            return Ok(Pushed::Unchanged(head));
+        }
+        let at = now_ms();
+        let parent = head_number.map(to_i64).transpose()?;
+        tx.execute(
+            "INSERT INTO versions (kind, hash, author, message, created_ms, parent, content) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![kind, hash, author, message, to_i64(at)?, parent, content],
+        )?;
+        let number = u64::try_from(tx.last_insert_rowid()).map_err(|_| StoreError::Range("rowid".into()))?;
+        insert_audit(
+            &tx,
+            at,
+            author,
+            "push",
+            &format!("{kind} v{number}"),
+            "created",
+            &format!("sha256 {hash}: {message}"),
+        )?;
+        tx.commit()?;
+        Ok(Pushed::Created(Version {
+            number,
+            kind: kind.to_string(),
+            hash: hash.to_string(),
+            author: author.to_string(),
+            message: message.to_string(),
+            created_ms: at,
+            parent: head_number,
+            size: content.len() as u64,
+        }))
+    }
+
+    /// Records an action that stored no version (a rejected push, a conflict, an auth failure).
+    pub fn audit(&self, actor: &str, action: &str, target: &str, result: &str, detail: &str) -> Result<(), StoreError> {
+        let conn = self.lock()?;
+        insert_audit(&conn, now_ms(), actor, action, target, result, detail)
+    }
+
+    pub fn head(&self, kind: &str) -> Result<Option<Version>, StoreError> {
+        let conn = self.lock()?;
+        Ok(conn
+            .query_row(
+                &format!("SELECT {VERSION_COLUMNS} FROM versions WHERE kind = ?1 ORDER BY number DESC LIMIT 1"),
+                params![kind],
+                version_row,
+            )
+            .optional()?)
+    }
+
+    /// Newest first, at most `limit`, numbers below `before` when given.
+    pub fn list(&self, kind: &str, limit: u32, before: Option<u64>) -> Result<Vec<Version>, StoreError> {
+        let conn = self.lock()?;
+        let before = to_i64(before.unwrap_or(i64::MAX as u64))?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {VERSION_COLUMNS} FROM versions WHERE kind = ?1 AND number < ?2 ORDER BY number DESC LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(params![kind, before, limit], version_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A version and its content, checked against its hash.
+    pub fn get(&self, number: u64) -> Result<Option<(Version, Vec<u8>)>, StoreError> {
+        let conn = self.lock()?;
+        let found = conn
+            .query_row(
+                &format!("SELECT {VERSION_COLUMNS}, content FROM versions WHERE number = ?1"),
+                params![to_i64(number)?],
+                // Bytes whatever the stored type: a damaged row must reach the hash check below.
+                |row| Ok((version_row(row)?, row.get_ref(8)?.as_bytes().map(<[u8]>::to_vec).unwrap_or_default())),
+            )
+            .optional()?;
+        let Some((version, content)) = found else { return Ok(None) };
+        let actual = palisade_config::content_hash(&content);
+        if actual != version.hash {
+            return Err(StoreError::Damaged { number, stored: version.hash, actual });
+        }
+        Ok(Some((version, content)))
+    }
+
+    /// Newest first, at most `limit`.
+    pub fn audit_log(&self, limit: u32) -> Result<Vec<AuditRecord>, StoreError> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, at_ms, actor, action, target, result, detail FROM audit ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![limit], |row| {
+            let id: i64 = row.get(0)?;
+            let at: i64 = row.get(1)?;
+            Ok(AuditRecord {
+                id: u64::try_from(id).unwrap_or(0),
+                at_ms: u64::try_from(at).unwrap_or(0),
+                actor: row.get(2)?,
+                action: row.get(3)?,
+                target: row.get(4)?,
+                result: row.get(5)?,
+                detail: row.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn insert_audit(
+    conn: &Connection,
+    at: u64,
+    actor: &str,
+    action: &str,
+    target: &str,
+    result: &str,
+    detail: &str,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO audit (at_ms, actor, action, target, result, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![to_i64(at)?, actor, action, target, result, detail],
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store(tag: &str) -> (Store, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("palisade-store-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("control.db");
+        (Store::open(&path).unwrap(), path)
+    }
+
+    fn push(s: &Store, content: &str, parent: Option<Option<u64>>) -> Pushed {
+        let hash = palisade_config::content_hash(content.as_bytes());
+        s.push("config", content.as_bytes(), &hash, "alice", "msg", parent).unwrap()
+    }
+
+    #[test]
+    fn versions_are_numbered_chained_and_immutable() {
+        let (s, path) = temp_store("chain");
+        let Pushed::Created(v1) = push(&s, "a", None) else { panic!() };
+        let Pushed::Created(v2) = push(&s, "b", Some(Some(v1.number))) else { panic!() };
+        assert!(v2.number > v1.number);
+        assert_eq!(v2.parent, Some(v1.number));
+        assert!(matches!(push(&s, "b", None), Pushed::Unchanged(v) if v.number == v2.number));
+        assert!(matches!(
+            push(&s, "c", Some(Some(v1.number))),
+            Pushed::Conflict { expected: Some(e), head: Some(h) } if e == v1.number && h == v2.number
+        ));
+        drop(s);
+        // Reopened: everything is still there, content intact, audit has both pushes.
+        let s = Store::open(&path).unwrap();
+        let (v, content) = s.get(v1.number).unwrap().unwrap();
+        assert_eq!((v.author.as_str(), content.as_slice()), ("alice", b"a".as_slice()));
+        assert_eq!(s.list("config", 10, None).unwrap().len(), 2);
+        assert_eq!(s.head("config").unwrap().unwrap().number, v2.number);
+        let audit = s.audit_log(10).unwrap();
+        assert_eq!(audit.iter().filter(|a| a.action == "push" && a.result == "created").count(), 2);
+    }
+
+    #[test]
+    fn damaged_content_is_refused() {
+        let (s, _path) = temp_store("damaged");
+        let Pushed::Created(v) = push(&s, "good", None) else { panic!() };
+        s.lock()
+            .unwrap()
+            .execute("UPDATE versions SET content = 'evil' WHERE number = ?1", params![v.number as i64])
+            .unwrap();
+        let err = s.get(v.number).unwrap_err().to_string();
+        assert!(err.contains("does not match its hash"), "{err}");
+    }
+}

@@ -1,0 +1,22 @@
+//! Any bytes as a push to the control plane: the body decoder answers a request or a 400, never
+//! panics, and keeps its limits; a config it would store diffs cleanly against itself and
+//! against another document.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+const OTHER: &str = "[listen]\nhttp = \"127.0.0.1:8080\"\n[[zones]]\nname = \"a\"\nhostnames = [\"a.example\"]\norigins = [{ address = \"10.0.0.1:80\" }]\n";
+
+fuzz_target!(|data: &[u8]| {
+    match palisade_control::api::parse_push(data) {
+        Ok(req) => {
+            assert!(!req.message.trim().is_empty() && req.message.len() <= palisade_control::api::MAX_MESSAGE_BYTES);
+            assert!(palisade_control::store::KINDS.contains(&req.kind.as_str()));
+            if palisade_config::load(req.content.as_bytes()).is_ok() {
+                assert!(palisade_control::diff::diff(&req.content, &req.content).unwrap().is_empty());
+                let _ = palisade_control::diff::diff(&req.content, OTHER).unwrap();
+                let _ = palisade_control::diff::diff(OTHER, &req.content).unwrap();
+            }
+        }
+        Err((status, _)) => assert_eq!(status.as_u16(), 400),
+    }
+});
