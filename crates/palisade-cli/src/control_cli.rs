@@ -30,7 +30,16 @@ pub struct Remote {
 const DEFAULT_DATA_DIR: &str = "palisade-control";
 
 /// Runs the control plane until Ctrl-C / SIGTERM.
-pub async fn control(listen: SocketAddr, data_dir: PathBuf, tokens: Option<PathBuf>) -> anyhow::Result<()> {
+pub async fn control(
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    tokens: Option<PathBuf>,
+    node_tokens: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let node_tokens = match node_tokens {
+        Some(path) => Tokens::load(&path).map_err(anyhow::Error::msg)?,
+        None => Tokens::default(),
+    };
     let tokens = match tokens {
         Some(path) => Tokens::load(&path).map_err(anyhow::Error::msg)?,
         None => {
@@ -43,7 +52,7 @@ pub async fn control(listen: SocketAddr, data_dir: PathBuf, tokens: Option<PathB
             tokens
         }
     };
-    let opts = palisade_control::ControlOptions { listen, data_dir, tokens };
+    let opts = palisade_control::ControlOptions { listen, data_dir, tokens, node_tokens };
     palisade_control::serve(opts, |addr| println!("palisade control ready http={addr}"), async {
         shutdown_signal().await;
         tracing::info!("control plane shutting down");

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use palisade_edge::{Edge, EdgeOptions};
 
@@ -34,6 +35,16 @@ enum Command {
         /// Data-plane worker threads (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
+        /// Take config versions from this control plane (e.g. http://10.0.0.5:9800). The
+        /// --config file stays the boot config; the node serves on when the control plane is gone.
+        #[arg(long, requires = "node_token_file")]
+        control: Option<String>,
+        /// This node's token on the control plane (its name comes with it).
+        #[arg(long)]
+        node_token_file: Option<PathBuf>,
+        /// Location label reported to the control plane.
+        #[arg(long, default_value = "unknown")]
+        city: String,
     },
     /// Run the control plane: the versioned config store, its audit log and the operator API.
     Control {
@@ -46,6 +57,10 @@ enum Command {
         /// generated and written to DATA_DIR/operator.token (mode 0600).
         #[arg(long)]
         tokens: Option<PathBuf>,
+        /// Node tokens, one `NAME TOKEN` per line: the name is the node's name. Without it, no
+        /// node can connect.
+        #[arg(long)]
+        node_tokens: Option<PathBuf>,
     },
     /// Configuration tools.
     Config {
@@ -181,8 +196,16 @@ fn print_ready(edge: &Edge) {
 
 async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
-        Command::Edge { config, state_dir, lkg, workers } => {
-            let edge = Edge::start(EdgeOptions { config_path: config, state_dir, lkg_file: lkg, workers }).await?;
+        Command::Edge { config, state_dir, lkg, workers, control, node_token_file, city } => {
+            let control = match (control, node_token_file) {
+                (Some(url), Some(file)) => {
+                    let token = std::fs::read_to_string(&file).with_context(|| file.display().to_string())?;
+                    Some(palisade_edge::agent::ControlLink { url, token: token.trim().to_string(), city })
+                }
+                _ => None,
+            };
+            let edge =
+                Edge::start(EdgeOptions { config_path: config, state_dir, lkg_file: lkg, workers, control }).await?;
             print_ready(&edge);
             edge.run_until_shutdown().await;
             Ok(())
@@ -194,7 +217,9 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo { port, admin_port } => demo(port, admin_port).await,
-        Command::Control { listen, data_dir, tokens } => control_cli::control(listen, data_dir, tokens).await,
+        Command::Control { listen, data_dir, tokens, node_tokens } => {
+            control_cli::control(listen, data_dir, tokens, node_tokens).await
+        }
         Command::Config { command } => match command {
             ConfigCommand::Validate { .. } => Ok(()),
             ConfigCommand::Push { file, message, parent, remote } => {
@@ -238,6 +263,7 @@ interval_ms = 2000
         state_dir: Some(dir.join("state")),
         lkg_file: None,
         workers: None,
+        control: None,
     })
     .await?;
     print_ready(&edge);

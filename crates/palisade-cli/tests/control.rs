@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 const ALICE: &str = "a11ce0a11ce0a11ce0a11ce0a11ce0a11ce0";
 const BOB: &str = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
+const BERLIN: &str = "be41140be41140be41140be41140be41140be";
 
 struct ControlProc {
     proc: Proc,
@@ -20,9 +21,13 @@ struct ControlProc {
 fn control(dir: &TempDir) -> ControlProc {
     let tokens = dir.join("tokens");
     std::fs::write(&tokens, format!("# operators\nalice {ALICE}\nbob {BOB}\n")).unwrap();
+    let node_tokens = dir.join("node-tokens");
+    std::fs::write(&node_tokens, format!("berlin {BERLIN}\n")).unwrap();
     let data = dir.join("data");
     let proc = Proc::spawn(&[
         "control",
+        "--node-tokens",
+        node_tokens.to_str().unwrap(),
         "--listen",
         "127.0.0.1:0",
         "--data-dir",
@@ -252,4 +257,86 @@ async fn acknowledged_versions_survive_kill_9() {
     let (s, v) = push(a, BOB, &doc("10.0.0.9:80", "after the crash"), "after restart", None).await;
     assert_eq!(s, 201, "{v}");
     assert!(v["version"]["number"].as_u64().unwrap() > max);
+}
+
+async fn nodes(a: SocketAddr) -> Vec<Value> {
+    api(a, "GET", "/v1/nodes", Some(ALICE), None).await.1["nodes"].as_array().cloned().unwrap_or_default()
+}
+
+/// A node registers, runs what it is assigned, refuses what it cannot run with its reasons (and
+/// keeps serving the version before), and serves on when the control plane is killed.
+#[tokio::test]
+async fn a_node_runs_assigned_versions_refuses_bad_ones_and_outlives_the_control_plane() {
+    let origin = origin("fleet-origin");
+    let dir = temp_dir("fleet");
+    let mut c = control(&dir);
+    let a = c.addr;
+    let token_file = dir.join("berlin.token");
+    std::fs::write(&token_file, BERLIN).unwrap();
+    let edge_dir = temp_dir("fleet-edge");
+    let boot = edge_dir.join("palisade.toml");
+    std::fs::write(&boot, zone_config(&["site.example"], &[origin.addr], "")).unwrap();
+    let control_url = format!("http://{a}");
+    let e = edge_with(
+        edge_dir,
+        boot,
+        &["--control", &control_url, "--node-token-file", token_file.to_str().unwrap(), "--city", "berlin"],
+    );
+
+    eventually("the node registers", Duration::from_secs(10), || async move {
+        nodes(a).await.first().is_some_and(|n| n["name"] == "berlin" && n["city"] == "berlin")
+    })
+    .await;
+    // Node tokens cannot act as operators; assignments need a node and a version that exist.
+    assert_eq!(api(a, "GET", "/v1/nodes", Some(BERLIN), None).await.0, 403);
+    assert_eq!(api(a, "PUT", "/v1/nodes/nowhere/assignment", Some(ALICE), Some(json!({ "version": 1 }))).await.0, 404);
+    assert_eq!(api(a, "PUT", "/v1/nodes/berlin/assignment", Some(ALICE), Some(json!({ "version": 99 }))).await.0, 404);
+    assert_eq!(get_host(e.http(), "new.example", "/").await.0, 404);
+
+    // A good version: the node fetches, applies and acknowledges it.
+    let v1_doc = zone_config(&["site.example", "new.example"], &[origin.addr], "");
+    let (s, v) = push(a, ALICE, &v1_doc, "add new.example", None).await;
+    assert_eq!(s, 201, "{v}");
+    let n1 = v["version"]["number"].as_u64().unwrap();
+    let (s, v) = api(a, "PUT", "/v1/nodes/berlin/assignment", Some(ALICE), Some(json!({ "version": n1 }))).await;
+    assert_eq!(s, 200, "{v}");
+    eventually("the node runs v1", Duration::from_secs(10), || async move {
+        nodes(a).await.first().is_some_and(|n| n["applied"].as_u64() == Some(n1))
+    })
+    .await;
+    assert_eq!(get_host(e.http(), "new.example", "/").await.0, 200);
+
+    // Valid as a document, but not for this node (listeners change only on restart): NACK with
+    // the reason, and the node keeps serving v1.
+    let v2_doc = v1_doc.replace("http = \"127.0.0.1:0\"", "http = \"127.0.0.1:1\"");
+    let (s, v) = push(a, ALICE, &v2_doc, "move the listener", None).await;
+    assert_eq!(s, 201, "{v}");
+    let n2 = v["version"]["number"].as_u64().unwrap();
+    api(a, "PUT", "/v1/nodes/berlin/assignment", Some(ALICE), Some(json!({ "version": n2 }))).await;
+    eventually("the node refuses v2", Duration::from_secs(10), || async move {
+        nodes(a).await.first().is_some_and(|n| n["nack_version"].as_u64() == Some(n2))
+    })
+    .await;
+    let node = nodes(a).await.remove(0);
+    assert!(node["nack_detail"].as_str().unwrap().contains("listen.http"), "{node}");
+    assert_eq!(node["applied"].as_u64(), Some(n1));
+    assert_eq!(get_host(e.http(), "new.example", "/").await.0, 200);
+    let (_, audit) = api(a, "GET", "/v1/audit", Some(ALICE), None).await;
+    let results: Vec<(String, String)> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["actor"] == "berlin")
+        .map(|r| (r["action"].as_str().unwrap().to_string(), r["target"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(results.contains(&("ack".into(), format!("config v{n1}"))), "{results:?}");
+    assert!(results.contains(&("nack".into(), format!("config v{n2}"))), "{results:?}");
+
+    // The control plane dies: every request still succeeds.
+    c.proc.child.kill().unwrap();
+    c.proc.wait_exit(Duration::from_secs(5));
+    for _ in 0..20 {
+        assert_eq!(get_host(e.http(), "new.example", "/").await.0, 200);
+        assert_eq!(get_host(e.http(), "site.example", "/").await.0, 200);
+    }
 }

@@ -11,6 +11,14 @@
 //! - `GET /v1/diff/{a}/{b}`: structured changes by zone and field.
 //! - `GET /v1/audit?limit=N`: newest first.
 //! - `GET /healthz`: no token needed.
+//!
+//! Nodes use node tokens (`--node-tokens`), which can only do what a node does: register, watch
+//! their assignment, fetch content, and answer. The token's name is the node's name.
+//! - `POST /v1/nodes/register` `{"city", "software"}`.
+//! - `GET /v1/nodes/self/assignment?known=N&wait_ms=M`: long poll; 200 `{"number", "hash"}` as
+//!   soon as the assignment differs from `known`, 204 when `wait_ms` (at most 30 s) passes.
+//! - `POST /v1/nodes/self/answer` `{"version", "ok", "problems"}`: ACK or NACK with reasons.
+//! - Operators: `GET /v1/nodes`, `PUT /v1/nodes/{name}/assignment` `{"version"}`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,16 +44,24 @@ pub const MAX_BODY_BYTES: usize = 4 * palisade_config::limits::MAX_DOCUMENT_BYTE
 /// Most versions or audit records in one listing.
 pub const MAX_LIST: u32 = 1000;
 
+/// Longest long poll a node may ask for.
+pub const MAX_WAIT_MS: u64 = 30_000;
+
 pub struct ControlOptions {
     pub listen: SocketAddr,
     /// Holds `control.db` (created when missing).
     pub data_dir: PathBuf,
     pub tokens: Tokens,
+    /// Node tokens; none: no node can connect.
+    pub node_tokens: Tokens,
 }
 
 struct App {
     store: Store,
     tokens: Tokens,
+    node_tokens: Tokens,
+    /// Bumped on every assignment change: wakes the long polls, which then read their own.
+    assignments: tokio::sync::watch::Sender<u64>,
 }
 
 type Shared = Arc<App>;
@@ -67,6 +83,9 @@ impl IntoResponse for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::NotFound(what) = e {
+            return ApiError::new(StatusCode::NOT_FOUND, what);
+        }
         tracing::error!(error = %e, "store");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     }
@@ -86,15 +105,38 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-fn actor(app: &App, headers: &HeaderMap) -> Result<String, ApiError> {
-    let presented = headers
+fn bearer(headers: &HeaderMap) -> Result<&[u8], ApiError> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "missing `Authorization: Bearer TOKEN`"))?;
-    app.tokens
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "missing `Authorization: Bearer TOKEN`"))
+}
+
+/// The operator presenting the request's token.
+fn actor(app: &App, headers: &HeaderMap) -> Result<String, ApiError> {
+    let presented = bearer(headers)?;
+    if let Some(who) = app.tokens.who(presented) {
+        return Ok(who.to_string());
+    }
+    Err(if app.node_tokens.who(presented).is_some() {
+        ApiError::new(StatusCode::FORBIDDEN, "a node token cannot do this")
+    } else {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unknown token")
+    })
+}
+
+/// The node presenting the request's token.
+fn node_actor(app: &App, headers: &HeaderMap) -> Result<String, ApiError> {
+    let presented = bearer(headers)?;
+    app.node_tokens
         .who(presented)
         .map(str::to_string)
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unknown token"))
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unknown node token"))
+}
+
+/// Operators and nodes may both read version content.
+fn reader(app: &App, headers: &HeaderMap) -> Result<String, ApiError> {
+    actor(app, headers).or_else(|_| node_actor(app, headers))
 }
 
 /// Opens the store, binds, calls `ready` with the bound address, and serves until `shutdown`.
@@ -108,7 +150,8 @@ pub async fn serve(
     let store = tokio::task::spawn_blocking(move || Store::open(&path).map_err(|e| format!("{}: {e}", path.display())))
         .await
         .map_err(|e| e.to_string())??;
-    let app = Arc::new(App { store, tokens: opts.tokens });
+    let (assignments, _) = tokio::sync::watch::channel(0);
+    let app = Arc::new(App { store, tokens: opts.tokens, node_tokens: opts.node_tokens, assignments });
     let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| format!("{}: {e}", opts.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     ready(addr);
@@ -124,6 +167,11 @@ fn router(app: Shared) -> Router {
         .route("/v1/validate", post(validate))
         .route("/v1/diff/{a}/{b}", get(diff))
         .route("/v1/audit", get(audit))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/register", post(register))
+        .route("/v1/nodes/self/assignment", get(assignment))
+        .route("/v1/nodes/self/answer", post(answer))
+        .route("/v1/nodes/{name}/assignment", axum::routing::put(assign))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
 }
@@ -293,7 +341,7 @@ async fn show(State(app): State<Shared>, headers: HeaderMap, Path(n): Path<u64>)
 }
 
 async fn content(State(app): State<Shared>, headers: HeaderMap, Path(n): Path<u64>) -> ApiResult {
-    actor(&app, &headers)?;
+    reader(&app, &headers)?;
     let (version, content) = fetch(&app, n).await?;
     let mut resp = content.into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/toml"));
@@ -323,4 +371,102 @@ async fn audit(State(app): State<Shared>, headers: HeaderMap, Query(q): Query<Au
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_LIST);
     let records = blocking(&app, move |s| s.audit_log(limit)).await?;
     Ok(Json(json!({ "records": records })).into_response())
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| bad_request(format!("request body: {e}")))
+}
+
+/// Longest city, software or problem text a node may send.
+pub const MAX_NODE_TEXT: usize = 4096;
+
+fn bounded(field: &str, text: &str) -> Result<(), ApiError> {
+    if text.len() > MAX_NODE_TEXT {
+        return Err(bad_request(format!("{field}: {} bytes; at most {MAX_NODE_TEXT}", text.len())));
+    }
+    Ok(())
+}
+
+async fn register(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Hello {
+        city: String,
+        software: String,
+    }
+    let name = node_actor(&app, &headers)?;
+    let hello: Hello = json_body(&body)?;
+    bounded("city", &hello.city)?;
+    bounded("software", &hello.software)?;
+    let node = blocking(&app, move |s| s.register(&name, &hello.city, &hello.software)).await?;
+    tracing::info!(node = %node.name, city = %node.city, "node registered");
+    Ok(Json(json!({ "node": node })).into_response())
+}
+
+#[derive(Deserialize)]
+struct AssignmentQuery {
+    known: Option<u64>,
+    wait_ms: Option<u64>,
+}
+
+async fn assignment(State(app): State<Shared>, headers: HeaderMap, Query(q): Query<AssignmentQuery>) -> ApiResult {
+    let name = node_actor(&app, &headers)?;
+    let wait = std::time::Duration::from_millis(q.wait_ms.unwrap_or(MAX_WAIT_MS).min(MAX_WAIT_MS));
+    let deadline = tokio::time::Instant::now() + wait;
+    // Subscribed before reading: a change between the read and the wait still wakes us.
+    let mut changes = app.assignments.subscribe();
+    loop {
+        let who = name.clone();
+        let (node, hash) = blocking(&app, move |s| s.node_seen(&who))
+            .await?
+            .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "register first"))?;
+        if let (Some(number), Some(hash)) = (node.assigned, hash) {
+            if Some(number) != q.known {
+                return Ok(Json(json!({ "number": number, "hash": hash })).into_response());
+            }
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) | Err(_) => return Ok(StatusCode::NO_CONTENT.into_response()),
+        }
+    }
+}
+
+async fn answer(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Answer {
+        version: u64,
+        ok: bool,
+        #[serde(default)]
+        problems: Vec<String>,
+    }
+    let name = node_actor(&app, &headers)?;
+    let a: Answer = json_body(&body)?;
+    let refused = (!a.ok).then(|| a.problems.join("; "));
+    if let Some(r) = &refused {
+        bounded("problems", r)?;
+        tracing::warn!(node = %name, version = a.version, problems = %r, "node refused a version");
+    }
+    blocking(&app, move |s| s.node_answer(&name, a.version, refused.as_deref())).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn nodes(State(app): State<Shared>, headers: HeaderMap) -> ApiResult {
+    actor(&app, &headers)?;
+    let nodes = blocking(&app, |s| s.nodes()).await?;
+    Ok(Json(json!({ "nodes": nodes })).into_response())
+}
+
+async fn assign(State(app): State<Shared>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> ApiResult {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Assign {
+        version: u64,
+    }
+    let who = actor(&app, &headers)?;
+    let a: Assign = json_body(&body)?;
+    let node = blocking(&app, move |s| s.assign(&who, &name, a.version)).await?;
+    app.assignments.send_modify(|g| *g = g.wrapping_add(1));
+    Ok(Json(json!({ "node": node })).into_response())
 }

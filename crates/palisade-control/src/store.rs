@@ -46,6 +46,25 @@ pub struct AuditRecord {
     pub detail: String,
 }
 
+/// An edge node as the control plane knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Node {
+    pub name: String,
+    /// Location label.
+    pub city: String,
+    /// The node's software version.
+    pub software: String,
+    pub registered_ms: u64,
+    pub last_seen_ms: u64,
+    /// The config version it should run.
+    pub assigned: Option<u64>,
+    /// The config version it last reported running.
+    pub applied: Option<u64>,
+    /// The last version it refused, and why.
+    pub nack_version: Option<u64>,
+    pub nack_detail: Option<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store: {0}")]
@@ -58,6 +77,8 @@ pub enum StoreError {
     Poisoned,
     #[error("store: a number out of range: {0}")]
     Range(String),
+    #[error("{0}")]
+    NotFound(String),
 }
 
 /// How a push ended.
@@ -87,6 +108,17 @@ CREATE TABLE IF NOT EXISTS versions (
     content    BLOB    NOT NULL
 );
 CREATE INDEX IF NOT EXISTS versions_kind ON versions(kind, number);
+CREATE TABLE IF NOT EXISTS nodes (
+    name          TEXT    PRIMARY KEY,
+    city          TEXT    NOT NULL,
+    software      TEXT    NOT NULL,
+    registered_ms INTEGER NOT NULL,
+    last_seen_ms  INTEGER NOT NULL,
+    assigned      INTEGER REFERENCES versions(number),
+    applied       INTEGER,
+    nack_version  INTEGER,
+    nack_detail   TEXT
+);
 CREATE TABLE IF NOT EXISTS audit (
     id     INTEGER PRIMARY KEY AUTOINCREMENT,
     at_ms  INTEGER NOT NULL,
@@ -270,6 +302,123 @@ impl Store {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+const NODE_COLUMNS: &str =
+    "name, city, software, registered_ms, last_seen_ms, assigned, applied, nack_version, nack_detail";
+
+fn node_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
+    let u = |i: usize| -> rusqlite::Result<u64> {
+        let v: i64 = row.get(i)?;
+        u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, v))
+    };
+    let opt = |i: usize| -> rusqlite::Result<Option<u64>> {
+        Ok(row.get::<_, Option<i64>>(i)?.and_then(|v| u64::try_from(v).ok()))
+    };
+    Ok(Node {
+        name: row.get(0)?,
+        city: row.get(1)?,
+        software: row.get(2)?,
+        registered_ms: u(3)?,
+        last_seen_ms: u(4)?,
+        assigned: opt(5)?,
+        applied: opt(6)?,
+        nack_version: opt(7)?,
+        nack_detail: row.get(8)?,
+    })
+}
+
+impl Store {
+    /// A node says hello (again): its city and software are updated, its assignment kept.
+    pub fn register(&self, name: &str, city: &str, software: &str) -> Result<Node, StoreError> {
+        let conn = self.lock()?;
+        let at = to_i64(now_ms())?;
+        conn.execute(
+            "INSERT INTO nodes (name, city, software, registered_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT(name) DO UPDATE SET city = ?2, software = ?3, last_seen_ms = ?4",
+            params![name, city, software, at],
+        )?;
+        insert_audit(
+            &conn,
+            now_ms(),
+            name,
+            "register",
+            &format!("node {name}"),
+            "ok",
+            &format!("city {city}, software {software}"),
+        )?;
+        node_by_name(&conn, name)?.ok_or_else(|| StoreError::NotFound(format!("no node {name}")))
+    }
+
+    /// The node, marked as seen now.
+    pub fn node_seen(&self, name: &str) -> Result<Option<(Node, Option<String>)>, StoreError> {
+        let conn = self.lock()?;
+        conn.execute("UPDATE nodes SET last_seen_ms = ?2 WHERE name = ?1", params![name, to_i64(now_ms())?])?;
+        let Some(node) = node_by_name(&conn, name)? else { return Ok(None) };
+        let hash = match node.assigned {
+            Some(n) => conn
+                .query_row("SELECT hash FROM versions WHERE number = ?1", params![to_i64(n)?], |r| r.get(0))
+                .optional()?,
+            None => None,
+        };
+        Ok(Some((node, hash)))
+    }
+
+    pub fn nodes(&self) -> Result<Vec<Node>, StoreError> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY name"))?;
+        let rows = stmt.query_map([], node_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Points a node at a config version (the step a rollout takes per node).
+    pub fn assign(&self, actor: &str, name: &str, number: u64) -> Result<Node, StoreError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let kind: Option<String> = tx
+            .query_row("SELECT kind FROM versions WHERE number = ?1", params![to_i64(number)?], |r| r.get(0))
+            .optional()?;
+        if kind.as_deref() != Some("config") {
+            return Err(StoreError::NotFound(format!("no config version {number}")));
+        }
+        if tx.execute("UPDATE nodes SET assigned = ?2 WHERE name = ?1", params![name, to_i64(number)?])? == 0 {
+            return Err(StoreError::NotFound(format!("no node {name}")));
+        }
+        insert_audit(&tx, now_ms(), actor, "assign", &format!("node {name}"), "ok", &format!("config v{number}"))?;
+        let node = node_by_name(&tx, name)?.ok_or_else(|| StoreError::NotFound(format!("no node {name}")))?;
+        tx.commit()?;
+        Ok(node)
+    }
+
+    /// A node's answer for a version: running it (ACK) or refusing it with reasons (NACK).
+    pub fn node_answer(&self, name: &str, number: u64, refused: Option<&str>) -> Result<(), StoreError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = to_i64(number)?;
+        let changed = match refused {
+            None => tx.execute(
+                "UPDATE nodes SET applied = ?2, last_seen_ms = ?3 WHERE name = ?1",
+                params![name, n, to_i64(now_ms())?],
+            )?,
+            Some(why) => tx.execute(
+                "UPDATE nodes SET nack_version = ?2, nack_detail = ?3, last_seen_ms = ?4 WHERE name = ?1",
+                params![name, n, why, to_i64(now_ms())?],
+            )?,
+        };
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!("no node {name}")));
+        }
+        let (action, result) = if refused.is_some() { ("nack", "refused") } else { ("ack", "applied") };
+        insert_audit(&tx, now_ms(), name, action, &format!("config v{number}"), result, refused.unwrap_or(""))?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn node_by_name(conn: &Connection, name: &str) -> Result<Option<Node>, StoreError> {
+    Ok(conn
+        .query_row(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE name = ?1"), params![name], node_row)
+        .optional()?)
 }
 
 fn insert_audit(

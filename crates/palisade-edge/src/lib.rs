@@ -9,6 +9,7 @@
 
 pub mod access_log;
 mod admin;
+pub mod agent;
 pub mod body;
 pub mod clock;
 pub mod codec;

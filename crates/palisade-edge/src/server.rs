@@ -50,6 +50,8 @@ pub struct EdgeOptions {
     pub lkg_file: Option<PathBuf>,
     /// Data-plane worker threads; default: one per available core.
     pub workers: Option<usize>,
+    /// The control plane to take config versions from (the file stays the boot config).
+    pub control: Option<crate::agent::ControlLink>,
 }
 
 thread_local! {
@@ -161,6 +163,12 @@ impl EdgeShared {
                 tracing::error!(error = %e, "could not write the last-known-good file");
             }
         }
+    }
+
+    /// [`Self::apply`], one change at a time with reloads from the file.
+    pub async fn apply_exclusive(&self, bytes: &[u8], source: &str) -> Result<Applied, Vec<Problem>> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        self.apply(bytes, source)
     }
 
     /// Re-reads the config file (SIGHUP, `POST /reload`).
@@ -361,6 +369,9 @@ impl Edge {
                 .map_err(|e| StartError::Io(format!("cannot start worker thread: {e}")))?;
         }
         tasks.push(tokio::spawn(signals(shared.clone())));
+        if let Some(link) = options.control.clone() {
+            tasks.push(tokio::spawn(crate::agent::run(shared.clone(), link)));
+        }
         Ok(Edge { shared, bound, tasks })
     }
 

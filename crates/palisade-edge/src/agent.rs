@@ -1,0 +1,197 @@
+//! The node's link to the control plane: register, long-poll for the assigned config version,
+//! fetch it, check it against its hash, validate and compile it here, and answer ACK or NACK
+//! with every reason.
+//!
+//! The control plane is never on the request path. When it is unreachable the node keeps
+//! serving what it runs (and its last-known-good copy on disk), says so once in the log, and
+//! retries with a capped back-off. This module speaks the control plane's HTTP API; it does not
+//! link the control plane's code (DESIGN.md: data flows one way).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+
+use crate::server::EdgeShared;
+
+/// The control plane this node takes its config from.
+#[derive(Clone)]
+pub struct ControlLink {
+    /// Base URL of the control plane's API, e.g. `http://10.0.0.5:9800`.
+    pub url: String,
+    /// This node's token (its name on the control plane comes with it).
+    pub token: String,
+    /// Location label reported at registration.
+    pub city: String,
+}
+
+/// The token stays out of logs.
+impl fmt::Debug for ControlLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ControlLink").field("url", &self.url).field("city", &self.city).finish_non_exhaustive()
+    }
+}
+
+/// How long the control plane may hold a poll; the client waits a little longer.
+const POLL_WAIT: Duration = Duration::from_secs(25);
+const MIN_BACKOFF: Duration = Duration::from_millis(250);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Largest answer read from the control plane: a document at its limit, plus framing.
+const MAX_ANSWER_BYTES: usize = palisade_config::limits::MAX_DOCUMENT_BYTES + 64 * 1024;
+
+type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+struct Agent {
+    client: HttpClient,
+    link: ControlLink,
+    shared: Arc<EdgeShared>,
+    registered: bool,
+    /// The control-plane version this node last answered for.
+    known: Option<u64>,
+}
+
+/// Runs until the node shuts down.
+pub async fn run(shared: Arc<EdgeShared>, link: ControlLink) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut agent = Agent {
+        client: Client::builder(TokioExecutor::new()).build_http(),
+        link,
+        shared,
+        registered: false,
+        known: None,
+    };
+    let mut backoff = MIN_BACKOFF;
+    let mut failing = false;
+    loop {
+        let result = tokio::select! {
+            r = agent.step() => r,
+            _ = shutdown.changed() => return,
+        };
+        match result {
+            Ok(()) => {
+                if failing {
+                    tracing::info!(control = %agent.link.url, "control plane reachable again");
+                    failing = false;
+                }
+                backoff = MIN_BACKOFF;
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(control = %agent.link.url, error = %e, "control plane unreachable; serving the running config");
+                    failing = true;
+                }
+                // It may have restarted with no memory of this process: say hello again.
+                agent.registered = false;
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return,
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+fn text(b: &Bytes) -> String {
+    String::from_utf8_lossy(b.get(..b.len().min(512)).unwrap_or(b)).into_owned()
+}
+
+impl Agent {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        within: Duration,
+    ) -> Result<(StatusCode, Bytes), String> {
+        let url = format!("{}{path}", self.link.url.trim_end_matches('/'));
+        let body = match body {
+            Some(v) => Full::new(Bytes::from(serde_json::to_vec(&v).map_err(|e| e.to_string())?)),
+            None => Full::new(Bytes::new()),
+        };
+        let req = Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("authorization", format!("Bearer {}", self.link.token))
+            .header("content-type", "application/json")
+            .body(body)
+            .map_err(|e| format!("{url}: {e}"))?;
+        let resp = tokio::time::timeout(within, self.client.request(req))
+            .await
+            .map_err(|_| format!("{url}: no answer within {within:?}"))?
+            .map_err(|e| format!("{url}: {e}"))?;
+        let status = resp.status();
+        let body = tokio::time::timeout(within, Limited::new(resp.into_body(), MAX_ANSWER_BYTES).collect())
+            .await
+            .map_err(|_| format!("{url}: body not complete within {within:?}"))?
+            .map_err(|e| format!("{url}: {e}"))?
+            .to_bytes();
+        Ok((status, body))
+    }
+
+    /// One round: (register,) wait for an assignment, and act on it.
+    async fn step(&mut self) -> Result<(), String> {
+        if !self.registered {
+            let hello = json!({ "city": self.link.city, "software": env!("CARGO_PKG_VERSION") });
+            let (s, b) = self.call(Method::POST, "/v1/nodes/register", Some(hello), Duration::from_secs(10)).await?;
+            if s != StatusCode::OK {
+                return Err(format!("register: {s} {}", text(&b)));
+            }
+            tracing::info!(control = %self.link.url, "registered with the control plane");
+            self.registered = true;
+        }
+        let known = self.known.map(|n| format!("&known={n}")).unwrap_or_default();
+        let path = format!("/v1/nodes/self/assignment?wait_ms={}{known}", POLL_WAIT.as_millis());
+        let (s, b) = self.call(Method::GET, &path, None, POLL_WAIT + Duration::from_secs(10)).await?;
+        match s {
+            StatusCode::NO_CONTENT => return Ok(()),
+            StatusCode::OK => {}
+            StatusCode::CONFLICT => {
+                self.registered = false;
+                return Ok(());
+            }
+            other => return Err(format!("assignment: {other} {}", text(&b))),
+        }
+        #[derive(serde::Deserialize)]
+        struct Assignment {
+            number: u64,
+            hash: String,
+        }
+        let a: Assignment = serde_json::from_slice(&b).map_err(|e| format!("assignment: {e}"))?;
+        let (s, content) = self
+            .call(Method::GET, &format!("/v1/versions/{}/content", a.number), None, Duration::from_secs(30))
+            .await?;
+        if s != StatusCode::OK {
+            return Err(format!("version {}: {s} {}", a.number, text(&content)));
+        }
+        let outcome = if palisade_config::content_hash(&content) != a.hash {
+            Err(vec![format!("(document): content does not match the assigned hash {}", a.hash)])
+        } else {
+            let source = format!("control plane v{}", a.number);
+            self.shared
+                .apply_exclusive(&content, &source)
+                .await
+                .map_err(|problems| problems.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+        };
+        let answer = match &outcome {
+            Ok(applied) => {
+                tracing::info!(version = a.number, config_version = applied.version, "running the assigned version");
+                json!({ "version": a.number, "ok": true })
+            }
+            Err(problems) => json!({ "version": a.number, "ok": false, "problems": problems }),
+        };
+        let (s, b) = self.call(Method::POST, "/v1/nodes/self/answer", Some(answer), Duration::from_secs(10)).await?;
+        if !s.is_success() {
+            return Err(format!("answer: {s} {}", text(&b)));
+        }
+        // Answered: a refused version is not fetched again until the assignment changes.
+        self.known = Some(a.number);
+        Ok(())
+    }
+}
