@@ -228,3 +228,67 @@ pub async fn diff(remote: &Remote, a: u64, b: u64) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `palisade rollout start VERSION`: prints the rollout's id.
+pub async fn rollout_start(
+    remote: &Remote,
+    version: u64,
+    stages: Option<String>,
+    bake_ms: Option<u64>,
+) -> anyhow::Result<()> {
+    let mut body = json!({ "version": version });
+    if let Some(s) = stages {
+        body["stages"] = json!(s.split(',').map(str::trim).collect::<Vec<_>>());
+    }
+    if let Some(b) = bake_ms {
+        body["bake_ms"] = json!(b);
+    }
+    let (status, v) = remote.call(Method::POST, "/v1/rollouts", Some(body)).await?;
+    if status != StatusCode::CREATED {
+        return Err(api_error(status, &v));
+    }
+    println!("rollout {} started: config v{version}, stages {}", v["rollout"]["id"], v["rollout"]["stages"]);
+    Ok(())
+}
+
+/// `palisade rollout watch [ID]`: every decision as it is made, until the rollout ends. Exit
+/// status 0 when it finished, non-zero when it was rolled back.
+pub async fn rollout_watch(remote: &Remote, id: Option<u64>) -> anyhow::Result<()> {
+    let id = match id {
+        Some(id) => id,
+        None => {
+            let (status, v) = remote.call(Method::GET, "/v1/rollouts", None).await?;
+            if status != StatusCode::OK {
+                return Err(api_error(status, &v));
+            }
+            v["rollouts"][0]["id"].as_u64().context("no rollouts yet")?
+        }
+    };
+    let mut shown = 0;
+    loop {
+        let (status, v) = remote.call(Method::GET, &format!("/v1/rollouts/{id}"), None).await?;
+        if status != StatusCode::OK {
+            return Err(api_error(status, &v));
+        }
+        let events = v["events"].as_array().cloned().unwrap_or_default();
+        for e in events.iter().skip(shown) {
+            println!("{}  {}", when(e["at_ms"].as_u64().unwrap_or(0)), e["message"].as_str().unwrap_or(""));
+        }
+        shown = events.len();
+        match v["rollout"]["state"].as_str().unwrap_or("") {
+            "running" => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+            "done" => return Ok(()),
+            other => bail!("rollout {id} {other}: {}", v["rollout"]["reason"].as_str().unwrap_or("")),
+        }
+    }
+}
+
+/// `palisade rollout abort ID`: stops it and rolls back.
+pub async fn rollout_abort(remote: &Remote, id: u64) -> anyhow::Result<()> {
+    let (status, v) = remote.call(Method::POST, &format!("/v1/rollouts/{id}/abort"), None).await?;
+    if status != StatusCode::NO_CONTENT {
+        return Err(api_error(status, &v));
+    }
+    println!("rollout {id} aborted and rolled back");
+    Ok(())
+}

@@ -45,6 +45,9 @@ enum Command {
         /// Location label reported to the control plane.
         #[arg(long, default_value = "unknown")]
         city: String,
+        /// How often to report counters to the control plane, in milliseconds.
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+        report_interval_ms: u64,
     },
     /// Run the control plane: the versioned config store, its audit log and the operator API.
     Control {
@@ -61,6 +64,11 @@ enum Command {
         /// node can connect.
         #[arg(long)]
         node_tokens: Option<PathBuf>,
+    },
+    /// Staged rollouts of config versions across the fleet.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
     },
     /// Configuration tools.
     Config {
@@ -82,6 +90,34 @@ enum Command {
         /// The edge's admin port on 127.0.0.1.
         #[arg(long, default_value_t = 9901)]
         admin_port: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum RolloutCommand {
+    /// Roll a version out in stages, with health gates and automatic rollback.
+    Start {
+        version: u64,
+        /// Comma-separated stage sizes: node counts or percentages [default: 1,10%,50%,100%].
+        #[arg(long)]
+        stages: Option<String>,
+        /// How long each stage bakes before its health is judged [default: 30000].
+        #[arg(long)]
+        bake_ms: Option<u64>,
+        #[command(flatten)]
+        remote: control_cli::Remote,
+    },
+    /// Follow a rollout's decisions live (default: the newest); non-zero exit if it rolled back.
+    Watch {
+        id: Option<u64>,
+        #[command(flatten)]
+        remote: control_cli::Remote,
+    },
+    /// Stop a running rollout and roll it back.
+    Abort {
+        id: u64,
+        #[command(flatten)]
+        remote: control_cli::Remote,
     },
 }
 
@@ -196,11 +232,16 @@ fn print_ready(edge: &Edge) {
 
 async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
-        Command::Edge { config, state_dir, lkg, workers, control, node_token_file, city } => {
+        Command::Edge { config, state_dir, lkg, workers, control, node_token_file, city, report_interval_ms } => {
             let control = match (control, node_token_file) {
                 (Some(url), Some(file)) => {
                     let token = std::fs::read_to_string(&file).with_context(|| file.display().to_string())?;
-                    Some(palisade_edge::agent::ControlLink { url, token: token.trim().to_string(), city })
+                    Some(palisade_edge::agent::ControlLink {
+                        url,
+                        token: token.trim().to_string(),
+                        city,
+                        report_every: std::time::Duration::from_millis(report_interval_ms),
+                    })
                 }
                 _ => None,
             };
@@ -220,6 +261,13 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Control { listen, data_dir, tokens, node_tokens } => {
             control_cli::control(listen, data_dir, tokens, node_tokens).await
         }
+        Command::Rollout { command } => match command {
+            RolloutCommand::Start { version, stages, bake_ms, remote } => {
+                control_cli::rollout_start(&remote, version, stages, bake_ms).await
+            }
+            RolloutCommand::Watch { id, remote } => control_cli::rollout_watch(&remote, id).await,
+            RolloutCommand::Abort { id, remote } => control_cli::rollout_abort(&remote, id).await,
+        },
         Command::Config { command } => match command {
             ConfigCommand::Validate { .. } => Ok(()),
             ConfigCommand::Push { file, message, parent, remote } => {

@@ -12,6 +12,8 @@ use serde_json::{json, Value};
 const ALICE: &str = "a11ce0a11ce0a11ce0a11ce0a11ce0a11ce0";
 const BOB: &str = "b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0";
 const BERLIN: &str = "be41140be41140be41140be41140be41140be";
+const PARIS: &str = "9a41590a41590a41590a41590a41590a4159";
+const TOKYO: &str = "70c1070c1070c1070c1070c1070c1070c107";
 
 struct ControlProc {
     proc: Proc,
@@ -22,7 +24,7 @@ fn control(dir: &TempDir) -> ControlProc {
     let tokens = dir.join("tokens");
     std::fs::write(&tokens, format!("# operators\nalice {ALICE}\nbob {BOB}\n")).unwrap();
     let node_tokens = dir.join("node-tokens");
-    std::fs::write(&node_tokens, format!("berlin {BERLIN}\n")).unwrap();
+    std::fs::write(&node_tokens, format!("berlin {BERLIN}\nparis {PARIS}\ntokyo {TOKYO}\n")).unwrap();
     let data = dir.join("data");
     let proc = Proc::spawn(&[
         "control",
@@ -338,5 +340,137 @@ async fn a_node_runs_assigned_versions_refuses_bad_ones_and_outlives_the_control
     for _ in 0..20 {
         assert_eq!(get_host(e.http(), "new.example", "/").await.0, 200);
         assert_eq!(get_host(e.http(), "site.example", "/").await.0, 200);
+    }
+}
+
+/// An edge node linked to the control plane at `a`, reporting every 200 ms.
+fn fleet_node(a: SocketAddr, name: &str, token: &str, boot: &str) -> EdgeProc {
+    let dir = temp_dir(&format!("node-{name}"));
+    let token_file = dir.join("node.token");
+    std::fs::write(&token_file, token).unwrap();
+    let config = dir.join("palisade.toml");
+    std::fs::write(&config, boot).unwrap();
+    let url = format!("http://{a}");
+    let args = [
+        "--control",
+        &url,
+        "--node-token-file",
+        token_file.to_str().unwrap(),
+        "--city",
+        name,
+        "--report-interval-ms",
+        "200",
+    ];
+    edge_with(dir, config, &args)
+}
+
+/// Polls a rollout until it leaves `running`; returns it with its events.
+async fn rollout_outcome(a: SocketAddr, id: u64) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let (s, v) = api(a, "GET", &format!("/v1/rollouts/{id}"), Some(ALICE), None).await;
+        assert_eq!(s, 200, "{v}");
+        if v["rollout"]["state"] != "running" {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "rollout {id} still running: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn start_rollout(a: SocketAddr, version: u64) -> u64 {
+    let body = json!({ "version": version, "stages": ["1", "50%", "100%"], "bake_ms": 800 });
+    let (s, v) = api(a, "POST", "/v1/rollouts", Some(ALICE), Some(body)).await;
+    assert_eq!(s, 201, "{v}");
+    v["rollout"]["id"].as_u64().unwrap()
+}
+
+/// Three nodes under steady traffic. A good version passes every stage; a version that makes a
+/// node fail requests is rolled back at the canary after its bake, and one a node refuses is
+/// rolled back at once. Failed requests stay on the canary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staged_rollouts_pass_good_versions_and_roll_back_bad_ones_at_the_canary() {
+    let origin = origin("rollout-origin");
+    let dir = temp_dir("rollout");
+    let c = control(&dir);
+    let a = c.addr;
+    let boot = zone_config(&["site.example"], &[origin.addr], "");
+    let fleet: Vec<(String, EdgeProc)> = [("berlin", BERLIN), ("paris", PARIS), ("tokyo", TOKYO)]
+        .into_iter()
+        .map(|(name, token)| (name.to_string(), fleet_node(a, name, token, &boot)))
+        .collect();
+    eventually("three nodes register", Duration::from_secs(10), || async move { nodes(a).await.len() == 3 }).await;
+
+    // Steady traffic on every node; failures counted per node.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut traffic = Vec::new();
+    for (name, e) in &fleet {
+        let (addr, stop, name) = (e.http(), stop.clone(), name.clone());
+        traffic.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u64, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if get_host(addr, "site.example", "/").await.0 == 200 {
+                    ok += 1;
+                } else {
+                    failed += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (name, ok, failed)
+        }));
+    }
+
+    // 1. A good version goes through every stage to every node.
+    let good = zone_config(&["site.example", "www.site.example"], &[origin.addr], "");
+    let v1 = push(a, ALICE, &good, "add www", None).await.1["version"]["number"].as_u64().unwrap();
+    let r1 = start_rollout(a, v1).await;
+    let out = rollout_outcome(a, r1).await;
+    assert_eq!(out["rollout"]["state"], "done", "{out}");
+    let messages: Vec<&str> =
+        out["events"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap()).collect();
+    assert!(messages.iter().any(|m| m.starts_with("stage 1 passed")), "{messages:?}");
+    assert!(messages.iter().any(|m| m.contains("stage 1 (1): assigned to berlin")), "{messages:?}");
+    assert!(nodes(a).await.iter().all(|n| n["applied"].as_u64() == Some(v1)));
+
+    // 2. Valid, but every request on it fails (the origin is gone): rolled back at the canary.
+    let dead = zone_config(&["site.example", "www.site.example"], &["127.0.0.1:1".parse().unwrap()], "");
+    let v2 = push(a, ALICE, &dead, "move to the new origin", None).await.1["version"]["number"].as_u64().unwrap();
+    let r2 = start_rollout(a, v2).await;
+    let out = rollout_outcome(a, r2).await;
+    assert_eq!(out["rollout"]["state"], "rolled_back", "{out}");
+    assert!(out["rollout"]["reason"].as_str().unwrap().contains("5xx regression"), "{out}");
+    let assigned: Vec<&str> = out["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .filter(|m| m.contains("assigned to"))
+        .collect();
+    assert_eq!(assigned, vec!["stage 1 (1): assigned to berlin"], "only the canary got it");
+    eventually("the canary runs v1 again", Duration::from_secs(10), || async move {
+        nodes(a).await.iter().all(|n| n["applied"].as_u64() == Some(v1) && n["assigned"].as_u64() == Some(v1))
+    })
+    .await;
+
+    // 3. A version the canary refuses (listeners change only on restart): rolled back at once.
+    let refused = good.replace("http = \"127.0.0.1:0\"", "http = \"127.0.0.1:1\"");
+    let v3 = push(a, ALICE, &refused, "new listener", None).await.1["version"]["number"].as_u64().unwrap();
+    let r3 = start_rollout(a, v3).await;
+    let out = rollout_outcome(a, r3).await;
+    assert_eq!(out["rollout"]["state"], "rolled_back", "{out}");
+    let reason = out["rollout"]["reason"].as_str().unwrap();
+    assert!(reason.contains("berlin refused") && reason.contains("listen.http"), "{reason}");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut failures = std::collections::HashMap::new();
+    for t in traffic {
+        let (name, ok, failed) = t.await.unwrap();
+        assert!(ok > 50, "{name} served only {ok}");
+        failures.insert(name, failed);
+    }
+    assert!(failures["berlin"] > 0, "the bad version never reached the canary? {failures:?}");
+    assert_eq!((failures["paris"], failures["tokyo"]), (0, 0), "failures outside the canary: {failures:?}");
+    for (_, e) in &fleet {
+        assert_eq!(get_host(e.http(), "www.site.example", "/").await.0, 200);
     }
 }

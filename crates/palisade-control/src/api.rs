@@ -18,7 +18,12 @@
 //! - `GET /v1/nodes/self/assignment?known=N&wait_ms=M`: long poll; 200 `{"number", "hash"}` as
 //!   soon as the assignment differs from `known`, 204 when `wait_ms` (at most 30 s) passes.
 //! - `POST /v1/nodes/self/answer` `{"version", "ok", "problems"}`: ACK or NACK with reasons.
+//! - `POST /v1/nodes/self/report` `{"requests", "errors"}`: cumulative counters, every few seconds.
 //! - Operators: `GET /v1/nodes`, `PUT /v1/nodes/{name}/assignment` `{"version"}`.
+//!
+//! Rollouts (operators): `POST /v1/rollouts` `{"version", "stages", "bake_ms"}`, `GET /v1/rollouts`,
+//! `GET /v1/rollouts/{id}` (with its events: every decision and the figures behind it),
+//! `POST /v1/rollouts/{id}/abort` (rolls back).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -152,6 +157,7 @@ pub async fn serve(
         .map_err(|e| e.to_string())??;
     let (assignments, _) = tokio::sync::watch::channel(0);
     let app = Arc::new(App { store, tokens: opts.tokens, node_tokens: opts.node_tokens, assignments });
+    tokio::spawn(rollout_engine(app.clone()));
     let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| format!("{}: {e}", opts.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     ready(addr);
@@ -172,6 +178,10 @@ fn router(app: Shared) -> Router {
         .route("/v1/nodes/self/assignment", get(assignment))
         .route("/v1/nodes/self/answer", post(answer))
         .route("/v1/nodes/{name}/assignment", axum::routing::put(assign))
+        .route("/v1/nodes/self/report", post(report))
+        .route("/v1/rollouts", post(start_rollout).get(rollouts))
+        .route("/v1/rollouts/{id}", get(rollout))
+        .route("/v1/rollouts/{id}/abort", post(abort_rollout))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
 }
@@ -420,10 +430,13 @@ async fn assignment(State(app): State<Shared>, headers: HeaderMap, Query(q): Que
         let (node, hash) = blocking(&app, move |s| s.node_seen(&who))
             .await?
             .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "register first"))?;
-        if let (Some(number), Some(hash)) = (node.assigned, hash) {
-            if Some(number) != q.known {
+        match (node.assigned, hash) {
+            (Some(number), Some(hash)) if Some(number) != q.known => {
                 return Ok(Json(json!({ "number": number, "hash": hash })).into_response());
             }
+            // Rolled back to before any version: back to the node's boot config.
+            (None, _) if q.known.is_some() => return Ok(Json(json!({ "number": null })).into_response()),
+            _ => {}
         }
         match tokio::time::timeout_at(deadline, changes.changed()).await {
             Ok(Ok(())) => continue,
@@ -469,4 +482,89 @@ async fn assign(State(app): State<Shared>, headers: HeaderMap, Path(name): Path<
     let node = blocking(&app, move |s| s.assign(&who, &name, a.version)).await?;
     app.assignments.send_modify(|g| *g = g.wrapping_add(1));
     Ok(Json(json!({ "node": node })).into_response())
+}
+
+/// How often the engine looks at the running rollout.
+const ROLLOUT_TICK: std::time::Duration = std::time::Duration::from_millis(200);
+
+async fn rollout_engine(app: Shared) {
+    let mut every = tokio::time::interval(ROLLOUT_TICK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        // A store error was logged when it was converted; the next tick tries again.
+        if let Ok(true) = blocking(&app, crate::rollout::tick).await {
+            app.assignments.send_modify(|g| *g = g.wrapping_add(1));
+        }
+    }
+}
+
+async fn report(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Report {
+        requests: u64,
+        errors: u64,
+    }
+    let name = node_actor(&app, &headers)?;
+    let r: Report = json_body(&body)?;
+    blocking(&app, move |s| s.report(&name, r.requests, r.errors)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn start_rollout(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Start {
+        version: u64,
+        #[serde(default)]
+        stages: Option<Vec<String>>,
+        #[serde(default)]
+        bake_ms: Option<u64>,
+    }
+    use crate::rollout::{parse_stage, DEFAULT_BAKE_MS, DEFAULT_STAGES, MAX_BAKE_MS, MAX_STAGES};
+    let who = actor(&app, &headers)?;
+    let req: Start = json_body(&body)?;
+    let stages = req.stages.unwrap_or_else(|| DEFAULT_STAGES.iter().map(|s| s.to_string()).collect());
+    if stages.is_empty() || stages.len() > MAX_STAGES {
+        return Err(bad_request(format!("stages: 1 to {MAX_STAGES}")));
+    }
+    for s in &stages {
+        parse_stage(s).map_err(bad_request)?;
+    }
+    let bake_ms = req.bake_ms.unwrap_or(DEFAULT_BAKE_MS);
+    if bake_ms > MAX_BAKE_MS {
+        return Err(bad_request(format!("bake_ms: at most {MAX_BAKE_MS}")));
+    }
+    let started = blocking(&app, move |s| s.start_rollout(&who, req.version, &stages, bake_ms)).await?;
+    match started {
+        Ok(r) => Ok((StatusCode::CREATED, Json(json!({ "rollout": r }))).into_response()),
+        Err(why) => Err(ApiError::new(StatusCode::CONFLICT, why)),
+    }
+}
+
+async fn rollouts(State(app): State<Shared>, headers: HeaderMap) -> ApiResult {
+    actor(&app, &headers)?;
+    let list = blocking(&app, |s| s.rollouts(50)).await?;
+    Ok(Json(json!({ "rollouts": list })).into_response())
+}
+
+async fn rollout(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<u64>) -> ApiResult {
+    actor(&app, &headers)?;
+    let (r, events) = blocking(&app, move |s| s.rollout(id))
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no rollout {id}")))?;
+    Ok(Json(json!({ "rollout": r, "events": events })).into_response())
+}
+
+async fn abort_rollout(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<u64>) -> ApiResult {
+    let who = actor(&app, &headers)?;
+    let reason = format!("aborted by {who}");
+    let actor_name = who.clone();
+    let done = blocking(&app, move |s| s.roll_back(id, &actor_name, &reason)).await?;
+    if !done {
+        return Err(ApiError::new(StatusCode::CONFLICT, format!("rollout {id} is not running")));
+    }
+    app.assignments.send_modify(|g| *g = g.wrapping_add(1));
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

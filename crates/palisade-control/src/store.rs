@@ -117,7 +117,35 @@ CREATE TABLE IF NOT EXISTS nodes (
     assigned      INTEGER REFERENCES versions(number),
     applied       INTEGER,
     nack_version  INTEGER,
-    nack_detail   TEXT
+    nack_detail   TEXT,
+    -- What a rollout moved this node from: where a rollback sends it (NULL: its boot config).
+    rollback_to   INTEGER
+);
+CREATE TABLE IF NOT EXISTS reports (
+    node     TEXT    NOT NULL,
+    at_ms    INTEGER NOT NULL,
+    requests INTEGER NOT NULL,
+    errors   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reports_node ON reports(node, at_ms);
+CREATE TABLE IF NOT EXISTS rollouts (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    version          INTEGER NOT NULL REFERENCES versions(number),
+    actor            TEXT    NOT NULL,
+    state            TEXT    NOT NULL,
+    stages           TEXT    NOT NULL,
+    stage            INTEGER NOT NULL,
+    bake_ms          INTEGER NOT NULL,
+    stage_started_ms INTEGER NOT NULL,
+    baked_from_ms    INTEGER,
+    reason           TEXT    NOT NULL DEFAULT '',
+    created_ms       INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rollout_events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    rollout INTEGER NOT NULL,
+    at_ms   INTEGER NOT NULL,
+    message TEXT    NOT NULL
 );
 CREATE TABLE IF NOT EXISTS audit (
     id     INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -132,11 +160,11 @@ CREATE TABLE IF NOT EXISTS audit (
 
 const VERSION_COLUMNS: &str = "number, kind, hash, author, message, created_ms, parent, length(content)";
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-fn to_i64(n: u64) -> Result<i64, StoreError> {
+pub(crate) fn to_i64(n: u64) -> Result<i64, StoreError> {
     i64::try_from(n).map_err(|_| StoreError::Range(n.to_string()))
 }
 
@@ -171,7 +199,7 @@ impl Store {
         Ok(Self { conn: Mutex::new(conn) })
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+    pub(crate) fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
         self.conn.lock().map_err(|_| StoreError::Poisoned)
     }
 
@@ -421,7 +449,7 @@ fn node_by_name(conn: &Connection, name: &str) -> Result<Option<Node>, StoreErro
         .optional()?)
 }
 
-fn insert_audit(
+pub(crate) fn insert_audit(
     conn: &Connection,
     at: u64,
     actor: &str,

@@ -29,6 +29,8 @@ pub struct ControlLink {
     pub token: String,
     /// Location label reported at registration.
     pub city: String,
+    /// How often the node reports its counters (the control plane's health gates read them).
+    pub report_every: Duration,
 }
 
 /// The token stays out of logs.
@@ -44,6 +46,11 @@ const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Largest answer read from the control plane: a document at its limit, plus framing.
 const MAX_ANSWER_BYTES: usize = palisade_config::limits::MAX_DOCUMENT_BYTES + 64 * 1024;
+
+struct Assigned {
+    number: u64,
+    hash: String,
+}
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
@@ -66,6 +73,14 @@ pub async fn run(shared: Arc<EdgeShared>, link: ControlLink) {
         registered: false,
         known: None,
     };
+    let reporter = Agent {
+        client: agent.client.clone(),
+        link: agent.link.clone(),
+        shared: agent.shared.clone(),
+        registered: true,
+        known: None,
+    };
+    tokio::spawn(reporter.report_loop());
     let mut backoff = MIN_BACKOFF;
     let mut failing = false;
     loop {
@@ -160,10 +175,23 @@ impl Agent {
         }
         #[derive(serde::Deserialize)]
         struct Assignment {
-            number: u64,
+            number: Option<u64>,
+            #[serde(default)]
             hash: String,
         }
         let a: Assignment = serde_json::from_slice(&b).map_err(|e| format!("assignment: {e}"))?;
+        let Some(number) = a.number else {
+            // Rolled back to before any version: the boot config file again.
+            match self.shared.reload().await {
+                Ok(applied) => tracing::info!(config_version = applied.version, "back on the boot config"),
+                Err(problems) => {
+                    tracing::error!(problems = ?problems, "cannot go back to the boot config; still serving the running one")
+                }
+            }
+            self.known = None;
+            return Ok(());
+        };
+        let a = Assigned { number, hash: a.hash };
         let (s, content) = self
             .call(Method::GET, &format!("/v1/versions/{}/content", a.number), None, Duration::from_secs(30))
             .await?;
@@ -193,5 +221,24 @@ impl Agent {
         // Answered: a refused version is not fetched again until the assignment changes.
         self.known = Some(a.number);
         Ok(())
+    }
+
+    /// Cumulative responses and 5xx every `report_every`, until shutdown. Failures are quiet:
+    /// the watch loop already says when the control plane is gone.
+    async fn report_loop(self) {
+        let mut shutdown = self.shared.shutdown.subscribe();
+        let mut every = tokio::time::interval(self.link.report_every);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let (requests, errors) = self.shared.metrics.response_totals();
+            let body = json!({ "requests": requests, "errors": errors });
+            if let Err(e) = self.call(Method::POST, "/v1/nodes/self/report", Some(body), Duration::from_secs(5)).await {
+                tracing::debug!(error = %e, "report not delivered");
+            }
+        }
     }
 }

@@ -165,6 +165,23 @@ impl Metrics {
         crate::lock(&self.origins).entry((zone.to_string(), addr.to_string())).or_default().clone()
     }
 
+    /// Responses sent so far, all zones and origins: (all, 5xx). What a node reports upward.
+    pub fn response_totals(&self) -> (u64, u64) {
+        let mut all = 0;
+        let mut errors = 0;
+        let mut add = |c: &StatusCounts| {
+            all += (0..5).map(|k| c.get(k)).sum::<u64>();
+            errors += c.get(4);
+        };
+        for z in crate::lock(&self.zones).values() {
+            add(&z.local);
+        }
+        for o in crate::lock(&self.origins).values() {
+            add(&o.responses);
+        }
+        (all, errors)
+    }
+
     pub fn reject(&self, r: Rejection) {
         if let Some(i) = Rejection::ALL.iter().position(|x| *x == r) {
             if let Some(c) = self.guard_rejections.get(i) {

@@ -292,7 +292,12 @@ impl Pool {
             Outcome::Failure => {
                 let threshold = self.passive.consecutive_failures;
                 let n = o.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-                if threshold > 0 && n >= threshold {
+                // Failures while already ejected (every origin down, so ejected ones are still
+                // tried) neither extend nor log the ejection again: one line per ejection, not
+                // one per few requests.
+                if threshold > 0 && n >= threshold && now_ms() < o.ejected_until_ms.load(Ordering::Relaxed) {
+                    o.consecutive_failures.store(0, Ordering::Relaxed);
+                } else if threshold > 0 && n >= threshold {
                     o.consecutive_failures.store(0, Ordering::Relaxed);
                     let k = o.ejections_in_a_row.fetch_add(1, Ordering::Relaxed).min(20);
                     let backoff = self.passive.ejection_ms.saturating_mul(1u64 << k).min(self.passive.max_ejection_ms);
@@ -488,6 +493,14 @@ mod tests {
         }
         let second = p.origins[0].ejected_until_ms.load(Ordering::Relaxed) - now_ms();
         assert!(second > 1900 && second <= 2000, "{second}");
+        assert_eq!(p.origins[0].stats.ejections.load(Ordering::Relaxed), 2);
+        // More failures while ejected (all origins down, ejected ones tried anyway): no new
+        // ejection, no longer back-off.
+        for _ in 0..9 {
+            p.record(0, Outcome::Failure);
+        }
+        let still = p.origins[0].ejected_until_ms.load(Ordering::Relaxed) - now_ms();
+        assert!(still <= 2000, "{still}");
         assert_eq!(p.origins[0].stats.ejections.load(Ordering::Relaxed), 2);
     }
 

@@ -1,0 +1,411 @@
+//! Staged rollouts with health gates and automatic rollback.
+//!
+//! A rollout moves one config version through stages (default: 1 canary node, 10 %, 50 %,
+//! 100 %). At each stage the nodes of the stage are assigned the version; the stage waits until
+//! every one of them runs it (an ACK), then bakes for `bake_ms` and compares the 5xx rate of the
+//! nodes on the new version with that of the nodes still on the old one over the same window.
+//! - Any NACK, or no ACK within [`ACK_TIMEOUT`]: roll back.
+//! - A 5xx rate on the new version above the old one's by more than [`MAX_ERROR_RATE_RISE`]
+//!   (with at least [`MIN_ERRORS`] errors): roll back.
+//! - No traffic on the new version during the bake: hold, never pass.
+//! - Otherwise the next stage; after the last, done.
+//!
+//! Rollback sends every node on the new version back to where the rollout found it (its previous
+//! version, or its boot config when it had none). All state is in the store: the engine is a
+//! loop that reads it, so a restarted control plane carries on where it was.
+
+use std::time::Duration;
+
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use serde::Serialize;
+
+use crate::store::{insert_audit, now_ms, to_i64, Node, Store, StoreError};
+
+pub const DEFAULT_STAGES: &[&str] = &["1", "10%", "50%", "100%"];
+pub const DEFAULT_BAKE_MS: u64 = 30_000;
+pub const MAX_BAKE_MS: u64 = 24 * 3600 * 1000;
+pub const MAX_STAGES: usize = 10;
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much higher (absolute) the new version's 5xx rate may be than the old one's.
+pub const MAX_ERROR_RATE_RISE: f64 = 0.02;
+/// Fewer 5xx than this in a bake never fail it (one error is not a regression).
+pub const MIN_ERRORS: u64 = 5;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Rollout {
+    pub id: u64,
+    pub version: u64,
+    pub actor: String,
+    /// `running`, `done`, `rolled_back`.
+    pub state: String,
+    pub stages: Vec<String>,
+    pub stage: usize,
+    pub bake_ms: u64,
+    pub stage_started_ms: u64,
+    pub baked_from_ms: Option<u64>,
+    pub reason: String,
+    pub created_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub at_ms: u64,
+    pub message: String,
+}
+
+/// A stage size: `N` nodes or `P%` of the fleet (at least one node).
+pub fn parse_stage(s: &str) -> Result<(), String> {
+    let ok = match s.strip_suffix('%') {
+        Some(p) => p.parse::<u32>().is_ok_and(|p| (1..=100).contains(&p)),
+        None => s.parse::<u32>().is_ok_and(|n| n >= 1),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("stage {s:?}: a node count (>= 1) or a percentage (1%..100%)"))
+    }
+}
+
+fn stage_size(stage: &str, fleet: usize) -> usize {
+    let n = match stage.strip_suffix('%') {
+        Some(p) => (fleet * p.parse::<usize>().unwrap_or(100)).div_ceil(100),
+        None => stage.parse::<usize>().unwrap_or(fleet),
+    };
+    n.clamp(1, fleet.max(1))
+}
+
+const ROLLOUT_COLUMNS: &str =
+    "id, version, actor, state, stages, stage, bake_ms, stage_started_ms, baked_from_ms, reason, created_ms";
+
+fn rollout_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Rollout> {
+    let u = |i: usize| -> rusqlite::Result<u64> { Ok(u64::try_from(row.get::<_, i64>(i)?).unwrap_or(0)) };
+    let stages: String = row.get(4)?;
+    Ok(Rollout {
+        id: u(0)?,
+        version: u(1)?,
+        actor: row.get(2)?,
+        state: row.get(3)?,
+        stages: stages.split(',').map(str::to_string).collect(),
+        stage: usize::try_from(u(5)?).unwrap_or(0),
+        bake_ms: u(6)?,
+        stage_started_ms: u(7)?,
+        baked_from_ms: row.get::<_, Option<i64>>(8)?.and_then(|v| u64::try_from(v).ok()),
+        reason: row.get(9)?,
+        created_ms: u(10)?,
+    })
+}
+
+/// Requests and 5xx a node served in a window, from its cumulative reports.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Traffic {
+    pub requests: u64,
+    pub errors: u64,
+}
+
+impl Store {
+    /// A node's cumulative counters, as it reports them every few seconds.
+    pub fn report(&self, node: &str, requests: u64, errors: u64) -> Result<(), StoreError> {
+        let conn = self.lock()?;
+        let at = now_ms();
+        conn.execute(
+            "INSERT INTO reports (node, at_ms, requests, errors) VALUES (?1, ?2, ?3, ?4)",
+            params![node, to_i64(at)?, to_i64(requests)?, to_i64(errors)?],
+        )?;
+        conn.execute("UPDATE nodes SET last_seen_ms = ?2 WHERE name = ?1", params![node, to_i64(at)?])?;
+        // Ten minutes of reports are enough for any bake window kept here.
+        conn.execute(
+            "DELETE FROM reports WHERE node = ?1 AND at_ms < ?2",
+            params![node, to_i64(at.saturating_sub(600_000))?],
+        )?;
+        Ok(())
+    }
+
+    /// What `node` served between `from` and now (a counter that went down means a restart).
+    pub fn traffic(&self, node: &str, from_ms: u64) -> Result<Traffic, StoreError> {
+        let conn = self.lock()?;
+        let row = |order: &str| -> Result<Option<(i64, i64)>, StoreError> {
+            Ok(conn
+                .query_row(
+                    &format!("SELECT requests, errors FROM reports WHERE node = ?1 AND at_ms >= ?2 ORDER BY at_ms {order} LIMIT 1"),
+                    params![node, to_i64(from_ms)?],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?)
+        };
+        let (Some(first), Some(last)) = (row("ASC")?, row("DESC")?) else { return Ok(Traffic::default()) };
+        let delta = |a: i64, b: i64| u64::try_from(if b >= a { b - a } else { b }).unwrap_or(0);
+        Ok(Traffic { requests: delta(first.0, last.0), errors: delta(first.1, last.1) })
+    }
+
+    /// Starts a rollout of `version`; one at a time.
+    pub fn start_rollout(
+        &self,
+        actor: &str,
+        version: u64,
+        stages: &[String],
+        bake_ms: u64,
+    ) -> Result<Result<Rollout, String>, StoreError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let kind: Option<String> = tx
+            .query_row("SELECT kind FROM versions WHERE number = ?1", params![to_i64(version)?], |r| r.get(0))
+            .optional()?;
+        if kind.as_deref() != Some("config") {
+            return Ok(Err(format!("no config version {version}")));
+        }
+        let active: Option<i64> =
+            tx.query_row("SELECT id FROM rollouts WHERE state = 'running'", [], |r| r.get(0)).optional()?;
+        if let Some(id) = active {
+            return Ok(Err(format!("rollout {id} is running; abort it or wait")));
+        }
+        let at = to_i64(now_ms())?;
+        tx.execute(
+            "INSERT INTO rollouts (version, actor, state, stages, stage, bake_ms, stage_started_ms, created_ms) VALUES (?1, ?2, 'running', ?3, 0, ?4, ?5, ?5)",
+            params![to_i64(version)?, actor, stages.join(","), to_i64(bake_ms)?, at],
+        )?;
+        let id = tx.last_insert_rowid();
+        insert_audit(
+            &tx,
+            now_ms(),
+            actor,
+            "rollout",
+            &format!("rollout {id}"),
+            "started",
+            &format!("config v{version}, stages {}", stages.join(" ")),
+        )?;
+        tx.execute(
+            "INSERT INTO rollout_events (rollout, at_ms, message) VALUES (?1, ?2, ?3)",
+            params![
+                id,
+                at,
+                format!("started by {actor}: config v{version}, stages {}, bake {bake_ms} ms", stages.join(" "))
+            ],
+        )?;
+        let r =
+            tx.query_row(&format!("SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE id = ?1"), params![id], rollout_row)?;
+        tx.commit()?;
+        Ok(Ok(r))
+    }
+
+    pub fn rollouts(&self, limit: u32) -> Result<Vec<Rollout>, StoreError> {
+        let conn = self.lock()?;
+        let mut stmt =
+            conn.prepare_cached(&format!("SELECT {ROLLOUT_COLUMNS} FROM rollouts ORDER BY id DESC LIMIT ?1"))?;
+        let rows = stmt.query_map(params![limit], rollout_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn rollout(&self, id: u64) -> Result<Option<(Rollout, Vec<Event>)>, StoreError> {
+        let conn = self.lock()?;
+        let Some(r) = conn
+            .query_row(
+                &format!("SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE id = ?1"),
+                params![to_i64(id)?],
+                rollout_row,
+            )
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let mut stmt =
+            conn.prepare_cached("SELECT at_ms, message FROM rollout_events WHERE rollout = ?1 ORDER BY id")?;
+        let events = stmt
+            .query_map(params![to_i64(id)?], |row| {
+                Ok(Event { at_ms: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0), message: row.get(1)? })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(Some((r, events)))
+    }
+
+    fn running(&self) -> Result<Option<Rollout>, StoreError> {
+        let conn = self.lock()?;
+        Ok(conn
+            .query_row(&format!("SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE state = 'running'"), [], rollout_row)
+            .optional()?)
+    }
+
+    fn event(&self, id: u64, message: &str) -> Result<(), StoreError> {
+        tracing::info!(rollout = id, "{message}");
+        let conn = self.lock()?;
+        conn.execute(
+            "INSERT INTO rollout_events (rollout, at_ms, message) VALUES (?1, ?2, ?3)",
+            params![to_i64(id)?, to_i64(now_ms())?, message],
+        )?;
+        Ok(())
+    }
+
+    fn last_event(&self, id: u64) -> Result<String, StoreError> {
+        let conn = self.lock()?;
+        Ok(conn
+            .query_row(
+                "SELECT message FROM rollout_events WHERE rollout = ?1 ORDER BY id DESC LIMIT 1",
+                params![to_i64(id)?],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or_default())
+    }
+
+    /// Assigns the rollout's version to a node, remembering where it came from.
+    fn assign_in_rollout(&self, node: &str, version: u64) -> Result<(), StoreError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "UPDATE nodes SET rollback_to = assigned, assigned = ?2 WHERE name = ?1 AND (assigned IS NULL OR assigned != ?2)",
+            params![node, to_i64(version)?],
+        )?;
+        Ok(())
+    }
+
+    fn set_stage(&self, id: u64, stage: usize, baked_from: Option<u64>, state: &str) -> Result<(), StoreError> {
+        let conn = self.lock()?;
+        let (stage_i, baked) = (to_i64(stage as u64)?, baked_from.map(to_i64).transpose()?);
+        conn.execute(
+            "UPDATE rollouts SET stage = ?2, baked_from_ms = ?3, state = ?4,
+               stage_started_ms = CASE WHEN stage = ?2 THEN stage_started_ms ELSE ?5 END WHERE id = ?1",
+            params![to_i64(id)?, stage_i, baked, state, to_i64(now_ms())?],
+        )?;
+        Ok(())
+    }
+
+    /// Every node on the rollout's version goes back where the rollout found it.
+    pub fn roll_back(&self, id: u64, actor: &str, reason: &str) -> Result<bool, StoreError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: Option<i64> = tx
+            .query_row("SELECT version FROM rollouts WHERE id = ?1 AND state = 'running'", params![to_i64(id)?], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let Some(version) = version else { return Ok(false) };
+        let moved = tx.execute("UPDATE nodes SET assigned = rollback_to WHERE assigned = ?1", params![version])?;
+        tx.execute(
+            "UPDATE rollouts SET state = 'rolled_back', reason = ?2 WHERE id = ?1",
+            params![to_i64(id)?, reason],
+        )?;
+        let at = to_i64(now_ms())?;
+        tx.execute(
+            "INSERT INTO rollout_events (rollout, at_ms, message) VALUES (?1, ?2, ?3)",
+            params![to_i64(id)?, at, format!("rolled back ({moved} node(s)): {reason}")],
+        )?;
+        insert_audit(&tx, now_ms(), actor, "rollback", &format!("rollout {id}"), "rolled_back", reason)?;
+        tx.commit()?;
+        tracing::warn!(rollout = id, reason, "rolled back");
+        Ok(true)
+    }
+}
+
+/// One look at the running rollout, if any; returns true when assignments changed.
+pub fn tick(store: &Store) -> Result<bool, StoreError> {
+    let Some(r) = store.running()? else { return Ok(false) };
+    let mut nodes: Vec<Node> = store.nodes()?;
+    nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    if nodes.is_empty() {
+        let msg = "holding: no nodes registered";
+        if store.last_event(r.id)? != msg {
+            store.event(r.id, msg)?;
+        }
+        return Ok(false);
+    }
+    let Some(stage) = r.stages.get(r.stage) else {
+        store.set_stage(r.id, r.stage, None, "done")?;
+        return Ok(false);
+    };
+    let count = stage_size(stage, nodes.len());
+    let (target, rest) = nodes.split_at(count.min(nodes.len()));
+    let mut changed = false;
+    for n in target.iter().filter(|n| n.assigned != Some(r.version)) {
+        store.assign_in_rollout(&n.name, r.version)?;
+        changed = true;
+    }
+    if changed {
+        let names: Vec<&str> = target.iter().map(|n| n.name.as_str()).collect();
+        store.event(r.id, &format!("stage {} ({stage}): assigned to {}", r.stage + 1, names.join(", ")))?;
+        return Ok(true);
+    }
+    if let Some(n) = target.iter().find(|n| n.nack_version == Some(r.version) && n.applied != Some(r.version)) {
+        let why = n.nack_detail.clone().unwrap_or_default();
+        store.roll_back(r.id, "control", &format!("node {} refused v{}: {why}", n.name, r.version))?;
+        return Ok(true);
+    }
+    let now = now_ms();
+    if let Some(n) = target.iter().find(|n| n.applied != Some(r.version)) {
+        if now.saturating_sub(r.stage_started_ms) > ACK_TIMEOUT.as_millis() as u64 {
+            store.roll_back(
+                r.id,
+                "control",
+                &format!("node {} did not run v{} within {ACK_TIMEOUT:?}", n.name, r.version),
+            )?;
+            return Ok(true);
+        }
+        return Ok(false);
+    }
+    let Some(baked_from) = r.baked_from_ms else {
+        store.set_stage(r.id, r.stage, Some(now), "running")?;
+        store.event(
+            r.id,
+            &format!("stage {}: {} node(s) run v{}; baking {} ms", r.stage + 1, target.len(), r.version, r.bake_ms),
+        )?;
+        return Ok(false);
+    };
+    if now.saturating_sub(baked_from) < r.bake_ms {
+        return Ok(false);
+    }
+    let sum = |list: &[Node]| -> Result<Traffic, StoreError> {
+        let mut t = Traffic::default();
+        for n in list {
+            let x = store.traffic(&n.name, baked_from)?;
+            t.requests += x.requests;
+            t.errors += x.errors;
+        }
+        Ok(t)
+    };
+    let (new, old) = (sum(target)?, sum(rest)?);
+    let rate = |t: Traffic| if t.requests == 0 { 0.0 } else { t.errors as f64 / t.requests as f64 };
+    let measured = format!(
+        "new v{}: {} req, {} 5xx ({:.2} %); old: {} req, {} 5xx ({:.2} %)",
+        r.version,
+        new.requests,
+        new.errors,
+        rate(new) * 100.0,
+        old.requests,
+        old.errors,
+        rate(old) * 100.0
+    );
+    if new.requests == 0 {
+        let msg = format!("stage {}: holding, no traffic on the new version to judge it by", r.stage + 1);
+        if store.last_event(r.id)? != msg {
+            store.event(r.id, &msg)?;
+        }
+        return Ok(false);
+    }
+    if new.errors >= MIN_ERRORS && rate(new) > rate(old) + MAX_ERROR_RATE_RISE {
+        store.roll_back(r.id, "control", &format!("stage {}: 5xx regression: {measured}", r.stage + 1))?;
+        return Ok(true);
+    }
+    let next = r.stage + 1;
+    store.event(r.id, &format!("stage {} passed: {measured}", r.stage + 1))?;
+    if next >= r.stages.len() {
+        store.set_stage(r.id, next, None, "done")?;
+        store.event(r.id, &format!("done: every node runs v{}", r.version))?;
+    } else {
+        store.set_stage(r.id, next, None, "running")?;
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_sizes() {
+        assert_eq!(stage_size("1", 10), 1);
+        assert_eq!(stage_size("10%", 10), 1);
+        assert_eq!(stage_size("10%", 11), 2);
+        assert_eq!(stage_size("50%", 3), 2);
+        assert_eq!(stage_size("100%", 3), 3);
+        assert_eq!(stage_size("5", 3), 3);
+        assert!(parse_stage("0").is_err() && parse_stage("101%").is_err() && parse_stage("x").is_err());
+        assert!(parse_stage("1").is_ok() && parse_stage("25%").is_ok());
+    }
+}
