@@ -385,9 +385,9 @@ async fn start_rollout(a: SocketAddr, version: u64) -> u64 {
     v["rollout"]["id"].as_u64().unwrap()
 }
 
-/// Three nodes under steady traffic. A good version passes every stage; a version that makes a
-/// node fail requests is rolled back at the canary after its bake, and one a node refuses is
-/// rolled back at once. Failed requests stay on the canary.
+/// Three nodes under steady traffic. A version the canary refuses is rolled back at once; a good
+/// version passes every stage; a version that makes a node fail requests is rolled back at the
+/// canary after its bake. Failed requests stay on the canary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staged_rollouts_pass_good_versions_and_roll_back_bad_ones_at_the_canary() {
     let origin = origin("rollout-origin");
@@ -420,8 +420,27 @@ async fn staged_rollouts_pass_good_versions_and_roll_back_bad_ones_at_the_canary
         }));
     }
 
-    // 1. A good version goes through every stage to every node.
+    // 1. The fleet's first rollout, of a version the canary refuses (listeners change only on
+    // restart): rolled back at once, the canary back on its boot config.
     let good = zone_config(&["site.example", "www.site.example"], &[origin.addr], "");
+    let refused = good.replace("http = \"127.0.0.1:0\"", "http = \"127.0.0.1:1\"");
+    let v0 = push(a, ALICE, &refused, "new listener", None).await.1["version"]["number"].as_u64().unwrap();
+    let r0 = start_rollout(a, v0).await;
+    let out = rollout_outcome(a, r0).await;
+    assert_eq!(out["rollout"]["state"], "rolled_back", "{out}");
+    let reason = out["rollout"]["reason"].as_str().unwrap();
+    assert!(reason.contains("berlin refused") && reason.contains("listen.http"), "{reason}");
+    eventually("the canary answers from its boot config", Duration::from_secs(10), || async move {
+        let (_, audit) = api(a, "GET", "/v1/audit", Some(ALICE), None).await;
+        audit["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["actor"] == "berlin" && r["target"] == "boot config" && r["result"] == "applied")
+    })
+    .await;
+
+    // 2. A good version goes through every stage to every node.
     let v1 = push(a, ALICE, &good, "add www", None).await.1["version"]["number"].as_u64().unwrap();
     let r1 = start_rollout(a, v1).await;
     let out = rollout_outcome(a, r1).await;
@@ -432,7 +451,7 @@ async fn staged_rollouts_pass_good_versions_and_roll_back_bad_ones_at_the_canary
     assert!(messages.iter().any(|m| m.contains("stage 1 (1): assigned to berlin")), "{messages:?}");
     assert!(nodes(a).await.iter().all(|n| n["applied"].as_u64() == Some(v1)));
 
-    // 2. Valid, but every request on it fails (the origin is gone): rolled back at the canary.
+    // 3. Valid, but every request on it fails (the origin is gone): rolled back at the canary.
     let dead = zone_config(&["site.example", "www.site.example"], &["127.0.0.1:1".parse().unwrap()], "");
     let v2 = push(a, ALICE, &dead, "move to the new origin", None).await.1["version"]["number"].as_u64().unwrap();
     let r2 = start_rollout(a, v2).await;
@@ -451,15 +470,6 @@ async fn staged_rollouts_pass_good_versions_and_roll_back_bad_ones_at_the_canary
         nodes(a).await.iter().all(|n| n["applied"].as_u64() == Some(v1) && n["assigned"].as_u64() == Some(v1))
     })
     .await;
-
-    // 3. A version the canary refuses (listeners change only on restart): rolled back at once.
-    let refused = good.replace("http = \"127.0.0.1:0\"", "http = \"127.0.0.1:1\"");
-    let v3 = push(a, ALICE, &refused, "new listener", None).await.1["version"]["number"].as_u64().unwrap();
-    let r3 = start_rollout(a, v3).await;
-    let out = rollout_outcome(a, r3).await;
-    assert_eq!(out["rollout"]["state"], "rolled_back", "{out}");
-    let reason = out["rollout"]["reason"].as_str().unwrap();
-    assert!(reason.contains("berlin refused") && reason.contains("listen.http"), "{reason}");
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut failures = std::collections::HashMap::new();

@@ -17,7 +17,8 @@
 //! - `POST /v1/nodes/register` `{"city", "software"}`.
 //! - `GET /v1/nodes/self/assignment?known=N&wait_ms=M`: long poll; 200 `{"number", "hash"}` as
 //!   soon as the assignment differs from `known`, 204 when `wait_ms` (at most 30 s) passes.
-//! - `POST /v1/nodes/self/answer` `{"version", "ok", "problems"}`: ACK or NACK with reasons.
+//! - `POST /v1/nodes/self/answer` `{"version", "ok", "problems"}`: ACK or NACK with reasons
+//!   (`version` null: back on the node's boot config).
 //! - `POST /v1/nodes/self/report` `{"requests", "errors"}`: cumulative counters, every few seconds.
 //! - Operators: `GET /v1/nodes`, `PUT /v1/nodes/{name}/assignment` `{"version"}`.
 //!
@@ -449,7 +450,8 @@ async fn answer(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> A
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Answer {
-        version: u64,
+        /// None: back on the boot config.
+        version: Option<u64>,
         ok: bool,
         #[serde(default)]
         problems: Vec<String>,
@@ -459,7 +461,7 @@ async fn answer(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> A
     let refused = (!a.ok).then(|| a.problems.join("; "));
     if let Some(r) = &refused {
         bounded("problems", r)?;
-        tracing::warn!(node = %name, version = a.version, problems = %r, "node refused a version");
+        tracing::warn!(node = %name, version = ?a.version, problems = %r, "node refused a version");
     }
     blocking(&app, move |s| s.node_answer(&name, a.version, refused.as_deref())).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -19,7 +19,7 @@ use std::time::Duration;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
-use crate::store::{insert_audit, now_ms, to_i64, Node, Store, StoreError};
+use crate::store::{col_opt_u64, col_u64, insert_audit, now_ms, to_i64, Node, Store, StoreError};
 
 pub const DEFAULT_STAGES: &[&str] = &["1", "10%", "50%", "100%"];
 pub const DEFAULT_BAKE_MS: u64 = 30_000;
@@ -78,7 +78,7 @@ const ROLLOUT_COLUMNS: &str =
     "id, version, actor, state, stages, stage, bake_ms, stage_started_ms, baked_from_ms, reason, created_ms";
 
 fn rollout_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Rollout> {
-    let u = |i: usize| -> rusqlite::Result<u64> { Ok(u64::try_from(row.get::<_, i64>(i)?).unwrap_or(0)) };
+    let u = |i| col_u64(row, i);
     let stages: String = row.get(4)?;
     Ok(Rollout {
         id: u(0)?,
@@ -89,7 +89,7 @@ fn rollout_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Rollout> {
         stage: usize::try_from(u(5)?).unwrap_or(0),
         bake_ms: u(6)?,
         stage_started_ms: u(7)?,
-        baked_from_ms: row.get::<_, Option<i64>>(8)?.and_then(|v| u64::try_from(v).ok()),
+        baked_from_ms: col_opt_u64(row, 8)?,
         reason: row.get(9)?,
         created_ms: u(10)?,
     })
@@ -210,9 +210,7 @@ impl Store {
         let mut stmt =
             conn.prepare_cached("SELECT at_ms, message FROM rollout_events WHERE rollout = ?1 ORDER BY id")?;
         let events = stmt
-            .query_map(params![to_i64(id)?], |row| {
-                Ok(Event { at_ms: u64::try_from(row.get::<_, i64>(0)?).unwrap_or(0), message: row.get(1)? })
-            })?
+            .query_map(params![to_i64(id)?], |row| Ok(Event { at_ms: col_u64(row, 0)?, message: row.get(1)? }))?
             .collect::<Result<_, _>>()?;
         Ok(Some((r, events)))
     }

@@ -168,12 +168,22 @@ pub(crate) fn to_i64(n: u64) -> Result<i64, StoreError> {
     i64::try_from(n).map_err(|_| StoreError::Range(n.to_string()))
 }
 
+/// Column `i` as a u64 (SQLite integers are i64; a negative one is an error, not a wrap).
+pub(crate) fn col_u64(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
+    let v: i64 = row.get(i)?;
+    u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, v))
+}
+
+/// Column `i` as an optional u64 (NULL: None).
+pub(crate) fn col_opt_u64(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<u64>> {
+    match row.get::<_, Option<i64>>(i)? {
+        None => Ok(None),
+        Some(v) => u64::try_from(v).map(Some).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, v)),
+    }
+}
+
 fn version_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Version> {
-    let u = |i: usize| -> rusqlite::Result<u64> {
-        let v: i64 = row.get(i)?;
-        u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, v))
-    };
-    let parent: Option<i64> = row.get(6)?;
+    let u = |i| col_u64(row, i);
     Ok(Version {
         number: u(0)?,
         kind: row.get(1)?,
@@ -181,7 +191,7 @@ fn version_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Version> {
         author: row.get(3)?,
         message: row.get(4)?,
         created_ms: u(5)?,
-        parent: parent.and_then(|p| u64::try_from(p).ok()),
+        parent: col_opt_u64(row, 6)?,
         size: u(7)?,
     })
 }
@@ -316,11 +326,9 @@ impl Store {
             "SELECT id, at_ms, actor, action, target, result, detail FROM audit ORDER BY id DESC LIMIT ?1",
         )?;
         let rows = stmt.query_map(params![limit], |row| {
-            let id: i64 = row.get(0)?;
-            let at: i64 = row.get(1)?;
             Ok(AuditRecord {
-                id: u64::try_from(id).unwrap_or(0),
-                at_ms: u64::try_from(at).unwrap_or(0),
+                id: col_u64(row, 0)?,
+                at_ms: col_u64(row, 1)?,
                 actor: row.get(2)?,
                 action: row.get(3)?,
                 target: row.get(4)?,
@@ -336,13 +344,8 @@ const NODE_COLUMNS: &str =
     "name, city, software, registered_ms, last_seen_ms, assigned, applied, nack_version, nack_detail";
 
 fn node_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
-    let u = |i: usize| -> rusqlite::Result<u64> {
-        let v: i64 = row.get(i)?;
-        u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, v))
-    };
-    let opt = |i: usize| -> rusqlite::Result<Option<u64>> {
-        Ok(row.get::<_, Option<i64>>(i)?.and_then(|v| u64::try_from(v).ok()))
-    };
+    let u = |i| col_u64(row, i);
+    let opt = |i| col_opt_u64(row, i);
     Ok(Node {
         name: row.get(0)?,
         city: row.get(1)?,
@@ -419,10 +422,11 @@ impl Store {
     }
 
     /// A node's answer for a version: running it (ACK) or refusing it with reasons (NACK).
-    pub fn node_answer(&self, name: &str, number: u64, refused: Option<&str>) -> Result<(), StoreError> {
+    /// `number` None: the node is back on its boot config.
+    pub fn node_answer(&self, name: &str, number: Option<u64>, refused: Option<&str>) -> Result<(), StoreError> {
         let mut conn = self.lock()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let n = to_i64(number)?;
+        let n = number.map(to_i64).transpose()?;
         let changed = match refused {
             None => tx.execute(
                 "UPDATE nodes SET applied = ?2, last_seen_ms = ?3 WHERE name = ?1",
@@ -437,7 +441,8 @@ impl Store {
             return Err(StoreError::NotFound(format!("no node {name}")));
         }
         let (action, result) = if refused.is_some() { ("nack", "refused") } else { ("ack", "applied") };
-        insert_audit(&tx, now_ms(), name, action, &format!("config v{number}"), result, refused.unwrap_or(""))?;
+        let target = number.map(|v| format!("config v{v}")).unwrap_or_else(|| "boot config".into());
+        insert_audit(&tx, now_ms(), name, action, &target, result, refused.unwrap_or(""))?;
         tx.commit()?;
         Ok(())
     }

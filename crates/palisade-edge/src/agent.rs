@@ -182,12 +182,14 @@ impl Agent {
         let a: Assignment = serde_json::from_slice(&b).map_err(|e| format!("assignment: {e}"))?;
         let Some(number) = a.number else {
             // Rolled back to before any version: the boot config file again.
-            match self.shared.reload().await {
+            let outcome = self.shared.reload().await;
+            match &outcome {
                 Ok(applied) => tracing::info!(config_version = applied.version, "back on the boot config"),
                 Err(problems) => {
                     tracing::error!(problems = ?problems, "cannot go back to the boot config; still serving the running one")
                 }
             }
+            self.answer(None, outcome.map(|_| ())).await?;
             self.known = None;
             return Ok(());
         };
@@ -199,27 +201,40 @@ impl Agent {
             return Err(format!("version {}: {s} {}", a.number, text(&content)));
         }
         let outcome = if palisade_config::content_hash(&content) != a.hash {
-            Err(vec![format!("(document): content does not match the assigned hash {}", a.hash)])
+            Err(vec![palisade_config::Problem {
+                path: "(document)".into(),
+                message: format!("content does not match the assigned hash {}", a.hash),
+            }])
         } else {
             let source = format!("control plane v{}", a.number);
-            self.shared
-                .apply_exclusive(&content, &source)
-                .await
-                .map_err(|problems| problems.iter().map(|p| p.to_string()).collect::<Vec<_>>())
+            self.shared.apply_exclusive(&content, &source).await
         };
-        let answer = match &outcome {
-            Ok(applied) => {
-                tracing::info!(version = a.number, config_version = applied.version, "running the assigned version");
-                json!({ "version": a.number, "ok": true })
+        if let Ok(applied) = &outcome {
+            tracing::info!(version = a.number, config_version = applied.version, "running the assigned version");
+        }
+        self.answer(Some(a.number), outcome.map(|_| ())).await?;
+        // Answered: a refused version is not fetched again until the assignment changes.
+        self.known = Some(a.number);
+        Ok(())
+    }
+
+    /// ACK (`Ok`) or NACK with every problem, for a version (`None`: the boot config).
+    async fn answer(
+        &self,
+        version: Option<u64>,
+        outcome: Result<(), Vec<palisade_config::Problem>>,
+    ) -> Result<(), String> {
+        let body = match outcome {
+            Ok(()) => json!({ "version": version, "ok": true }),
+            Err(problems) => {
+                let problems: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+                json!({ "version": version, "ok": false, "problems": problems })
             }
-            Err(problems) => json!({ "version": a.number, "ok": false, "problems": problems }),
         };
-        let (s, b) = self.call(Method::POST, "/v1/nodes/self/answer", Some(answer), Duration::from_secs(10)).await?;
+        let (s, b) = self.call(Method::POST, "/v1/nodes/self/answer", Some(body), Duration::from_secs(10)).await?;
         if !s.is_success() {
             return Err(format!("answer: {s} {}", text(&b)));
         }
-        // Answered: a refused version is not fetched again until the assignment changes.
-        self.known = Some(a.number);
         Ok(())
     }
 
