@@ -21,6 +21,10 @@ struct ControlProc {
 }
 
 fn control(dir: &TempDir) -> ControlProc {
+    control_at(dir, "127.0.0.1:0")
+}
+
+fn control_at(dir: &TempDir, listen: &str) -> ControlProc {
     let tokens = dir.join("tokens");
     std::fs::write(&tokens, format!("# operators\nalice {ALICE}\nbob {BOB}\n")).unwrap();
     let node_tokens = dir.join("node-tokens");
@@ -31,7 +35,7 @@ fn control(dir: &TempDir) -> ControlProc {
         "--node-tokens",
         node_tokens.to_str().unwrap(),
         "--listen",
-        "127.0.0.1:0",
+        listen,
         "--data-dir",
         data.to_str().unwrap(),
         "--tokens",
@@ -364,6 +368,30 @@ fn fleet_node(a: SocketAddr, name: &str, token: &str, boot: &str) -> EdgeProc {
     edge_with(dir, config, &args)
 }
 
+/// Steady requests on every node until `stop`; each task ends with (node, ok, failed).
+fn steady_traffic(
+    fleet: &[(String, EdgeProc)],
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<(String, u64, u64)>> {
+    let mut traffic = Vec::new();
+    for (name, e) in fleet {
+        let (addr, stop, name) = (e.http(), stop.clone(), name.clone());
+        traffic.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u64, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if get_host(addr, "site.example", "/").await.0 == 200 {
+                    ok += 1;
+                } else {
+                    failed += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (name, ok, failed)
+        }));
+    }
+    traffic
+}
+
 /// Polls a rollout until it leaves `running`; returns it with its events.
 async fn rollout_outcome(a: SocketAddr, id: u64) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(40);
@@ -401,24 +429,8 @@ async fn staged_rollouts_pass_good_versions_and_roll_back_bad_ones_at_the_canary
         .collect();
     eventually("three nodes register", Duration::from_secs(10), || async move { nodes(a).await.len() == 3 }).await;
 
-    // Steady traffic on every node; failures counted per node.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut traffic = Vec::new();
-    for (name, e) in &fleet {
-        let (addr, stop, name) = (e.http(), stop.clone(), name.clone());
-        traffic.push(tokio::spawn(async move {
-            let (mut ok, mut failed) = (0u64, 0u64);
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                if get_host(addr, "site.example", "/").await.0 == 200 {
-                    ok += 1;
-                } else {
-                    failed += 1;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            (name, ok, failed)
-        }));
-    }
+    let traffic = steady_traffic(&fleet, &stop);
 
     // 1. The fleet's first rollout, of a version the canary refuses (listeners change only on
     // restart): rolled back at once, the canary back on its boot config.
@@ -482,5 +494,54 @@ async fn staged_rollouts_pass_good_versions_and_roll_back_bad_ones_at_the_canary
     assert_eq!((failures["paris"], failures["tokyo"]), (0, 0), "failures outside the canary: {failures:?}");
     for (_, e) in &fleet {
         assert_eq!(get_host(e.http(), "www.site.example", "/").await.0, 200);
+    }
+}
+
+/// Incident replay: the control plane is killed (SIGKILL) in the middle of a rollout. Nodes keep
+/// serving; the restarted control plane carries the rollout on from its recorded state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_carries_on_after_the_control_plane_is_killed_mid_way() {
+    let origin = origin("resume-origin");
+    let dir = temp_dir("resume");
+    let mut c = control(&dir);
+    let a = c.addr;
+    let boot = zone_config(&["site.example"], &[origin.addr], "");
+    let fleet: Vec<(String, EdgeProc)> = [("berlin", BERLIN), ("paris", PARIS)]
+        .into_iter()
+        .map(|(name, token)| (name.to_string(), fleet_node(a, name, token, &boot)))
+        .collect();
+    eventually("two nodes register", Duration::from_secs(10), || async move { nodes(a).await.len() == 2 }).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = steady_traffic(&fleet, &stop);
+
+    let good = zone_config(&["site.example", "www.site.example"], &[origin.addr], "");
+    let v1 = push(a, ALICE, &good, "add www", None).await.1["version"]["number"].as_u64().unwrap();
+    let body = json!({ "version": v1, "stages": ["1", "100%"], "bake_ms": 2000 });
+    let (s, v) = api(a, "POST", "/v1/rollouts", Some(ALICE), Some(body)).await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["rollout"]["id"].as_u64().unwrap();
+    eventually("the canary bakes", Duration::from_secs(10), || async move {
+        let (_, v) = api(a, "GET", &format!("/v1/rollouts/{id}"), Some(ALICE), None).await;
+        v["events"].as_array().unwrap().iter().any(|e| e["message"].as_str().unwrap().contains("baking"))
+    })
+    .await;
+    c.proc.child.kill().unwrap();
+    c.proc.wait_exit(Duration::from_secs(5));
+    // Nodes serve on while it is down.
+    for (_, e) in &fleet {
+        assert_eq!(get_host(e.http(), "site.example", "/").await.0, 200);
+    }
+
+    let c = control_at(&dir, &a.to_string());
+    let out = rollout_outcome(c.addr, id).await;
+    assert_eq!(out["rollout"]["state"], "done", "{out}");
+    eventually("every node runs v1", Duration::from_secs(10), || async move {
+        nodes(a).await.iter().all(|n| n["applied"].as_u64() == Some(v1))
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in traffic {
+        let (name, ok, failed) = t.await.unwrap();
+        assert_eq!(failed, 0, "{name} failed {failed} requests ({ok} ok)");
     }
 }

@@ -79,6 +79,8 @@ pub enum StoreError {
     Range(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("store layout {found} is newer than this program's ({known}); refusing to touch it")]
+    Schema { found: u32, known: u32 },
 }
 
 /// How a push ended.
@@ -95,6 +97,10 @@ pub enum Pushed {
 pub struct Store {
     conn: Mutex<Connection>,
 }
+
+/// The layout `SCHEMA` creates. A store written by a newer layout is refused, not misread;
+/// an older one will be migrated here when the layout first changes.
+const SCHEMA_VERSION: u32 = 1;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS versions (
@@ -205,7 +211,12 @@ impl Store {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let found: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::Schema { found, known: SCHEMA_VERSION });
+        }
         conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Self { conn: Mutex::new(conn) })
     }
 
@@ -508,6 +519,15 @@ mod tests {
         assert_eq!(s.head("config").unwrap().unwrap().number, v2.number);
         let audit = s.audit_log(10).unwrap();
         assert_eq!(audit.iter().filter(|a| a.action == "push" && a.result == "created").count(), 2);
+    }
+
+    #[test]
+    fn a_newer_layout_is_refused() {
+        let (s, path) = temp_store("layout");
+        s.lock().unwrap().pragma_update(None, "user_version", 99).unwrap();
+        drop(s);
+        let err = Store::open(&path).err().unwrap().to_string();
+        assert!(err.contains("layout 99 is newer"), "{err}");
     }
 
     #[test]
