@@ -76,7 +76,7 @@ async fn shutdown_signal() {
     }
 }
 
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -91,6 +91,11 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 impl Remote {
+    /// A remote for code that knows its control plane and token (the demo).
+    pub fn new(control: String, token: String) -> Self {
+        Self { control, token: Some(token), token_file: None }
+    }
+
     fn token(&self) -> anyhow::Result<String> {
         if let Some(t) = &self.token {
             return Ok(t.trim().to_string());
@@ -110,7 +115,7 @@ impl Remote {
     }
 
     /// One API call: (status, JSON body or `null`).
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<(StatusCode, Value)> {
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<(StatusCode, Value)> {
         let url = format!("{}{path}", self.control.trim_end_matches('/'));
         let mut req =
             Request::builder().method(method).uri(&url).header("authorization", format!("Bearer {}", self.token()?));

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use palisade_edge::{Edge, EdgeOptions};
 
 mod control_cli;
+mod demo;
 
 #[derive(Parser)]
 #[command(name = "palisade", version, about = "Palisade: a self-hostable edge network")]
@@ -45,6 +46,15 @@ enum Command {
         /// Location label reported to the control plane.
         #[arg(long, default_value = "unknown")]
         city: String,
+        /// This node's HTTP listener, in place of `[listen] http` of every config it loads.
+        #[arg(long)]
+        http: Option<SocketAddr>,
+        /// This node's HTTPS listener, in place of `[listen] https`.
+        #[arg(long)]
+        https: Option<SocketAddr>,
+        /// This node's admin listener, in place of `[listen] admin`.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
         /// How often to report counters to the control plane, in milliseconds.
         #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
         report_interval_ms: u64,
@@ -84,12 +94,18 @@ enum Command {
     },
     /// Everything on one machine with embedded defaults: a demo origin and an edge node in front of it.
     Demo {
-        /// The edge's HTTP port on 127.0.0.1.
+        /// The first node's HTTP port on 127.0.0.1 (the next nodes take the ports after it).
         #[arg(long, default_value_t = 8080)]
         port: u16,
-        /// The edge's admin port on 127.0.0.1.
+        /// The first node's admin port on 127.0.0.1 (the next nodes take the ports after it).
         #[arg(long, default_value_t = 9901)]
         admin_port: u16,
+        /// The control plane's port on 127.0.0.1.
+        #[arg(long, default_value_t = 9800)]
+        control_port: u16,
+        /// How many edge nodes (1 to 5), each named after a city.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
     },
 }
 
@@ -224,7 +240,7 @@ fn validate(file: &std::path::Path) -> ExitCode {
     }
 }
 
-fn print_ready(edge: &Edge) {
+pub(crate) fn print_ready(edge: &Edge) {
     let b = &edge.bound;
     let show = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
     println!("palisade edge ready http={} https={} admin={}", show(b.http), show(b.https), show(b.admin));
@@ -232,7 +248,19 @@ fn print_ready(edge: &Edge) {
 
 async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
-        Command::Edge { config, state_dir, lkg, workers, control, node_token_file, city, report_interval_ms } => {
+        Command::Edge {
+            config,
+            state_dir,
+            lkg,
+            workers,
+            control,
+            node_token_file,
+            city,
+            report_interval_ms,
+            http,
+            https,
+            admin,
+        } => {
             let control = match (control, node_token_file) {
                 (Some(url), Some(file)) => {
                     let token = std::fs::read_to_string(&file).with_context(|| file.display().to_string())?;
@@ -245,8 +273,15 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
                 }
                 _ => None,
             };
-            let edge =
-                Edge::start(EdgeOptions { config_path: config, state_dir, lkg_file: lkg, workers, control }).await?;
+            let edge = Edge::start(EdgeOptions {
+                config_path: config,
+                state_dir,
+                lkg_file: lkg,
+                workers,
+                control,
+                listen: palisade_edge::ListenOverride { http, https, admin },
+            })
+            .await?;
             print_ready(&edge);
             edge.run_until_shutdown().await;
             Ok(())
@@ -257,7 +292,9 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             tokio::signal::ctrl_c().await?;
             Ok(())
         }
-        Command::Demo { port, admin_port } => demo(port, admin_port).await,
+        Command::Demo { port, admin_port, control_port, nodes } => {
+            demo::run(port, admin_port, control_port, nodes).await
+        }
         Command::Control { listen, data_dir, tokens, node_tokens } => {
             control_cli::control(listen, data_dir, tokens, node_tokens).await
         }
@@ -278,61 +315,4 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             ConfigCommand::Diff { from, to, remote } => control_cli::diff(&remote, from, to).await,
         },
     }
-}
-
-async fn demo(port: u16, admin_port: u16) -> anyhow::Result<()> {
-    let (origin_a, _) = palisade_origin::spawn("127.0.0.1:0".parse()?, "demo-origin-a").await?;
-    let (origin_b, _) = palisade_origin::spawn("127.0.0.1:0".parse()?, "demo-origin-b").await?;
-    let dir = std::env::temp_dir().join(format!("palisade-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let config = format!(
-        r#"# Written by `palisade demo`.
-version = 1
-[node]
-name = "demo-edge"
-city = "localhost"
-[listen]
-http = "127.0.0.1:{port}"
-admin = "127.0.0.1:{admin_port}"
-[[zones]]
-name = "demo"
-hostnames = ["localhost", "127.0.0.1", "demo.localhost", "*.demo.localhost"]
-origins = [{{ address = "{origin_a}" }}, {{ address = "{origin_b}" }}]
-balance = "round_robin"
-[zones.health_check]
-path = "/health"
-interval_ms = 2000
-"#
-    );
-    let path = dir.join("palisade.toml");
-    std::fs::write(&path, config)?;
-    let edge = Edge::start(EdgeOptions {
-        config_path: Some(path.clone()),
-        state_dir: Some(dir.join("state")),
-        lkg_file: None,
-        workers: None,
-        control: None,
-    })
-    .await?;
-    print_ready(&edge);
-    // Ports as bound (the flags may ask for 0).
-    let port = edge.bound.http.map(|a| a.port()).unwrap_or(port);
-    let admin_port = edge.bound.admin.map(|a| a.port()).unwrap_or(admin_port);
-    println!();
-    println!("  Palisade demo is running.");
-    println!("  Site through the edge:  http://127.0.0.1:{port}/   (also http://demo.localhost:{port}/)");
-    println!("  Metrics:                http://127.0.0.1:{admin_port}/metrics");
-    println!("  Active config:          http://127.0.0.1:{admin_port}/config");
-    println!(
-        "  Config file:            {}  (edit, then: kill -HUP {} or curl -XPOST 127.0.0.1:{admin_port}/reload)",
-        path.display(),
-        std::process::id()
-    );
-    println!("  Origins:                http://{origin_a}/  http://{origin_b}/");
-    println!();
-    println!("  Ctrl-C stops it.");
-    edge.run_until_shutdown().await;
-    // The demo's config and state are scratch: a run leaves nothing behind in the temp dir.
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
 }

@@ -545,3 +545,24 @@ async fn a_rollout_carries_on_after_the_control_plane_is_killed_mid_way() {
         assert_eq!(failed, 0, "{name} failed {failed} requests ({ok} ok)");
     }
 }
+
+/// `--http`/`--admin` on a node win over `[listen]` in every document it loads, so one fleet-wide
+/// document serves nodes on different addresses and a document's listeners never trip a reload.
+#[tokio::test]
+async fn node_local_listeners_win_over_the_document() {
+    let origin = origin("local-listeners");
+    let dir = temp_dir("local-listeners");
+    let doc = |port: u16| {
+        zone_config(&["site.example"], &[origin.addr], "")
+            .replace("http = \"127.0.0.1:0\"", &format!("http = \"127.0.0.1:{port}\""))
+    };
+    let config = dir.join("palisade.toml");
+    std::fs::write(&config, doc(1)).unwrap();
+    let e = edge_with(dir, config.clone(), &["--http", "127.0.0.1:0"]);
+    assert_ne!(e.http().port(), 1, "the document's listener was used");
+    assert_eq!(get_host(e.http(), "site.example", "/").await.0, 200);
+    std::fs::write(&config, doc(2).replace("site.example\"]", "site.example\", \"www.site.example\"]")).unwrap();
+    let (s, v) = e.admin_json("POST", "/reload", "").await;
+    assert_eq!(s, 200, "a document's listeners must not refuse the reload: {v}");
+    assert_eq!(get_host(e.http(), "www.site.example", "/").await.0, 200);
+}

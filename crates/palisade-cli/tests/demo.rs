@@ -1,5 +1,6 @@
 //! The README's first command, as a new user runs it: `palisade demo` serves the demo site
-//! through the edge, with metrics, and stops cleanly on Ctrl-C.
+//! through a fleet of edge nodes with a control plane, rolls its config out to them, and stops
+//! cleanly on Ctrl-C.
 mod common;
 
 use std::time::Duration;
@@ -8,7 +9,7 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_the_site_through_the_edge() {
-    let mut p = Proc::spawn(&["demo", "--port", "0", "--admin-port", "0"]);
+    let mut p = Proc::spawn(&["demo", "--port", "0", "--admin-port", "0", "--control-port", "0"]);
     let line = p.wait_line("palisade edge ready");
     let addr = |key: &str| -> std::net::SocketAddr {
         line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{key}="))).unwrap().parse().unwrap()
@@ -28,6 +29,42 @@ async fn demo_serves_the_site_through_the_edge() {
     let (s, metrics) = get(&format!("http://{admin}/metrics")).await;
     assert_eq!(s, 200);
     assert!(metrics.contains("palisade_requests_total{zone=\"demo\",status_class=\"2xx\""), "{metrics}");
+    // The fleet: three nodes on the control plane, and version 1 rolled out to all of them.
+    let control = p.wait_line("Control plane:");
+    let words: Vec<&str> = control.split_whitespace().collect();
+    let url = words.iter().find(|w| w.starts_with("http://")).unwrap().to_string();
+    let token_file = words.iter().find(|w| w.ends_with("operator.token)")).unwrap().trim_end_matches(')').to_string();
+    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
+    let auth = format!("Bearer {token}");
+    eventually("version 1 runs on every node", Duration::from_secs(30), || {
+        let (url, auth) = (url.clone(), auth.clone());
+        async move {
+            let (s, _, body) =
+                request_full(&client(), "GET", &format!("{url}/v1/nodes"), &[("authorization", &auth)], Vec::new())
+                    .await;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
+            s == 200 && nodes.len() == 3 && nodes.iter().all(|n| n["applied"].as_u64() == Some(1))
+        }
+    })
+    .await;
+    eventually("the demo's rollout of version 1 passes both stages", Duration::from_secs(30), || {
+        let (url, auth) = (url.clone(), auth.clone());
+        async move {
+            let (_, _, body) = request_full(
+                &client(),
+                "GET",
+                &format!("{url}/v1/rollouts/1"),
+                &[("authorization", &auth)],
+                Vec::new(),
+            )
+            .await;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            assert_ne!(v["rollout"]["state"], "rolled_back", "{v}");
+            v["rollout"]["state"] == "done"
+        }
+    })
+    .await;
     let config = p.wait_line("Config file:");
     let file = config.split_whitespace().find(|w| w.ends_with("palisade.toml")).unwrap().to_string();
     assert!(std::path::Path::new(&file).exists(), "{config}");

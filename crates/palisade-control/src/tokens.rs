@@ -58,13 +58,13 @@ impl Tokens {
 
     /// A new random token for `name`, from the kernel's random source.
     pub fn generate(name: &str) -> Result<(Self, String), String> {
-        let mut bytes = [0u8; 24];
-        use std::io::Read;
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut bytes))
-            .map_err(|e| format!("/dev/urandom: {e}"))?;
-        let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let token = random_token()?;
         Ok((Self { entries: vec![(name.to_string(), token.as_bytes().to_vec())] }, token))
+    }
+
+    /// Tokens from (name, token) pairs, checked as a file's would be.
+    pub fn from_pairs(pairs: &[(String, String)]) -> Result<Self, String> {
+        Self::parse(&pairs.iter().map(|(n, t)| format!("{n} {t}\n")).collect::<String>())
     }
 
     /// The name of the holder of `presented`, checking every token in constant time.
@@ -77,6 +77,16 @@ impl Tokens {
         }
         found
     }
+}
+
+/// 192 random bits as hex, from the kernel's random source.
+pub fn random_token() -> Result<String, String> {
+    let mut bytes = [0u8; 24];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Equal length and equal bytes, in time that depends only on the lengths.

@@ -28,7 +28,7 @@ pub mod splice;
 pub mod tls;
 pub mod upstream;
 
-pub use server::{Edge, EdgeOptions, EdgeShared, StartError};
+pub use server::{Edge, EdgeOptions, EdgeShared, ListenOverride, StartError};
 
 /// Locks a mutex whether or not a previous holder panicked: every mutex here guards plain
 /// counters or slots that stay valid, and a panic contained elsewhere must not poison the node.

@@ -52,6 +52,29 @@ pub struct EdgeOptions {
     pub workers: Option<usize>,
     /// The control plane to take config versions from (the file stays the boot config).
     pub control: Option<crate::agent::ControlLink>,
+    /// This node's own listeners: they win over `[listen]` in every config it loads, so one
+    /// fleet-wide document serves nodes that listen on different addresses.
+    pub listen: ListenOverride,
+}
+
+/// Node-local listener addresses (`palisade edge --http/--https/--admin`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListenOverride {
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+}
+
+impl EdgeOptions {
+    /// bytes -> validated config, with this node's listeners in place of the document's.
+    pub fn load(&self, bytes: &[u8]) -> Result<palisade_config::ValidConfig, palisade_config::ConfigError> {
+        let mut valid = palisade_config::load(bytes)?;
+        let o = &self.listen;
+        valid.http = o.http.or(valid.http);
+        valid.https = o.https.or(valid.https);
+        valid.admin = o.admin.or(valid.admin);
+        Ok(valid)
+    }
 }
 
 thread_local! {
@@ -119,7 +142,7 @@ impl EdgeShared {
     }
 
     fn apply_inner(&self, bytes: &[u8], source: &str) -> Result<Applied, Vec<Problem>> {
-        let valid = palisade_config::load(bytes).map_err(|e| e.problems())?;
+        let valid = self.options.load(bytes).map_err(|e| e.problems())?;
         let current = self.snapshot.load_full();
         let mut problems = Vec::new();
         for (name, new, old) in [
@@ -260,7 +283,7 @@ fn initial_config(opts: &EdgeOptions, metrics: &Metrics, workers: usize) -> Resu
     if let Some(path) = &opts.config_path {
         match read_config_file(path)
             .map_err(|p| vec![p])
-            .and_then(|b| palisade_config::load(&b).map(|v| (v, b)).map_err(|e| e.problems()))
+            .and_then(|b| opts.load(&b).map(|v| (v, b)).map_err(|e| e.problems()))
         {
             Ok((valid, bytes)) => match compile(valid, None, metrics, &path.display().to_string(), workers) {
                 Ok(s) => return Ok((s, bytes)),
@@ -273,7 +296,7 @@ fn initial_config(opts: &EdgeOptions, metrics: &Metrics, workers: usize) -> Resu
     let lkg_path = opts.lkg_file.clone().or_else(|| opts.state_dir.as_deref().map(lkg::path_in));
     if let Some(lkg_path) = lkg_path {
         match lkg::read(&lkg_path) {
-            Ok(bytes) => match palisade_config::load(&bytes) {
+            Ok(bytes) => match opts.load(&bytes) {
                 Ok(valid) => match compile(valid, None, metrics, "last-known-good", workers) {
                     Ok(s) => {
                         tracing::warn!(file = %lkg_path.display(), version = s.version(), "serving from last-known-good");
