@@ -297,3 +297,32 @@ pub async fn rollout_abort(remote: &Remote, id: u64) -> anyhow::Result<()> {
     println!("rollout {id} aborted and rolled back");
     Ok(())
 }
+
+/// `palisade nodes`: the fleet as the control plane sees it.
+pub async fn nodes(remote: &Remote) -> anyhow::Result<()> {
+    let (status, v) = remote.call(Method::GET, "/v1/nodes", None).await?;
+    if status != StatusCode::OK {
+        return Err(api_error(status, &v));
+    }
+    let version = |n: &Value| n.as_u64().map(|n| format!("v{n}")).unwrap_or_else(|| "-".into());
+    println!(
+        "{:<16} {:<14} {:>8} {:>8}  {:<24}  last refusal",
+        "node", "city", "assigned", "running", "last seen (UTC)"
+    );
+    for n in v["nodes"].as_array().into_iter().flatten() {
+        let refusal = match n["nack_version"].as_u64() {
+            Some(r) => format!("v{r}: {}", n["nack_detail"].as_str().unwrap_or("")),
+            None => "-".into(),
+        };
+        println!(
+            "{:<16} {:<14} {:>8} {:>8}  {:<24}  {}",
+            n["name"].as_str().unwrap_or(""),
+            n["city"].as_str().unwrap_or(""),
+            version(&n["assigned"]),
+            version(&n["applied"]),
+            when(n["last_seen_ms"].as_u64().unwrap_or(0)),
+            refusal
+        );
+    }
+    Ok(())
+}

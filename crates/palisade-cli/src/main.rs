@@ -75,6 +75,11 @@ enum Command {
         #[arg(long)]
         node_tokens: Option<PathBuf>,
     },
+    /// The fleet as the control plane sees it: each node's city, assigned and running version.
+    Nodes {
+        #[command(flatten)]
+        remote: control_cli::Remote,
+    },
     /// Staged rollouts of config versions across the fleet.
     Rollout {
         #[command(subcommand)]
@@ -298,6 +303,7 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Control { listen, data_dir, tokens, node_tokens } => {
             control_cli::control(listen, data_dir, tokens, node_tokens).await
         }
+        Command::Nodes { remote } => control_cli::nodes(&remote).await,
         Command::Rollout { command } => match command {
             RolloutCommand::Start { version, stages, bake_ms, remote } => {
                 control_cli::rollout_start(&remote, version, stages, bake_ms).await

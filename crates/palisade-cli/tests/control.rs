@@ -407,7 +407,11 @@ async fn rollout_outcome(a: SocketAddr, id: u64) -> Value {
 }
 
 async fn start_rollout(a: SocketAddr, version: u64) -> u64 {
-    let body = json!({ "version": version, "stages": ["1", "50%", "100%"], "bake_ms": 800 });
+    start_rollout_baking(a, version, 800).await
+}
+
+async fn start_rollout_baking(a: SocketAddr, version: u64, bake_ms: u64) -> u64 {
+    let body = json!({ "version": version, "stages": ["1", "50%", "100%"], "bake_ms": bake_ms });
     let (s, v) = api(a, "POST", "/v1/rollouts", Some(ALICE), Some(body)).await;
     assert_eq!(s, 201, "{v}");
     v["rollout"]["id"].as_u64().unwrap()
@@ -462,14 +466,26 @@ async fn staged_rollouts_pass_good_versions_and_roll_back_bad_ones_at_the_canary
     assert!(messages.iter().any(|m| m.starts_with("stage 1 passed")), "{messages:?}");
     assert!(messages.iter().any(|m| m.contains("stage 1 (1): assigned to berlin")), "{messages:?}");
     assert!(nodes(a).await.iter().all(|n| n["applied"].as_u64() == Some(v1)));
+    let out = std::process::Command::new(bin())
+        .args(["nodes", "--control", &format!("http://{a}"), "--token", ALICE])
+        .env("PALISADE_LOG", "warn")
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(listing.lines().count(), 4, "{listing}");
+    let berlin = listing.lines().find(|l| l.starts_with("berlin")).unwrap();
+    assert!(berlin.contains(&format!("v{v1}")) && berlin.contains(&format!("v{v0}: ")), "{listing}");
 
     // 3. Valid, but every request on it fails (the origin is gone): rolled back at the canary.
     let dead = zone_config(&["site.example", "www.site.example"], &["127.0.0.1:1".parse().unwrap()], "");
     let v2 = push(a, ALICE, &dead, "move to the new origin", None).await.1["version"]["number"].as_u64().unwrap();
-    let r2 = start_rollout(a, v2).await;
+    // A 60 s bake: the regression must roll it back long before the bake ends (fail fast).
+    let pushed = std::time::Instant::now();
+    let r2 = start_rollout_baking(a, v2, 60_000).await;
     let out = rollout_outcome(a, r2).await;
     assert_eq!(out["rollout"]["state"], "rolled_back", "{out}");
-    assert!(out["rollout"]["reason"].as_str().unwrap().contains("5xx regression"), "{out}");
+    assert!(out["rollout"]["reason"].as_str().unwrap().contains("5xx regression during the bake"), "{out}");
+    assert!(pushed.elapsed() < Duration::from_secs(15), "rolled back after {:?}", pushed.elapsed());
     let assigned: Vec<&str> = out["events"]
         .as_array()
         .unwrap()

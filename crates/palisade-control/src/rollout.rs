@@ -6,7 +6,7 @@
 //! nodes on the new version with that of the nodes still on the old one over the same window.
 //! - Any NACK, or no ACK within [`ACK_TIMEOUT`]: roll back.
 //! - A 5xx rate on the new version above the old one's by more than [`MAX_ERROR_RATE_RISE`]
-//!   (with at least [`MIN_ERRORS`] errors): roll back.
+//!   (with at least [`MIN_ERRORS`] errors): roll back, as soon as it shows, bake or not.
 //! - No traffic on the new version during the bake: hold, never pass.
 //! - Otherwise the next stage; after the last, done.
 //!
@@ -345,9 +345,9 @@ pub fn tick(store: &Store) -> Result<bool, StoreError> {
         )?;
         return Ok(false);
     };
-    if now.saturating_sub(baked_from) < r.bake_ms {
-        return Ok(false);
-    }
+    // Judged on every tick: a regression rolls back as soon as it shows (fail fast); a pass
+    // needs the whole bake (pass slow).
+    let baking = now.saturating_sub(baked_from) < r.bake_ms;
     let sum = |list: &[Node]| -> Result<Traffic, StoreError> {
         let mut t = Traffic::default();
         for n in list {
@@ -369,16 +369,20 @@ pub fn tick(store: &Store) -> Result<bool, StoreError> {
         old.errors,
         rate(old) * 100.0
     );
+    if new.errors >= MIN_ERRORS && rate(new) > rate(old) + MAX_ERROR_RATE_RISE {
+        let when = if baking { "during the bake" } else { "after the bake" };
+        store.roll_back(r.id, "control", &format!("stage {}: 5xx regression {when}: {measured}", r.stage + 1))?;
+        return Ok(true);
+    }
+    if baking {
+        return Ok(false);
+    }
     if new.requests == 0 {
         let msg = format!("stage {}: holding, no traffic on the new version to judge it by", r.stage + 1);
         if store.last_event(r.id)? != msg {
             store.event(r.id, &msg)?;
         }
         return Ok(false);
-    }
-    if new.errors >= MIN_ERRORS && rate(new) > rate(old) + MAX_ERROR_RATE_RISE {
-        store.roll_back(r.id, "control", &format!("stage {}: 5xx regression: {measured}", r.stage + 1))?;
-        return Ok(true);
     }
     let next = r.stage + 1;
     store.event(r.id, &format!("stage {} passed: {measured}", r.stage + 1))?;
