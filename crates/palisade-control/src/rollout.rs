@@ -244,13 +244,17 @@ impl Store {
             .unwrap_or_default())
     }
 
-    /// Assigns the rollout's version to a node, remembering where it came from.
-    fn assign_in_rollout(&self, node: &str, version: u64) -> Result<(), StoreError> {
-        let conn = self.lock()?;
-        conn.execute(
-            "UPDATE nodes SET rollback_to = assigned, assigned = ?2 WHERE name = ?1 AND (assigned IS NULL OR assigned != ?2)",
-            params![node, to_i64(version)?],
-        )?;
+    /// Assigns the rollout's version to nodes, remembering where each came from; one commit.
+    fn assign_in_rollout(&self, nodes: &[&str], version: u64) -> Result<(), StoreError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for node in nodes {
+            tx.execute(
+                "UPDATE nodes SET rollback_to = assigned, assigned = ?2 WHERE name = ?1 AND (assigned IS NULL OR assigned != ?2)",
+                params![node, to_i64(version)?],
+            )?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -310,12 +314,9 @@ pub fn tick(store: &Store) -> Result<bool, StoreError> {
     };
     let count = stage_size(stage, nodes.len());
     let (target, rest) = nodes.split_at(count.min(nodes.len()));
-    let mut changed = false;
-    for n in target.iter().filter(|n| n.assigned != Some(r.version)) {
-        store.assign_in_rollout(&n.name, r.version)?;
-        changed = true;
-    }
-    if changed {
+    let moving: Vec<&str> = target.iter().filter(|n| n.assigned != Some(r.version)).map(|n| n.name.as_str()).collect();
+    if !moving.is_empty() {
+        store.assign_in_rollout(&moving, r.version)?;
         let names: Vec<&str> = target.iter().map(|n| n.name.as_str()).collect();
         store.event(r.id, &format!("stage {} ({stage}): assigned to {}", r.stage + 1, names.join(", ")))?;
         return Ok(true);
