@@ -4,6 +4,8 @@
 Measures, with steady traffic on every node:
   - good change: time from the rollout assigning a version to each node's ACK (p50 / p99 / max), and
     whether all N nodes ran it within 1 s; REPS rollouts of one stage ("100%", no bake);
+  - kill switch: time from an operator switching a module off (or releasing it) to each node's
+    acknowledgement (p50 / p99 / max);
   - bad push (the zone's origin is gone): time from the push to the rollout rolled back and every node
     on the good version again, with the default stages and a 30 s bake; failed requests per node.
 
@@ -163,6 +165,29 @@ def main():
     print(f"good change, {REPS} rollouts x {N} nodes: assignment -> ACK p50 {statistics.median(lat):.0f} ms, "
           f"p99 {percentile(lat, 99):.0f} ms, max {max(lat)} ms; all {N} within 1 s in "
           f"{sum(1 for w in worst if w <= 1000)}/{REPS} rollouts (slowest node per rollout: {worst} ms)")
+
+    # Kill switch: engaged -> each node's acknowledgement (audit times, control plane clock).
+    klat = []
+    for rep in range(REPS):
+        for release in (False, True):
+            if release:
+                s, v = api(ctl, "DELETE", "/v1/killswitches/access_log")
+            else:
+                s, v = api(ctl, "POST", "/v1/killswitches", {"name": "access_log", "reason": f"bench {rep}"})
+            gen = v["generation"]
+            deadline = time.time() + 10
+            while True:
+                s, a = api(ctl, "GET", "/v1/audit?limit=1000")
+                recs = a["records"]
+                acks = [r["at_ms"] for r in recs if r["action"] == "killswitch ack" and r["target"] == f"generation {gen}"]
+                if len(acks) == N or time.time() > deadline:
+                    break
+                time.sleep(0.05)
+            flipped = next(r["at_ms"] for r in recs if r["action"] == "killswitch" and r["result"] in ("engaged", "released"))
+            assert len(acks) == N, f"{len(acks)} nodes acknowledged generation {gen}"
+            klat += [x - flipped for x in acks]
+    print(f"kill switch, {2 * REPS} flips x {N} nodes: switch -> node ACK p50 {statistics.median(klat):.0f} ms, "
+          f"p99 {percentile(klat, 99):.0f} ms, max {max(klat)} ms")
 
     # A bad push: default stages, 30 s bake; time until the whole fleet is back on the good version.
     good = version

@@ -326,3 +326,46 @@ pub async fn nodes(remote: &Remote) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `palisade killswitch off NAME -m REASON` / `release NAME` / `list`.
+pub async fn killswitch(remote: &Remote, action: &str, name: Option<&str>, reason: Option<&str>) -> anyhow::Result<()> {
+    let (status, v) = match (action, name) {
+        ("off", Some(n)) => {
+            remote
+                .call(Method::POST, "/v1/killswitches", Some(json!({ "name": n, "reason": reason.unwrap_or("") })))
+                .await?
+        }
+        ("release", Some(n)) => remote.call(Method::DELETE, &format!("/v1/killswitches/{n}"), None).await?,
+        _ => remote.call(Method::GET, "/v1/killswitches", None).await?,
+    };
+    if status != StatusCode::OK {
+        return Err(api_error(status, &v));
+    }
+    match action {
+        "off" | "release" => {
+            let what = if action == "off" { "switched off" } else { "released" };
+            if v["changed"].as_bool() == Some(true) {
+                println!("{} {what} (generation {}); nodes apply it at once", name.unwrap_or(""), v["generation"]);
+            } else {
+                println!("{} was already {what}", name.unwrap_or(""));
+            }
+        }
+        _ => {
+            println!("generation {}", v["generation"]);
+            for k in v["known"].as_array().into_iter().flatten() {
+                let name = k["name"].as_str().unwrap_or("");
+                let engaged = v["engaged"].as_array().into_iter().flatten().find(|e| e["name"] == name);
+                match engaged {
+                    Some(e) => println!(
+                        "  {name:<12} OFF since {} by {}: {}",
+                        when(e["engaged_ms"].as_u64().unwrap_or(0)),
+                        e["actor"].as_str().unwrap_or(""),
+                        e["reason"].as_str().unwrap_or("")
+                    ),
+                    None => println!("  {name:<12} on    (off: {})", k["switches_off"].as_str().unwrap_or("")),
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -75,6 +75,11 @@ enum Command {
         #[arg(long)]
         node_tokens: Option<PathBuf>,
     },
+    /// Kill switches: switch a module off on every node at once, on a fast path of its own.
+    Killswitch {
+        #[command(subcommand)]
+        command: KillCommand,
+    },
     /// The fleet as the control plane sees it: each node's city, assigned and running version.
     Nodes {
         #[command(flatten)]
@@ -111,6 +116,30 @@ enum Command {
         /// How many edge nodes (1 to 5), each named after a city.
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum KillCommand {
+    /// Switch a module off on every node (access_log, retries, splice).
+    Off {
+        name: String,
+        /// Why (recorded in the audit log).
+        #[arg(long, short)]
+        message: String,
+        #[command(flatten)]
+        remote: control_cli::Remote,
+    },
+    /// Let the module run again.
+    Release {
+        name: String,
+        #[command(flatten)]
+        remote: control_cli::Remote,
+    },
+    /// Every switch and whether it is off.
+    List {
+        #[command(flatten)]
+        remote: control_cli::Remote,
     },
 }
 
@@ -304,6 +333,15 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             control_cli::control(listen, data_dir, tokens, node_tokens).await
         }
         Command::Nodes { remote } => control_cli::nodes(&remote).await,
+        Command::Killswitch { command } => match command {
+            KillCommand::Off { name, message, remote } => {
+                control_cli::killswitch(&remote, "off", Some(&name), Some(&message)).await
+            }
+            KillCommand::Release { name, remote } => {
+                control_cli::killswitch(&remote, "release", Some(&name), None).await
+            }
+            KillCommand::List { remote } => control_cli::killswitch(&remote, "list", None, None).await,
+        },
         Command::Rollout { command } => match command {
             RolloutCommand::Start { version, stages, bake_ms, remote } => {
                 control_cli::rollout_start(&remote, version, stages, bake_ms).await

@@ -582,3 +582,91 @@ async fn node_local_listeners_win_over_the_document() {
     assert_eq!(s, 200, "a document's listeners must not refuse the reload: {v}");
     assert_eq!(get_host(e.http(), "www.site.example", "/").await.0, 200);
 }
+
+/// Incident replay 4: a kill switch reaches every node within a second on its own path, turns
+/// only its module off, and changes nothing else; releasing it turns the module back on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_switches_reach_every_node_within_a_second_and_change_nothing_else() {
+    let origin = origin("kill-origin");
+    let dir = temp_dir("kill");
+    let c = control(&dir);
+    let a = c.addr;
+    let boot = zone_config(&["site.example"], &[origin.addr], "");
+    let mut fleet: Vec<EdgeProc> = [("berlin", BERLIN), ("paris", PARIS)]
+        .into_iter()
+        .map(|(name, token)| fleet_node(a, name, token, &boot))
+        .collect();
+    // Tokyo's zone has a dead origin next to the live one and no passive ejection: only retries
+    // keep its requests whole.
+    let dead: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let retrying =
+        zone_config(&["site.example"], &[origin.addr, dead], "[zones.passive_health]\nconsecutive_failures = 0");
+    fleet.push(fleet_node(a, "tokyo", TOKYO, &retrying));
+    eventually("three nodes register", Duration::from_secs(10), || async move { nodes(a).await.len() == 3 }).await;
+    let tokyo = fleet[2].http();
+    let statuses = || async move {
+        let mut out = Vec::new();
+        for _ in 0..20 {
+            out.push(get_host(tokyo, "site.example", "/").await.0);
+        }
+        out
+    };
+    assert!(statuses().await.iter().all(|s| *s == 200), "retries hide the dead origin");
+    const SERIES: &str = "palisade_kill_switch{name=\"retries\"}";
+    for e in &fleet {
+        assert_eq!(e.metric(SERIES).await, Some(0.0));
+    }
+    let cli = |args: &[&str]| {
+        std::process::Command::new(bin())
+            .args(args)
+            .args(["--control", &format!("http://{a}"), "--token", ALICE])
+            .env("PALISADE_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+
+    let flipped = std::time::Instant::now();
+    let out = cli(&["killswitch", "off", "retries", "-m", "retry storm"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("retries switched off"), "{out:?}");
+    for e in &fleet {
+        eventually("the switch is off on the node", Duration::from_secs(1), || async {
+            e.metric(SERIES).await == Some(1.0)
+        })
+        .await;
+    }
+    assert!(flipped.elapsed() < Duration::from_secs(1), "took {:?}", flipped.elapsed());
+    // Nothing else changed: no config version moved, and the site serves where no retry is needed.
+    for n in nodes(a).await {
+        assert_eq!((n["assigned"].as_u64(), n["applied"].as_u64()), (None, None), "{n}");
+    }
+    for e in &fleet {
+        if e.http() != tokyo {
+            assert_eq!(get_host(e.http(), "site.example", "/").await.0, 200);
+        }
+        assert_eq!(e.metric("palisade_kill_switch{name=\"access_log\"}").await, Some(0.0));
+    }
+    // The switch does what it says: with retries off, the dead origin's share fails.
+    let off = statuses().await;
+    assert!(off.contains(&502) && off.contains(&200), "{off:?}");
+    let listing = String::from_utf8_lossy(&cli(&["killswitch", "list"]).stdout).to_string();
+    assert!(listing.contains("retries      OFF") && listing.contains("retry storm"), "{listing}");
+    let (s, v) =
+        api(a, "POST", "/v1/killswitches", Some(ALICE), Some(json!({ "name": "warp_drive", "reason": "x" }))).await;
+    assert_eq!(s, 404, "{v}");
+    assert_eq!(
+        api(a, "POST", "/v1/killswitches", Some(BERLIN), Some(json!({ "name": "retries", "reason": "x" }))).await.0,
+        403
+    );
+
+    assert!(cli(&["killswitch", "release", "retries"]).status.success());
+    for e in &fleet {
+        eventually("the switch is released on the node", Duration::from_secs(1), || async {
+            e.metric(SERIES).await == Some(0.0)
+        })
+        .await;
+    }
+    assert!(statuses().await.iter().all(|s| *s == 200), "retries are back");
+    let (_, audit) = api(a, "GET", "/v1/audit", Some(ALICE), None).await;
+    let acks = audit["records"].as_array().unwrap().iter().filter(|r| r["action"] == "killswitch ack").count();
+    assert_eq!(acks, 6, "three nodes acknowledged two generations: {audit}");
+}

@@ -50,3 +50,11 @@ pub mod range {
     pub const RETRIES: (u64, u64) = (0, super::MAX_RETRIES as u64);
     pub const ACCESS_LOG_BUFFER: (u64, u64) = (16, 1_000_000);
 }
+
+/// Kill switches: what an operator can switch off on every node at once, on a path of its own
+/// (not a staged config change). A switch can only turn something off. Name, what it does.
+pub const KILL_SWITCHES: &[(&str, &str)] = &[
+    ("access_log", "stop writing access-log records"),
+    ("retries", "never retry a request on another origin"),
+    ("splice", "move response bodies in user space instead of splice(2)"),
+];

@@ -22,6 +22,11 @@
 //! - `POST /v1/nodes/self/report` `{"requests", "errors"}`: cumulative counters, every few seconds.
 //! - Operators: `GET /v1/nodes`, `PUT /v1/nodes/{name}/assignment` `{"version"}`.
 //!
+//! Kill switches (operators): `GET /v1/killswitches`, `POST /v1/killswitches` `{"name",
+//! "reason"}` (switch off), `DELETE /v1/killswitches/{name}` (release). Nodes: `GET
+//! /v1/nodes/self/killswitches?known=G&wait_ms=M` (long poll), `POST
+//! /v1/nodes/self/killswitches/ack` `{"generation", "unknown"}`.
+//!
 //! Rollouts (operators): `POST /v1/rollouts` `{"version", "stages", "bake_ms"}`, `GET /v1/rollouts`,
 //! `GET /v1/rollouts/{id}` (with its events: every decision and the figures behind it),
 //! `POST /v1/rollouts/{id}/abort` (rolls back).
@@ -68,6 +73,8 @@ struct App {
     node_tokens: Tokens,
     /// Bumped on every assignment change: wakes the long polls, which then read their own.
     assignments: tokio::sync::watch::Sender<u64>,
+    /// The kill-switch generation: wakes the nodes' kill-switch polls.
+    kills: tokio::sync::watch::Sender<u64>,
 }
 
 type Shared = Arc<App>;
@@ -157,7 +164,8 @@ pub async fn serve(
         .await
         .map_err(|e| e.to_string())??;
     let (assignments, _) = tokio::sync::watch::channel(0);
-    let app = Arc::new(App { store, tokens: opts.tokens, node_tokens: opts.node_tokens, assignments });
+    let (kills, _) = tokio::sync::watch::channel(0);
+    let app = Arc::new(App { store, tokens: opts.tokens, node_tokens: opts.node_tokens, assignments, kills });
     tokio::spawn(rollout_engine(app.clone()));
     let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| format!("{}: {e}", opts.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -180,6 +188,10 @@ fn router(app: Shared) -> Router {
         .route("/v1/nodes/self/answer", post(answer))
         .route("/v1/nodes/{name}/assignment", axum::routing::put(assign))
         .route("/v1/nodes/self/report", post(report))
+        .route("/v1/killswitches", post(engage).get(kill_switches))
+        .route("/v1/killswitches/{name}", axum::routing::delete(release))
+        .route("/v1/nodes/self/killswitches", get(node_kill_switches))
+        .route("/v1/nodes/self/killswitches/ack", post(kill_ack))
         .route("/v1/rollouts", post(start_rollout).get(rollouts))
         .route("/v1/rollouts/{id}", get(rollout))
         .route("/v1/rollouts/{id}/abort", post(abort_rollout))
@@ -422,22 +434,39 @@ struct AssignmentQuery {
 
 async fn assignment(State(app): State<Shared>, headers: HeaderMap, Query(q): Query<AssignmentQuery>) -> ApiResult {
     let name = node_actor(&app, &headers)?;
-    let wait = std::time::Duration::from_millis(q.wait_ms.unwrap_or(MAX_WAIT_MS).min(MAX_WAIT_MS));
+    long_poll(&app.assignments, q.wait_ms, || {
+        let (app, who) = (app.clone(), name.clone());
+        async move {
+            let (node, hash) = blocking(&app, move |s| s.node_seen(&who))
+                .await?
+                .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "register first"))?;
+            Ok(match (node.assigned, hash) {
+                (Some(number), Some(hash)) if Some(number) != q.known => {
+                    Some(json!({ "number": number, "hash": hash }))
+                }
+                // Rolled back to before any version: back to the node's boot config.
+                (None, _) if q.known.is_some() => Some(json!({ "number": null })),
+                _ => None,
+            })
+        }
+    })
+    .await
+}
+
+/// A node's long poll: `check` answers at once when it has something (200 with its JSON); else
+/// the poll waits for `changes` and checks again, until `wait_ms` (at most [`MAX_WAIT_MS`]) and
+/// a 204. Subscribed before the first check, so a change between a check and the wait still wakes it.
+async fn long_poll<F, Fut>(changes: &tokio::sync::watch::Sender<u64>, wait_ms: Option<u64>, mut check: F) -> ApiResult
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<Value>, ApiError>>,
+{
+    let wait = std::time::Duration::from_millis(wait_ms.unwrap_or(MAX_WAIT_MS).min(MAX_WAIT_MS));
     let deadline = tokio::time::Instant::now() + wait;
-    // Subscribed before reading: a change between the read and the wait still wakes us.
-    let mut changes = app.assignments.subscribe();
+    let mut changes = changes.subscribe();
     loop {
-        let who = name.clone();
-        let (node, hash) = blocking(&app, move |s| s.node_seen(&who))
-            .await?
-            .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "register first"))?;
-        match (node.assigned, hash) {
-            (Some(number), Some(hash)) if Some(number) != q.known => {
-                return Ok(Json(json!({ "number": number, "hash": hash })).into_response());
-            }
-            // Rolled back to before any version: back to the node's boot config.
-            (None, _) if q.known.is_some() => return Ok(Json(json!({ "number": null })).into_response()),
-            _ => {}
+        if let Some(v) = check().await? {
+            return Ok(Json(v).into_response());
         }
         match tokio::time::timeout_at(deadline, changes.changed()).await {
             Ok(Ok(())) => continue,
@@ -568,5 +597,88 @@ async fn abort_rollout(State(app): State<Shared>, headers: HeaderMap, Path(id): 
         return Err(ApiError::new(StatusCode::CONFLICT, format!("rollout {id} is not running")));
     }
     app.assignments.send_modify(|g| *g = g.wrapping_add(1));
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn kill_switches(State(app): State<Shared>, headers: HeaderMap) -> ApiResult {
+    actor(&app, &headers)?;
+    let (generation, engaged) = blocking(&app, |s| s.kill_switches()).await?;
+    let known: Vec<Value> = palisade_config::limits::KILL_SWITCHES
+        .iter()
+        .map(|(n, what)| json!({ "name": n, "switches_off": what }))
+        .collect();
+    Ok(Json(json!({ "generation": generation, "engaged": engaged, "known": known })).into_response())
+}
+
+fn known_switch(name: &str) -> Result<(), ApiError> {
+    if palisade_config::limits::KILL_SWITCHES.iter().any(|(n, _)| *n == name) {
+        return Ok(());
+    }
+    let names: Vec<&str> = palisade_config::limits::KILL_SWITCHES.iter().map(|(n, _)| *n).collect();
+    Err(ApiError::new(StatusCode::NOT_FOUND, format!("no kill switch {name:?}; there are {names:?}")))
+}
+
+async fn engage(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Engage {
+        name: String,
+        reason: String,
+    }
+    let who = actor(&app, &headers)?;
+    let e: Engage = json_body(&body)?;
+    known_switch(&e.name)?;
+    if e.reason.trim().is_empty() {
+        return Err(bad_request("reason: say why"));
+    }
+    bounded("reason", &e.reason)?;
+    let generation = blocking(&app, move |s| s.set_kill_switch(&who, &e.name, Some(&e.reason))).await?;
+    if let Some(g) = generation {
+        app.kills.send_replace(g);
+    }
+    Ok(Json(json!({ "generation": generation, "changed": generation.is_some() })).into_response())
+}
+
+async fn release(State(app): State<Shared>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    let who = actor(&app, &headers)?;
+    known_switch(&name)?;
+    let generation = blocking(&app, move |s| s.set_kill_switch(&who, &name, None)).await?;
+    if let Some(g) = generation {
+        app.kills.send_replace(g);
+    }
+    Ok(Json(json!({ "generation": generation, "changed": generation.is_some() })).into_response())
+}
+
+async fn node_kill_switches(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<AssignmentQuery>,
+) -> ApiResult {
+    node_actor(&app, &headers)?;
+    long_poll(&app.kills, q.wait_ms, || {
+        let app = app.clone();
+        async move {
+            let (generation, engaged) = blocking(&app, |s| s.kill_switches()).await?;
+            Ok((q.known != Some(generation)).then(|| {
+                let off: Vec<String> = engaged.into_iter().map(|e| e.name).collect();
+                json!({ "generation": generation, "off": off })
+            }))
+        }
+    })
+    .await
+}
+
+async fn kill_ack(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Ack {
+        generation: u64,
+        #[serde(default)]
+        unknown: Vec<String>,
+    }
+    let name = node_actor(&app, &headers)?;
+    let a: Ack = json_body(&body)?;
+    bounded("unknown", &a.unknown.join(","))?;
+    blocking(&app, move |s| s.kill_switch_ack(&name, a.generation, &a.unknown)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod diff;
+pub mod killswitch;
 pub mod rollout;
 pub mod store;
 pub mod tokens;

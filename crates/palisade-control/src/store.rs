@@ -216,6 +216,7 @@ impl Store {
             return Err(StoreError::Schema { found, known: SCHEMA_VERSION });
         }
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(crate::killswitch::SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Self { conn: Mutex::new(conn) })
     }

@@ -103,7 +103,12 @@ fn applied(a: Applied) -> Response<Full<Bytes>> {
 async fn route(shared: Arc<EdgeShared>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
-            let mut r = Response::new(Full::new(Bytes::from(shared.metrics.render(&shared.snapshot.load()))));
+            let mut text = shared.metrics.render(&shared.snapshot.load());
+            text.push_str("# HELP palisade_kill_switch 1 when the control plane has switched this module off.\n# TYPE palisade_kill_switch gauge\n");
+            for (name, off) in shared.kill.states() {
+                text.push_str(&format!("palisade_kill_switch{{name=\"{name}\"}} {}\n", u8::from(off)));
+            }
+            let mut r = Response::new(Full::new(Bytes::from(text)));
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             r
         }

@@ -193,7 +193,7 @@ pub async fn serve(
                 Ok(HeadRead::Invalid) => {
                     // The guard refuses malformed heads before they get here; this is the backstop.
                     let resp = error_page(StatusCode::BAD_REQUEST, "-", true);
-                    let _ = write_response(&wire, resp.into(), false, Version::HTTP_11, false).await;
+                    let _ = write_response(&wire, resp.into(), false, Version::HTTP_11, false, false).await;
                     break;
                 }
                 Ok(HeadRead::Eof) | Err(_) => break,
@@ -228,7 +228,8 @@ pub async fn serve(
                 reply.resp.headers().get(CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
             unread_body = !body_read;
             let keep_alive = keep_alive && body_read && !closing && !draining.has_changed().unwrap_or(true);
-            write_response(&wire, reply, keep_alive, version, head_request)
+            let splice = !ctx.edge.kill.off(crate::kill::Switch::Splice);
+            write_response(&wire, reply, keep_alive, version, head_request, splice)
         };
         match writing.await {
             Ok(Next::KeepAlive) => continue,
@@ -378,6 +379,7 @@ fn write_response(
     keep_alive: bool,
     request_version: Version,
     head_request: bool,
+    splice: bool,
 ) -> impl std::future::Future<Output = Result<Next, codec::WriteError>> + Send + '_ {
     let mut head = codec::HeadBuf::take();
     let (Framed { framing, keep_alive, switching }, body) =
@@ -385,7 +387,7 @@ fn write_response(
     let mut slot = Some(body);
     async move {
         let out = &mut *head;
-        if let Framing::Length(_) = framing {
+        if let (Framing::Length(_), true) = (framing, splice) {
             if write_spliced(wire, out, &mut slot).await? {
                 return Ok(if keep_alive { Next::KeepAlive } else { Next::Close });
             }

@@ -17,6 +17,7 @@ pub mod finish;
 pub mod guard;
 pub mod h1;
 mod health;
+pub mod kill;
 pub mod lkg;
 pub mod metrics;
 pub mod pages;

@@ -205,7 +205,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
     ctx.conn.in_flight.fetch_add(1, Ordering::Relaxed);
     let request_id_value = new_request_id();
     let id = || request_id_value.to_str().unwrap_or_default();
-    let log = ctx.edge.access_log.enabled();
+    let log = ctx.edge.access_log.enabled() && !ctx.edge.kill.off(crate::kill::Switch::AccessLog);
     let mut finish = Box::new(Finish {
         ctx: ctx.clone(),
         started: crate::clock::now(),
@@ -369,7 +369,11 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
                     } else {
                         StatusCode::BAD_GATEWAY
                     };
-                    if retryable && attempt < zone.retry_attempts && zone.budget.try_acquire() {
+                    if retryable
+                        && attempt < zone.retry_attempts
+                        && !ctx.edge.kill.off(crate::kill::Switch::Retries)
+                        && zone.budget.try_acquire()
+                    {
                         // The retry token is held only while deciding: a connect attempt is short.
                         zone.budget.release();
                         attempt += 1;

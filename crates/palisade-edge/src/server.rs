@@ -97,6 +97,8 @@ pub struct EdgeShared {
     drained: Notify,
     reload_lock: tokio::sync::Mutex<()>,
     pub shutdown: watch::Sender<bool>,
+    /// Switched by the control plane's fast path; read by the data plane.
+    pub kill: crate::kill::KillSwitches,
     workers: usize,
 }
 
@@ -349,6 +351,7 @@ impl Edge {
             drained: Notify::new(),
             reload_lock: tokio::sync::Mutex::new(()),
             shutdown,
+            kill: crate::kill::KillSwitches::default(),
             workers,
         });
         shared.install(snapshot, &bytes);

@@ -1,0 +1,60 @@
+//! Kill switches on this node: set by the control plane's fast path ([`crate::agent`]), read by
+//! the data plane with one relaxed load. Each switch only turns its module off; the module's
+//! failure policy says what happens instead (no record, no retry, the copying path).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use palisade_config::limits::KILL_SWITCHES;
+
+#[derive(Debug, Clone, Copy)]
+pub enum Switch {
+    AccessLog = 0,
+    Retries = 1,
+    Splice = 2,
+}
+
+#[derive(Debug, Default)]
+pub struct KillSwitches([AtomicBool; 3]);
+
+impl KillSwitches {
+    /// Whether `s` is switched off.
+    pub fn off(&self, s: Switch) -> bool {
+        self.0.get(s as usize).is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
+    /// Exactly these switches off, the others on; names this node does not know are returned.
+    pub fn set(&self, off: &[String]) -> Vec<String> {
+        for (i, (name, _)) in KILL_SWITCHES.iter().enumerate() {
+            if let Some(f) = self.0.get(i) {
+                f.store(off.iter().any(|o| o == name), Ordering::Relaxed);
+            }
+        }
+        off.iter().filter(|o| !KILL_SWITCHES.iter().any(|(n, _)| n == o)).cloned().collect()
+    }
+
+    /// (name, off) for every switch, in [`KILL_SWITCHES`] order.
+    pub fn states(&self) -> impl Iterator<Item = (&'static str, bool)> + '_ {
+        KILL_SWITCHES
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| (*n, self.0.get(i).is_some_and(|f| f.load(Ordering::Relaxed))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn switches_match_the_shared_list() {
+        assert_eq!(KILL_SWITCHES.len(), 3);
+        assert_eq!(KILL_SWITCHES[Switch::AccessLog as usize].0, "access_log");
+        assert_eq!(KILL_SWITCHES[Switch::Retries as usize].0, "retries");
+        assert_eq!(KILL_SWITCHES[Switch::Splice as usize].0, "splice");
+        let k = KillSwitches::default();
+        assert_eq!(k.set(&["retries".into(), "warp_drive".into()]), vec!["warp_drive".to_string()]);
+        assert!(k.off(Switch::Retries) && !k.off(Switch::AccessLog));
+        k.set(&[]);
+        assert!(!k.off(Switch::Retries));
+    }
+}
