@@ -670,3 +670,58 @@ async fn kill_switches_reach_every_node_within_a_second_and_change_nothing_else(
     let acks = audit["records"].as_array().unwrap().iter().filter(|r| r["action"] == "killswitch ack").count();
     assert_eq!(acks, 6, "three nodes acknowledged two generations: {audit}");
 }
+
+/// The crash-loop guard: a node that dies twice within a minute of activating a version boots
+/// from the previous known-good on the next start, refuses that version, and says why. A node
+/// under a control plane restarts into what the fleet gave it, not its bootstrap file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_crashes_after_an_activation_quarantine_the_version() {
+    let origin = origin("crash-origin");
+    let dir = temp_dir("crash");
+    let c = control(&dir);
+    let a = c.addr;
+    let node_dir = temp_dir("crash-node");
+    let token_file = node_dir.join("node.token");
+    std::fs::write(&token_file, BERLIN).unwrap();
+    let config = node_dir.join("palisade.toml");
+    std::fs::write(&config, zone_config(&["site.example"], &[origin.addr], "")).unwrap();
+    let url = format!("http://{a}");
+    let args = ["--control", &url, "--node-token-file", token_file.to_str().unwrap(), "--city", "berlin"];
+    let start = || edge_with(node_dir.clone(), config.clone(), &args);
+    let mut e = start();
+    eventually("the node registers", Duration::from_secs(10), || async move { nodes(a).await.len() == 1 }).await;
+
+    let assign = |hosts: &'static [&'static str], message: &'static str| {
+        let origin = origin.addr;
+        async move {
+            let (_, v) = push(a, ALICE, &zone_config(hosts, &[origin], ""), message, None).await;
+            let n = v["version"]["number"].as_u64().unwrap();
+            api(a, "PUT", "/v1/nodes/berlin/assignment", Some(ALICE), Some(json!({ "version": n }))).await;
+            eventually("the node runs it", Duration::from_secs(10), || async move {
+                nodes(a).await[0]["applied"].as_u64() == Some(n)
+            })
+            .await;
+            n
+        }
+    };
+    let _v1 = assign(&["site.example", "www.site.example"], "v1").await;
+    let v2 = assign(&["site.example", "www.site.example", "new.site.example"], "v2").await;
+
+    // Crash (SIGKILL) right after activating v2, twice; the first restart comes back on v2.
+    e.proc.child.kill().unwrap();
+    e.proc.wait_exit(Duration::from_secs(5));
+    e = start();
+    assert_eq!(get_host(e.http(), "new.site.example", "/").await.0, 200, "restarted into the fleet's v2");
+    e.proc.child.kill().unwrap();
+    e.proc.wait_exit(Duration::from_secs(5));
+
+    // Third start: v2 is quarantined; the node serves v1 and refuses v2 with the reason.
+    let e = start();
+    assert_eq!(get_host(e.http(), "www.site.example", "/").await.0, 200);
+    assert_eq!(get_host(e.http(), "new.site.example", "/").await.0, 404);
+    eventually("the node refuses v2", Duration::from_secs(10), || async move {
+        let n = nodes(a).await.remove(0);
+        n["nack_version"].as_u64() == Some(v2) && n["nack_detail"].as_str().unwrap_or("").contains("quarantined")
+    })
+    .await;
+}

@@ -13,6 +13,7 @@ pub mod agent;
 pub mod body;
 pub mod clock;
 pub mod codec;
+pub mod crashloop;
 pub mod finish;
 pub mod guard;
 pub mod h1;

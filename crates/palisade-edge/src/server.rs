@@ -99,6 +99,8 @@ pub struct EdgeShared {
     pub shutdown: watch::Sender<bool>,
     /// Switched by the control plane's fast path; read by the data plane.
     pub kill: crate::kill::KillSwitches,
+    /// Versions this node crashed on; the marker of a clean exit.
+    pub crash_guard: crate::crashloop::Guard,
     workers: usize,
 }
 
@@ -144,6 +146,17 @@ impl EdgeShared {
     }
 
     fn apply_inner(&self, bytes: &[u8], source: &str) -> Result<Applied, Vec<Problem>> {
+        let hash = palisade_config::content_hash(bytes);
+        if self.crash_guard.is_quarantined(&hash) {
+            return Err(vec![Problem {
+                path: "(document)".into(),
+                message: format!(
+                    "quarantined on this node: it crashed {} times within {} s of activating it",
+                    crate::crashloop::CRASHES,
+                    crate::crashloop::WINDOW_MS / 1000
+                ),
+            }]);
+        }
         let valid = self.options.load(bytes).map_err(|e| e.problems())?;
         let current = self.snapshot.load_full();
         let mut problems = Vec::new();
@@ -182,8 +195,11 @@ impl EdgeShared {
             health::spawn(z);
         }
         let version = snapshot.version();
+        let hash = snapshot.hash().to_string();
         self.snapshot.store(snapshot);
         if let Some(dir) = &self.options.state_dir {
+            // Before the file is replaced: the one it replaces becomes the previous known-good.
+            self.crash_guard.activated(&hash, &lkg::path_in(dir));
             if let Err(e) = lkg::write(&lkg::path_in(dir), bytes, version) {
                 tracing::error!(error = %e, "could not write the last-known-good file");
             }
@@ -279,36 +295,77 @@ pub struct Edge {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Finds the first usable configuration: the config file, else the last-known-good copy.
-fn initial_config(opts: &EdgeOptions, metrics: &Metrics, workers: usize) -> Result<(Snapshot, Vec<u8>), StartError> {
-    let mut problems = Vec::new();
-    if let Some(path) = &opts.config_path {
-        match read_config_file(path)
-            .map_err(|p| vec![p])
-            .and_then(|b| opts.load(&b).map(|v| (v, b)).map_err(|e| e.problems()))
-        {
-            Ok((valid, bytes)) => match compile(valid, None, metrics, &path.display().to_string(), workers) {
-                Ok(s) => return Ok((s, bytes)),
-                Err(p) => problems.extend(p),
-            },
-            Err(p) => problems.extend(p),
-        }
-        tracing::error!(problems = %render_problems(&problems), "config file unusable; trying last-known-good");
-    }
+/// Where a node may boot from, in order of preference.
+enum Source {
+    File(PathBuf),
+    LastKnownGood(PathBuf),
+    Previous(PathBuf),
+}
+
+/// Finds the first usable configuration. A stand-alone node prefers its config file, then its
+/// last-known-good copy, then the one before it. A node under a control plane prefers what the
+/// fleet last gave it (last-known-good, then the one before it) to its bootstrap file. A version
+/// this node quarantined is never booted.
+fn initial_config(
+    opts: &EdgeOptions,
+    metrics: &Metrics,
+    workers: usize,
+    guard: &crate::crashloop::Guard,
+) -> Result<(Snapshot, Vec<u8>), StartError> {
     let lkg_path = opts.lkg_file.clone().or_else(|| opts.state_dir.as_deref().map(lkg::path_in));
-    if let Some(lkg_path) = lkg_path {
-        match lkg::read(&lkg_path) {
-            Ok(bytes) => match opts.load(&bytes) {
-                Ok(valid) => match compile(valid, None, metrics, "last-known-good", workers) {
-                    Ok(s) => {
-                        tracing::warn!(file = %lkg_path.display(), version = s.version(), "serving from last-known-good");
-                        return Ok((s, bytes));
-                    }
-                    Err(p) => problems.extend(p),
-                },
-                Err(e) => problems.extend(e.problems()),
-            },
-            Err(e) => problems.push(Problem { path: lkg_path.display().to_string(), message: e }),
+    let file = opts.config_path.clone().map(Source::File);
+    let last = lkg_path.map(Source::LastKnownGood);
+    let previous = opts.state_dir.as_deref().map(|d| Source::Previous(crate::crashloop::previous_path_in(d)));
+    let sources: Vec<Source> = if opts.control.is_some() {
+        last.into_iter().chain(previous).chain(file).collect()
+    } else {
+        file.into_iter().chain(last).chain(previous).collect()
+    };
+    let mut problems = Vec::new();
+    for source in sources {
+        // `label` names the source in /config and the logs (as before: the file's path, or
+        // "last-known-good"); problems name the file.
+        let (label, path, read) = match &source {
+            Source::File(p) => (p.display().to_string(), p, read_config_file(p).map_err(|p| vec![p])),
+            Source::LastKnownGood(p) | Source::Previous(p) => {
+                let previous = matches!(source, Source::Previous(_));
+                if previous && !p.exists() {
+                    continue;
+                }
+                let read = lkg::read(p).map_err(|e| vec![Problem { path: p.display().to_string(), message: e }]);
+                let label = if previous { "previous-known-good" } else { "last-known-good" };
+                (label.to_string(), p, read)
+            }
+        };
+        let bytes = match read {
+            Ok(b) => b,
+            Err(p) => {
+                problems.extend(p);
+                continue;
+            }
+        };
+        if guard.is_quarantined(&palisade_config::content_hash(&bytes)) {
+            problems.push(Problem {
+                path: path.display().to_string(),
+                message: "quarantined on this node (crash loop); skipped".into(),
+            });
+            continue;
+        }
+        let compiled = opts
+            .load(&bytes)
+            .map_err(|e| e.problems())
+            .and_then(|valid| compile(valid, None, metrics, &label, workers));
+        match compiled {
+            Ok(s) => {
+                if !matches!(source, Source::File(_)) {
+                    tracing::warn!(file = %path.display(), version = s.version(), "serving from {label}");
+                }
+                return Ok((s, bytes));
+            }
+            Err(p) => {
+                tracing::error!(source = %label, problems = %render_problems(&p), "unusable; trying the next source");
+                problems.extend(p);
+            }
         }
     }
     if problems.is_empty() {
@@ -329,7 +386,8 @@ impl Edge {
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
             .clamp(1, 256);
         let metrics = Arc::new(Metrics::default());
-        let (snapshot, bytes) = initial_config(&options, &metrics, workers)?;
+        let crash_guard = crate::crashloop::Guard::open(options.state_dir.as_deref());
+        let (snapshot, bytes) = initial_config(&options, &metrics, workers, &crash_guard)?;
         let doc = snapshot.config.doc.clone();
         let (http, https, admin_addr) = (snapshot.config.http, snapshot.config.https, snapshot.config.admin);
         let access_log = AccessLog::start(
@@ -352,6 +410,7 @@ impl Edge {
             reload_lock: tokio::sync::Mutex::new(()),
             shutdown,
             kill: crate::kill::KillSwitches::default(),
+            crash_guard,
             workers,
         });
         shared.install(snapshot, &bytes);
@@ -435,6 +494,7 @@ impl Edge {
         for t in self.tasks {
             t.abort();
         }
+        self.shared.crash_guard.clean_exit();
     }
 }
 
