@@ -105,6 +105,10 @@ async fn versions_are_validated_stored_diffed_and_audited() {
     assert_eq!(api(a, "GET", "/v1/versions", None, None).await.0, 401);
     assert_eq!(api(a, "GET", "/v1/versions", Some("0123456789abcdef0123456789abcdef"), None).await.0, 401);
     assert_eq!(get(&format!("http://{a}/healthz")).await.0, 200);
+    let (s, openapi) = get(&format!("http://{a}/openapi.json")).await;
+    let openapi: Value = serde_json::from_str(&openapi).unwrap();
+    assert_eq!((s, openapi["openapi"].as_str()), (200, Some("3.1.0")));
+    assert!(openapi["paths"]["/v1/rollouts"]["post"]["summary"].is_string(), "{openapi}");
 
     // First version; the author is the token's name.
     let (s, v) = push(a, ALICE, &v1_doc, "first", Some(Value::Null)).await;

@@ -10,7 +10,7 @@
 //!   content), `GET /v1/versions/{n}/content` (the exact bytes, hash in `X-Palisade-Hash`).
 //! - `GET /v1/diff/{a}/{b}`: structured changes by zone and field.
 //! - `GET /v1/audit?limit=N`: newest first.
-//! - `GET /healthz`: no token needed.
+//! - `GET /healthz` and `GET /openapi.json` (this API as OpenAPI 3.1): no token needed.
 //!
 //! Nodes use node tokens (`--node-tokens`), which can only do what a node does: register, watch
 //! their assignment, fetch content, and answer. The token's name is the node's name.
@@ -195,6 +195,7 @@ fn router(app: Shared) -> Router {
         .route("/v1/rollouts", post(start_rollout).get(rollouts))
         .route("/v1/rollouts/{id}", get(rollout))
         .route("/v1/rollouts/{id}/abort", post(abort_rollout))
+        .route("/openapi.json", get(|| async { Json(crate::openapi::document()) }))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
 }

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod diff;
 pub mod killswitch;
+pub mod openapi;
 pub mod rollout;
 pub mod store;
 pub mod tokens;
