@@ -236,18 +236,8 @@ pub fn parse_push(body: &[u8]) -> Result<PushRequest, (StatusCode, String)> {
 }
 
 fn parse_push_inner(body: &[u8]) -> Result<PushRequest, ApiError> {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Raw {
-        #[serde(default)]
-        kind: Option<String>,
-        content: String,
-        message: String,
-        /// Absent: no check; null: there must be no version yet; N: the head must be N.
-        #[serde(default)]
-        parent: Option<Value>,
-    }
-    let raw: Raw = serde_json::from_slice(body).map_err(|e| bad_request(format!("request body: {e}")))?;
+    let raw: crate::bodies::Push =
+        serde_json::from_slice(body).map_err(|e| bad_request(format!("request body: {e}")))?;
     let kind = raw.kind.unwrap_or_else(|| "config".into());
     if !KINDS.contains(&kind.as_str()) {
         return Err(bad_request(format!("kind: {kind:?} is not one of {KINDS:?}")));
@@ -412,14 +402,8 @@ fn bounded(field: &str, text: &str) -> Result<(), ApiError> {
 }
 
 async fn register(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Hello {
-        city: String,
-        software: String,
-    }
     let name = node_actor(&app, &headers)?;
-    let hello: Hello = json_body(&body)?;
+    let hello: crate::bodies::Hello = json_body(&body)?;
     bounded("city", &hello.city)?;
     bounded("software", &hello.software)?;
     let node = blocking(&app, move |s| s.register(&name, &hello.city, &hello.software)).await?;
@@ -477,17 +461,8 @@ where
 }
 
 async fn answer(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Answer {
-        /// None: back on the boot config.
-        version: Option<u64>,
-        ok: bool,
-        #[serde(default)]
-        problems: Vec<String>,
-    }
     let name = node_actor(&app, &headers)?;
-    let a: Answer = json_body(&body)?;
+    let a: crate::bodies::Answer = json_body(&body)?;
     let refused = (!a.ok).then(|| a.problems.join("; "));
     if let Some(r) = &refused {
         bounded("problems", r)?;
@@ -504,13 +479,8 @@ async fn nodes(State(app): State<Shared>, headers: HeaderMap) -> ApiResult {
 }
 
 async fn assign(State(app): State<Shared>, headers: HeaderMap, Path(name): Path<String>, body: Bytes) -> ApiResult {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Assign {
-        version: u64,
-    }
     let who = actor(&app, &headers)?;
-    let a: Assign = json_body(&body)?;
+    let a: crate::bodies::Assign = json_body(&body)?;
     let node = blocking(&app, move |s| s.assign(&who, &name, a.version)).await?;
     app.assignments.send_modify(|g| *g = g.wrapping_add(1));
     Ok(Json(json!({ "node": node })).into_response())
@@ -532,31 +502,16 @@ async fn rollout_engine(app: Shared) {
 }
 
 async fn report(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Report {
-        requests: u64,
-        errors: u64,
-    }
     let name = node_actor(&app, &headers)?;
-    let r: Report = json_body(&body)?;
+    let r: crate::bodies::Report = json_body(&body)?;
     blocking(&app, move |s| s.report(&name, r.requests, r.errors)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn start_rollout(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Start {
-        version: u64,
-        #[serde(default)]
-        stages: Option<Vec<String>>,
-        #[serde(default)]
-        bake_ms: Option<u64>,
-    }
     use crate::rollout::{parse_stage, DEFAULT_BAKE_MS, DEFAULT_STAGES, MAX_BAKE_MS, MAX_STAGES};
     let who = actor(&app, &headers)?;
-    let req: Start = json_body(&body)?;
+    let req: crate::bodies::Start = json_body(&body)?;
     let stages = req.stages.unwrap_or_else(|| DEFAULT_STAGES.iter().map(|s| s.to_string()).collect());
     if stages.is_empty() || stages.len() > MAX_STAGES {
         return Err(bad_request(format!("stages: 1 to {MAX_STAGES}")));
@@ -620,14 +575,8 @@ fn known_switch(name: &str) -> Result<(), ApiError> {
 }
 
 async fn engage(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Engage {
-        name: String,
-        reason: String,
-    }
     let who = actor(&app, &headers)?;
-    let e: Engage = json_body(&body)?;
+    let e: crate::bodies::Engage = json_body(&body)?;
     known_switch(&e.name)?;
     if e.reason.trim().is_empty() {
         return Err(bad_request("reason: say why"));
@@ -670,15 +619,8 @@ async fn node_kill_switches(
 }
 
 async fn kill_ack(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Ack {
-        generation: u64,
-        #[serde(default)]
-        unknown: Vec<String>,
-    }
     let name = node_actor(&app, &headers)?;
-    let a: Ack = json_body(&body)?;
+    let a: crate::bodies::Ack = json_body(&body)?;
     bounded("unknown", &a.unknown.join(","))?;
     blocking(&app, move |s| s.kill_switch_ack(&name, a.generation, &a.unknown)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

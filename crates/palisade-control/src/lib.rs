@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod bodies;
 pub mod diff;
 pub mod killswitch;
 pub mod openapi;

@@ -1,0 +1,80 @@
+//! Request bodies of the node and rollout endpoints, decoded from untrusted JSON (fuzzed with the
+//! push body: `fuzz/fuzz_targets/control_push.rs`). Unknown fields are refused.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// `POST /v1/versions`, as sent (checked further by [`crate::api::parse_push`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Push {
+    #[serde(default)]
+    pub kind: Option<String>,
+    pub content: String,
+    pub message: String,
+    /// Absent: no check; null: there must be no version yet; N: the head must be N.
+    #[serde(default)]
+    pub parent: Option<Value>,
+}
+
+/// `POST /v1/nodes/register`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hello {
+    pub city: String,
+    pub software: String,
+}
+
+/// `POST /v1/nodes/self/answer`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Answer {
+    /// None: back on the boot config.
+    pub version: Option<u64>,
+    pub ok: bool,
+    #[serde(default)]
+    pub problems: Vec<String>,
+}
+
+/// `PUT /v1/nodes/{name}/assignment`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assign {
+    pub version: u64,
+}
+
+/// `POST /v1/nodes/self/report`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    pub requests: u64,
+    pub errors: u64,
+}
+
+/// `POST /v1/rollouts`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Start {
+    pub version: u64,
+    #[serde(default)]
+    pub stages: Option<Vec<String>>,
+    #[serde(default)]
+    pub bake_ms: Option<u64>,
+}
+
+/// `POST /v1/killswitches`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Engage {
+    pub name: String,
+    pub reason: String,
+}
+
+/// `POST /v1/nodes/self/killswitches/ack`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ack {
+    pub generation: u64,
+    #[serde(default)]
+    pub unknown: Vec<String>,
+}
