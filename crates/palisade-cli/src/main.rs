@@ -101,6 +101,9 @@ enum Command {
         listen: SocketAddr,
         #[arg(long, default_value = "origin")]
         name: String,
+        /// Wait this long before every answer (a slow website).
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
     },
     /// Everything on one machine with embedded defaults: a demo origin and an edge node in front of it.
     Demo {
@@ -320,8 +323,9 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             edge.run_until_shutdown().await;
             Ok(())
         }
-        Command::Origin { listen, name } => {
-            let (addr, _) = palisade_origin::spawn(listen, &name).await?;
+        Command::Origin { listen, name, delay_ms } => {
+            let (addr, origin) = palisade_origin::spawn(listen, &name).await?;
+            origin.set_delay(delay_ms);
             println!("palisade origin ready http={addr}");
             tokio::signal::ctrl_c().await?;
             Ok(())

@@ -396,6 +396,15 @@ fn steady_traffic(
     traffic
 }
 
+/// Edge nodes linked to the control plane at `a`, all booted from `boot`, once all registered.
+async fn fleet_of(a: SocketAddr, members: &[(&str, &str)], boot: &str) -> Vec<(String, EdgeProc)> {
+    let fleet: Vec<(String, EdgeProc)> =
+        members.iter().map(|(name, token)| (name.to_string(), fleet_node(a, name, token, boot))).collect();
+    let n = fleet.len();
+    eventually("the nodes register", Duration::from_secs(10), || async move { nodes(a).await.len() == n }).await;
+    fleet
+}
+
 /// Polls a rollout until it leaves `running`; returns it with its events.
 async fn rollout_outcome(a: SocketAddr, id: u64) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(40);
@@ -431,11 +440,7 @@ async fn staged_rollouts_pass_good_versions_and_roll_back_bad_ones_at_the_canary
     let c = control(&dir);
     let a = c.addr;
     let boot = zone_config(&["site.example"], &[origin.addr], "");
-    let fleet: Vec<(String, EdgeProc)> = [("berlin", BERLIN), ("paris", PARIS), ("tokyo", TOKYO)]
-        .into_iter()
-        .map(|(name, token)| (name.to_string(), fleet_node(a, name, token, &boot)))
-        .collect();
-    eventually("three nodes register", Duration::from_secs(10), || async move { nodes(a).await.len() == 3 }).await;
+    let fleet = fleet_of(a, &[("berlin", BERLIN), ("paris", PARIS), ("tokyo", TOKYO)], &boot).await;
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let traffic = steady_traffic(&fleet, &stop);
@@ -526,11 +531,7 @@ async fn a_rollout_carries_on_after_the_control_plane_is_killed_mid_way() {
     let mut c = control(&dir);
     let a = c.addr;
     let boot = zone_config(&["site.example"], &[origin.addr], "");
-    let fleet: Vec<(String, EdgeProc)> = [("berlin", BERLIN), ("paris", PARIS)]
-        .into_iter()
-        .map(|(name, token)| (name.to_string(), fleet_node(a, name, token, &boot)))
-        .collect();
-    eventually("two nodes register", Duration::from_secs(10), || async move { nodes(a).await.len() == 2 }).await;
+    let fleet = fleet_of(a, &[("berlin", BERLIN), ("paris", PARIS)], &boot).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let traffic = steady_traffic(&fleet, &stop);
 
@@ -728,4 +729,51 @@ async fn two_crashes_after_an_activation_quarantine_the_version() {
         n["nack_version"].as_u64() == Some(v2) && n["nack_detail"].as_str().unwrap_or("").contains("quarantined")
     })
     .await;
+}
+
+/// The latency gate: a version whose origin answers slowly (300 ms, every request succeeds) is
+/// rolled back at the canary on its p99, long before a 60 s bake ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_p99_latency_regression_rolls_back() {
+    let fast = origin("fast-origin");
+    let slow_proc = Proc::spawn(&["origin", "--listen", "127.0.0.1:0", "--name", "slow", "--delay-ms", "300"]);
+    let slow = field(&slow_proc.wait_line("palisade origin ready"), "http").unwrap();
+    let dir = temp_dir("latency");
+    let c = control(&dir);
+    let a = c.addr;
+    let boot = zone_config(&["site.example"], &[fast.addr], "");
+    let fleet = fleet_of(a, &[("berlin", BERLIN), ("paris", PARIS)], &boot).await;
+    // Sixteen visitors per node, so that a slow node still gives the gate its samples quickly.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut traffic = Vec::new();
+    for _ in 0..16 {
+        traffic.extend(steady_traffic(&fleet, &stop));
+    }
+    let v1 = push(a, ALICE, &zone_config(&["site.example", "www.site.example"], &[fast.addr], ""), "v1", None).await.1
+        ["version"]["number"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(rollout_outcome(a, start_rollout(a, v1).await).await["rollout"]["state"], "done");
+
+    let v2 =
+        push(a, ALICE, &zone_config(&["site.example", "www.site.example"], &[slow], ""), "v2: the new origin", None)
+            .await
+            .1["version"]["number"]
+            .as_u64()
+            .unwrap();
+    let pushed = std::time::Instant::now();
+    let out = rollout_outcome(a, start_rollout_baking(a, v2, 60_000).await).await;
+    assert_eq!(out["rollout"]["state"], "rolled_back", "{out}");
+    let reason = out["rollout"]["reason"].as_str().unwrap();
+    assert!(reason.contains("p99 latency regression during the bake"), "{reason}");
+    assert!(pushed.elapsed() < Duration::from_secs(15), "took {:?}", pushed.elapsed());
+    eventually("every node back on v1", Duration::from_secs(10), || async move {
+        nodes(a).await.iter().all(|n| n["applied"].as_u64() == Some(v1))
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in traffic {
+        let (name, _, failed) = t.await.unwrap();
+        assert_eq!(failed, 0, "{name}: slow is not failed");
+    }
 }

@@ -504,7 +504,12 @@ async fn rollout_engine(app: Shared) {
 async fn report(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let name = node_actor(&app, &headers)?;
     let r: crate::bodies::Report = json_body(&body)?;
-    blocking(&app, move |s| s.report(&name, r.requests, r.errors)).await?;
+    if r.latency.len() > crate::rollout::MAX_LATENCY_BUCKETS
+        || r.latency_le_ms.len() > crate::rollout::MAX_LATENCY_BUCKETS
+    {
+        return Err(bad_request(format!("latency: at most {} buckets", crate::rollout::MAX_LATENCY_BUCKETS)));
+    }
+    blocking(&app, move |s| s.report(&name, r.requests, r.errors, &r.latency_le_ms, &r.latency)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

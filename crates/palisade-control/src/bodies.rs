@@ -49,6 +49,12 @@ pub struct Assign {
 pub struct Report {
     pub requests: u64,
     pub errors: u64,
+    /// Latency histogram since the node started: bucket upper bounds in ms, and the count in
+    /// each bucket (one more count than bounds: the last is above every bound).
+    #[serde(default)]
+    pub latency_le_ms: Vec<f64>,
+    #[serde(default)]
+    pub latency: Vec<u64>,
 }
 
 /// `POST /v1/rollouts`.

@@ -7,6 +7,8 @@
 //! - Any NACK, or no ACK within [`ACK_TIMEOUT`]: roll back.
 //! - A 5xx rate on the new version above the old one's by more than [`MAX_ERROR_RATE_RISE`]
 //!   (with at least [`MIN_ERRORS`] errors): roll back, as soon as it shows, bake or not.
+//! - A p99 latency on the new version above twice the old one's and at least
+//!   [`MIN_P99_RISE_MS`] slower (with [`MIN_LATENCY_SAMPLES`] samples): roll back, the same way.
 //! - No traffic on the new version during the bake: hold, never pass.
 //! - Otherwise the next stage; after the last, done.
 //!
@@ -95,21 +97,77 @@ fn rollout_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Rollout> {
     })
 }
 
-/// Requests and 5xx a node served in a window, from its cumulative reports.
-#[derive(Debug, Default, Clone, Copy)]
+/// Requests, 5xx and latency a node served in a window, from its cumulative reports.
+#[derive(Debug, Default, Clone)]
 pub struct Traffic {
     pub requests: u64,
     pub errors: u64,
+    /// Bucket upper bounds (ms) and counts in the window (one more count: above every bound).
+    pub le_ms: Vec<f64>,
+    pub latency: Vec<u64>,
 }
+
+impl Traffic {
+    fn add(&mut self, other: &Traffic) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        if self.le_ms.is_empty() {
+            self.le_ms = other.le_ms.clone();
+        }
+        if other.le_ms == self.le_ms {
+            self.latency.resize(other.latency.len().max(self.latency.len()), 0);
+            for (a, b) in self.latency.iter_mut().zip(&other.latency) {
+                *a += b;
+            }
+        }
+    }
+
+    /// The 99th percentile's bucket bound in ms (infinite: above every bound); None without samples.
+    pub fn p99_ms(&self) -> Option<f64> {
+        let total: u64 = self.latency.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let want = total - total / 100;
+        let mut seen = 0;
+        for (i, n) in self.latency.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                return Some(self.le_ms.get(i).copied().unwrap_or(f64::INFINITY));
+            }
+        }
+        Some(f64::INFINITY)
+    }
+}
+
+/// Fewer samples than this on the new version never fail a latency gate.
+pub const MIN_LATENCY_SAMPLES: u64 = 50;
+/// A p99 regression: above twice the old p99 and at least this much slower.
+pub const MIN_P99_RISE_MS: f64 = 100.0;
+
+/// Longest histogram a node may report.
+pub const MAX_LATENCY_BUCKETS: usize = 64;
 
 impl Store {
     /// A node's cumulative counters, as it reports them every few seconds.
-    pub fn report(&self, node: &str, requests: u64, errors: u64) -> Result<(), StoreError> {
+    pub fn report(
+        &self,
+        node: &str,
+        requests: u64,
+        errors: u64,
+        le_ms: &[f64],
+        latency: &[u64],
+    ) -> Result<(), StoreError> {
         let conn = self.lock()?;
         let at = now_ms();
+        let histogram = if latency.is_empty() {
+            String::new()
+        } else {
+            serde_json::json!({ "le": le_ms, "n": latency }).to_string()
+        };
         conn.execute(
-            "INSERT INTO reports (node, at_ms, requests, errors) VALUES (?1, ?2, ?3, ?4)",
-            params![node, to_i64(at)?, to_i64(requests)?, to_i64(errors)?],
+            "INSERT INTO reports (node, at_ms, requests, errors, latency) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![node, to_i64(at)?, to_i64(requests)?, to_i64(errors)?, histogram],
         )?;
         conn.execute("UPDATE nodes SET last_seen_ms = ?2 WHERE name = ?1", params![node, to_i64(at)?])?;
         // Ten minutes of reports are enough for any bake window kept here.
@@ -123,18 +181,41 @@ impl Store {
     /// What `node` served between `from` and now (a counter that went down means a restart).
     pub fn traffic(&self, node: &str, from_ms: u64) -> Result<Traffic, StoreError> {
         let conn = self.lock()?;
-        let row = |order: &str| -> Result<Option<(i64, i64)>, StoreError> {
+        type Row = (i64, i64, String);
+        let row = |order: &str| -> Result<Option<Row>, StoreError> {
             Ok(conn
                 .query_row(
-                    &format!("SELECT requests, errors FROM reports WHERE node = ?1 AND at_ms >= ?2 ORDER BY at_ms {order} LIMIT 1"),
+                    &format!("SELECT requests, errors, latency FROM reports WHERE node = ?1 AND at_ms >= ?2 ORDER BY at_ms {order} LIMIT 1"),
                     params![node, to_i64(from_ms)?],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )
                 .optional()?)
         };
         let (Some(first), Some(last)) = (row("ASC")?, row("DESC")?) else { return Ok(Traffic::default()) };
-        let delta = |a: i64, b: i64| u64::try_from(if b >= a { b - a } else { b }).unwrap_or(0);
-        Ok(Traffic { requests: delta(first.0, last.0), errors: delta(first.1, last.1) })
+        let restarted = last.0 < first.0;
+        let delta = |a: i64, b: i64| u64::try_from(if restarted { b } else { b - a }).unwrap_or(0);
+        let histogram = |text: &str| -> (Vec<f64>, Vec<u64>) {
+            let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+            let le = v
+                .get("le")
+                .and_then(|x| x.as_array())
+                .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+                .unwrap_or_default();
+            let n = v
+                .get("n")
+                .and_then(|x| x.as_array())
+                .map(|a| a.iter().filter_map(|x| x.as_u64()).collect())
+                .unwrap_or_default();
+            (le, n)
+        };
+        let (le_ms, n_last) = histogram(&last.2);
+        let (le_first, n_first) = histogram(&first.2);
+        let latency = if restarted || le_first != le_ms {
+            n_last
+        } else {
+            n_last.iter().enumerate().map(|(i, b)| b.saturating_sub(n_first.get(i).copied().unwrap_or(0))).collect()
+        };
+        Ok(Traffic { requests: delta(first.0, last.0), errors: delta(first.1, last.1), le_ms, latency })
     }
 
     /// Starts a rollout of `version`; one at a time.
@@ -352,28 +433,44 @@ pub fn tick(store: &Store) -> Result<bool, StoreError> {
     let sum = |list: &[Node]| -> Result<Traffic, StoreError> {
         let mut t = Traffic::default();
         for n in list {
-            let x = store.traffic(&n.name, baked_from)?;
-            t.requests += x.requests;
-            t.errors += x.errors;
+            t.add(&store.traffic(&n.name, baked_from)?);
         }
         Ok(t)
     };
     let (new, old) = (sum(target)?, sum(rest)?);
-    let rate = |t: Traffic| if t.requests == 0 { 0.0 } else { t.errors as f64 / t.requests as f64 };
+    let rate = |t: &Traffic| if t.requests == 0 { 0.0 } else { t.errors as f64 / t.requests as f64 };
+    let p99 = |t: &Traffic| match t.p99_ms() {
+        None => "-".to_string(),
+        Some(ms) if ms.is_infinite() => "over the largest bucket".to_string(),
+        Some(ms) => format!("<= {ms} ms"),
+    };
     let measured = format!(
-        "new v{}: {} req, {} 5xx ({:.2} %); old: {} req, {} 5xx ({:.2} %)",
+        "new v{}: {} req, {} 5xx ({:.2} %), p99 {}; old: {} req, {} 5xx ({:.2} %), p99 {}",
         r.version,
         new.requests,
         new.errors,
-        rate(new) * 100.0,
+        rate(&new) * 100.0,
+        p99(&new),
         old.requests,
         old.errors,
-        rate(old) * 100.0
+        rate(&old) * 100.0,
+        p99(&old)
     );
-    if new.errors >= MIN_ERRORS && rate(new) > rate(old) + MAX_ERROR_RATE_RISE {
-        let when = if baking { "during the bake" } else { "after the bake" };
+    let when = if baking { "during the bake" } else { "after the bake" };
+    if new.errors >= MIN_ERRORS && rate(&new) > rate(&old) + MAX_ERROR_RATE_RISE {
         store.roll_back(r.id, "control", &format!("stage {}: 5xx regression {when}: {measured}", r.stage + 1))?;
         return Ok(true);
+    }
+    let samples: u64 = new.latency.iter().sum();
+    if let (Some(n), Some(o)) = (new.p99_ms(), old.p99_ms()) {
+        if samples >= MIN_LATENCY_SAMPLES && n > 2.0 * o && n - o >= MIN_P99_RISE_MS {
+            store.roll_back(
+                r.id,
+                "control",
+                &format!("stage {}: p99 latency regression {when}: {measured}", r.stage + 1),
+            )?;
+            return Ok(true);
+        }
     }
     if baking {
         return Ok(false);
@@ -399,6 +496,19 @@ pub fn tick(store: &Store) -> Result<bool, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn p99_from_buckets() {
+        let t = |n: Vec<u64>| Traffic { le_ms: vec![1.0, 10.0, 100.0], latency: n, ..Traffic::default() };
+        assert_eq!(t(vec![0, 0, 0, 0]).p99_ms(), None);
+        assert_eq!(t(vec![100, 0, 0, 0]).p99_ms(), Some(1.0));
+        assert_eq!(t(vec![98, 2, 0, 0]).p99_ms(), Some(10.0));
+        assert_eq!(t(vec![99, 0, 0, 1]).p99_ms(), Some(1.0));
+        assert_eq!(t(vec![50, 0, 0, 50]).p99_ms(), Some(f64::INFINITY));
+        let mut sum = t(vec![1, 2, 3, 4]);
+        sum.add(&t(vec![1, 1, 1, 1]));
+        assert_eq!(sum.latency, vec![2, 3, 4, 5]);
+    }
 
     #[test]
     fn stage_sizes() {

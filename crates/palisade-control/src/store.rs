@@ -98,9 +98,9 @@ pub struct Store {
     conn: Mutex<Connection>,
 }
 
-/// The layout `SCHEMA` creates. A store written by a newer layout is refused, not misread;
-/// an older one will be migrated here when the layout first changes.
-const SCHEMA_VERSION: u32 = 1;
+/// The layout `SCHEMA` creates. A store written by a newer layout is refused, not misread; an
+/// older one is migrated in [`Store::open`].
+const SCHEMA_VERSION: u32 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS versions (
@@ -131,7 +131,9 @@ CREATE TABLE IF NOT EXISTS reports (
     node     TEXT    NOT NULL,
     at_ms    INTEGER NOT NULL,
     requests INTEGER NOT NULL,
-    errors   INTEGER NOT NULL
+    errors   INTEGER NOT NULL,
+    -- JSON: le (bucket bounds, ms) and n (count per bucket) since the node started; empty when not sent.
+    latency  TEXT    NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS reports_node ON reports(node, at_ms);
 CREATE TABLE IF NOT EXISTS rollouts (
@@ -217,6 +219,10 @@ impl Store {
         }
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(crate::killswitch::SCHEMA)?;
+        // Layout 1 -> 2: reports carry the latency histogram.
+        if found == 1 {
+            conn.execute_batch("ALTER TABLE reports ADD COLUMN latency TEXT NOT NULL DEFAULT ''")?;
+        }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Self { conn: Mutex::new(conn) })
     }
@@ -520,6 +526,30 @@ mod tests {
         assert_eq!(s.head("config").unwrap().unwrap().number, v2.number);
         let audit = s.audit_log(10).unwrap();
         assert_eq!(audit.iter().filter(|a| a.action == "push" && a.result == "created").count(), 2);
+    }
+
+    #[test]
+    fn layout_1_is_migrated() {
+        let dir = std::env::temp_dir().join(format!("palisade-store-{}-migrate", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("control.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE reports (node TEXT NOT NULL, at_ms INTEGER NOT NULL, requests INTEGER NOT NULL, errors INTEGER NOT NULL);
+                 INSERT INTO reports VALUES ('berlin', 1, 10, 0);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        s.report("berlin", 20, 1, &[1.0], &[5, 0]).unwrap();
+        let n: i64 =
+            s.lock().unwrap().query_row("SELECT count(*) FROM reports WHERE latency != ''", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1);
+        let v: u32 = s.lock().unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
     }
 
     #[test]

@@ -301,7 +301,8 @@ impl Agent {
                 _ = shutdown.changed() => return,
             }
             let (requests, errors) = self.shared.metrics.response_totals();
-            let body = json!({ "requests": requests, "errors": errors });
+            let (le_ms, latency) = self.shared.metrics.latency_buckets();
+            let body = json!({ "requests": requests, "errors": errors, "latency_le_ms": le_ms, "latency": latency });
             if let Err(e) = self.call(Method::POST, "/v1/nodes/self/report", Some(body), Duration::from_secs(5)).await {
                 tracing::debug!(error = %e, "report not delivered");
             }

@@ -165,6 +165,26 @@ impl Metrics {
         crate::lock(&self.origins).entry((zone.to_string(), addr.to_string())).or_default().clone()
     }
 
+    /// Request latency so far, all zones: (bucket upper bounds in ms, count per bucket), the last
+    /// bucket for everything above the largest bound. What a node reports upward.
+    pub fn latency_buckets(&self) -> (Vec<f64>, Vec<u64>) {
+        let mut counts = vec![0u64; LATENCY_BUCKETS.len() + 1];
+        for z in crate::lock(&self.zones).values() {
+            let h = &z.latency;
+            let mut counted = 0;
+            for (i, c) in counts.iter_mut().enumerate().take(LATENCY_BUCKETS.len()) {
+                let n = h.sum(|s| s.buckets.get(i).map(|b| b.load(Ordering::Relaxed)).unwrap_or(0));
+                *c += n;
+                counted += n;
+            }
+            let total = h.sum(|s| s.count.load(Ordering::Relaxed));
+            if let Some(last) = counts.last_mut() {
+                *last += total.saturating_sub(counted);
+            }
+        }
+        (LATENCY_BUCKETS.iter().map(|s| s * 1000.0).collect(), counts)
+    }
+
     /// Responses sent so far, all zones and origins: (all, 5xx). What a node reports upward.
     pub fn response_totals(&self) -> (u64, u64) {
         let mut all = 0;

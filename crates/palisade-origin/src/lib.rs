@@ -36,6 +36,9 @@ pub struct Origin {
     requests: AtomicU64,
     connections: AtomicU64,
     failing_health: AtomicBool,
+    /// Added before every answer (`palisade origin --delay-ms`): a slow website, for tests of
+    /// latency gates.
+    delay: std::sync::atomic::AtomicU64,
     page: Bytes,
     kib: Bytes,
     kib100: Bytes,
@@ -53,6 +56,7 @@ impl Origin {
             requests: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             failing_health: AtomicBool::new(false),
+            delay: std::sync::atomic::AtomicU64::new(0),
             page: Bytes::from(page),
             kib: Bytes::from(vec![b'x'; 1024]),
             kib100: Bytes::from(vec![b'x'; 100 * 1024]),
@@ -74,6 +78,10 @@ fn query_u64(q: Option<&str>, key: &str) -> Option<u64> {
 
 async fn handle(origin: Arc<Origin>, mut req: Request<Incoming>) -> Response<Body> {
     origin.requests.fetch_add(1, Ordering::Relaxed);
+    let delay = origin.delay.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let path = req.uri().path().to_string();
     let mut resp = match path.as_str() {
         "/" | "/index.html" => {
@@ -261,6 +269,13 @@ pub async fn serve(listener: TcpListener, origin: Arc<Origin>) {
 }
 
 /// Binds and serves in a background task; returns the bound address.
+impl Origin {
+    /// Every answer waits this long first.
+    pub fn set_delay(&self, ms: u64) {
+        self.delay.store(ms, Ordering::Relaxed);
+    }
+}
+
 pub async fn spawn(addr: SocketAddr, name: &str) -> std::io::Result<(SocketAddr, Arc<Origin>)> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
