@@ -777,3 +777,37 @@ async fn a_p99_latency_regression_rolls_back() {
         assert_eq!(failed, 0, "{name}: slow is not failed");
     }
 }
+
+/// No traffic is no evidence: a stage with none holds and asks its nodes for synthetic requests,
+/// which then pass a good version and fail a bad one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_traffic_a_stage_holds_and_probes() {
+    let origin = origin("probe-origin");
+    let dir = temp_dir("probe");
+    let c = control(&dir);
+    let a = c.addr;
+    let boot = zone_config(&["site.example"], &[origin.addr], "");
+    let _fleet = fleet_of(a, &[("berlin", BERLIN), ("paris", PARIS)], &boot).await;
+
+    let good = zone_config(&["site.example", "www.site.example"], &[origin.addr], "");
+    let v1 = push(a, ALICE, &good, "v1", None).await.1["version"]["number"].as_u64().unwrap();
+    let body = json!({ "version": v1, "stages": ["1", "100%"], "bake_ms": 500 });
+    let id = api(a, "POST", "/v1/rollouts", Some(ALICE), Some(body)).await.1["rollout"]["id"].as_u64().unwrap();
+    let out = rollout_outcome(a, id).await;
+    assert_eq!(out["rollout"]["state"], "done", "{out}");
+    let messages: Vec<&str> =
+        out["events"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap()).collect();
+    assert!(messages.iter().any(|m| m.contains("synthetic requests")), "{messages:?}");
+    let zero = format!("new v{v1}: 0 req");
+    assert!(messages.iter().any(|m| m.starts_with("stage 1 passed: new v") && !m.contains(&zero)), "{messages:?}");
+    let served = origin_stats(origin.addr).await["requests"].as_u64().unwrap();
+    assert!(served >= 20, "the probes reached the origin: {served}");
+
+    let dead = zone_config(&["site.example", "www.site.example"], &["127.0.0.1:1".parse().unwrap()], "");
+    let v2 = push(a, ALICE, &dead, "v2", None).await.1["version"]["number"].as_u64().unwrap();
+    let body = json!({ "version": v2, "stages": ["1", "100%"], "bake_ms": 500 });
+    let id = api(a, "POST", "/v1/rollouts", Some(ALICE), Some(body)).await.1["rollout"]["id"].as_u64().unwrap();
+    let out = rollout_outcome(a, id).await;
+    assert_eq!(out["rollout"]["state"], "rolled_back", "{out}");
+    assert!(out["rollout"]["reason"].as_str().unwrap().contains("5xx regression"), "{out}");
+}

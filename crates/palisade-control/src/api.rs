@@ -75,6 +75,8 @@ struct App {
     assignments: tokio::sync::watch::Sender<u64>,
     /// The kill-switch generation: wakes the nodes' kill-switch polls.
     kills: tokio::sync::watch::Sender<u64>,
+    /// Nodes to ask for synthetic requests in answer to their next report.
+    probe: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 type Shared = Arc<App>;
@@ -165,7 +167,14 @@ pub async fn serve(
         .map_err(|e| e.to_string())??;
     let (assignments, _) = tokio::sync::watch::channel(0);
     let (kills, _) = tokio::sync::watch::channel(0);
-    let app = Arc::new(App { store, tokens: opts.tokens, node_tokens: opts.node_tokens, assignments, kills });
+    let app = Arc::new(App {
+        store,
+        tokens: opts.tokens,
+        node_tokens: opts.node_tokens,
+        assignments,
+        kills,
+        probe: std::sync::Mutex::default(),
+    });
     tokio::spawn(rollout_engine(app.clone()));
     let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| format!("{}: {e}", opts.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -495,8 +504,12 @@ async fn rollout_engine(app: Shared) {
     loop {
         every.tick().await;
         // A store error was logged when it was converted; the next tick tries again.
-        if let Ok(true) = blocking(&app, crate::rollout::tick).await {
+        let Ok(tick) = blocking(&app, crate::rollout::tick).await else { continue };
+        if tick.changed {
             app.assignments.send_modify(|g| *g = g.wrapping_add(1));
+        }
+        if !tick.probe.is_empty() {
+            crate::store::lock_or_recover(&app.probe).extend(tick.probe);
         }
     }
 }
@@ -509,7 +522,11 @@ async fn report(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> A
     {
         return Err(bad_request(format!("latency: at most {} buckets", crate::rollout::MAX_LATENCY_BUCKETS)));
     }
-    blocking(&app, move |s| s.report(&name, r.requests, r.errors, &r.latency_le_ms, &r.latency)).await?;
+    let who = name.clone();
+    blocking(&app, move |s| s.report(&who, r.requests, r.errors, &r.latency_le_ms, &r.latency)).await?;
+    if crate::store::lock_or_recover(&app.probe).remove(&name) {
+        return Ok(Json(json!({ "probe": crate::rollout::PROBES })).into_response());
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -9,7 +9,9 @@
 //!   (with at least [`MIN_ERRORS`] errors): roll back, as soon as it shows, bake or not.
 //! - A p99 latency on the new version above twice the old one's and at least
 //!   [`MIN_P99_RISE_MS`] slower (with [`MIN_LATENCY_SAMPLES`] samples): roll back, the same way.
-//! - No traffic on the new version during the bake: hold, never pass.
+//! - No traffic on the new version during the bake: hold, never pass, and ask the stage's nodes
+//!   for synthetic requests ([`PROBES`] through their own listener, in answer to their next
+//!   report), which are then judged like any traffic.
 //! - Otherwise the next stage; after the last, done.
 //!
 //! Rollback sends every node on the new version back to where the rollout found it (its previous
@@ -22,6 +24,9 @@ use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
 use crate::store::{col_opt_u64, col_u64, insert_audit, now_ms, to_i64, Node, Store, StoreError};
+
+/// Synthetic requests a holding stage asks of each of its nodes.
+pub const PROBES: u64 = 20;
 
 pub const DEFAULT_STAGES: &[&str] = &["1", "10%", "50%", "100%"];
 pub const DEFAULT_BAKE_MS: u64 = 30_000;
@@ -377,9 +382,20 @@ impl Store {
     }
 }
 
-/// One look at the running rollout, if any; returns true when assignments changed.
-pub fn tick(store: &Store) -> Result<bool, StoreError> {
-    let Some(r) = store.running()? else { return Ok(false) };
+/// What a look at the running rollout did.
+#[derive(Debug, Default)]
+pub struct Tick {
+    /// Assignments changed: wake the nodes' polls.
+    pub changed: bool,
+    /// Nodes to ask for synthetic requests: the stage holds for want of traffic.
+    pub probe: Vec<String>,
+}
+
+const CHANGED: Tick = Tick { changed: true, probe: Vec::new() };
+
+/// One look at the running rollout, if any.
+pub fn tick(store: &Store) -> Result<Tick, StoreError> {
+    let Some(r) = store.running()? else { return Ok(Tick::default()) };
     let mut nodes: Vec<Node> = store.nodes()?;
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
     if nodes.is_empty() {
@@ -387,11 +403,11 @@ pub fn tick(store: &Store) -> Result<bool, StoreError> {
         if store.last_event(r.id)? != msg {
             store.event(r.id, msg)?;
         }
-        return Ok(false);
+        return Ok(Tick::default());
     }
     let Some(stage) = r.stages.get(r.stage) else {
         store.set_stage(r.id, r.stage, None, "done")?;
-        return Ok(false);
+        return Ok(Tick::default());
     };
     let count = stage_size(stage, nodes.len());
     let (target, rest) = nodes.split_at(count.min(nodes.len()));
@@ -400,12 +416,12 @@ pub fn tick(store: &Store) -> Result<bool, StoreError> {
         store.assign_in_rollout(&moving, r.version)?;
         let names: Vec<&str> = target.iter().map(|n| n.name.as_str()).collect();
         store.event(r.id, &format!("stage {} ({stage}): assigned to {}", r.stage + 1, names.join(", ")))?;
-        return Ok(true);
+        return Ok(CHANGED);
     }
     if let Some(n) = target.iter().find(|n| n.nack_version == Some(r.version) && n.applied != Some(r.version)) {
         let why = n.nack_detail.clone().unwrap_or_default();
         store.roll_back(r.id, "control", &format!("node {} refused v{}: {why}", n.name, r.version))?;
-        return Ok(true);
+        return Ok(CHANGED);
     }
     let now = now_ms();
     if let Some(n) = target.iter().find(|n| n.applied != Some(r.version)) {
@@ -415,9 +431,9 @@ pub fn tick(store: &Store) -> Result<bool, StoreError> {
                 "control",
                 &format!("node {} did not run v{} within {ACK_TIMEOUT:?}", n.name, r.version),
             )?;
-            return Ok(true);
+            return Ok(CHANGED);
         }
-        return Ok(false);
+        return Ok(Tick::default());
     }
     let Some(baked_from) = r.baked_from_ms else {
         store.set_stage(r.id, r.stage, Some(now), "running")?;
@@ -425,7 +441,7 @@ pub fn tick(store: &Store) -> Result<bool, StoreError> {
             r.id,
             &format!("stage {}: {} node(s) run v{}; baking {} ms", r.stage + 1, target.len(), r.version, r.bake_ms),
         )?;
-        return Ok(false);
+        return Ok(Tick::default());
     };
     // Judged on every tick: a regression rolls back as soon as it shows (fail fast); a pass
     // needs the whole bake (pass slow).
@@ -459,7 +475,7 @@ pub fn tick(store: &Store) -> Result<bool, StoreError> {
     let when = if baking { "during the bake" } else { "after the bake" };
     if new.errors >= MIN_ERRORS && rate(&new) > rate(&old) + MAX_ERROR_RATE_RISE {
         store.roll_back(r.id, "control", &format!("stage {}: 5xx regression {when}: {measured}", r.stage + 1))?;
-        return Ok(true);
+        return Ok(CHANGED);
     }
     let samples: u64 = new.latency.iter().sum();
     if let (Some(n), Some(o)) = (new.p99_ms(), old.p99_ms()) {
@@ -469,18 +485,21 @@ pub fn tick(store: &Store) -> Result<bool, StoreError> {
                 "control",
                 &format!("stage {}: p99 latency regression {when}: {measured}", r.stage + 1),
             )?;
-            return Ok(true);
+            return Ok(CHANGED);
         }
     }
     if baking {
-        return Ok(false);
+        return Ok(Tick::default());
     }
     if new.requests == 0 {
-        let msg = format!("stage {}: holding, no traffic on the new version to judge it by", r.stage + 1);
+        let msg = format!(
+            "stage {}: holding, no traffic on the new version to judge it by; asking its nodes for synthetic requests",
+            r.stage + 1
+        );
         if store.last_event(r.id)? != msg {
             store.event(r.id, &msg)?;
         }
-        return Ok(false);
+        return Ok(Tick { changed: false, probe: target.iter().map(|n| n.name.clone()).collect() });
     }
     let next = r.stage + 1;
     store.event(r.id, &format!("stage {} passed: {measured}", r.stage + 1))?;
@@ -490,7 +509,7 @@ pub fn tick(store: &Store) -> Result<bool, StoreError> {
     } else {
         store.set_stage(r.id, next, None, "running")?;
     }
-    Ok(false)
+    Ok(Tick::default())
 }
 
 #[cfg(test)]

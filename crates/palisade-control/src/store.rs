@@ -168,6 +168,11 @@ CREATE TABLE IF NOT EXISTS audit (
 
 const VERSION_COLUMNS: &str = "number, kind, hash, author, message, created_ms, parent, length(content)";
 
+/// A lock whose holder panicked still guards plain data: take it.
+pub(crate) fn lock_or_recover<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

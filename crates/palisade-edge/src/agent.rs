@@ -44,6 +44,8 @@ impl fmt::Debug for ControlLink {
 const POLL_WAIT: Duration = Duration::from_secs(25);
 const MIN_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Most synthetic requests a node sends when asked once.
+const MAX_PROBES: u64 = 100;
 /// Largest answer read from the control plane: a document at its limit, plus framing.
 const MAX_ANSWER_BYTES: usize = palisade_config::limits::MAX_DOCUMENT_BYTES + 64 * 1024;
 
@@ -269,6 +271,40 @@ impl Agent {
         }
     }
 
+    /// Synthetic requests through this node's own listener, spread over its zones (the first
+    /// exact hostname of each, path `/`): a rollout stage with no traffic asks for them, and they
+    /// are counted and judged like any request.
+    async fn probe(&self, n: u64) {
+        let Some(addr) = self.shared.bound_http.get().copied() else { return };
+        let hosts: Vec<String> = self
+            .shared
+            .snapshot
+            .load()
+            .config
+            .doc
+            .zones
+            .iter()
+            .filter_map(|z| z.hostnames.iter().find(|h| !h.starts_with('*')).cloned())
+            .collect();
+        if hosts.is_empty() {
+            return;
+        }
+        tracing::info!(requests = n, "synthetic requests for the control plane's health gate");
+        for i in 0..n {
+            let Some(host) = hosts.get(usize::try_from(i).unwrap_or(0) % hosts.len()) else { return };
+            let Ok(req) = Request::get(format!("http://{addr}/"))
+                .header("host", host.as_str())
+                .header("user-agent", "palisade-probe")
+                .body(Full::new(Bytes::new()))
+            else {
+                return;
+            };
+            if let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(5), self.client.request(req)).await {
+                let _ = resp.into_body().collect().await;
+            }
+        }
+    }
+
     /// ACK (`Ok`) or NACK with every problem, for a version (`None`: the boot config).
     async fn answer(
         &self,
@@ -303,8 +339,15 @@ impl Agent {
             let (requests, errors) = self.shared.metrics.response_totals();
             let (le_ms, latency) = self.shared.metrics.latency_buckets();
             let body = json!({ "requests": requests, "errors": errors, "latency_le_ms": le_ms, "latency": latency });
-            if let Err(e) = self.call(Method::POST, "/v1/nodes/self/report", Some(body), Duration::from_secs(5)).await {
-                tracing::debug!(error = %e, "report not delivered");
+            match self.call(Method::POST, "/v1/nodes/self/report", Some(body), Duration::from_secs(5)).await {
+                Ok((StatusCode::OK, b)) => {
+                    let asked = serde_json::from_slice::<Value>(&b).ok().and_then(|v| v.get("probe")?.as_u64());
+                    if let Some(n) = asked {
+                        self.probe(n.min(MAX_PROBES)).await;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "report not delivered"),
             }
         }
     }

@@ -101,6 +101,8 @@ pub struct EdgeShared {
     pub kill: crate::kill::KillSwitches,
     /// Versions this node crashed on; the marker of a clean exit.
     pub crash_guard: crate::crashloop::Guard,
+    /// The HTTP listener as bound (synthetic requests go through it).
+    pub bound_http: std::sync::OnceLock<SocketAddr>,
     workers: usize,
 }
 
@@ -411,6 +413,7 @@ impl Edge {
             shutdown,
             kill: crate::kill::KillSwitches::default(),
             crash_guard,
+            bound_http: std::sync::OnceLock::new(),
             workers,
         });
         shared.install(snapshot, &bytes);
@@ -423,6 +426,9 @@ impl Edge {
         if let Some(addr) = http {
             let socks = bind_reuseport(addr, workers)?;
             bound.http = socks.first().and_then(|l| l.local_addr().ok());
+            if let Some(a) = bound.http {
+                let _ = shared.bound_http.set(a);
+            }
             for (w, l) in socks.into_iter().enumerate() {
                 if let Some(slot) = listeners.get_mut(w) {
                     slot.push((l, None));
