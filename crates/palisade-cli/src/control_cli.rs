@@ -240,8 +240,9 @@ pub async fn rollout_start(
     version: u64,
     stages: Option<String>,
     bake_ms: Option<u64>,
+    emergency: bool,
 ) -> anyhow::Result<()> {
-    let mut body = json!({ "version": version });
+    let mut body = json!({ "version": version, "emergency": emergency });
     if let Some(s) = stages {
         body["stages"] = json!(s.split(',').map(str::trim).collect::<Vec<_>>());
     }
@@ -368,4 +369,29 @@ pub async fn killswitch(remote: &Remote, action: &str, name: Option<&str>, reaso
         }
     }
     Ok(())
+}
+
+/// `palisade rollout rollback [--to N]`: a running rollout is aborted (and rolled back); otherwise
+/// the version before the last one rolled out everywhere goes out again, on the emergency lane.
+pub async fn rollout_rollback(remote: &Remote, to: Option<u64>) -> anyhow::Result<()> {
+    let (status, v) = remote.call(Method::GET, "/v1/rollouts", None).await?;
+    if status != StatusCode::OK {
+        return Err(api_error(status, &v));
+    }
+    let list = v["rollouts"].as_array().cloned().unwrap_or_default();
+    if to.is_none() {
+        if let Some(running) = list.iter().find(|r| r["state"] == "running") {
+            return rollout_abort(remote, running["id"].as_u64().context("rollout id")?).await;
+        }
+    }
+    let target = match to {
+        Some(n) => n,
+        None => {
+            let done: Vec<u64> =
+                list.iter().filter(|r| r["state"] == "done").filter_map(|r| r["version"].as_u64()).collect();
+            let current = done.first().copied().context("nothing was rolled out yet")?;
+            done.iter().copied().find(|v| *v != current).context("no earlier version was rolled out everywhere")?
+        }
+    };
+    rollout_start(remote, target, None, None, true).await
 }

@@ -157,6 +157,19 @@ enum RolloutCommand {
         /// How long each stage bakes before its health is judged [default: 30000].
         #[arg(long)]
         bake_ms: Option<u64>,
+        /// The emergency lane: stages 1,50%,100% and 5 s bakes unless given; still validated,
+        /// staged and gated.
+        #[arg(long)]
+        emergency: bool,
+        #[command(flatten)]
+        remote: control_cli::Remote,
+    },
+    /// Abort the running rollout (it rolls back), or else roll the previous version out again
+    /// on the emergency lane.
+    Rollback {
+        /// Roll this version out instead (emergency lane).
+        #[arg(long)]
+        to: Option<u64>,
         #[command(flatten)]
         remote: control_cli::Remote,
     },
@@ -347,9 +360,10 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             KillCommand::List { remote } => control_cli::killswitch(&remote, "list", None, None).await,
         },
         Command::Rollout { command } => match command {
-            RolloutCommand::Start { version, stages, bake_ms, remote } => {
-                control_cli::rollout_start(&remote, version, stages, bake_ms).await
+            RolloutCommand::Start { version, stages, bake_ms, emergency, remote } => {
+                control_cli::rollout_start(&remote, version, stages, bake_ms, emergency).await
             }
+            RolloutCommand::Rollback { to, remote } => control_cli::rollout_rollback(&remote, to).await,
             RolloutCommand::Watch { id, remote } => control_cli::rollout_watch(&remote, id).await,
             RolloutCommand::Abort { id, remote } => control_cli::rollout_abort(&remote, id).await,
         },

@@ -803,6 +803,34 @@ async fn with_no_traffic_a_stage_holds_and_probes() {
     let served = origin_stats(origin.addr).await["requests"].as_u64().unwrap();
     assert!(served >= 20, "the probes reached the origin: {served}");
 
+    // The emergency lane: fewer stages by default, still staged and gated, and recorded as such.
+    let v1b = push(a, ALICE, &zone_config(&["site.example", "api.site.example"], &[origin.addr], ""), "urgent", None)
+        .await
+        .1["version"]["number"]
+        .as_u64()
+        .unwrap();
+    let body = json!({ "version": v1b, "emergency": true, "bake_ms": 300 });
+    let (s, v) = api(a, "POST", "/v1/rollouts", Some(ALICE), Some(body)).await;
+    assert_eq!((s, v["rollout"]["stages"].clone()), (201, json!(["1", "50%", "100%"])), "{v}");
+    let out = rollout_outcome(a, v["rollout"]["id"].as_u64().unwrap()).await;
+    assert_eq!(out["rollout"]["state"], "done", "{out}");
+    assert!(out["events"][0]["message"].as_str().unwrap().contains("(emergency lane)"), "{out}");
+
+    // `palisade rollout rollback` while one runs: aborted, rolled back.
+    let body = json!({ "version": v1, "bake_ms": 60_000 });
+    let running = api(a, "POST", "/v1/rollouts", Some(ALICE), Some(body)).await.1["rollout"]["id"].as_u64().unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["rollout", "rollback", "--control", &format!("http://{a}"), "--token", ALICE])
+        .env("PALISADE_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let out = rollout_outcome(a, running).await;
+    assert_eq!(
+        (out["rollout"]["state"].as_str(), out["rollout"]["reason"].as_str()),
+        (Some("rolled_back"), Some("aborted by alice"))
+    );
+
     let dead = zone_config(&["site.example", "www.site.example"], &["127.0.0.1:1".parse().unwrap()], "");
     let v2 = push(a, ALICE, &dead, "v2", None).await.1["version"]["number"].as_u64().unwrap();
     let body = json!({ "version": v2, "stages": ["1", "100%"], "bake_ms": 500 });

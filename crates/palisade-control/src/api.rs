@@ -531,21 +531,28 @@ async fn report(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> A
 }
 
 async fn start_rollout(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
-    use crate::rollout::{parse_stage, DEFAULT_BAKE_MS, DEFAULT_STAGES, MAX_BAKE_MS, MAX_STAGES};
+    use crate::rollout::{
+        parse_stage, DEFAULT_BAKE_MS, DEFAULT_STAGES, EMERGENCY_BAKE_MS, EMERGENCY_STAGES, MAX_BAKE_MS, MAX_STAGES,
+    };
     let who = actor(&app, &headers)?;
     let req: crate::bodies::Start = json_body(&body)?;
-    let stages = req.stages.unwrap_or_else(|| DEFAULT_STAGES.iter().map(|s| s.to_string()).collect());
+    let (default_stages, default_bake, lane) = if req.emergency {
+        (EMERGENCY_STAGES, EMERGENCY_BAKE_MS, "emergency")
+    } else {
+        (DEFAULT_STAGES, DEFAULT_BAKE_MS, "normal")
+    };
+    let stages = req.stages.unwrap_or_else(|| default_stages.iter().map(|s| s.to_string()).collect());
     if stages.is_empty() || stages.len() > MAX_STAGES {
         return Err(bad_request(format!("stages: 1 to {MAX_STAGES}")));
     }
     for s in &stages {
         parse_stage(s).map_err(bad_request)?;
     }
-    let bake_ms = req.bake_ms.unwrap_or(DEFAULT_BAKE_MS);
+    let bake_ms = req.bake_ms.unwrap_or(default_bake);
     if bake_ms > MAX_BAKE_MS {
         return Err(bad_request(format!("bake_ms: at most {MAX_BAKE_MS}")));
     }
-    let started = blocking(&app, move |s| s.start_rollout(&who, req.version, &stages, bake_ms)).await?;
+    let started = blocking(&app, move |s| s.start_rollout(&who, req.version, &stages, bake_ms, lane)).await?;
     match started {
         Ok(r) => Ok((StatusCode::CREATED, Json(json!({ "rollout": r }))).into_response()),
         Err(why) => Err(ApiError::new(StatusCode::CONFLICT, why)),

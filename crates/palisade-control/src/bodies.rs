@@ -66,6 +66,9 @@ pub struct Start {
     pub stages: Option<Vec<String>>,
     #[serde(default)]
     pub bake_ms: Option<u64>,
+    /// The emergency lane: shorter bakes and fewer stages by default; still validated and staged.
+    #[serde(default)]
+    pub emergency: bool,
 }
 
 /// `POST /v1/killswitches`.

@@ -208,6 +208,7 @@ const OPS: &[Op] = &[
             ("version", "integer", true, "a config version"),
             ("stages", "array", false, "node counts or percentages, default [\"1\", \"10%\", \"50%\", \"100%\"]"),
             ("bake_ms", "integer", false, "per stage, default 30000"),
+            ("emergency", "boolean", false, "the emergency lane: default stages 1, 50%, 100% and 5000 ms bakes"),
         ],
         responses: &[("201", "{rollout}"), ("409", "one is running, or no such version")],
     },

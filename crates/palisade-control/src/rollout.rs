@@ -30,6 +30,9 @@ pub const PROBES: u64 = 20;
 
 pub const DEFAULT_STAGES: &[&str] = &["1", "10%", "50%", "100%"];
 pub const DEFAULT_BAKE_MS: u64 = 30_000;
+/// The emergency lane's defaults: still staged, still gated, just sooner.
+pub const EMERGENCY_STAGES: &[&str] = &["1", "50%", "100%"];
+pub const EMERGENCY_BAKE_MS: u64 = 5_000;
 pub const MAX_BAKE_MS: u64 = 24 * 3600 * 1000;
 pub const MAX_STAGES: usize = 10;
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -230,6 +233,7 @@ impl Store {
         version: u64,
         stages: &[String],
         bake_ms: u64,
+        lane: &str,
     ) -> Result<Result<Rollout, String>, StoreError> {
         let mut conn = self.lock()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -264,7 +268,10 @@ impl Store {
             params![
                 id,
                 at,
-                format!("started by {actor}: config v{version}, stages {}, bake {bake_ms} ms", stages.join(" "))
+                format!(
+                    "started by {actor} ({lane} lane): config v{version}, stages {}, bake {bake_ms} ms",
+                    stages.join(" ")
+                )
             ],
         )?;
         let r =
