@@ -8,8 +8,6 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use palisade_control::tokens::Tokens;
 use serde_json::{json, Value};
 
@@ -25,6 +23,9 @@ pub struct Remote {
     /// File holding the operator token [default: palisade-control/operator.token when it exists].
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// The CA (PEM) to trust for an https:// control plane.
+    #[arg(long, env = "PALISADE_CONTROL_CA")]
+    control_ca: Option<PathBuf>,
 }
 
 const DEFAULT_DATA_DIR: &str = "palisade-control";
@@ -35,6 +36,7 @@ pub async fn control(
     data_dir: PathBuf,
     tokens: Option<PathBuf>,
     node_tokens: Option<PathBuf>,
+    tls: Option<(PathBuf, PathBuf)>,
 ) -> anyhow::Result<()> {
     let node_tokens = match node_tokens {
         Some(path) => Tokens::load(&path).map_err(anyhow::Error::msg)?,
@@ -52,8 +54,9 @@ pub async fn control(
             tokens
         }
     };
-    let opts = palisade_control::ControlOptions { listen, data_dir, tokens, node_tokens };
-    palisade_control::serve(opts, |addr| println!("palisade control ready http={addr}"), async {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let opts = palisade_control::ControlOptions { listen, data_dir, tokens, node_tokens, tls };
+    palisade_control::serve(opts, move |addr| println!("palisade control ready {scheme}={addr}"), async {
         shutdown_signal().await;
         tracing::info!("control plane shutting down");
     })
@@ -93,7 +96,7 @@ pub fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 impl Remote {
     /// A remote for code that knows its control plane and token (the demo).
     pub fn new(control: String, token: String) -> Self {
-        Self { control, token: Some(token), token_file: None }
+        Self { control, token: Some(token), token_file: None, control_ca: None }
     }
 
     fn token(&self) -> anyhow::Result<String> {
@@ -126,7 +129,7 @@ impl Remote {
             }
             None => Full::new(Bytes::new()),
         };
-        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let client = palisade_edge::agent::control_client(self.control_ca.as_deref()).map_err(anyhow::Error::msg)?;
         let resp = client.request(req.body(body)?).await.with_context(|| format!("control plane at {url}"))?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();

@@ -47,6 +47,7 @@ pub async fn run(port: u16, admin_port: u16, control_port: u16, nodes: usize) ->
         data_dir: dir.join("control"),
         tokens: Tokens::from_pairs(&[("operator".into(), operator.clone())]).map_err(anyhow::Error::msg)?,
         node_tokens: Tokens::from_pairs(&node_tokens).map_err(anyhow::Error::msg)?,
+        tls: None,
     };
     let control = tokio::spawn(palisade_control::serve(
         opts,
@@ -95,6 +96,7 @@ interval_ms = 2000
                 token: token.clone(),
                 city: city.clone(),
                 report_every: Duration::from_secs(1),
+                ca_file: None,
             }),
             listen: ListenOverride {
                 http: Some(port_addr(port, i)?),

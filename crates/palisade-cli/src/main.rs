@@ -43,6 +43,9 @@ enum Command {
         /// This node's token on the control plane (its name comes with it).
         #[arg(long)]
         node_token_file: Option<PathBuf>,
+        /// The CA (PEM) to trust for an https:// control plane.
+        #[arg(long)]
+        control_ca: Option<PathBuf>,
         /// Location label reported to the control plane.
         #[arg(long, default_value = "unknown")]
         city: String,
@@ -74,6 +77,12 @@ enum Command {
         /// node can connect.
         #[arg(long)]
         node_tokens: Option<PathBuf>,
+        /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key (PEM) for --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Kill switches: switch a module off on every node at once, on a fast path of its own.
     Killswitch {
@@ -305,6 +314,7 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             workers,
             control,
             node_token_file,
+            control_ca,
             city,
             report_interval_ms,
             http,
@@ -319,6 +329,7 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
                         token: token.trim().to_string(),
                         city,
                         report_every: std::time::Duration::from_millis(report_interval_ms),
+                        ca_file: control_ca,
                     })
                 }
                 _ => None,
@@ -346,8 +357,8 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Demo { port, admin_port, control_port, nodes } => {
             demo::run(port, admin_port, control_port, nodes).await
         }
-        Command::Control { listen, data_dir, tokens, node_tokens } => {
-            control_cli::control(listen, data_dir, tokens, node_tokens).await
+        Command::Control { listen, data_dir, tokens, node_tokens, tls_cert, tls_key } => {
+            control_cli::control(listen, data_dir, tokens, node_tokens, tls_cert.zip(tls_key)).await
         }
         Command::Nodes { remote } => control_cli::nodes(&remote).await,
         Command::Killswitch { command } => match command {

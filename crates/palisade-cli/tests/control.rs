@@ -25,24 +25,34 @@ fn control(dir: &TempDir) -> ControlProc {
 }
 
 fn control_at(dir: &TempDir, listen: &str) -> ControlProc {
+    control_with(dir, listen, &[])
+}
+
+fn control_with(dir: &TempDir, listen: &str, extra: &[&str]) -> ControlProc {
     let tokens = dir.join("tokens");
     std::fs::write(&tokens, format!("# operators\nalice {ALICE}\nbob {BOB}\n")).unwrap();
     let node_tokens = dir.join("node-tokens");
     std::fs::write(&node_tokens, format!("berlin {BERLIN}\nparis {PARIS}\ntokyo {TOKYO}\n")).unwrap();
     let data = dir.join("data");
-    let proc = Proc::spawn(&[
-        "control",
-        "--node-tokens",
-        node_tokens.to_str().unwrap(),
-        "--listen",
-        listen,
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--tokens",
-        tokens.to_str().unwrap(),
-    ]);
+    let proc = Proc::spawn(
+        &[
+            "control",
+            "--node-tokens",
+            node_tokens.to_str().unwrap(),
+            "--listen",
+            listen,
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--tokens",
+            tokens.to_str().unwrap(),
+        ]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect::<Vec<_>>(),
+    );
     let line = proc.wait_line("palisade control ready");
-    ControlProc { addr: field(&line, "http").unwrap(), proc }
+    let addr = field(&line, "http").or_else(|| field(&line, "https")).unwrap();
+    ControlProc { addr, proc }
 }
 
 async fn api(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
@@ -838,4 +848,57 @@ async fn with_no_traffic_a_stage_holds_and_probes() {
     let out = rollout_outcome(a, id).await;
     assert_eq!(out["rollout"]["state"], "rolled_back", "{out}");
     assert!(out["rollout"]["reason"].as_str().unwrap().contains("5xx regression"), "{out}");
+}
+
+/// The node channel over TLS: the control plane serves HTTPS with its certificate, nodes and the
+/// CLI trust it through `--control-ca`, and an https:// URL without a CA is refused, not trusted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_and_operators_reach_the_control_plane_over_tls() {
+    let origin = origin("tls-origin");
+    let dir = temp_dir("control-tls");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.join("control.crt"), dir.join("control.key"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let c =
+        control_with(&dir, "127.0.0.1:0", &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
+    let url = format!("https://localhost:{}", c.addr.port());
+
+    let node_dir = temp_dir("tls-node");
+    let token_file = node_dir.join("node.token");
+    std::fs::write(&token_file, BERLIN).unwrap();
+    let config = node_dir.join("palisade.toml");
+    std::fs::write(&config, zone_config(&["site.example"], &[origin.addr], "")).unwrap();
+    let args =
+        ["--control", &url, "--node-token-file", token_file.to_str().unwrap(), "--control-ca", cert.to_str().unwrap()];
+    let e = edge_with(node_dir, config, &args);
+
+    let cli = |args: &[&str]| {
+        std::process::Command::new(bin())
+            .args(args)
+            .args(["--control", &url, "--token", ALICE])
+            .env("PALISADE_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    // Without the CA: refused, and says what is missing.
+    let out = cli(&["nodes"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--control-ca"), "{out:?}");
+    let ca = cert.to_str().unwrap();
+    let registered = || async {
+        let out = cli(&["nodes", "--control-ca", ca]);
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("berlin")
+    };
+    eventually("the node registers over TLS", Duration::from_secs(10), registered).await;
+
+    let doc = dir.join("v1.toml");
+    std::fs::write(&doc, zone_config(&["site.example", "www.site.example"], &[origin.addr], "")).unwrap();
+    assert!(cli(&["config", "push", doc.to_str().unwrap(), "-m", "over tls", "--control-ca", ca]).status.success());
+    assert!(cli(&["rollout", "start", "1", "--stages", "100%", "--bake-ms", "200", "--control-ca", ca])
+        .status
+        .success());
+    eventually("the node runs v1", Duration::from_secs(20), || async {
+        get_host(e.http(), "www.site.example", "/").await.0 == 200
+    })
+    .await;
 }

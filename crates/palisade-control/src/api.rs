@@ -65,6 +65,63 @@ pub struct ControlOptions {
     pub tokens: Tokens,
     /// Node tokens; none: no node can connect.
     pub node_tokens: Tokens,
+    /// Serve HTTPS with this certificate chain and key (PEM files) instead of plain HTTP.
+    pub tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// A TLS server config from PEM files: the chain, then the key.
+fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<_, _>>())
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// HTTPS: each connection's handshake runs in its own task (a slow client holds nobody else up,
+/// and gives up after 10 s), then the router serves it over HTTP/1.1.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    config: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => return Ok(()),
+        };
+        let (acceptor, router) = (acceptor.clone(), router.clone());
+        tokio::spawn(async move {
+            let Ok(Ok(tls)) = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(router);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+        });
+    }
 }
 
 struct App {
@@ -169,17 +226,24 @@ pub async fn serve(
     let (kills, _) = tokio::sync::watch::channel(0);
     let app = Arc::new(App {
         store,
-        tokens: opts.tokens,
-        node_tokens: opts.node_tokens,
+        tokens: opts.tokens.clone(),
+        node_tokens: opts.node_tokens.clone(),
         assignments,
         kills,
         probe: std::sync::Mutex::default(),
     });
     tokio::spawn(rollout_engine(app.clone()));
+    let tls = match &opts.tls {
+        Some((cert, key)) => Some(tls_config(cert, key)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| format!("{}: {e}", opts.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     ready(addr);
-    axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await.map_err(|e| e.to_string())
+    match tls {
+        Some(config) => serve_tls(listener, router(app), config, shutdown).await,
+        None => axum::serve(listener, router(app)).with_graceful_shutdown(shutdown).await.map_err(|e| e.to_string()),
+    }
 }
 
 fn router(app: Shared) -> Router {

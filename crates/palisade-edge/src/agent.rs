@@ -31,6 +31,8 @@ pub struct ControlLink {
     pub city: String,
     /// How often the node reports its counters (the control plane's health gates read them).
     pub report_every: Duration,
+    /// The CA to trust for an `https://` control plane.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// The token stays out of logs.
@@ -54,7 +56,166 @@ struct Assigned {
     hash: String,
 }
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+/// The client nodes (and the CLI) use towards the control plane: `http://`, or `https://` with
+/// the control plane's CA (`--control-ca`), and nothing else.
+pub type HttpClient = Client<Connector, Full<Bytes>>;
+
+/// A client for the control plane; `ca`: a PEM file of the CA(s) to trust for `https://` URLs.
+pub fn control_client(ca: Option<&std::path::Path>) -> Result<HttpClient, String> {
+    let tls = match ca {
+        None => None,
+        Some(path) => {
+            use rustls::pki_types::pem::PemObject;
+            let mut roots = rustls::RootCertStore::empty();
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            for c in certs {
+                roots.add(c).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Some(tokio_rustls::TlsConnector::from(Arc::new(config)))
+        }
+    };
+    Ok(Client::builder(TokioExecutor::new()).build(Connector { tls }))
+}
+
+/// Connects to the control plane: plain TCP for `http://`, TLS (verified against the given CA)
+/// for `https://`; `https://` without a CA is refused rather than trusted blindly.
+#[derive(Clone)]
+pub struct Connector {
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+/// The connection a [`Connector`] makes.
+pub struct Conn(hyper_util::rt::TokioIo<Stream>);
+
+enum Stream {
+    Plain(tokio::net::TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for Stream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Stream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+impl hyper::rt::Read for Conn {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for Conn {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+impl hyper_util::client::legacy::connect::Connection for Conn {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        hyper_util::client::legacy::connect::Connected::new()
+    }
+}
+
+impl tower_service::Service<hyper::Uri> for Connector {
+    type Response = Conn;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Conn>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: hyper::Uri) -> Self::Future {
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{uri}: {m}"));
+            let https = match uri.scheme_str() {
+                Some("https") => true,
+                Some("http") => false,
+                _ => return Err(bad("only http:// and https://")),
+            };
+            let host = uri.host().ok_or_else(|| bad("no host"))?.trim_matches(|c| c == '[' || c == ']').to_string();
+            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            let _ = tcp.set_nodelay(true);
+            let stream = if https {
+                let tls = tls.ok_or_else(|| bad("https needs the control plane's CA (--control-ca)"))?;
+                let name =
+                    rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| bad("not a server name"))?;
+                Stream::Tls(Box::new(tls.connect(name, tcp).await?))
+            } else {
+                Stream::Plain(tcp)
+            };
+            Ok(Conn(hyper_util::rt::TokioIo::new(stream)))
+        })
+    }
+}
 
 struct Agent {
     client: HttpClient,
@@ -68,13 +229,14 @@ struct Agent {
 /// Runs until the node shuts down.
 pub async fn run(shared: Arc<EdgeShared>, link: ControlLink) {
     let mut shutdown = shared.shutdown.subscribe();
-    let mut agent = Agent {
-        client: Client::builder(TokioExecutor::new()).build_http(),
-        link,
-        shared,
-        registered: false,
-        known: None,
+    let client = match control_client(link.ca_file.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot reach the control plane: its CA is unusable; serving what this node has");
+            return;
+        }
     };
+    let mut agent = Agent { client, link, shared, registered: false, known: None };
     let reporter = Agent {
         client: agent.client.clone(),
         link: agent.link.clone(),
