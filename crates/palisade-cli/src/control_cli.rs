@@ -314,10 +314,16 @@ pub async fn nodes(remote: &Remote) -> anyhow::Result<()> {
         "node", "city", "assigned", "running", "last seen (UTC)"
     );
     for n in v["nodes"].as_array().into_iter().flatten() {
-        let refusal = match n["nack_version"].as_u64() {
+        let mut refusal = match n["nack_version"].as_u64() {
             Some(r) => format!("v{r}: {}", n["nack_detail"].as_str().unwrap_or("")),
             None => "-".into(),
         };
+        if n["drift"].as_bool() == Some(true) {
+            refusal = format!(
+                "DRIFT: runs sha256 {} (a local change?); {refusal}",
+                short(n["running_hash"].as_str().unwrap_or(""))
+            );
+        }
         println!(
             "{:<16} {:<14} {:>8} {:>8}  {:<24}  {}",
             n["name"].as_str().unwrap_or(""),

@@ -300,7 +300,16 @@ async fn a_node_runs_assigned_versions_refuses_bad_ones_and_outlives_the_control
     let e = edge_with(
         edge_dir,
         boot,
-        &["--control", &control_url, "--node-token-file", token_file.to_str().unwrap(), "--city", "berlin"],
+        &[
+            "--control",
+            &control_url,
+            "--node-token-file",
+            token_file.to_str().unwrap(),
+            "--city",
+            "berlin",
+            "--report-interval-ms",
+            "200",
+        ],
     );
 
     eventually("the node registers", Duration::from_secs(10), || async move {
@@ -351,6 +360,25 @@ async fn a_node_runs_assigned_versions_refuses_bad_ones_and_outlives_the_control
         .collect();
     assert!(results.contains(&("ack".into(), format!("config v{n1}"))), "{results:?}");
     assert!(results.contains(&("nack".into(), format!("config v{n2}"))), "{results:?}");
+
+    // A local change (the boot file edited, SIGHUP) shows as drift: the node runs something
+    // other than the version it answered for.
+    eventually("no drift while it runs what it answered for", Duration::from_secs(10), || async move {
+        nodes(a).await[0]["drift"] == false
+    })
+    .await;
+    e.write_config(&zone_config(&["site.example", "new.example", "local.example"], &[origin.addr], ""));
+    e.proc.signal("HUP");
+    eventually("the control plane sees the drift", Duration::from_secs(10), || async move {
+        nodes(a).await[0]["drift"] == true
+    })
+    .await;
+    let out = std::process::Command::new(bin())
+        .args(["nodes", "--control", &control_url, "--token", ALICE])
+        .env("PALISADE_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("DRIFT"), "{out:?}");
 
     // The control plane dies: every request still succeeds.
     c.proc.child.kill().unwrap();

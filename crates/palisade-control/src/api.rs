@@ -587,7 +587,11 @@ async fn report(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> A
         return Err(bad_request(format!("latency: at most {} buckets", crate::rollout::MAX_LATENCY_BUCKETS)));
     }
     let who = name.clone();
-    blocking(&app, move |s| s.report(&who, r.requests, r.errors, &r.latency_le_ms, &r.latency)).await?;
+    if let Some(h) = &r.hash {
+        bounded("hash", h)?;
+    }
+    blocking(&app, move |s| s.report(&who, r.requests, r.errors, &r.latency_le_ms, &r.latency, r.hash.as_deref()))
+        .await?;
     if crate::store::lock_or_recover(&app.probe).remove(&name) {
         return Ok(Json(json!({ "probe": crate::rollout::PROBES })).into_response());
     }

@@ -55,6 +55,9 @@ pub struct Report {
     pub latency_le_ms: Vec<f64>,
     #[serde(default)]
     pub latency: Vec<u64>,
+    /// The hash of the config it runs.
+    #[serde(default)]
+    pub hash: Option<String>,
 }
 
 /// `POST /v1/rollouts`.

@@ -165,6 +165,7 @@ impl Store {
         errors: u64,
         le_ms: &[f64],
         latency: &[u64],
+        running_hash: Option<&str>,
     ) -> Result<(), StoreError> {
         let conn = self.lock()?;
         let at = now_ms();
@@ -177,7 +178,10 @@ impl Store {
             "INSERT INTO reports (node, at_ms, requests, errors, latency) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![node, to_i64(at)?, to_i64(requests)?, to_i64(errors)?, histogram],
         )?;
-        conn.execute("UPDATE nodes SET last_seen_ms = ?2 WHERE name = ?1", params![node, to_i64(at)?])?;
+        conn.execute(
+            "UPDATE nodes SET last_seen_ms = ?2, running_hash = coalesce(?3, running_hash) WHERE name = ?1",
+            params![node, to_i64(at)?, running_hash],
+        )?;
         // Ten minutes of reports are enough for any bake window kept here.
         conn.execute(
             "DELETE FROM reports WHERE node = ?1 AND at_ms < ?2",

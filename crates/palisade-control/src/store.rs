@@ -63,6 +63,10 @@ pub struct Node {
     /// The last version it refused, and why.
     pub nack_version: Option<u64>,
     pub nack_detail: Option<String>,
+    /// The hash of the config it last reported running.
+    pub running_hash: Option<String>,
+    /// It runs something other than the version it answered for last (a local reload, say).
+    pub drift: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +104,7 @@ pub struct Store {
 
 /// The layout `SCHEMA` creates. A store written by a newer layout is refused, not misread; an
 /// older one is migrated in [`Store::open`].
-const SCHEMA_VERSION: u32 = 2;
+const SCHEMA_VERSION: u32 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS versions (
@@ -125,7 +129,9 @@ CREATE TABLE IF NOT EXISTS nodes (
     nack_version  INTEGER,
     nack_detail   TEXT,
     -- What a rollout moved this node from: where a rollback sends it (NULL: its boot config).
-    rollback_to   INTEGER
+    rollback_to   INTEGER,
+    -- The hash of the config the node last reported running.
+    running_hash  TEXT
 );
 CREATE TABLE IF NOT EXISTS reports (
     node     TEXT    NOT NULL,
@@ -224,9 +230,12 @@ impl Store {
         }
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(crate::killswitch::SCHEMA)?;
-        // Layout 1 -> 2: reports carry the latency histogram.
+        // Layout 1 -> 2: reports carry the latency histogram. 2 -> 3: nodes, their running hash.
         if found == 1 {
             conn.execute_batch("ALTER TABLE reports ADD COLUMN latency TEXT NOT NULL DEFAULT ''")?;
+        }
+        if (1..=2).contains(&found) {
+            conn.execute_batch("ALTER TABLE nodes ADD COLUMN running_hash TEXT")?;
         }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Self { conn: Mutex::new(conn) })
@@ -364,7 +373,8 @@ impl Store {
 }
 
 const NODE_COLUMNS: &str =
-    "name, city, software, registered_ms, last_seen_ms, assigned, applied, nack_version, nack_detail";
+    "name, city, software, registered_ms, last_seen_ms, assigned, applied, nack_version, nack_detail,
+     running_hash, (SELECT hash FROM versions WHERE versions.number = nodes.applied)";
 
 fn node_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
     let u = |i| col_u64(row, i);
@@ -379,6 +389,11 @@ fn node_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
         applied: opt(6)?,
         nack_version: opt(7)?,
         nack_detail: row.get(8)?,
+        drift: {
+            let (running, applied): (Option<String>, Option<String>) = (row.get(9)?, row.get(10)?);
+            matches!((&running, &applied), (Some(r), Some(a)) if r != a)
+        },
+        running_hash: row.get(9)?,
     })
 }
 
@@ -451,8 +466,11 @@ impl Store {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = number.map(to_i64).transpose()?;
         let changed = match refused {
+            // It runs what it acknowledged: the running hash is that version's until a report says
+            // otherwise (NULL for the boot config, until its next report).
             None => tx.execute(
-                "UPDATE nodes SET applied = ?2, last_seen_ms = ?3 WHERE name = ?1",
+                "UPDATE nodes SET applied = ?2, last_seen_ms = ?3,
+                   running_hash = (SELECT hash FROM versions WHERE number = ?2) WHERE name = ?1",
                 params![name, n, to_i64(now_ms())?],
             )?,
             Some(why) => tx.execute(
@@ -542,14 +560,16 @@ mod tests {
         {
             let c = Connection::open(&path).unwrap();
             c.execute_batch(
-                "CREATE TABLE reports (node TEXT NOT NULL, at_ms INTEGER NOT NULL, requests INTEGER NOT NULL, errors INTEGER NOT NULL);
+                "CREATE TABLE nodes (name TEXT PRIMARY KEY, city TEXT NOT NULL, software TEXT NOT NULL, registered_ms INTEGER NOT NULL,
+                   last_seen_ms INTEGER NOT NULL, assigned INTEGER, applied INTEGER, nack_version INTEGER, nack_detail TEXT, rollback_to INTEGER);
+                 CREATE TABLE reports (node TEXT NOT NULL, at_ms INTEGER NOT NULL, requests INTEGER NOT NULL, errors INTEGER NOT NULL);
                  INSERT INTO reports VALUES ('berlin', 1, 10, 0);
                  PRAGMA user_version = 1;",
             )
             .unwrap();
         }
         let s = Store::open(&path).unwrap();
-        s.report("berlin", 20, 1, &[1.0], &[5, 0]).unwrap();
+        s.report("berlin", 20, 1, &[1.0], &[5, 0], None).unwrap();
         let n: i64 =
             s.lock().unwrap().query_row("SELECT count(*) FROM reports WHERE latency != ''", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 1);
