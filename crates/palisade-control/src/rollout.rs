@@ -241,10 +241,7 @@ impl Store {
     ) -> Result<Result<Rollout, String>, StoreError> {
         let mut conn = self.lock()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let kind: Option<String> = tx
-            .query_row("SELECT kind FROM versions WHERE number = ?1", params![to_i64(version)?], |r| r.get(0))
-            .optional()?;
-        if kind.as_deref() != Some("config") {
+        if !crate::store::is_config_version(&tx, version)? {
             return Ok(Err(format!("no config version {version}")));
         }
         let active: Option<i64> =

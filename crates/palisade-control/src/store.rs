@@ -444,10 +444,7 @@ impl Store {
     pub fn assign(&self, actor: &str, name: &str, number: u64) -> Result<Node, StoreError> {
         let mut conn = self.lock()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let kind: Option<String> = tx
-            .query_row("SELECT kind FROM versions WHERE number = ?1", params![to_i64(number)?], |r| r.get(0))
-            .optional()?;
-        if kind.as_deref() != Some("config") {
+        if !is_config_version(&tx, number)? {
             return Err(StoreError::NotFound(format!("no config version {number}")));
         }
         if tx.execute("UPDATE nodes SET assigned = ?2 WHERE name = ?1", params![name, to_i64(number)?])? == 0 {
@@ -487,6 +484,14 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Whether `number` is a stored config version (what assignments and rollouts may point at).
+pub(crate) fn is_config_version(conn: &Connection, number: u64) -> Result<bool, StoreError> {
+    let kind: Option<String> = conn
+        .query_row("SELECT kind FROM versions WHERE number = ?1", params![to_i64(number)?], |r| r.get(0))
+        .optional()?;
+    Ok(kind.as_deref() == Some("config"))
 }
 
 fn node_by_name(conn: &Connection, name: &str) -> Result<Option<Node>, StoreError> {

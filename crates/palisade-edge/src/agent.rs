@@ -217,10 +217,17 @@ impl tower_service::Service<hyper::Uri> for Connector {
     }
 }
 
-struct Agent {
+/// What every conversation with the control plane needs: cheap to clone, one per loop.
+#[derive(Clone)]
+struct Channel {
     client: HttpClient,
     link: ControlLink,
     shared: Arc<EdgeShared>,
+}
+
+/// The assignment watch, and the state only it keeps.
+struct Watch {
+    ch: Channel,
     registered: bool,
     /// The control-plane version this node last answered for.
     known: Option<u64>,
@@ -236,23 +243,10 @@ pub async fn run(shared: Arc<EdgeShared>, link: ControlLink) {
             return;
         }
     };
-    let mut agent = Agent { client, link, shared, registered: false, known: None };
-    let reporter = Agent {
-        client: agent.client.clone(),
-        link: agent.link.clone(),
-        shared: agent.shared.clone(),
-        registered: true,
-        known: None,
-    };
-    let switcher = Agent {
-        client: agent.client.clone(),
-        link: agent.link.clone(),
-        shared: agent.shared.clone(),
-        registered: true,
-        known: None,
-    };
-    tokio::spawn(reporter.report_loop());
-    tokio::spawn(switcher.kill_loop());
+    let ch = Channel { client, link, shared };
+    tokio::spawn(ch.clone().report_loop());
+    tokio::spawn(ch.clone().kill_loop());
+    let mut agent = Watch { ch, registered: false, known: None };
     let mut backoff = MIN_BACKOFF;
     let mut failing = false;
     loop {
@@ -263,14 +257,14 @@ pub async fn run(shared: Arc<EdgeShared>, link: ControlLink) {
         match result {
             Ok(()) => {
                 if failing {
-                    tracing::info!(control = %agent.link.url, "control plane reachable again");
+                    tracing::info!(control = %agent.ch.link.url, "control plane reachable again");
                     failing = false;
                 }
                 backoff = MIN_BACKOFF;
             }
             Err(e) => {
                 if !failing {
-                    tracing::warn!(control = %agent.link.url, error = %e, "control plane unreachable; serving the running config");
+                    tracing::warn!(control = %agent.ch.link.url, error = %e, "control plane unreachable; serving the running config");
                     failing = true;
                 }
                 // It may have restarted with no memory of this process: say hello again.
@@ -285,11 +279,82 @@ pub async fn run(shared: Arc<EdgeShared>, link: ControlLink) {
     }
 }
 
+impl Watch {
+    /// One round: (register,) wait for an assignment, and act on it.
+    async fn step(&mut self) -> Result<(), String> {
+        if !self.registered {
+            let hello = json!({ "city": self.ch.link.city, "software": env!("CARGO_PKG_VERSION") });
+            let (s, b) = self.ch.call(Method::POST, "/v1/nodes/register", Some(hello), Duration::from_secs(10)).await?;
+            if s != StatusCode::OK {
+                return Err(format!("register: {s} {}", text(&b)));
+            }
+            tracing::info!(control = %self.ch.link.url, "registered with the control plane");
+            self.registered = true;
+        }
+        let known = self.known.map(|n| format!("&known={n}")).unwrap_or_default();
+        let path = format!("/v1/nodes/self/assignment?wait_ms={}{known}", POLL_WAIT.as_millis());
+        let (s, b) = self.ch.call(Method::GET, &path, None, POLL_WAIT + Duration::from_secs(10)).await?;
+        match s {
+            StatusCode::NO_CONTENT => return Ok(()),
+            StatusCode::OK => {}
+            StatusCode::CONFLICT => {
+                self.registered = false;
+                return Ok(());
+            }
+            other => return Err(format!("assignment: {other} {}", text(&b))),
+        }
+        #[derive(serde::Deserialize)]
+        struct Assignment {
+            number: Option<u64>,
+            #[serde(default)]
+            hash: String,
+        }
+        let a: Assignment = serde_json::from_slice(&b).map_err(|e| format!("assignment: {e}"))?;
+        let Some(number) = a.number else {
+            // Rolled back to before any version: the boot config file again.
+            let outcome = self.ch.shared.reload().await;
+            match &outcome {
+                Ok(applied) => tracing::info!(config_version = applied.version, "back on the boot config"),
+                Err(problems) => {
+                    tracing::error!(problems = ?problems, "cannot go back to the boot config; still serving the running one")
+                }
+            }
+            self.ch.answer(None, outcome.map(|_| ())).await?;
+            self.known = None;
+            return Ok(());
+        };
+        let a = Assigned { number, hash: a.hash };
+        let (s, content) = self
+            .ch
+            .call(Method::GET, &format!("/v1/versions/{}/content", a.number), None, Duration::from_secs(30))
+            .await?;
+        if s != StatusCode::OK {
+            return Err(format!("version {}: {s} {}", a.number, text(&content)));
+        }
+        let outcome = if palisade_config::content_hash(&content) != a.hash {
+            Err(vec![palisade_config::Problem {
+                path: "(document)".into(),
+                message: format!("content does not match the assigned hash {}", a.hash),
+            }])
+        } else {
+            let source = format!("control plane v{}", a.number);
+            self.ch.shared.apply_exclusive(&content, &source).await
+        };
+        if let Ok(applied) = &outcome {
+            tracing::info!(version = a.number, config_version = applied.version, "running the assigned version");
+        }
+        self.ch.answer(Some(a.number), outcome.map(|_| ())).await?;
+        // Answered: a refused version is not fetched again until the assignment changes.
+        self.known = Some(a.number);
+        Ok(())
+    }
+}
+
 fn text(b: &Bytes) -> String {
     String::from_utf8_lossy(b.get(..b.len().min(512)).unwrap_or(b)).into_owned()
 }
 
-impl Agent {
+impl Channel {
     async fn call(
         &self,
         method: Method,
@@ -320,74 +385,6 @@ impl Agent {
             .map_err(|e| format!("{url}: {e}"))?
             .to_bytes();
         Ok((status, body))
-    }
-
-    /// One round: (register,) wait for an assignment, and act on it.
-    async fn step(&mut self) -> Result<(), String> {
-        if !self.registered {
-            let hello = json!({ "city": self.link.city, "software": env!("CARGO_PKG_VERSION") });
-            let (s, b) = self.call(Method::POST, "/v1/nodes/register", Some(hello), Duration::from_secs(10)).await?;
-            if s != StatusCode::OK {
-                return Err(format!("register: {s} {}", text(&b)));
-            }
-            tracing::info!(control = %self.link.url, "registered with the control plane");
-            self.registered = true;
-        }
-        let known = self.known.map(|n| format!("&known={n}")).unwrap_or_default();
-        let path = format!("/v1/nodes/self/assignment?wait_ms={}{known}", POLL_WAIT.as_millis());
-        let (s, b) = self.call(Method::GET, &path, None, POLL_WAIT + Duration::from_secs(10)).await?;
-        match s {
-            StatusCode::NO_CONTENT => return Ok(()),
-            StatusCode::OK => {}
-            StatusCode::CONFLICT => {
-                self.registered = false;
-                return Ok(());
-            }
-            other => return Err(format!("assignment: {other} {}", text(&b))),
-        }
-        #[derive(serde::Deserialize)]
-        struct Assignment {
-            number: Option<u64>,
-            #[serde(default)]
-            hash: String,
-        }
-        let a: Assignment = serde_json::from_slice(&b).map_err(|e| format!("assignment: {e}"))?;
-        let Some(number) = a.number else {
-            // Rolled back to before any version: the boot config file again.
-            let outcome = self.shared.reload().await;
-            match &outcome {
-                Ok(applied) => tracing::info!(config_version = applied.version, "back on the boot config"),
-                Err(problems) => {
-                    tracing::error!(problems = ?problems, "cannot go back to the boot config; still serving the running one")
-                }
-            }
-            self.answer(None, outcome.map(|_| ())).await?;
-            self.known = None;
-            return Ok(());
-        };
-        let a = Assigned { number, hash: a.hash };
-        let (s, content) = self
-            .call(Method::GET, &format!("/v1/versions/{}/content", a.number), None, Duration::from_secs(30))
-            .await?;
-        if s != StatusCode::OK {
-            return Err(format!("version {}: {s} {}", a.number, text(&content)));
-        }
-        let outcome = if palisade_config::content_hash(&content) != a.hash {
-            Err(vec![palisade_config::Problem {
-                path: "(document)".into(),
-                message: format!("content does not match the assigned hash {}", a.hash),
-            }])
-        } else {
-            let source = format!("control plane v{}", a.number);
-            self.shared.apply_exclusive(&content, &source).await
-        };
-        if let Ok(applied) = &outcome {
-            tracing::info!(version = a.number, config_version = applied.version, "running the assigned version");
-        }
-        self.answer(Some(a.number), outcome.map(|_| ())).await?;
-        // Answered: a refused version is not fetched again until the assignment changes.
-        self.known = Some(a.number);
-        Ok(())
     }
 
     /// The kill switches' own long poll, apart from config so that a switch never waits behind a

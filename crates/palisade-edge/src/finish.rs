@@ -61,7 +61,7 @@ impl Drop for Finish {
                 o.stats.timeouts.fetch_add(1, Ordering::Relaxed);
             }
         }
-        if self.ctx.edge.access_log.enabled() && !self.ctx.edge.kill.off(crate::kill::Switch::AccessLog) {
+        if self.ctx.edge.access_log_on() {
             let record = AccessRecord {
                 edge_start_timestamp: humantime_rfc3339(self.started_wall.unwrap_or_else(SystemTime::now)),
                 ray_id: std::mem::take(&mut self.request_id),

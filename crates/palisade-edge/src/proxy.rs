@@ -205,7 +205,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
     ctx.conn.in_flight.fetch_add(1, Ordering::Relaxed);
     let request_id_value = new_request_id();
     let id = || request_id_value.to_str().unwrap_or_default();
-    let log = ctx.edge.access_log.enabled() && !ctx.edge.kill.off(crate::kill::Switch::AccessLog);
+    let log = ctx.edge.access_log_on();
     let mut finish = Box::new(Finish {
         ctx: ctx.clone(),
         started: crate::clock::now(),

@@ -148,8 +148,9 @@ impl EdgeShared {
     }
 
     fn apply_inner(&self, bytes: &[u8], source: &str) -> Result<Applied, Vec<Problem>> {
-        let hash = palisade_config::content_hash(bytes);
-        if self.crash_guard.is_quarantined(&hash) {
+        let valid = self.options.load(bytes).map_err(|e| e.problems())?;
+        // The content hash comes with the validated document: no second pass over the bytes.
+        if self.crash_guard.is_quarantined(&valid.hash) {
             return Err(vec![Problem {
                 path: "(document)".into(),
                 message: format!(
@@ -159,7 +160,6 @@ impl EdgeShared {
                 ),
             }]);
         }
-        let valid = self.options.load(bytes).map_err(|e| e.problems())?;
         let current = self.snapshot.load_full();
         let mut problems = Vec::new();
         for (name, new, old) in [
@@ -206,6 +206,11 @@ impl EdgeShared {
                 tracing::error!(error = %e, "could not write the last-known-good file");
             }
         }
+    }
+
+    /// Whether requests are written to the access log: configured, and not switched off.
+    pub fn access_log_on(&self) -> bool {
+        self.access_log.enabled() && !self.kill.off(crate::kill::Switch::AccessLog)
     }
 
     /// [`Self::apply`], one change at a time with reloads from the file.
