@@ -119,13 +119,27 @@ impl Remote {
 
     /// One API call: (status, JSON body or `null`).
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<(StatusCode, Value)> {
+        let body = match body {
+            Some(v) => Some(("application/json", Bytes::from(serde_json::to_vec(&v)?))),
+            None => None,
+        };
+        self.send(method, path, body).await
+    }
+
+    /// One API call with a body of its own type: (status, JSON answer or `null`).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Bytes)>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         let url = format!("{}{path}", self.control.trim_end_matches('/'));
         let mut req =
             Request::builder().method(method).uri(&url).header("authorization", format!("Bearer {}", self.token()?));
         let body = match body {
-            Some(v) => {
-                req = req.header("content-type", "application/json");
-                Full::new(Bytes::from(serde_json::to_vec(&v)?))
+            Some((content_type, bytes)) => {
+                req = req.header("content-type", content_type);
+                Full::new(bytes)
             }
             None => Full::new(Bytes::new()),
         };
@@ -186,16 +200,103 @@ pub async fn push(remote: &Remote, file: &Path, message: &str, parent: Option<u6
     }
 }
 
+/// `palisade artifact push KIND NAME FILE -m MESSAGE [--unchecked] [--rollout]`.
+pub async fn artifact_push(
+    remote: &Remote,
+    kind: &str,
+    name: &str,
+    file: &Path,
+    message: &str,
+    unchecked: bool,
+    rollout: bool,
+) -> anyhow::Result<()> {
+    let bytes = std::fs::read(file).with_context(|| file.display().to_string())?;
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("message", message);
+    if unchecked {
+        query.append_pair("unchecked", "true");
+    }
+    if rollout {
+        query.append_pair("rollout", "true");
+    }
+    let path = format!("/v1/artifacts/{kind}/{name}?{}", query.finish());
+    let (status, v) = remote.send(Method::POST, &path, Some(("application/octet-stream", Bytes::from(bytes)))).await?;
+    match status {
+        StatusCode::CREATED | StatusCode::OK => {
+            let a = &v["version"];
+            let what = if status == StatusCode::CREATED { "stored" } else { "unchanged:" };
+            println!(
+                "{what} {kind} {name} version {} (sha256 {})",
+                a["number"],
+                short(a["hash"].as_str().unwrap_or(""))
+            );
+            match (&v["config"], v["config_note"].as_str()) {
+                (c, _) if c.is_object() => println!("config version {} pins it", c["number"]),
+                (_, Some(note)) => println!("no new config version: {note}"),
+                _ => {}
+            }
+            if let Some(id) = v["rollout"]["id"].as_u64() {
+                println!("rollout {id} started: palisade rollout watch {id}");
+            } else if let Some(note) = v["rollout_note"].as_str() {
+                println!("no rollout: {note}");
+            }
+            if v["source_state"] == "flapping" {
+                eprintln!("warning: this source is flapping (see `palisade artifact sources`)");
+            }
+            Ok(())
+        }
+        StatusCode::UNPROCESSABLE_ENTITY | StatusCode::PAYLOAD_TOO_LARGE => {
+            let problems = v["problems"].as_array().cloned().unwrap_or_default();
+            eprintln!("{}: rejected, {} problem(s)", file.display(), problems.len().max(1));
+            for p in &problems {
+                eprintln!("  {}: {}", p["path"].as_str().unwrap_or(""), p["message"].as_str().unwrap_or(""));
+            }
+            if problems.is_empty() {
+                eprintln!("  {}", v["error"].as_str().unwrap_or(""));
+            }
+            bail!("nothing stored")
+        }
+        s => Err(api_error(s, &v)),
+    }
+}
+
+/// `palisade artifact sources`: who pushes artifacts, and how it went.
+pub async fn artifact_sources(remote: &Remote) -> anyhow::Result<()> {
+    let (status, v) = remote.call(Method::GET, "/v1/artifacts/sources", None).await?;
+    if status != StatusCode::OK {
+        return Err(api_error(status, &v));
+    }
+    println!("{:<14}  {:<24}  {:<16}  {:<9}  last outcomes (newest first)", "kind", "name", "author", "state");
+    for s in v["sources"].as_array().into_iter().flatten() {
+        let recent: String =
+            s["recent"].as_array().into_iter().flatten().map(|o| if o["ok"] == true { '+' } else { '-' }).collect();
+        println!(
+            "{:<14}  {:<24}  {:<16}  {:<9}  {recent}",
+            s["kind"].as_str().unwrap_or(""),
+            s["name"].as_str().unwrap_or(""),
+            s["author"].as_str().unwrap_or(""),
+            s["state"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
 /// `palisade config versions [--limit N]`: newest first.
-pub async fn versions(remote: &Remote, limit: u32) -> anyhow::Result<()> {
-    let (status, v) = remote.call(Method::GET, &format!("/v1/versions?limit={limit}"), None).await?;
+pub async fn versions(remote: &Remote, limit: u32, kind: &str, name: Option<&str>) -> anyhow::Result<()> {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("limit", &limit.to_string()).append_pair("kind", kind);
+    if let Some(n) = name {
+        query.append_pair("name", n);
+    }
+    let (status, v) = remote.call(Method::GET, &format!("/v1/versions?{}", query.finish()), None).await?;
     if status != StatusCode::OK {
         return Err(api_error(status, &v));
     }
     println!("{:>7}  {:<24}  {:<16}  {:<12}  message", "version", "created (UTC)", "author", "sha256");
     for version in v["versions"].as_array().into_iter().flatten() {
+        let named = version["name"].as_str().filter(|n| !n.is_empty()).map(|n| format!("[{n}] ")).unwrap_or_default();
         println!(
-            "{:>7}  {:<24}  {:<16}  {:<12}  {}",
+            "{:>7}  {:<24}  {:<16}  {:<12}  {named}{}",
             version["number"].as_u64().unwrap_or(0),
             when(version["created_ms"].as_u64().unwrap_or(0)),
             version["author"].as_str().unwrap_or(""),

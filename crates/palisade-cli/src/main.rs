@@ -104,6 +104,11 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Artifacts the config pins by hash: IP lists, the bot model's feature file, certificate bundles.
+    Artifact {
+        #[command(subcommand)]
+        command: ArtifactCommand,
+    },
     /// Run the demo origin (a small website for demos, benches and tests).
     Origin {
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -197,6 +202,34 @@ enum RolloutCommand {
 }
 
 #[derive(Subcommand)]
+enum ArtifactCommand {
+    /// Store a new version of an artifact; when the head config lists it, a config version that
+    /// pins the new hash is made (and rolled out with --rollout).
+    Push {
+        /// ip_list, feature_file or cert_bundle.
+        kind: String,
+        /// The artifact's name, as listed in the config's [[artifacts]].
+        name: String,
+        file: PathBuf,
+        #[arg(long, short)]
+        message: String,
+        /// Store it without decoding it on the control plane (the nodes still refuse a bad one).
+        #[arg(long)]
+        unchecked: bool,
+        /// Start a staged rollout of the config version that pins it.
+        #[arg(long)]
+        rollout: bool,
+        #[command(flatten)]
+        remote: control_cli::Remote,
+    },
+    /// Where artifacts come from, and whether each source is healthy, failing or flapping.
+    Sources {
+        #[command(flatten)]
+        remote: control_cli::Remote,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConfigCommand {
     /// Check a configuration document offline: prints every problem with its path, exits non-zero on any.
     Validate { file: PathBuf },
@@ -216,6 +249,12 @@ enum ConfigCommand {
     Versions {
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// config, or an artifact kind (ip_list, feature_file, cert_bundle).
+        #[arg(long, default_value = "config")]
+        kind: String,
+        /// One artifact's versions only.
+        #[arg(long)]
+        name: Option<String>,
         #[command(flatten)]
         remote: control_cli::Remote,
     },
@@ -378,12 +417,20 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             RolloutCommand::Watch { id, remote } => control_cli::rollout_watch(&remote, id).await,
             RolloutCommand::Abort { id, remote } => control_cli::rollout_abort(&remote, id).await,
         },
+        Command::Artifact { command } => match command {
+            ArtifactCommand::Push { kind, name, file, message, unchecked, rollout, remote } => {
+                control_cli::artifact_push(&remote, &kind, &name, &file, &message, unchecked, rollout).await
+            }
+            ArtifactCommand::Sources { remote } => control_cli::artifact_sources(&remote).await,
+        },
         Command::Config { command } => match command {
             ConfigCommand::Validate { .. } => Ok(()),
             ConfigCommand::Push { file, message, parent, remote } => {
                 control_cli::push(&remote, &file, &message, parent).await
             }
-            ConfigCommand::Versions { limit, remote } => control_cli::versions(&remote, limit).await,
+            ConfigCommand::Versions { limit, kind, name, remote } => {
+                control_cli::versions(&remote, limit, &kind, name.as_deref()).await
+            }
             ConfigCommand::Show { version, remote } => control_cli::show(&remote, version).await,
             ConfigCommand::Diff { from, to, remote } => control_cli::diff(&remote, from, to).await,
         },

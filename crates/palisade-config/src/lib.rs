@@ -8,12 +8,13 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
 
+pub mod artifact;
 pub mod limits;
 mod schema;
 mod validate;
 
 pub use schema::*;
-pub use validate::{validate, HashKey, Problem, ValidConfig};
+pub use validate::{is_name, validate, HashKey, Problem, ValidConfig};
 
 use sha2::{Digest, Sha256};
 

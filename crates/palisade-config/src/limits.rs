@@ -57,4 +57,5 @@ pub const KILL_SWITCHES: &[(&str, &str)] = &[
     ("access_log", "stop writing access-log records"),
     ("retries", "never retry a request on another origin"),
     ("splice", "move response bodies in user space instead of splice(2)"),
+    ("ip_lists", "stop refusing requests from addresses on a zone's ip_deny list"),
 ];

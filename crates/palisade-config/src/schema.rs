@@ -20,6 +20,23 @@ pub struct Document {
     pub access_log: AccessLogSection,
     #[serde(default)]
     pub zones: Vec<Zone>,
+    /// Files this document uses, pinned by content hash (see [`crate::artifact`]).
+    #[serde(default)]
+    pub artifacts: Vec<ArtifactRef>,
+}
+
+/// An artifact the document uses: a name the zones refer to, its kind, and the SHA-256 of its
+/// exact bytes. A node under a control plane fetches it by hash; a stand-alone node reads
+/// `file`. Either way the bytes are checked against the hash and decoded before use.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactRef {
+    pub name: String,
+    pub kind: crate::artifact::ArtifactKind,
+    pub sha256: String,
+    /// Where a stand-alone node reads it from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -140,6 +157,10 @@ pub struct Zone {
     pub max_body_bytes: u64,
     #[serde(default)]
     pub tls: Option<ZoneTls>,
+    /// An `ip_list` artifact: requests from these client addresses are refused with 403
+    /// before anything else is done for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_deny: Option<String>,
 }
 
 fn default_max_body_bytes() -> u64 {
@@ -259,7 +280,12 @@ impl Default for PassiveHealth {
 #[serde(deny_unknown_fields)]
 pub struct ZoneTls {
     /// PEM certificate chain, read by the node when the snapshot is compiled.
-    pub cert_file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<String>,
     /// PEM private key.
-    pub key_file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// Instead of the two files: a `cert_bundle` artifact (chain and key in one PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<String>,
 }

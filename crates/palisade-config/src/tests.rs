@@ -203,4 +203,6 @@ fn the_readme_example_is_a_valid_document_with_every_default_spelled_out() {
     assert_eq!(z.passive_health, PassiveHealth::default());
     let hc = z.health_check.as_ref().unwrap();
     assert_eq!((hc.interval_ms, hc.timeout_ms, hc.expected_status), (5000, 2000, 200));
+    assert_eq!(z.ip_deny.as_deref(), Some("blocked"));
+    assert_eq!(v.doc.artifacts[0].kind, crate::artifact::ArtifactKind::IpList);
 }

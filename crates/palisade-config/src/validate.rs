@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 
+use crate::artifact::{self, ArtifactKind};
 use crate::limits::{self, range};
 use crate::schema::*;
 
@@ -88,7 +89,7 @@ impl Checker {
 }
 
 /// Keeps error messages bounded even when the offending value is huge.
-fn clip(s: &str) -> String {
+pub(crate) fn clip(s: &str) -> String {
     const MAX: usize = 80;
     if s.chars().count() <= MAX {
         s.to_string()
@@ -116,6 +117,8 @@ pub fn validate(doc: Document, hash: String) -> Result<ValidConfig, Vec<Problem>
             }
         }
     }
+
+    let artifacts = check_artifacts(&mut c, &doc.artifacts);
 
     check_name(&mut c, "node.name", &doc.node.name);
     check_name(&mut c, "node.city", &doc.node.city);
@@ -250,17 +253,28 @@ pub fn validate(doc: Document, hash: String) -> Result<ValidConfig, Vec<Problem>
         c.range(format!("{p}.max_body_bytes"), z.max_body_bytes, range::MAX_BODY_BYTES);
 
         if let Some(tls) = &z.tls {
-            for (field, v) in [("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
-                if v.is_empty() || v.len() > limits::MAX_PATH_LEN {
-                    c.err(
-                        format!("{p}.tls.{field}"),
-                        format!("must be a file path of 1..={} bytes", limits::MAX_PATH_LEN),
-                    );
+            match (&tls.cert_file, &tls.key_file, &tls.bundle) {
+                (Some(cert), Some(key), None) => {
+                    for (field, v) in [("cert_file", cert), ("key_file", key)] {
+                        if v.is_empty() || v.len() > limits::MAX_PATH_LEN {
+                            c.err(
+                                format!("{p}.tls.{field}"),
+                                format!("must be a file path of 1..={} bytes", limits::MAX_PATH_LEN),
+                            );
+                        }
+                    }
                 }
+                (None, None, Some(bundle)) => {
+                    artifact_use(&mut c, &artifacts, format!("{p}.tls.bundle"), bundle, ArtifactKind::CertBundle)
+                }
+                _ => c.err(format!("{p}.tls"), "give either cert_file and key_file, or bundle"),
             }
             if https.is_none() {
                 c.err(format!("{p}.tls"), "a certificate is configured but listen.https is not set");
             }
+        }
+        if let Some(list) = &z.ip_deny {
+            artifact_use(&mut c, &artifacts, format!("{p}.ip_deny"), list, ArtifactKind::IpList);
         }
 
         zones.push(ValidZone { origin_addrs: addrs, hash_key, hostnames: zone_hosts });
@@ -273,11 +287,46 @@ pub fn validate(doc: Document, hash: String) -> Result<ValidConfig, Vec<Problem>
     }
 }
 
-fn check_name(c: &mut Checker, path: impl Into<String>, name: &str) {
-    let ok = !name.is_empty()
+/// The document's artifact list: names unique, hashes well-formed. Returns name -> kind.
+fn check_artifacts<'a>(c: &mut Checker, list: &'a [ArtifactRef]) -> HashMap<&'a str, ArtifactKind> {
+    c.count("artifacts", list, 0, artifact::limits::MAX_ARTIFACTS);
+    let mut by_name = HashMap::new();
+    for (i, a) in list.iter().enumerate() {
+        let p = format!("artifacts[{i}]");
+        check_name(c, format!("{p}.name"), &a.name);
+        if by_name.insert(a.name.as_str(), a.kind).is_some() {
+            c.err(format!("{p}.name"), format!("`{}` is listed twice", clip(&a.name)));
+        }
+        if !artifact::is_sha256(&a.sha256) {
+            c.err(format!("{p}.sha256"), "must be 64 lowercase hex digits (the SHA-256 of the file)");
+        }
+        if let Some(f) = &a.file {
+            if f.is_empty() || f.len() > limits::MAX_PATH_LEN {
+                c.err(format!("{p}.file"), format!("must be a file path of 1..={} bytes", limits::MAX_PATH_LEN));
+            }
+        }
+    }
+    by_name
+}
+
+/// A zone's use of an artifact: it must be listed, with the kind the use needs.
+fn artifact_use(c: &mut Checker, listed: &HashMap<&str, ArtifactKind>, path: String, name: &str, want: ArtifactKind) {
+    match listed.get(name) {
+        None => c.err(path, format!("no artifact named `{}` in [[artifacts]]", clip(name))),
+        Some(k) if *k != want => c.err(path, format!("`{}` is a {k}; this needs a {want}", clip(name))),
+        Some(_) => {}
+    }
+}
+
+/// A name (zone, node, artifact): 1..=64 characters of a-z, A-Z, 0-9, `-`, `_`, `.`.
+pub fn is_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= limits::MAX_NAME_LEN
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if !ok {
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+fn check_name(c: &mut Checker, path: impl Into<String>, name: &str) {
+    if !is_name(name) {
         c.err(
             path,
             format!("`{}` must be 1..={} characters of a-z, A-Z, 0-9, `-`, `_`, `.`", clip(name), limits::MAX_NAME_LEN),

@@ -27,6 +27,11 @@
 //! /v1/nodes/self/killswitches?known=G&wait_ms=M` (long poll), `POST
 //! /v1/nodes/self/killswitches/ack` `{"generation", "unknown"}`.
 //!
+//! Artifacts: `POST /v1/artifacts/{kind}/{name}?message=...&unchecked=&rollout=&bake_ms=` (raw
+//! bytes; operators): decoded like a node would, stored, re-pinned in a new config version when the
+//! head config lists it, and rolled out on request. `GET /v1/artifacts/{sha256}/content` (nodes
+//! and operators), `GET /v1/artifacts/sources` (operators).
+//!
 //! Rollouts (operators): `POST /v1/rollouts` `{"version", "stages", "bake_ms"}`, `GET /v1/rollouts`,
 //! `GET /v1/rollouts/{id}` (with its events: every decision and the figures behind it),
 //! `POST /v1/rollouts/{id}/abort` (rolls back).
@@ -47,11 +52,15 @@ use serde_json::{json, Value};
 
 use crate::store::{Pushed, Store, StoreError, KINDS};
 use crate::tokens::Tokens;
+use palisade_config::artifact::ArtifactKind;
 
 /// Longest push message.
 pub const MAX_MESSAGE_BYTES: usize = 4096;
 /// Largest request body: a document at its limit, escaped into JSON.
 pub const MAX_BODY_BYTES: usize = 4 * palisade_config::limits::MAX_DOCUMENT_BYTES;
+/// Largest artifact stored: twice the largest any node accepts, so that an artifact pushed
+/// unchecked can still be refused by the nodes (with its size) rather than here.
+pub const MAX_ARTIFACT_BODY_BYTES: usize = 2 * palisade_config::artifact::limits::MAX_IP_LIST_BYTES;
 /// Most versions or audit records in one listing.
 pub const MAX_LIST: u32 = 1000;
 
@@ -268,6 +277,9 @@ fn router(app: Shared) -> Router {
         .route("/v1/rollouts", post(start_rollout).get(rollouts))
         .route("/v1/rollouts/{id}", get(rollout))
         .route("/v1/rollouts/{id}/abort", post(abort_rollout))
+        .route("/v1/artifacts/sources", get(artifact_sources))
+        .route("/v1/artifacts/{hash}/content", get(artifact_content))
+        .route("/v1/artifacts/{kind}/{name}", post(push_artifact))
         .route("/openapi.json", get(|| async { Json(crate::openapi::document()) }))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
@@ -312,8 +324,10 @@ fn parse_push_inner(body: &[u8]) -> Result<PushRequest, ApiError> {
     let raw: crate::bodies::Push =
         serde_json::from_slice(body).map_err(|e| bad_request(format!("request body: {e}")))?;
     let kind = raw.kind.unwrap_or_else(|| "config".into());
-    if !KINDS.contains(&kind.as_str()) {
-        return Err(bad_request(format!("kind: {kind:?} is not one of {KINDS:?}")));
+    if kind != "config" {
+        return Err(bad_request(format!(
+            "kind: {kind:?}: this endpoint stores config; artifacts go to POST /v1/artifacts/{{kind}}/{{name}}"
+        )));
     }
     if raw.message.trim().is_empty() {
         return Err(bad_request("message: must say what the change is"));
@@ -344,7 +358,7 @@ async fn push(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Api
     };
     let actor_name = who.clone();
     let pushed = blocking(&app, move |s| {
-        let pushed = s.push(&req.kind, req.content.as_bytes(), &hash, &actor_name, &req.message, req.parent)?;
+        let pushed = s.push(&req.kind, "", req.content.as_bytes(), &hash, &actor_name, &req.message, req.parent)?;
         match &pushed {
             Pushed::Created(_) => {}
             Pushed::Unchanged(v) => {
@@ -402,6 +416,7 @@ async fn validate(State(app): State<Shared>, headers: HeaderMap, body: Bytes) ->
 #[derive(Deserialize)]
 struct ListQuery {
     kind: Option<String>,
+    name: Option<String>,
     limit: Option<u32>,
     before: Option<u64>,
 }
@@ -409,8 +424,11 @@ struct ListQuery {
 async fn list(State(app): State<Shared>, headers: HeaderMap, Query(q): Query<ListQuery>) -> ApiResult {
     actor(&app, &headers)?;
     let kind = q.kind.unwrap_or_else(|| "config".into());
+    if !KINDS.contains(&kind.as_str()) {
+        return Err(bad_request(format!("kind: {kind:?} is not one of {KINDS:?}")));
+    }
     let limit = q.limit.unwrap_or(50).clamp(1, MAX_LIST);
-    let versions = blocking(&app, move |s| s.list(&kind, limit, q.before)).await?;
+    let versions = blocking(&app, move |s| s.list(&kind, q.name.as_deref(), limit, q.before)).await?;
     Ok(Json(json!({ "versions": versions })).into_response())
 }
 
@@ -598,33 +616,127 @@ async fn report(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> A
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn start_rollout(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+/// Stages, bake time and lane of a rollout, from what the operator gave and the lane's defaults.
+fn rollout_plan(
+    stages: Option<Vec<String>>,
+    bake_ms: Option<u64>,
+    emergency: bool,
+) -> Result<(Vec<String>, u64, &'static str), ApiError> {
     use crate::rollout::{
         parse_stage, DEFAULT_BAKE_MS, DEFAULT_STAGES, EMERGENCY_BAKE_MS, EMERGENCY_STAGES, MAX_BAKE_MS, MAX_STAGES,
     };
-    let who = actor(&app, &headers)?;
-    let req: crate::bodies::Start = json_body(&body)?;
-    let (default_stages, default_bake, lane) = if req.emergency {
+    let (default_stages, default_bake, lane) = if emergency {
         (EMERGENCY_STAGES, EMERGENCY_BAKE_MS, "emergency")
     } else {
         (DEFAULT_STAGES, DEFAULT_BAKE_MS, "normal")
     };
-    let stages = req.stages.unwrap_or_else(|| default_stages.iter().map(|s| s.to_string()).collect());
+    let stages = stages.unwrap_or_else(|| default_stages.iter().map(|s| s.to_string()).collect());
     if stages.is_empty() || stages.len() > MAX_STAGES {
         return Err(bad_request(format!("stages: 1 to {MAX_STAGES}")));
     }
     for s in &stages {
         parse_stage(s).map_err(bad_request)?;
     }
-    let bake_ms = req.bake_ms.unwrap_or(default_bake);
+    let bake_ms = bake_ms.unwrap_or(default_bake);
     if bake_ms > MAX_BAKE_MS {
         return Err(bad_request(format!("bake_ms: at most {MAX_BAKE_MS}")));
     }
+    Ok((stages, bake_ms, lane))
+}
+
+async fn start_rollout(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let who = actor(&app, &headers)?;
+    let req: crate::bodies::Start = json_body(&body)?;
+    let (stages, bake_ms, lane) = rollout_plan(req.stages, req.bake_ms, req.emergency)?;
     let started = blocking(&app, move |s| s.start_rollout(&who, req.version, &stages, bake_ms, lane)).await?;
     match started {
         Ok(r) => Ok((StatusCode::CREATED, Json(json!({ "rollout": r }))).into_response()),
         Err(why) => Err(ApiError::new(StatusCode::CONFLICT, why)),
     }
+}
+
+#[derive(Deserialize)]
+struct ArtifactPushQuery {
+    message: String,
+    /// Store it without decoding it here (the nodes still decode it, and refuse it if bad).
+    #[serde(default)]
+    unchecked: bool,
+    /// Start a rollout of the config version that pins it (default stages and bake).
+    #[serde(default)]
+    rollout: bool,
+    bake_ms: Option<u64>,
+}
+
+async fn push_artifact(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path((kind, name)): Path<(String, String)>,
+    Query(q): Query<ArtifactPushQuery>,
+    body: axum::body::Body,
+) -> ApiResult {
+    let who = actor(&app, &headers)?;
+    // Its own limit, larger than the other endpoints' (and read only after the token passed).
+    let body = axum::body::to_bytes(body, MAX_ARTIFACT_BODY_BYTES).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("an artifact is stored up to {MAX_ARTIFACT_BODY_BYTES} bytes (twice the largest a node accepts)"),
+        )
+    })?;
+    let Some(k) = ArtifactKind::parse(&kind) else {
+        let kinds: Vec<&str> = ArtifactKind::ALL.iter().map(|k| k.as_str()).collect();
+        return Err(bad_request(format!("kind: {kind:?} is not one of {kinds:?}")));
+    };
+    if !palisade_config::is_name(&name) {
+        return Err(bad_request("name: 1 to 64 characters of a-z, A-Z, 0-9, `-`, `_`, `.`"));
+    }
+    if q.message.trim().is_empty() || q.message.len() > MAX_MESSAGE_BYTES {
+        return Err(bad_request(format!("message: must say what the change is, in at most {MAX_MESSAGE_BYTES} bytes")));
+    }
+    let rollout = if q.rollout { Some(rollout_plan(None, q.bake_ms, false)?) } else { None };
+    if !q.unchecked {
+        if let Err(problems) = palisade_config::artifact::decode(k, &body) {
+            let detail = truncate(&palisade_config::render_problems(&problems), 4096);
+            let (actor, name, message) = (who.clone(), name.clone(), q.message.clone());
+            let state = blocking(&app, move |s| {
+                s.audit(&actor, "push", &format!("{kind} {name}"), "rejected", &format!("{message}:\n{detail}"))?;
+                s.artifact_outcome(&actor, &kind, &name, false, &format!("refused at push: {detail}"), None)
+            })
+            .await?;
+            let problems: Vec<Value> =
+                problems.iter().map(|p| json!({ "path": p.path, "message": p.message })).collect();
+            let status = if body.len() > k.max_bytes() {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::UNPROCESSABLE_ENTITY
+            };
+            return Err(ApiError(
+                status,
+                json!({ "error": "artifact rejected", "problems": problems, "source_state": state }),
+            ));
+        }
+    }
+    let plan = crate::artifacts::Plan { unchecked: q.unchecked, rollout };
+    let pushed = blocking(&app, move |s| s.push_artifact(&who, k, &name, &body, &q.message, plan)).await?;
+    let status = if pushed.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(json!(pushed))).into_response())
+}
+
+async fn artifact_content(State(app): State<Shared>, headers: HeaderMap, Path(hash): Path<String>) -> ApiResult {
+    reader(&app, &headers)?;
+    if !palisade_config::artifact::is_sha256(&hash) {
+        return Err(bad_request("a SHA-256 in lowercase hex"));
+    }
+    let found = blocking(&app, move |s| s.artifact_by_hash(&hash)).await?;
+    let (_, content) = found.ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no artifact with this hash"))?;
+    let mut resp = content.into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    Ok(resp)
+}
+
+async fn artifact_sources(State(app): State<Shared>, headers: HeaderMap) -> ApiResult {
+    actor(&app, &headers)?;
+    let sources = blocking(&app, |s| s.artifact_sources()).await?;
+    Ok(Json(json!({ "sources": sources })).into_response())
 }
 
 async fn rollouts(State(app): State<Shared>, headers: HeaderMap) -> ApiResult {

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod artifacts;
 pub mod bodies;
 pub mod diff;
 pub mod killswitch;

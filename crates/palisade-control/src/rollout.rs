@@ -384,6 +384,7 @@ impl Store {
             params![to_i64(id)?, at, format!("rolled back ({moved} node(s)): {reason}")],
         )?;
         insert_audit(&tx, now_ms(), actor, "rollback", &format!("rollout {id}"), "rolled_back", reason)?;
+        crate::artifacts::rolled_back(&tx, version, reason)?;
         tx.commit()?;
         tracing::warn!(rollout = id, reason, "rolled back");
         Ok(true)

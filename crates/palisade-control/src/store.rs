@@ -13,9 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
-/// What a version holds. Only `config` today; artifacts (feature files, IP lists, certificate
-/// bundles) will be kinds of their own in the same table.
-pub const KINDS: &[&str] = &["config"];
+/// What a version holds: the config document, or an artifact (`palisade_config::artifact`),
+/// whose versions are kept per name.
+pub const KINDS: &[&str] = &["config", "ip_list", "feature_file", "cert_bundle"];
 
 /// A version's metadata (its content is fetched separately).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -23,13 +23,15 @@ pub struct Version {
     /// Monotonically increasing across all kinds, never reused.
     pub number: u64,
     pub kind: String,
+    /// An artifact's name (its versions form one line); empty for config.
+    pub name: String,
     /// Hex SHA-256 of the content.
     pub hash: String,
     pub author: String,
     pub message: String,
     /// Milliseconds since the Unix epoch.
     pub created_ms: u64,
-    /// The version of the same kind this one replaced as head, if any.
+    /// The version of the same kind (and name) this one replaced as head, if any.
     pub parent: Option<u64>,
     pub size: u64,
 }
@@ -104,7 +106,7 @@ pub struct Store {
 
 /// The layout `SCHEMA` creates. A store written by a newer layout is refused, not misread; an
 /// older one is migrated in [`Store::open`].
-const SCHEMA_VERSION: u32 = 3;
+const SCHEMA_VERSION: u32 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS versions (
@@ -115,7 +117,8 @@ CREATE TABLE IF NOT EXISTS versions (
     message    TEXT    NOT NULL,
     created_ms INTEGER NOT NULL,
     parent     INTEGER REFERENCES versions(number),
-    content    BLOB    NOT NULL
+    content    BLOB    NOT NULL,
+    name       TEXT    NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS versions_kind ON versions(kind, number);
 CREATE TABLE IF NOT EXISTS nodes (
@@ -172,7 +175,14 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 ";
 
-const VERSION_COLUMNS: &str = "number, kind, hash, author, message, created_ms, parent, length(content)";
+/// Layout 4, created after the migrations that add the columns it indexes.
+const SCHEMA_4: &str = "
+CREATE INDEX IF NOT EXISTS versions_name ON versions(kind, name, number);
+CREATE INDEX IF NOT EXISTS versions_hash ON versions(hash);
+";
+
+pub(crate) const VERSION_COLUMNS: &str =
+    "number, kind, hash, author, message, created_ms, parent, length(content), name";
 
 /// A lock whose holder panicked still guards plain data: take it.
 pub(crate) fn lock_or_recover<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -212,6 +222,7 @@ fn version_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Version> {
         created_ms: u(5)?,
         parent: col_opt_u64(row, 6)?,
         size: u(7)?,
+        name: row.get(8)?,
     })
 }
 
@@ -237,6 +248,16 @@ impl Store {
         if (1..=2).contains(&found) {
             conn.execute_batch("ALTER TABLE nodes ADD COLUMN running_hash TEXT")?;
         }
+        // 3 -> 4: artifacts are versions with a name.
+        let named: bool =
+            conn.query_row("SELECT count(*) > 0 FROM pragma_table_info('versions') WHERE name = 'name'", [], |r| {
+                r.get(0)
+            })?;
+        if !named {
+            conn.execute_batch("ALTER TABLE versions ADD COLUMN name TEXT NOT NULL DEFAULT ''")?;
+        }
+        conn.execute_batch(SCHEMA_4)?;
+        conn.execute_batch(crate::artifacts::SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         Ok(Self { conn: Mutex::new(conn) })
     }
@@ -245,12 +266,15 @@ impl Store {
         self.conn.lock().map_err(|_| StoreError::Poisoned)
     }
 
-    /// Stores `content` as the new head of `kind`, with its audit record, in one transaction.
-    /// `expected_parent`: `Some(x)` asks for the push to apply only if the head is `x` (`None`
-    /// inside: no version yet); `None` pushes over whatever the head is.
+    /// Stores `content` as the new head of `kind` (and `name`: an artifact's; "" for config),
+    /// with its audit record, in one transaction. `expected_parent`: `Some(x)` asks for the push
+    /// to apply only if the head is `x` (`None` inside: no version yet); `None` pushes over
+    /// whatever the head is.
+    #[allow(clippy::too_many_arguments)]
     pub fn push(
         &self,
         kind: &str,
+        name: &str,
         content: &[u8],
         hash: &str,
         author: &str,
@@ -259,13 +283,7 @@ impl Store {
     ) -> Result<Pushed, StoreError> {
         let mut conn = self.lock()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let head = tx
-            .query_row(
-                &format!("SELECT {VERSION_COLUMNS} FROM versions WHERE kind = ?1 ORDER BY number DESC LIMIT 1"),
-                params![kind],
-                version_row,
-            )
-            .optional()?;
+        let head = head_of(&tx, kind, name)?;
         let head_number = head.as_ref().map(|v| v.number);
         if let Some(expected) = expected_parent {
             if expected != head_number {
@@ -278,23 +296,17 @@ impl Store {
         let at = now_ms();
         let parent = head_number.map(to_i64).transpose()?;
         tx.execute(
-            "INSERT INTO versions (kind, hash, author, message, created_ms, parent, content) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![kind, hash, author, message, to_i64(at)?, parent, content],
+            "INSERT INTO versions (kind, name, hash, author, message, created_ms, parent, content) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![kind, name, hash, author, message, to_i64(at)?, parent, content],
         )?;
         let number = u64::try_from(tx.last_insert_rowid()).map_err(|_| StoreError::Range("rowid".into()))?;
-        insert_audit(
-            &tx,
-            at,
-            author,
-            "push",
-            &format!("{kind} v{number}"),
-            "created",
-            &format!("sha256 {hash}: {message}"),
-        )?;
+        let target = if name.is_empty() { format!("{kind} v{number}") } else { format!("{kind} {name} v{number}") };
+        insert_audit(&tx, at, author, "push", &target, "created", &format!("sha256 {hash}: {message}"))?;
         tx.commit()?;
         Ok(Pushed::Created(Version {
             number,
             kind: kind.to_string(),
+            name: name.to_string(),
             hash: hash.to_string(),
             author: author.to_string(),
             message: message.to_string(),
@@ -310,25 +322,26 @@ impl Store {
         insert_audit(&conn, now_ms(), actor, action, target, result, detail)
     }
 
-    pub fn head(&self, kind: &str) -> Result<Option<Version>, StoreError> {
-        let conn = self.lock()?;
-        Ok(conn
-            .query_row(
-                &format!("SELECT {VERSION_COLUMNS} FROM versions WHERE kind = ?1 ORDER BY number DESC LIMIT 1"),
-                params![kind],
-                version_row,
-            )
-            .optional()?)
+    /// The newest version of `kind` (and `name`; "" for config).
+    pub fn head(&self, kind: &str, name: &str) -> Result<Option<Version>, StoreError> {
+        head_of(&*self.lock()?, kind, name)
     }
 
-    /// Newest first, at most `limit`, numbers below `before` when given.
-    pub fn list(&self, kind: &str, limit: u32, before: Option<u64>) -> Result<Vec<Version>, StoreError> {
+    /// Newest first, at most `limit`, numbers below `before` when given; `name`: one artifact's.
+    pub fn list(
+        &self,
+        kind: &str,
+        name: Option<&str>,
+        limit: u32,
+        before: Option<u64>,
+    ) -> Result<Vec<Version>, StoreError> {
         let conn = self.lock()?;
         let before = to_i64(before.unwrap_or(i64::MAX as u64))?;
         let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {VERSION_COLUMNS} FROM versions WHERE kind = ?1 AND number < ?2 ORDER BY number DESC LIMIT ?3"
+            "SELECT {VERSION_COLUMNS} FROM versions WHERE kind = ?1 AND (?4 IS NULL OR name = ?4) AND number < ?2
+             ORDER BY number DESC LIMIT ?3"
         ))?;
-        let rows = stmt.query_map(params![kind, before, limit], version_row)?;
+        let rows = stmt.query_map(params![kind, before, limit, name], version_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -339,16 +352,10 @@ impl Store {
             .query_row(
                 &format!("SELECT {VERSION_COLUMNS}, content FROM versions WHERE number = ?1"),
                 params![to_i64(number)?],
-                // Bytes whatever the stored type: a damaged row must reach the hash check below.
-                |row| Ok((version_row(row)?, row.get_ref(8)?.as_bytes().map(<[u8]>::to_vec).unwrap_or_default())),
+                version_and_content,
             )
             .optional()?;
-        let Some((version, content)) = found else { return Ok(None) };
-        let actual = palisade_config::content_hash(&content);
-        if actual != version.hash {
-            return Err(StoreError::Damaged { number, stored: version.hash, actual });
-        }
-        Ok(Some((version, content)))
+        found.map(checked).transpose()
     }
 
     /// Newest first, at most `limit`.
@@ -494,6 +501,34 @@ pub(crate) fn is_config_version(conn: &Connection, number: u64) -> Result<bool, 
     Ok(kind.as_deref() == Some("config"))
 }
 
+/// The newest version of `kind` and `name`.
+pub(crate) fn head_of(conn: &Connection, kind: &str, name: &str) -> Result<Option<Version>, StoreError> {
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT {VERSION_COLUMNS} FROM versions WHERE kind = ?1 AND name = ?2 ORDER BY number DESC LIMIT 1"
+            ),
+            params![kind, name],
+            version_row,
+        )
+        .optional()?)
+}
+
+/// A row of `SELECT {VERSION_COLUMNS}, content`.
+pub(crate) fn version_and_content(row: &rusqlite::Row<'_>) -> rusqlite::Result<(Version, Vec<u8>)> {
+    // Bytes whatever the stored type: a damaged row must reach the hash check.
+    Ok((version_row(row)?, row.get_ref(9)?.as_bytes().map(<[u8]>::to_vec).unwrap_or_default()))
+}
+
+/// Content is served only when it matches its hash.
+pub(crate) fn checked((version, content): (Version, Vec<u8>)) -> Result<(Version, Vec<u8>), StoreError> {
+    let actual = palisade_config::content_hash(&content);
+    if actual != version.hash {
+        return Err(StoreError::Damaged { number: version.number, stored: version.hash, actual });
+    }
+    Ok((version, content))
+}
+
 fn node_by_name(conn: &Connection, name: &str) -> Result<Option<Node>, StoreError> {
     Ok(conn
         .query_row(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE name = ?1"), params![name], node_row)
@@ -530,7 +565,7 @@ mod tests {
 
     fn push(s: &Store, content: &str, parent: Option<Option<u64>>) -> Pushed {
         let hash = palisade_config::content_hash(content.as_bytes());
-        s.push("config", content.as_bytes(), &hash, "alice", "msg", parent).unwrap()
+        s.push("config", "", content.as_bytes(), &hash, "alice", "msg", parent).unwrap()
     }
 
     #[test]
@@ -550,8 +585,8 @@ mod tests {
         let s = Store::open(&path).unwrap();
         let (v, content) = s.get(v1.number).unwrap().unwrap();
         assert_eq!((v.author.as_str(), content.as_slice()), ("alice", b"a".as_slice()));
-        assert_eq!(s.list("config", 10, None).unwrap().len(), 2);
-        assert_eq!(s.head("config").unwrap().unwrap().number, v2.number);
+        assert_eq!(s.list("config", None, 10, None).unwrap().len(), 2);
+        assert_eq!(s.head("config", "").unwrap().unwrap().number, v2.number);
         let audit = s.audit_log(10).unwrap();
         assert_eq!(audit.iter().filter(|a| a.action == "push" && a.result == "created").count(), 2);
     }
@@ -569,6 +604,10 @@ mod tests {
                    last_seen_ms INTEGER NOT NULL, assigned INTEGER, applied INTEGER, nack_version INTEGER, nack_detail TEXT, rollback_to INTEGER);
                  CREATE TABLE reports (node TEXT NOT NULL, at_ms INTEGER NOT NULL, requests INTEGER NOT NULL, errors INTEGER NOT NULL);
                  INSERT INTO reports VALUES ('berlin', 1, 10, 0);
+                 CREATE TABLE versions (number INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, hash TEXT NOT NULL,
+                   author TEXT NOT NULL, message TEXT NOT NULL, created_ms INTEGER NOT NULL, parent INTEGER, content BLOB NOT NULL);
+                 INSERT INTO versions (kind, hash, author, message, created_ms, content)
+                   VALUES ('config', 'ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb', 'alice', 'm', 1, 'a');
                  PRAGMA user_version = 1;",
             )
             .unwrap();
@@ -580,6 +619,9 @@ mod tests {
         assert_eq!(n, 1);
         let v: u32 = s.lock().unwrap().query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
         assert_eq!(v, SCHEMA_VERSION);
+        // Versions of layout 1 are config versions with no name, and still intact.
+        let (old, content) = s.get(1).unwrap().unwrap();
+        assert_eq!((old.kind.as_str(), old.name.as_str(), content.as_slice()), ("config", "", b"a".as_slice()));
     }
 
     #[test]

@@ -331,11 +331,17 @@ impl Watch {
         if s != StatusCode::OK {
             return Err(format!("version {}: {s} {}", a.number, text(&content)));
         }
-        let outcome = if palisade_config::content_hash(&content) != a.hash {
+        let hash_ok = palisade_config::content_hash(&content) == a.hash;
+        let missing = if hash_ok { self.ch.fetch_artifacts(&content).await? } else { Vec::new() };
+        let outcome = if !hash_ok {
             Err(vec![palisade_config::Problem {
                 path: "(document)".into(),
                 message: format!("content does not match the assigned hash {}", a.hash),
             }])
+        } else if !missing.is_empty() {
+            self.ch.shared.metrics.reloads_rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(version = a.number, problems = %palisade_config::render_problems(&missing), "artifacts refused; still serving the running version");
+            Err(missing)
         } else {
             let source = format!("control plane v{}", a.number);
             self.ch.shared.apply_exclusive(&content, &source).await
@@ -347,6 +353,28 @@ impl Watch {
         // Answered: a refused version is not fetched again until the assignment changes.
         self.known = Some(a.number);
         Ok(())
+    }
+}
+
+/// Why a call to the control plane gave no answer.
+enum CallError {
+    /// The answer is longer than the caller's limit.
+    TooLarge,
+    Transport(String),
+}
+
+impl From<String> for CallError {
+    fn from(e: String) -> Self {
+        CallError::Transport(e)
+    }
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CallError::TooLarge => f.write_str("the answer is over the size limit"),
+            CallError::Transport(e) => f.write_str(e),
+        }
     }
 }
 
@@ -362,6 +390,59 @@ impl Channel {
         body: Option<Value>,
         within: Duration,
     ) -> Result<(StatusCode, Bytes), String> {
+        self.call_limited(method, path, body, within, MAX_ANSWER_BYTES).await.map_err(|e| e.to_string())
+    }
+
+    /// Every artifact `content` pins that this node lacks, fetched by hash into its artifact
+    /// store. Each is read only up to its kind's size limit and checked against its hash; what
+    /// fails is a problem for the NACK. `Err`: the control plane could not be reached.
+    async fn fetch_artifacts(&self, content: &[u8]) -> Result<Vec<palisade_config::Problem>, String> {
+        // A document that does not parse is refused by the apply that follows, with its reasons.
+        let Ok(doc) = palisade_config::parse(content) else { return Ok(Vec::new()) };
+        let mut problems = Vec::new();
+        for (i, r) in doc.artifacts.iter().enumerate() {
+            if !palisade_config::artifact::is_sha256(&r.sha256) || self.shared.artifacts.has(&r.sha256) {
+                continue;
+            }
+            let at = |message: String| palisade_config::Problem {
+                path: format!("artifacts[{i}] ({} {})", r.kind, r.name),
+                message,
+            };
+            let limit = r.kind.max_bytes();
+            let path = format!("/v1/artifacts/{}/content", r.sha256);
+            let (status, bytes) =
+                match self.call_limited(Method::GET, &path, None, Duration::from_secs(60), limit).await {
+                    Ok(answer) => answer,
+                    Err(CallError::TooLarge) => {
+                        problems.push(at(format!("over the {} limit of {limit} bytes; not read further", r.kind)));
+                        continue;
+                    }
+                    Err(CallError::Transport(e)) => return Err(e),
+                };
+            if status != StatusCode::OK {
+                problems.push(at(format!("the control plane answered {status}: {}", text(&bytes))));
+                continue;
+            }
+            let got = palisade_config::content_hash(&bytes);
+            if got != r.sha256 {
+                problems.push(at(format!("fetched bytes have sha256 {got}; the document pins {}", r.sha256)));
+                continue;
+            }
+            if let Err(e) = self.shared.artifacts.put(&r.sha256, &bytes) {
+                problems.push(at(format!("cannot keep it on this node: {e}")));
+            }
+        }
+        Ok(problems)
+    }
+
+    async fn call_limited(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        within: Duration,
+        limit: usize,
+    ) -> Result<(StatusCode, Bytes), CallError> {
         let url = format!("{}{path}", self.link.url.trim_end_matches('/'));
         let body = match body {
             Some(v) => Full::new(Bytes::from(serde_json::to_vec(&v).map_err(|e| e.to_string())?)),
@@ -379,10 +460,16 @@ impl Channel {
             .map_err(|_| format!("{url}: no answer within {within:?}"))?
             .map_err(|e| format!("{url}: {e}"))?;
         let status = resp.status();
-        let body = tokio::time::timeout(within, Limited::new(resp.into_body(), MAX_ANSWER_BYTES).collect())
+        let body = tokio::time::timeout(within, Limited::new(resp.into_body(), limit).collect())
             .await
             .map_err(|_| format!("{url}: body not complete within {within:?}"))?
-            .map_err(|e| format!("{url}: {e}"))?
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    CallError::TooLarge
+                } else {
+                    CallError::Transport(format!("{url}: {e}"))
+                }
+            })?
             .to_bytes();
         Ok((status, body))
     }

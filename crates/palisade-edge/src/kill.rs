@@ -11,10 +11,11 @@ pub enum Switch {
     AccessLog = 0,
     Retries = 1,
     Splice = 2,
+    IpLists = 3,
 }
 
 #[derive(Debug, Default)]
-pub struct KillSwitches([AtomicBool; 3]);
+pub struct KillSwitches([AtomicBool; 4]);
 
 impl KillSwitches {
     /// Whether `s` is switched off.
@@ -47,10 +48,11 @@ mod tests {
 
     #[test]
     fn switches_match_the_shared_list() {
-        assert_eq!(KILL_SWITCHES.len(), 3);
+        assert_eq!(KILL_SWITCHES.len(), 4);
         assert_eq!(KILL_SWITCHES[Switch::AccessLog as usize].0, "access_log");
         assert_eq!(KILL_SWITCHES[Switch::Retries as usize].0, "retries");
         assert_eq!(KILL_SWITCHES[Switch::Splice as usize].0, "splice");
+        assert_eq!(KILL_SWITCHES[Switch::IpLists as usize].0, "ip_lists");
         let k = KillSwitches::default();
         assert_eq!(k.set(&["retries".into(), "warp_drive".into()]), vec!["warp_drive".to_string()]);
         assert!(k.off(Switch::Retries) && !k.off(Switch::AccessLog));

@@ -16,12 +16,20 @@ pub fn path_in(state_dir: &Path) -> PathBuf {
 
 /// Writes `bytes` as the last-known-good document.
 pub fn write(path: &Path, bytes: &[u8], version: u64) -> std::io::Result<()> {
+    let mut file = format!("# {MAGIC}\n# sha256 {}\n# version {version}\n", content_hash(bytes)).into_bytes();
+    file.extend_from_slice(bytes);
+    write_atomic(path, &file)
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves the old file or the new one, never a
+/// mix: a temp file in the same directory, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".last-known-good.{}.tmp", std::process::id()));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     {
         let mut f = fs::File::create(&tmp)?;
-        write!(f, "# {MAGIC}\n# sha256 {}\n# version {version}\n", content_hash(bytes))?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }

@@ -123,6 +123,8 @@ pub struct ZoneStats {
     pub latency: Histogram,
     pub retries: AtomicU64,
     pub body_too_large: AtomicU64,
+    /// Requests refused with 403 by the zone's `ip_deny` list.
+    pub ip_denied: AtomicU64,
 }
 
 /// Figures for one origin of one zone.
@@ -261,6 +263,10 @@ impl Metrics {
                 esc(zone),
                 ld(&z.body_too_large)
             );
+        }
+        o.push_str("# HELP palisade_ip_denied_total Requests refused with 403 by the zone's ip_deny list.\n# TYPE palisade_ip_denied_total counter\n");
+        for (zone, z) in &zones {
+            let _ = writeln!(o, "palisade_ip_denied_total{{zone=\"{}\"}} {}", esc(zone), ld(&z.ip_denied));
         }
         let counters: [OriginSeries<OriginStats>; 3] = [
             ("palisade_origin_connect_failures_total", "Failed connections to an origin.", |s| {

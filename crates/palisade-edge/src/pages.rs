@@ -9,6 +9,7 @@ use crate::body::EdgeBody;
 fn reason(status: StatusCode) -> (&'static str, &'static str) {
     match status.as_u16() {
         400 => ("Bad request", "The request could not be understood."),
+        403 => ("Access denied", "This site does not accept requests from your network address."),
         404 => ("Site not found", "No site on this network is configured for this hostname."),
         405 => ("Method not allowed", "This method is not supported here."),
         408 => ("Request timeout", "The request took too long to arrive."),

@@ -273,6 +273,13 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
     finish.zone = Some(zone.clone());
     let via = &zone.via;
 
+    // Early drop: a listed client address gets no further.
+    if let Some(deny) = &zone.ip_deny {
+        if deny.contains(ctx.peer.ip()) && !ctx.edge.kill.off(crate::kill::Switch::IpLists) {
+            zone.stats.ip_denied.fetch_add(1, Ordering::Relaxed);
+            return respond(error_page(StatusCode::FORBIDDEN, id(), false), finish);
+        }
+    }
     if head.parts.method == Method::CONNECT {
         return respond(error_page(StatusCode::METHOD_NOT_ALLOWED, id(), false), finish);
     }

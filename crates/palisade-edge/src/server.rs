@@ -103,6 +103,8 @@ pub struct EdgeShared {
     pub crash_guard: crate::crashloop::Guard,
     /// The HTTP listener as bound (synthetic requests go through it).
     pub bound_http: std::sync::OnceLock<SocketAddr>,
+    /// The artifacts this node has (fetched by hash, or read from `file`).
+    pub artifacts: crate::artifacts::Store,
     workers: usize,
 }
 
@@ -186,9 +188,13 @@ impl EdgeShared {
         if valid.hash == current.hash() {
             return Ok(Applied { version: current.version(), hash: valid.hash, changed: false });
         }
-        let snapshot = Arc::new(compile(valid, Some(&current), &self.metrics, source, self.workers)?);
+        let snapshot = Arc::new(compile(valid, Some(&current), &self.metrics, source, self.workers, &self.artifacts)?);
         let applied = Applied { version: snapshot.version(), hash: snapshot.hash().to_string(), changed: true };
-        self.install(snapshot, bytes);
+        // What is kept: the artifacts of the new last-known-good and of the one it replaces
+        // (now previous-known-good, where a crash loop sends the node).
+        let keep = snapshot.artifacts.values().chain(current.artifacts.values()).map(|l| l.sha256.as_str()).collect();
+        self.artifacts.retain(&keep);
+        self.install(snapshot.clone(), bytes);
         Ok(applied)
     }
 
@@ -318,6 +324,7 @@ fn initial_config(
     metrics: &Metrics,
     workers: usize,
     guard: &crate::crashloop::Guard,
+    store: &crate::artifacts::Store,
 ) -> Result<(Snapshot, Vec<u8>), StartError> {
     let lkg_path = opts.lkg_file.clone().or_else(|| opts.state_dir.as_deref().map(lkg::path_in));
     let file = opts.config_path.clone().map(Source::File);
@@ -361,7 +368,7 @@ fn initial_config(
         let compiled = opts
             .load(&bytes)
             .map_err(|e| e.problems())
-            .and_then(|valid| compile(valid, None, metrics, &label, workers));
+            .and_then(|valid| compile(valid, None, metrics, &label, workers, store));
         match compiled {
             Ok(s) => {
                 if !matches!(source, Source::File(_)) {
@@ -394,7 +401,8 @@ impl Edge {
             .clamp(1, 256);
         let metrics = Arc::new(Metrics::default());
         let crash_guard = crate::crashloop::Guard::open(options.state_dir.as_deref());
-        let (snapshot, bytes) = initial_config(&options, &metrics, workers, &crash_guard)?;
+        let artifacts = crate::artifacts::Store::new(options.state_dir.as_deref());
+        let (snapshot, bytes) = initial_config(&options, &metrics, workers, &crash_guard, &artifacts)?;
         let doc = snapshot.config.doc.clone();
         let (http, https, admin_addr) = (snapshot.config.http, snapshot.config.https, snapshot.config.admin);
         let access_log = AccessLog::start(
@@ -419,6 +427,7 @@ impl Edge {
             kill: crate::kill::KillSwitches::default(),
             crash_guard,
             bound_http: std::sync::OnceLock::new(),
+            artifacts,
             workers,
         });
         shared.install(snapshot, &bytes);

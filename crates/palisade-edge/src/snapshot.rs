@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use palisade_config::artifact::IpSet;
 use palisade_config::{HashKey, HealthCheck, OriginProtocol, Problem, ValidConfig};
 use rustls::sign::CertifiedKey;
 
+use crate::artifacts::{Compiled, Loaded};
 use crate::guard::GuardLimits;
 use crate::metrics::{Metrics, ZoneStats};
 use crate::pool::{ms, OriginState, Pool, RetryBudget};
@@ -34,6 +36,8 @@ pub struct ZoneRuntime {
     /// Host header sent with health checks: the zone's first exact hostname.
     pub health_host: String,
     pub cert: Option<Arc<CertifiedKey>>,
+    /// Client addresses refused with 403 first of all (`ip_deny`).
+    pub ip_deny: Option<Arc<IpSet>>,
     /// This node's `Via` entries.
     pub via: Via,
 }
@@ -47,6 +51,8 @@ pub struct Snapshot {
     exact: HashMap<String, usize>,
     wildcard: HashMap<String, usize>,
     pub guard_limits: GuardLimits,
+    /// The document's artifacts by name, compiled.
+    pub artifacts: HashMap<String, Loaded>,
     /// Where the bytes came from (a file path, "last-known-good", "admin API").
     pub source: String,
 }
@@ -116,14 +122,17 @@ pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// validated config -> snapshot. `previous` lends origin state (health, ejections) to origins
-/// that are still configured, so a reload does not forget what it knew.
+/// that are still configured, so a reload does not forget what it knew, and the artifacts it
+/// already compiled; the others come from `store` (see [`crate::artifacts`]).
 pub fn compile(
     config: ValidConfig,
     previous: Option<&Snapshot>,
     metrics: &Metrics,
     source: &str,
     workers: usize,
+    store: &crate::artifacts::Store,
 ) -> Result<Snapshot, Vec<Problem>> {
+    let artifacts = crate::artifacts::load_all(&config.doc.artifacts, store, previous.map(|p| &p.artifacts))?;
     let mut problems = Vec::new();
     let mut old_states: HashMap<(String, std::net::SocketAddr), Arc<OriginState>> = HashMap::new();
     if let Some(prev) = previous {
@@ -156,14 +165,35 @@ pub fn compile(
             ConnParams { connect_timeout: ms(z.timeouts.connect_ms), idle_timeout: ms(z.timeouts.idle_ms), h2 };
 
         let cert = match &z.tls {
-            Some(tls) => match crate::tls::load_certified_key(&tls.cert_file, &tls.key_file) {
-                Ok(c) => Some(Arc::new(c)),
-                Err(e) => {
-                    problems.push(Problem { path: format!("zones[{zi}].tls"), message: e });
-                    None
+            Some(tls) => {
+                let loaded = match (&tls.cert_file, &tls.key_file, &tls.bundle) {
+                    (Some(c), Some(k), _) => crate::tls::load_certified_key(c, k).map(Arc::new),
+                    (_, _, Some(b)) => match artifacts.get(b).map(|l| &l.compiled) {
+                        Some(Compiled::Cert(c)) => Ok(c.clone()),
+                        _ => Err(format!("`{b}` is not a loaded cert_bundle")),
+                    },
+                    _ => Err("no certificate".into()),
+                };
+                match loaded {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        problems.push(Problem { path: format!("zones[{zi}].tls"), message: e });
+                        None
+                    }
                 }
-            },
+            }
             None => None,
+        };
+        let ip_deny = match z.ip_deny.as_ref().map(|n| (n, artifacts.get(n).map(|l| &l.compiled))) {
+            None => None,
+            Some((_, Some(Compiled::IpList(set)))) => Some(set.clone()),
+            Some((n, _)) => {
+                problems.push(Problem {
+                    path: format!("zones[{zi}].ip_deny"),
+                    message: format!("`{n}` is not a loaded ip_list"),
+                });
+                None
+            }
         };
 
         for h in &vz.hostnames {
@@ -194,6 +224,7 @@ pub fn compile(
                 health_check: z.health_check.clone(),
                 health_host: health_host.clone(),
                 cert: cert.clone(),
+                ip_deny: ip_deny.clone(),
                 // Its own values per copy: a request clones them, and a value's reference
                 // count shared by every worker would pass its line between the cores.
                 via: Via::new(&config.doc.node.name),
@@ -216,7 +247,7 @@ pub fn compile(
         body_timeout: ms(l.body_timeout_ms),
         send_timeout: ms(l.send_timeout_ms),
     };
-    Ok(Snapshot { config, zones, worker_zones, exact, wildcard, guard_limits, source: source.to_string() })
+    Ok(Snapshot { config, zones, worker_zones, exact, wildcard, guard_limits, artifacts, source: source.to_string() })
 }
 
 #[cfg(test)]

@@ -21,8 +21,18 @@ pub fn load_certified_key(cert_file: &str, key_file: &str) -> Result<CertifiedKe
     }
     let key =
         PrivateKeyDer::from_pem_file(key_file).map_err(|e| format!("cannot read private key `{key_file}`: {e}"))?;
-    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| format!("unsupported private key in `{key_file}`: {e}"))?;
+    signed(certs, &key).map_err(|e| format!("`{key_file}`: {e}"))
+}
+
+/// A certificate chain and key in DER (a `cert_bundle` artifact, decoded) -> a serving key.
+pub fn certified_key(chain: Vec<Vec<u8>>, key: Vec<u8>) -> Result<CertifiedKey, String> {
+    let key = PrivateKeyDer::try_from(key).map_err(|e| format!("private key: {e}"))?;
+    signed(chain.into_iter().map(CertificateDer::from).collect(), &key)
+}
+
+fn signed(certs: Vec<CertificateDer<'static>>, key: &PrivateKeyDer<'_>) -> Result<CertifiedKey, String> {
+    let signer =
+        rustls::crypto::ring::sign::any_supported_type(key).map_err(|e| format!("unsupported private key: {e}"))?;
     let ck = CertifiedKey::new(certs, signer);
     ck.keys_match().map_err(|e| format!("certificate and key do not match: {e}"))?;
     Ok(ck)

@@ -2,6 +2,8 @@
 //! own "ready" lines (never by sleeping).
 #![allow(dead_code)]
 
+pub mod fleet;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,0 +1,396 @@
+//! Artifacts end to end: IP lists, feature files and certificate bundles stored on a real control
+//! plane, pinned by hash in config versions, fetched by hash by real edge nodes, and the incident
+//! replays about them: an oversized or duplicated artifact stopped at the canary, and a flapping
+//! generator that never moves the fleet off good versions.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::fleet::*;
+use common::*;
+use palisade_config::artifact::limits;
+use palisade_config::content_hash;
+use serde_json::{json, Value};
+
+/// `POST /v1/artifacts/{kind}/{name}?{query}` with the raw bytes.
+async fn push_artifact(a: SocketAddr, kind: &str, name: &str, bytes: &[u8], query: &str) -> (u16, Value) {
+    let auth = format!("Bearer {ALICE}");
+    let url = format!("http://{a}/v1/artifacts/{kind}/{name}?message=test+push{query}");
+    let (s, _, body) = request_full(&client(), "POST", &url, &[("authorization", auth.as_str())], bytes.to_vec()).await;
+    (s, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// `[[artifacts]]` entries, appended after the zones.
+fn pins(entries: &[(&str, &str, &[u8])]) -> String {
+    entries
+        .iter()
+        .map(|(name, kind, bytes)| {
+            format!("\n[[artifacts]]\nname = \"{name}\"\nkind = \"{kind}\"\nsha256 = \"{}\"\n", content_hash(bytes))
+        })
+        .collect()
+}
+
+/// A feature file of `n` features.
+fn model(version: &str, n: usize) -> Vec<u8> {
+    let features: Vec<String> =
+        (0..n).map(|i| format!(r#"{{"name": "f{i}", "extractor": "header_present:x-{i}", "weight": 0.25}}"#)).collect();
+    format!(r#"{{"model_version": "{version}", "bias": 0.5, "features": [{}]}}"#, features.join(",\n")).into_bytes()
+}
+
+async fn rolled_out(a: SocketAddr, pushed: &Value) -> Value {
+    let id = pushed["rollout"]["id"].as_u64().unwrap_or_else(|| panic!("no rollout started: {pushed}"));
+    rollout_outcome(a, id).await
+}
+
+/// A managed node fetches an IP list by hash and refuses its addresses with 403; a new version of
+/// the list reaches it through a config version that re-pins the hash; the `ip_lists` kill
+/// switch turns the list off; a bad list is refused at push with its line numbers; a stand-alone
+/// node reads the list from `file` and checks it against the pin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_lists_are_fetched_by_hash_re_pinned_and_enforced() {
+    let origin = origin("artifact-origin");
+    let dir = temp_dir("artifacts");
+    let c = control(&dir);
+    let a = c.addr;
+    let boot = zone_config(&["site.example"], &[origin.addr], "");
+    let fleet = fleet_of(a, &[("berlin", BERLIN)], &boot).await;
+    let berlin = &fleet[0].1;
+
+    // The first version of the list: stored, but no config uses it yet.
+    let list1 = b"# partners we do not serve\n192.0.2.0/24\n".to_vec();
+    let (s, v) = push_artifact(a, "ip_list", "deny", &list1, "").await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["version"]["hash"], content_hash(&list1));
+    assert!(v["config_note"].as_str().unwrap().contains("no config version yet"), "{v}");
+
+    // A config that uses it, rolled out: the node fetches the list by hash.
+    let config = format!(
+        "{}{}",
+        zone_config(&["site.example"], &[origin.addr], "ip_deny = \"deny\""),
+        pins(&[("deny", "ip_list", &list1)])
+    );
+    let (s, v) = push(a, ALICE, &config, "deny partners", None).await;
+    assert_eq!(s, 201, "{v}");
+    let v1 = v["version"]["number"].as_u64().unwrap();
+    let out = rollout_outcome(a, start_rollout_baking(a, v1, 200).await).await;
+    assert_eq!(out["rollout"]["state"], "done", "{out}");
+    assert_eq!(get_host(berlin.http(), "site.example", "/").await.0, 200);
+    let stored = berlin.dir.join("state").join("artifacts").join(content_hash(&list1));
+    assert_eq!(std::fs::read(&stored).unwrap(), list1, "kept on the node's disk for last-known-good");
+
+    // A new version of the list, with loopback on it, rolled out in one push: the config is
+    // re-pinned (the operator's comment kept) and the node refuses us.
+    let list2 = b"192.0.2.0/24\n127.0.0.0/8\n".to_vec();
+    let (s, v) = push_artifact(a, "ip_list", "deny", &list2, "&rollout=true&bake_ms=200").await;
+    assert_eq!(s, 201, "{v}");
+    let v2 = v["config"]["number"].as_u64().unwrap();
+    assert_eq!(v["config"]["parent"].as_u64(), Some(v1));
+    let out = rolled_out(a, &v).await;
+    assert_eq!(out["rollout"]["state"], "done", "{out}");
+    let (s, _, page) = get_host(berlin.http(), "site.example", "/").await;
+    assert_eq!(s, 403, "{page}");
+    assert!(page.contains("Access denied"), "{page}");
+    assert!(berlin.metrics().await.contains("palisade_ip_denied_total{zone=\"site\"} 1"));
+    let (_, shown) = api(a, "GET", &format!("/v1/versions/{v2}"), Some(ALICE), None).await;
+    let text = shown["content"].as_str().unwrap();
+    assert!(text.contains(&content_hash(&list2)) && text.contains("[listen]"), "{text}");
+    let (_, d) = api(a, "GET", &format!("/v1/diff/{v1}/{v2}"), Some(ALICE), None).await;
+    assert_eq!(d["changes"].as_array().unwrap().len(), 1, "{d}");
+    assert!(!stored.exists() || std::fs::read(&stored).is_ok(), "the previous list may stay for previous-known-good");
+
+    // Nodes and operators read an artifact by hash; a hash nobody stored is 404.
+    let path = format!("/v1/artifacts/{}/content", content_hash(&list2));
+    let (s, _, body) = api_full(a, "GET", &path, Some(BERLIN), None).await;
+    assert_eq!((s, body.as_bytes()), (200, list2.as_slice()));
+    let (s, _) = api(a, "GET", &format!("/v1/artifacts/{}/content", "0".repeat(64)), Some(ALICE), None).await;
+    assert_eq!(s, 404);
+
+    // The kill switch turns the list off on the next request, and back on when released.
+    let (s, v) = api(
+        a,
+        "POST",
+        "/v1/killswitches",
+        Some(ALICE),
+        Some(json!({ "name": "ip_lists", "reason": "false positives" })),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    eventually("the list is off", Duration::from_secs(5), || async {
+        get_host(berlin.http(), "site.example", "/").await.0 == 200
+    })
+    .await;
+    api(a, "DELETE", "/v1/killswitches/ip_lists", Some(ALICE), None).await;
+    eventually("the list is back", Duration::from_secs(5), || async {
+        get_host(berlin.http(), "site.example", "/").await.0 == 403
+    })
+    .await;
+
+    // A bad list is refused at push, every problem with its line; nothing is stored.
+    let (s, v) = push_artifact(a, "ip_list", "deny", b"10.0.0.0/8\n10.0.0.0/8\n10.1.2.3/8\n", "").await;
+    assert_eq!(s, 422, "{v}");
+    let problems = v["problems"].to_string();
+    assert!(problems.contains("duplicates line 1") && problems.contains("host bits set"), "{problems}");
+    let (_, list) = api(a, "GET", "/v1/versions?kind=ip_list&name=deny", Some(ALICE), None).await;
+    assert_eq!(list["versions"].as_array().unwrap().len(), 2, "{list}");
+    // The same through the CLI.
+    let bad = dir.join("bad.txt");
+    std::fs::write(&bad, "300.1.1.1\n").unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["artifact", "push", "ip_list", "deny", bad.to_str().unwrap(), "-m", "typo"])
+        .args(["--control", &format!("http://{a}"), "--token", ALICE])
+        .env("PALISADE_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("line 1: `300.1.1.1` is not an IP address"), "{stderr}");
+
+    // A stand-alone node reads the list from `file`, checked against the pin.
+    let list_file = dir.join("deny.txt");
+    std::fs::write(&list_file, &list2).unwrap();
+    let standalone = format!(
+        "{}\n[[artifacts]]\nname = \"deny\"\nkind = \"ip_list\"\nsha256 = \"{}\"\nfile = \"{}\"\n",
+        zone_config(&["site.example"], &[origin.addr], "ip_deny = \"deny\""),
+        content_hash(&list2),
+        list_file.display()
+    );
+    let solo = edge(&standalone);
+    assert_eq!(get_host(solo.http(), "site.example", "/").await.0, 403);
+    // The file edited without the pin: refused at reload, naming both hashes.
+    let list3 = b"192.0.2.0/24\n".to_vec();
+    std::fs::write(&list_file, &list3).unwrap();
+    solo.write_config(&standalone.replace(&content_hash(&list2), &content_hash(b"something else")));
+    let (s, v) = solo.admin_json("POST", "/reload", "").await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v.to_string().contains(&format!("has sha256 {}", content_hash(&list3))), "{v}");
+    assert_eq!(get_host(solo.http(), "site.example", "/").await.0, 403, "still serving the running list");
+    // The pin moved with it: applied.
+    solo.write_config(&standalone.replace(&content_hash(&list2), &content_hash(&list3)));
+    let (s, v) = solo.admin_json("POST", "/reload", "").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(get_host(solo.http(), "site.example", "/").await.0, 200);
+}
+
+/// A zone's certificate from a `cert_bundle` artifact, fetched by hash and served by SNI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_bundle_is_served_from_an_artifact() {
+    let origin = origin("bundle-origin");
+    let dir = temp_dir("bundle");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["site.example".into()]).unwrap().self_signed(&key).unwrap();
+    let bundle = format!("{}{}", cert.pem(), key.serialize_pem()).into_bytes();
+    let bundle_file = dir.join("site.pem");
+    std::fs::write(&bundle_file, &bundle).unwrap();
+    let config = format!(
+        "{}\n[[zones]]\nname = \"site\"\nhostnames = [\"site.example\"]\norigins = [{{ address = \"{}\" }}]\ntls = {{ bundle = \"site-cert\" }}\n\n[[artifacts]]\nname = \"site-cert\"\nkind = \"cert_bundle\"\nsha256 = \"{}\"\nfile = \"{}\"\n",
+        listen_section(true),
+        origin.addr,
+        content_hash(&bundle),
+        bundle_file.display()
+    );
+    let e = edge(&config);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let tls =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(e.https.unwrap()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("site.example").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls)).connect(name, tcp).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET / HTTP/1.1\r\nhost: site.example\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    assert!(out.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&out));
+
+    // A bundle whose key belongs to another certificate is refused at load, with the reason.
+    let other = rcgen::KeyPair::generate().unwrap();
+    std::fs::write(&bundle_file, format!("{}{}", cert.pem(), other.serialize_pem())).unwrap();
+    let swapped = config.replace(&content_hash(&bundle), &content_hash(&std::fs::read(&bundle_file).unwrap()));
+    e.write_config(&swapped);
+    let (s, v) = e.admin_json("POST", "/reload", "").await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v.to_string().contains("do not match"), "{v}");
+}
+
+/// Three nodes under steady traffic, all running a config that pins the feature file `first`.
+struct ModelFleet {
+    a: SocketAddr,
+    /// The config version every node runs at the start.
+    v1: u64,
+    stop: Arc<AtomicBool>,
+    traffic: Vec<tokio::task::JoinHandle<(String, u64, u64)>>,
+    _fleet: Vec<(String, EdgeProc)>,
+    _control: ControlProc,
+    _origin: OriginProc,
+    _dir: TempDir,
+}
+
+impl ModelFleet {
+    async fn start(tag: &str, first: &[u8]) -> Self {
+        let origin = origin(&format!("{tag}-origin"));
+        let dir = temp_dir(tag);
+        let c = control(&dir);
+        let a = c.addr;
+        let boot = zone_config(&["site.example"], &[origin.addr], "");
+        let fleet = fleet_of(a, &[("berlin", BERLIN), ("paris", PARIS), ("tokyo", TOKYO)], &boot).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let traffic = steady_traffic(&fleet, &stop);
+        assert_eq!(push_artifact(a, "feature_file", "bot-model", first, "").await.0, 201);
+        let config = format!(
+            "{}{}",
+            zone_config(&["site.example"], &[origin.addr], ""),
+            pins(&[("bot-model", "feature_file", first)])
+        );
+        let v1 = push(a, ALICE, &config, "bot model", None).await.1["version"]["number"].as_u64().unwrap();
+        let out = rollout_outcome(a, start_rollout_baking(a, v1, 300).await).await;
+        assert_eq!(out["rollout"]["state"], "done", "{out}");
+        Self { a, v1, stop, traffic, _fleet: fleet, _control: c, _origin: origin, _dir: dir }
+    }
+
+    /// Stops the traffic: every node served, and none failed a request.
+    async fn no_failed_requests(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.traffic.drain(..) {
+            let (node, ok, failed) = t.await.unwrap();
+            assert!(ok > 50, "{node} served {ok}");
+            assert_eq!(failed, 0, "{node}: failed requests");
+        }
+    }
+}
+
+/// Incident replay 1: artifacts twice the allowed size, and with duplicated entries. The control
+/// plane refuses them at push. Pushed past that check (`unchecked`, as when the control plane is
+/// older than the nodes' decoders), each is refused by the canary, the rollout halts and rolls
+/// back, and no node fails a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_an_oversized_or_duplicated_artifact_is_stopped_at_the_canary() {
+    let mut f = ModelFleet::start("replay1", &model("m1", 60)).await;
+    let (a, v1) = (f.a, f.v1);
+
+    let twice_the_features = model("m2", 2 * limits::MAX_FEATURES);
+    let mut duplicated = model("m3", 60);
+    // The outage's cause: the same rows twice.
+    let text = String::from_utf8(duplicated.clone()).unwrap();
+    let (head, rest) = text.split_once('[').unwrap();
+    let rows = rest.trim_end().trim_end_matches('}').trim_end().trim_end_matches(']');
+    duplicated = format!("{head}[{rows},\n{rows}]}}").into_bytes();
+    let mut twice_the_bytes = model("m4", 60);
+    twice_the_bytes.extend(std::iter::repeat_n(b' ', 2 * limits::MAX_FEATURE_FILE_BYTES));
+
+    for (what, bytes, reason) in [
+        ("twice the features", &twice_the_features, "400 features; the limit is 200".to_string()),
+        ("duplicated rows", &duplicated, "`f0` duplicates features[0]".to_string()),
+        (
+            "twice the bytes",
+            &twice_the_bytes,
+            format!("over the feature_file limit of {} bytes", limits::MAX_FEATURE_FILE_BYTES),
+        ),
+    ] {
+        // The first line: the control plane's own check.
+        let (s, v) = push_artifact(a, "feature_file", "bot-model", bytes, "&rollout=true").await;
+        assert!(s == 422 || s == 413, "{what}: {s} {v}");
+        // Past it: the canary refuses, the rollout rolls back at once.
+        let (s, v) =
+            push_artifact(a, "feature_file", "bot-model", bytes, "&unchecked=true&rollout=true&bake_ms=300").await;
+        assert_eq!(s, 201, "{what}: {v}");
+        let out = rolled_out(a, &v).await;
+        assert_eq!(out["rollout"]["state"], "rolled_back", "{what}: {out}");
+        let why = out["rollout"]["reason"].as_str().unwrap();
+        assert!(why.contains("berlin refused") && why.contains("bot-model"), "{what}: {why}");
+        let refused = nodes(a).await.into_iter().find(|n| n["name"] == "berlin").unwrap();
+        assert!(refused["nack_detail"].as_str().unwrap().contains(&reason), "{what}: {refused}");
+        eventually("every node back on v1", Duration::from_secs(10), || async move {
+            nodes(a).await.iter().all(|n| n["applied"].as_u64() == Some(v1) && n["assigned"].as_u64() == Some(v1))
+        })
+        .await;
+    }
+
+    f.no_failed_requests().await;
+    // The source's record: refused at push, rolled back, three times over.
+    let (_, sources) = api(a, "GET", "/v1/artifacts/sources", Some(ALICE), None).await;
+    let src = &sources["sources"][0];
+    assert_eq!((src["kind"].as_str(), src["author"].as_str()), (Some("feature_file"), Some("alice")), "{sources}");
+    assert!(src["recent"].as_array().unwrap().iter().any(|o| o["detail"].as_str().unwrap().starts_with("rolled back")));
+}
+
+/// Incident replay 3: a generator that makes a bad feature file every other cycle. Bad files are
+/// refused at push or, pushed unchecked, at the canary; good ones roll out. No node ever runs a
+/// bad file, no request fails, and the control plane reports the source as flapping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_a_flapping_generator_never_moves_the_fleet_off_good_versions() {
+    let mut f = ModelFleet::start("replay3", &model("gen-0", 40)).await;
+    let (a, v1) = (f.a, f.v1);
+
+    // Every config version a node reports running, seen by a watcher throughout.
+    let good: Arc<Mutex<HashSet<u64>>> = Arc::new(Mutex::new(HashSet::from([v1])));
+    let seen: Arc<Mutex<HashSet<u64>>> = Arc::default();
+    let watcher = {
+        let (seen, stop) = (seen.clone(), f.stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                for n in nodes(a).await {
+                    if let Some(v) = n["applied"].as_u64() {
+                        seen.lock().unwrap().insert(v);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+
+    for cycle in 1..=6 {
+        if cycle % 2 == 1 {
+            let (s, v) = push_artifact(
+                a,
+                "feature_file",
+                "bot-model",
+                &model(&format!("gen-{cycle}"), 40 + cycle),
+                "&rollout=true&bake_ms=200",
+            )
+            .await;
+            assert_eq!(s, 201, "cycle {cycle}: {v}");
+            good.lock().unwrap().insert(v["config"]["number"].as_u64().unwrap());
+            assert_eq!(rolled_out(a, &v).await["rollout"]["state"], "done", "cycle {cycle}");
+        } else if cycle % 4 == 2 {
+            // Refused at push.
+            let bad = model(&format!("gen-{cycle}"), 2 * limits::MAX_FEATURES);
+            assert_eq!(
+                push_artifact(a, "feature_file", "bot-model", &bad, "&rollout=true").await.0,
+                422,
+                "cycle {cycle}"
+            );
+        } else {
+            // Past the push check: refused by the canary.
+            let bad = model(&format!("gen-{cycle}"), 2 * limits::MAX_FEATURES);
+            let (s, v) =
+                push_artifact(a, "feature_file", "bot-model", &bad, "&unchecked=true&rollout=true&bake_ms=200").await;
+            assert_eq!(s, 201, "cycle {cycle}: {v}");
+            assert_eq!(rolled_out(a, &v).await["rollout"]["state"], "rolled_back", "cycle {cycle}");
+        }
+    }
+    f.no_failed_requests().await;
+    watcher.await.unwrap();
+    let seen = seen.lock().unwrap().clone();
+    let good = good.lock().unwrap().clone();
+    assert!(seen.is_subset(&good), "a node ran a version outside the good ones: seen {seen:?}, good {good:?}");
+
+    let (_, sources) = api(a, "GET", "/v1/artifacts/sources", Some(ALICE), None).await;
+    assert_eq!(sources["sources"][0]["state"], "flapping", "{sources}");
+    let out = std::process::Command::new(bin())
+        .args(["artifact", "sources", "--control", &format!("http://{a}"), "--token", ALICE])
+        .env("PALISADE_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("bot-model") && stdout.contains("flapping") && stdout.contains("-+-+-+"), "{stdout}");
+    let (_, audit) = api(a, "GET", "/v1/audit", Some(ALICE), None).await;
+    assert!(audit["records"].as_array().unwrap().iter().any(|r| r["result"] == "flapping"), "{audit}");
+}
