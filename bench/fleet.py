@@ -11,6 +11,8 @@ Measures, with steady traffic on every node:
 
     bench/fleet.sh                   # builds, then N=50 REPS=5
     N=20 REPS=3 bench/fleet.sh
+    BACKEND=etcd bench/fleet.sh      # the same with two control-plane replicas on a 3-member etcd
+                                     # cluster (Debian's etcd-server); half the nodes talk to each
 
 Everything is on 127.0.0.1, bounded in time, and stops by itself.
 """
@@ -28,6 +30,7 @@ import threading
 import time
 
 N = int(os.environ.get("N", "50"))
+BACKEND = os.environ.get("BACKEND", "sqlite")
 REPS = int(os.environ.get("REPS", "5"))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("PALISADE_BIN") or os.path.join(ROOT, "target", "release", "palisade")
@@ -49,6 +52,45 @@ def start(args, ready):
             threading.Thread(target=lambda: [None for _ in p.stdout], daemon=True).start()
             return p, line
     raise SystemExit(f"no ready line from {args[0]}")
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_etcd(n=3):
+    """A fresh etcd cluster of n members on loopback; returns the client URLs."""
+    ports = [(free_port(), free_port()) for _ in range(n)]
+    cluster = ",".join(f"m{i}=http://127.0.0.1:{peer}" for i, (_, peer) in enumerate(ports))
+    urls = []
+    for i, (client, peer) in enumerate(ports):
+        url = f"http://127.0.0.1:{client}"
+        procs.append(subprocess.Popen(
+            ["etcd", "--name", f"m{i}", "--data-dir", os.path.join(work, f"etcd-m{i}"),
+             "--listen-client-urls", url, "--advertise-client-urls", url,
+             "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-cluster", cluster, "--initial-cluster-state", "new",
+             "--heartbeat-interval", "50", "--election-timeout", "500"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        urls.append(url)
+    deadline = time.time() + 30
+    for url in urls:
+        while True:
+            try:
+                host, port = url[len("http://"):].split(":")
+                c = http.client.HTTPConnection(host, int(port), timeout=2)
+                c.request("POST", "/v3/kv/range", body='{"key":"AA=="}')
+                if c.getresponse().status == 200:
+                    break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                raise SystemExit(f"etcd member {url} not ready")
+            time.sleep(0.1)
+    return urls
 
 
 def field(line, key):
@@ -85,16 +127,29 @@ def main():
     with open(os.path.join(work, "node-tokens"), "w") as f:
         for n in names:
             f.write(f"{n} {n}-{'t' * 32}\n")
-    _, line = start(["control", "--listen", "127.0.0.1:0", "--data-dir", os.path.join(work, "control"),
-                     "--tokens", os.path.join(work, "tokens"), "--node-tokens", os.path.join(work, "node-tokens")],
-                    "palisade control ready")
-    ctl = field(line, "http")
+    control = ["control", "--listen", "127.0.0.1:0", "--tokens", os.path.join(work, "tokens"),
+               "--node-tokens", os.path.join(work, "node-tokens")]
+    if BACKEND == "etcd":
+        etcd = ",".join(start_etcd())
+        replicas = []
+        for r in ("a", "b"):
+            _, line = start(control + ["--data-dir", os.path.join(work, f"control-{r}"), "--etcd", etcd, "--replica", r],
+                            "palisade control ready")
+            replicas.append(field(line, "http"))
+        ctl = replicas[0]
+        print(f"backend: etcd, 3 members; control-plane replicas at {replicas[0]} and {replicas[1]}; "
+              f"half the nodes talk to each")
+    else:
+        _, line = start(control + ["--data-dir", os.path.join(work, "control")], "palisade control ready")
+        ctl = field(line, "http")
+        replicas = [ctl]
+        print("backend: sqlite (one control plane)")
     _, line = start(["origin", "--listen", "127.0.0.1:0", "--name", "fleet-origin"], "palisade origin ready")
     origin = field(line, "http")
     boot = config(origin, ["site.example"])
     edges = {}
     t0 = time.time()
-    for n in names:
+    for i, n in enumerate(names):
         d = os.path.join(work, n)
         os.makedirs(d)
         with open(os.path.join(d, "boot.toml"), "w") as f:
@@ -102,7 +157,8 @@ def main():
         with open(os.path.join(d, "token"), "w") as f:
             f.write(f"{n}-{'t' * 32}")
         _, line = start(["edge", "--config", os.path.join(d, "boot.toml"), "--state-dir", os.path.join(d, "state"),
-                         "--workers", "1", "--control", f"http://{ctl}", "--node-token-file", os.path.join(d, "token"),
+                         "--workers", "1", "--control", ",".join(f"http://{r}" for r in replicas[i % len(replicas):] + replicas[:i % len(replicas)]),
+                         "--node-token-file", os.path.join(d, "token"),
                          "--city", n, "--report-interval-ms", "500"], "palisade edge ready")
         edges[n] = field(line, "http")
     while api(ctl, "GET", "/v1/nodes")[1]["nodes"].__len__() < N:

@@ -37,6 +37,7 @@ pub async fn control(
     tokens: Option<PathBuf>,
     node_tokens: Option<PathBuf>,
     tls: Option<(PathBuf, PathBuf)>,
+    etcd: Option<palisade_control::EtcdOptions>,
 ) -> anyhow::Result<()> {
     let node_tokens = match node_tokens {
         Some(path) => Tokens::load(&path).map_err(anyhow::Error::msg)?,
@@ -55,7 +56,7 @@ pub async fn control(
         }
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let opts = palisade_control::ControlOptions { listen, data_dir, tokens, node_tokens, tls };
+    let opts = palisade_control::ControlOptions { listen, data_dir, tokens, node_tokens, tls, etcd };
     palisade_control::serve(opts, move |addr| println!("palisade control ready {scheme}={addr}"), async {
         shutdown_signal().await;
         tracing::info!("control plane shutting down");

@@ -48,6 +48,7 @@ pub async fn run(port: u16, admin_port: u16, control_port: u16, nodes: usize) ->
         tokens: Tokens::from_pairs(&[("operator".into(), operator.clone())]).map_err(anyhow::Error::msg)?,
         node_tokens: Tokens::from_pairs(&node_tokens).map_err(anyhow::Error::msg)?,
         tls: None,
+        etcd: None,
     };
     let control = tokio::spawn(palisade_control::serve(
         opts,

@@ -36,8 +36,9 @@ enum Command {
         /// Data-plane worker threads (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
-        /// Take config versions from this control plane (e.g. http://10.0.0.5:9800). The
-        /// --config file stays the boot config; the node serves on when the control plane is gone.
+        /// Take config versions from this control plane (e.g. http://10.0.0.5:9800; replicas of
+        /// one control plane comma-separated, tried in turn). The --config file stays the boot
+        /// config; the node serves on when the control plane is gone.
         #[arg(long, requires = "node_token_file")]
         control: Option<String>,
         /// This node's token on the control plane (its name comes with it).
@@ -83,6 +84,19 @@ enum Command {
         /// The private key (PEM) for --tls-cert.
         #[arg(long, requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Share the state with other replicas through etcd: its members' client URLs,
+        /// comma-separated (e.g. http://10.0.0.1:2379,http://10.0.0.2:2379). Needs --replica.
+        #[arg(long, value_delimiter = ',', requires = "replica")]
+        etcd: Vec<String>,
+        /// This replica's name, unique among the replicas sharing the etcd prefix.
+        #[arg(long)]
+        replica: Option<String>,
+        /// Where the other replicas reach this one [default: http://LISTEN].
+        #[arg(long)]
+        advertise: Option<String>,
+        /// The etcd key prefix of this control plane.
+        #[arg(long, default_value = "/palisade/")]
+        etcd_prefix: String,
     },
     /// Kill switches: switch a module off on every node at once, on a fast path of its own.
     Killswitch {
@@ -396,8 +410,25 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
         Command::Demo { port, admin_port, control_port, nodes } => {
             demo::run(port, admin_port, control_port, nodes).await
         }
-        Command::Control { listen, data_dir, tokens, node_tokens, tls_cert, tls_key } => {
-            control_cli::control(listen, data_dir, tokens, node_tokens, tls_cert.zip(tls_key)).await
+        Command::Control {
+            listen,
+            data_dir,
+            tokens,
+            node_tokens,
+            tls_cert,
+            tls_key,
+            etcd,
+            replica,
+            advertise,
+            etcd_prefix,
+        } => {
+            let etcd = replica.filter(|_| !etcd.is_empty()).map(|replica| palisade_control::EtcdOptions {
+                endpoints: etcd,
+                replica,
+                advertise,
+                prefix: etcd_prefix,
+            });
+            control_cli::control(listen, data_dir, tokens, node_tokens, tls_cert.zip(tls_key), etcd).await
         }
         Command::Nodes { remote } => control_cli::nodes(&remote).await,
         Command::Killswitch { command } => match command {

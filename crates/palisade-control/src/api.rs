@@ -76,6 +76,19 @@ pub struct ControlOptions {
     pub node_tokens: Tokens,
     /// Serve HTTPS with this certificate chain and key (PEM files) instead of plain HTTP.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Share the state with other replicas through etcd (see [`crate::replica`]).
+    pub etcd: Option<EtcdOptions>,
+}
+
+pub struct EtcdOptions {
+    /// Client URLs of the etcd members.
+    pub endpoints: Vec<String>,
+    /// This replica's name (unique among the replicas).
+    pub replica: String,
+    /// Where peers reach this replica's API; default `http://` + the bound address.
+    pub advertise: Option<String>,
+    /// The key prefix every replica of one control plane shares.
+    pub prefix: String,
 }
 
 /// A TLS server config from PEM files: the chain, then the key.
@@ -167,6 +180,10 @@ impl From<StoreError> for ApiError {
         if let StoreError::NotFound(what) = e {
             return ApiError::new(StatusCode::NOT_FOUND, what);
         }
+        if let StoreError::Replication(why) = &e {
+            tracing::warn!(error = %why, "replication");
+            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+        }
         tracing::error!(error = %e, "store");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     }
@@ -241,13 +258,28 @@ pub async fn serve(
         kills,
         probe: std::sync::Mutex::default(),
     });
-    tokio::spawn(rollout_engine(app.clone()));
     let tls = match &opts.tls {
         Some((cert, key)) => Some(tls_config(cert, key)?),
         None => None,
     };
     let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|e| format!("{}: {e}", opts.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    if let Some(etcd) = &opts.etcd {
+        let scheme = if opts.tls.is_some() { "https" } else { "http" };
+        let advertise = etcd.advertise.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
+        let client = crate::etcd::Etcd::new(etcd.endpoints.clone())?;
+        let repl =
+            crate::replica::Replication::connect(client, &etcd.prefix, &etcd.replica, &advertise, &opts.data_dir)
+                .await?;
+        app.store.replicate(repl.clone());
+        // Serve only once this replica holds everything the log holds.
+        let applied = blocking(&app, |s| s.catch_up()).await.map_err(|e| e.1.to_string())?;
+        tracing::info!(replica = %repl.id, applied, "caught up with the shared log");
+        tokio::spawn(repl.clone().campaign());
+        tokio::spawn(repl.clone().announce());
+        tokio::spawn(follow_log(app.clone(), repl));
+    }
+    tokio::spawn(rollout_engine(app.clone()));
     ready(addr);
     match tls {
         Some(config) => serve_tls(listener, router(app), config, shutdown).await,
@@ -280,6 +312,8 @@ fn router(app: Shared) -> Router {
         .route("/v1/artifacts/sources", get(artifact_sources))
         .route("/v1/artifacts/{hash}/content", get(artifact_content))
         .route("/v1/artifacts/{kind}/{name}", post(push_artifact))
+        .route("/v1/replication", get(replication))
+        .route("/v1/internal/blobs/{hash}", get(get_blob).put(put_blob))
         .route("/openapi.json", get(|| async { Json(crate::openapi::document()) }))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
@@ -585,15 +619,72 @@ async fn rollout_engine(app: Shared) {
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
+        let repl = app.store.replication().cloned();
+        // With replicas, only the leader runs rollouts, and its changes carry the leader fence.
+        if repl.as_ref().is_some_and(|r| !r.is_leader()) {
+            continue;
+        }
         // A store error was logged when it was converted; the next tick tries again.
-        let Ok(tick) = blocking(&app, crate::rollout::tick).await else { continue };
+        let Ok(tick) = blocking(&app, |s| crate::replica::fenced(|| crate::rollout::tick(s))).await else { continue };
         if tick.changed {
             app.assignments.send_modify(|g| *g = g.wrapping_add(1));
         }
-        if !tick.probe.is_empty() {
-            crate::store::lock_or_recover(&app.probe).extend(tick.probe);
+        match repl {
+            // The node may report to any replica: the request to probe goes through etcd.
+            Some(r) => {
+                for node in tick.probe {
+                    if let Err(e) = r.etcd.put(&r.probe_key(&node), b"", None).await {
+                        tracing::warn!(node, error = %e, "cannot ask for synthetic requests");
+                    }
+                }
+            }
+            None if !tick.probe.is_empty() => crate::store::lock_or_recover(&app.probe).extend(tick.probe),
+            None => {}
         }
     }
+}
+
+/// With replicas: applies what the others append to the log (and wakes this replica's long
+/// polls), and every node report any replica received.
+async fn follow_log(app: Shared, repl: Arc<crate::replica::Replication>) {
+    let moved = Arc::new(tokio::sync::Notify::new());
+    let applier = {
+        let (app, moved) = (app.clone(), moved.clone());
+        async move {
+            loop {
+                moved.notified().await;
+                match blocking(&app, |s| s.catch_up()).await {
+                    Ok(0) => {}
+                    Ok(_) => {
+                        app.assignments.send_modify(|g| *g = g.wrapping_add(1));
+                        app.kills.send_modify(|g| *g = g.wrapping_add(1));
+                    }
+                    // Logged; the next change (or the next report) tries again.
+                    Err(_) => {}
+                }
+            }
+        }
+    };
+    tokio::spawn(applier);
+    let watcher = repl.clone();
+    watcher
+        .follow(move |kv| match repl.classify(&kv.key) {
+            crate::replica::Changed::Log => moved.notify_one(),
+            crate::replica::Changed::Report(node) => {
+                let Ok(r) = serde_json::from_slice::<crate::bodies::Report>(&kv.value) else { return };
+                let (app, node) = (app.clone(), node.to_string());
+                tokio::spawn(async move {
+                    let _ = blocking(&app, move |s| {
+                        s.report(&node, r.requests, r.errors, &r.latency_le_ms, &r.latency, r.hash.as_deref())
+                    })
+                    .await;
+                });
+                // A report is a good moment to notice a log entry a broken watch missed.
+                moved.notify_one();
+            }
+            crate::replica::Changed::Other => {}
+        })
+        .await;
 }
 
 async fn report(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
@@ -607,6 +698,15 @@ async fn report(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> A
     let who = name.clone();
     if let Some(h) = &r.hash {
         bounded("hash", h)?;
+    }
+    if let Some(repl) = app.store.replication() {
+        // Every replica applies it (and the leader judges by it), whichever received it.
+        let unavailable = |e: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("replication: {e}"));
+        repl.etcd.put(&repl.report_key(&name), &body, None).await.map_err(unavailable)?;
+        if repl.etcd.delete(&repl.probe_key(&name)).await.map_err(unavailable)? {
+            return Ok(Json(json!({ "probe": crate::rollout::PROBES })).into_response());
+        }
+        return Ok(StatusCode::NO_CONTENT.into_response());
     }
     blocking(&app, move |s| s.report(&who, r.requests, r.errors, &r.latency_le_ms, &r.latency, r.hash.as_deref()))
         .await?;
@@ -731,6 +831,51 @@ async fn artifact_content(State(app): State<Shared>, headers: HeaderMap, Path(ha
     let mut resp = content.into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     Ok(resp)
+}
+
+/// Where this control plane keeps its state, and (with replicas) who leads.
+async fn replication(State(app): State<Shared>, headers: HeaderMap) -> ApiResult {
+    actor(&app, &headers)?;
+    let applied = blocking(&app, |s| s.applied()).await?;
+    Ok(Json(match app.store.replication() {
+        None => json!({ "mode": "embedded", "applied": applied }),
+        Some(r) => json!({ "mode": "etcd", "replica": r.id, "leader": r.is_leader(), "applied": applied }),
+    })
+    .into_response())
+}
+
+/// The replica presenting the shared token, with the replication it belongs to.
+fn peer(app: &App, headers: &HeaderMap) -> Result<Arc<crate::replica::Replication>, ApiError> {
+    let repl = app.store.replication().ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no replicas here"))?;
+    if !repl.is_peer(bearer(headers)?) {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "not a replica of this control plane"));
+    }
+    Ok(repl.clone())
+}
+
+async fn get_blob(State(app): State<Shared>, headers: HeaderMap, Path(hash): Path<String>) -> ApiResult {
+    let repl = peer(&app, &headers)?;
+    let blob = tokio::task::spawn_blocking(move || repl.blob(&hash))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    blob.map(IntoResponse::into_response).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such blob here"))
+}
+
+async fn put_blob(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path(hash): Path<String>,
+    body: axum::body::Body,
+) -> ApiResult {
+    let repl = peer(&app, &headers)?;
+    let bytes = axum::body::to_bytes(body, 2 * MAX_ARTIFACT_BODY_BYTES)
+        .await
+        .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "blob too large"))?;
+    tokio::task::spawn_blocking(move || repl.keep_blob(&hash, &bytes))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn artifact_sources(State(app): State<Shared>, headers: HeaderMap) -> ApiResult {

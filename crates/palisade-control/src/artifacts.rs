@@ -138,13 +138,14 @@ impl Store {
         detail: &str,
         config_version: Option<u64>,
     ) -> Result<&'static str, StoreError> {
-        let conn = self.lock()?;
-        judged(&conn, author, kind, name, || {
-            conn.execute(
-                "INSERT INTO artifact_outcomes (author, kind, name, at_ms, ok, detail, config_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![author, kind, name, to_i64(now_ms())?, ok, detail, config_version.map(to_i64).transpose()?],
-            )?;
-            Ok(())
+        self.write(|conn| {
+            judged(conn, author, kind, name, || {
+                conn.execute(
+                    "INSERT INTO artifact_outcomes (author, kind, name, at_ms, ok, detail, config_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![author, kind, name, to_i64(now_ms())?, ok, detail, config_version.map(to_i64).transpose()?],
+                )?;
+                Ok(())
+            })
         })
     }
 

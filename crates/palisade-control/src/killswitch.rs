@@ -3,7 +3,7 @@
 //! and it is the tool for when a staged change is too slow). Every change bumps one generation
 //! number; nodes ask for "anything after generation G".
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use crate::store::{col_u64, insert_audit, now_ms, to_i64, Store, StoreError};
@@ -45,27 +45,26 @@ impl Store {
     /// Engages (`reason` Some) or releases (None) a switch; returns the new generation, or None
     /// when nothing changed.
     pub fn set_kill_switch(&self, actor: &str, name: &str, reason: Option<&str>) -> Result<Option<u64>, StoreError> {
-        let mut conn = self.lock()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let changed = match reason {
-            Some(why) => tx.execute(
-                "INSERT INTO killswitches (name, engaged_ms, actor, reason) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(name) DO NOTHING",
-                params![name, to_i64(now_ms())?, actor, why],
-            )?,
-            None => tx.execute("DELETE FROM killswitches WHERE name = ?1", params![name])?,
-        };
-        if changed == 0 {
-            return Ok(None);
-        }
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('kill_generation', 1) ON CONFLICT(key) DO UPDATE SET value = value + 1",
-            [],
-        )?;
-        let generation: i64 = tx.query_row("SELECT value FROM meta WHERE key = 'kill_generation'", [], |r| r.get(0))?;
-        let (action, result) = if reason.is_some() { ("killswitch", "engaged") } else { ("killswitch", "released") };
-        insert_audit(&tx, now_ms(), actor, action, &format!("switch {name}"), result, reason.unwrap_or(""))?;
-        tx.commit()?;
-        Ok(u64::try_from(generation).ok())
+        self.write(|tx| {
+            let changed = match reason {
+                Some(why) => tx.execute(
+                    "INSERT INTO killswitches (name, engaged_ms, actor, reason) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(name) DO NOTHING",
+                    params![name, to_i64(now_ms())?, actor, why],
+                )?,
+                None => tx.execute("DELETE FROM killswitches WHERE name = ?1", params![name])?,
+            };
+            if changed == 0 {
+                return Ok(None);
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('kill_generation', 1) ON CONFLICT(key) DO UPDATE SET value = value + 1",
+                [],
+            )?;
+            let generation: i64 = tx.query_row("SELECT value FROM meta WHERE key = 'kill_generation'", [], |r| r.get(0))?;
+            let (action, result) = if reason.is_some() { ("killswitch", "engaged") } else { ("killswitch", "released") };
+            insert_audit(tx, now_ms(), actor, action, &format!("switch {name}"), result, reason.unwrap_or(""))?;
+            Ok(u64::try_from(generation).ok())
+        })
     }
 
     /// A node has applied a generation.
@@ -74,9 +73,21 @@ impl Store {
             // No switch was ever set: nothing to record (every node says so when it connects).
             return Ok(());
         }
-        let conn = self.lock()?;
-        let detail =
-            if unknown.is_empty() { String::new() } else { format!("unknown to this node: {}", unknown.join(", ")) };
-        insert_audit(&conn, now_ms(), node, "killswitch ack", &format!("generation {generation}"), "applied", &detail)
+        self.write(|conn| {
+            let detail = if unknown.is_empty() {
+                String::new()
+            } else {
+                format!("unknown to this node: {}", unknown.join(", "))
+            };
+            insert_audit(
+                conn,
+                now_ms(),
+                node,
+                "killswitch ack",
+                &format!("generation {generation}"),
+                "applied",
+                &detail,
+            )
+        })
     }
 }

@@ -2,7 +2,8 @@
 //! trail, and serves the operator API (JSON over HTTP).
 //!
 //! It never links the proxy (DESIGN.md): it knows the config document (`palisade-config`) and
-//! nothing of how a node serves it. Rollouts, node registration and etcd come on top of this store.
+//! nothing of how a node serves it. One process keeps its state in one SQLite file; several
+//! replicas share theirs through etcd ([`replica`]).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
 
@@ -10,10 +11,12 @@ pub mod api;
 pub mod artifacts;
 pub mod bodies;
 pub mod diff;
+pub mod etcd;
 pub mod killswitch;
 pub mod openapi;
+pub mod replica;
 pub mod rollout;
 pub mod store;
 pub mod tokens;
 
-pub use api::{serve, ControlOptions};
+pub use api::{serve, ControlOptions, EtcdOptions};

@@ -10,6 +10,8 @@ enum Role {
     Operator,
     Node,
     OperatorOrNode,
+    /// Another replica of the same control plane.
+    Replica,
 }
 
 struct Op {
@@ -267,6 +269,30 @@ const OPS: &[Op] = &[
     },
     Op {
         method: "get",
+        path: "/v1/replication",
+        role: Role::Operator,
+        summary: "Where the state lives: embedded (one SQLite file) or etcd, with this replica's name, whether it leads, and the last log index it applied",
+        body: &[],
+        responses: &[("200", "the mode and position")],
+    },
+    Op {
+        method: "get",
+        path: "/v1/internal/blobs/{hash}",
+        role: Role::Replica,
+        summary: "Between replicas: a large log entry's bytes, by SHA-256",
+        body: &[],
+        responses: &[("200", "the bytes"), ("404", "not on this replica")],
+    },
+    Op {
+        method: "put",
+        path: "/v1/internal/blobs/{hash}",
+        role: Role::Replica,
+        summary: "Between replicas: keep a large log entry's bytes (checked against the hash)",
+        body: &[],
+        responses: &[("204", "kept"), ("422", "the bytes do not match the hash")],
+    },
+    Op {
+        method: "get",
         path: "/openapi.json",
         role: Role::Anyone,
         summary: "This document",
@@ -284,6 +310,7 @@ pub fn document() -> Value {
             Role::Operator => json!([{ "operator": [] }]),
             Role::Node => json!([{ "node": [] }]),
             Role::OperatorOrNode => json!([{ "operator": [] }, { "node": [] }]),
+            Role::Replica => json!([{ "replica": [] }]),
         };
         let mut responses = Map::new();
         for (code, what) in op.responses {
@@ -328,7 +355,8 @@ pub fn document() -> Value {
         "info": { "title": "Palisade control plane", "version": env!("CARGO_PKG_VERSION") },
         "components": { "securitySchemes": {
             "operator": { "type": "http", "scheme": "bearer", "description": "an operator token (--tokens)" },
-            "node": { "type": "http", "scheme": "bearer", "description": "a node token (--node-tokens)" }
+            "node": { "type": "http", "scheme": "bearer", "description": "a node token (--node-tokens)" },
+            "replica": { "type": "http", "scheme": "bearer", "description": "the replicas' shared token, kept in etcd" }
         } },
         "paths": paths
     })

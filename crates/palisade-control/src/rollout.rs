@@ -20,7 +20,7 @@
 
 use std::time::Duration;
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use crate::store::{col_opt_u64, col_u64, insert_audit, now_ms, to_i64, Node, Store, StoreError};
@@ -239,46 +239,45 @@ impl Store {
         bake_ms: u64,
         lane: &str,
     ) -> Result<Result<Rollout, String>, StoreError> {
-        let mut conn = self.lock()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if !crate::store::is_config_version(&tx, version)? {
-            return Ok(Err(format!("no config version {version}")));
-        }
-        let active: Option<i64> =
-            tx.query_row("SELECT id FROM rollouts WHERE state = 'running'", [], |r| r.get(0)).optional()?;
-        if let Some(id) = active {
-            return Ok(Err(format!("rollout {id} is running; abort it or wait")));
-        }
-        let at = to_i64(now_ms())?;
-        tx.execute(
-            "INSERT INTO rollouts (version, actor, state, stages, stage, bake_ms, stage_started_ms, created_ms) VALUES (?1, ?2, 'running', ?3, 0, ?4, ?5, ?5)",
-            params![to_i64(version)?, actor, stages.join(","), to_i64(bake_ms)?, at],
-        )?;
-        let id = tx.last_insert_rowid();
-        insert_audit(
-            &tx,
-            now_ms(),
-            actor,
-            "rollout",
-            &format!("rollout {id}"),
-            "started",
-            &format!("config v{version}, stages {}", stages.join(" ")),
-        )?;
-        tx.execute(
-            "INSERT INTO rollout_events (rollout, at_ms, message) VALUES (?1, ?2, ?3)",
-            params![
-                id,
-                at,
-                format!(
-                    "started by {actor} ({lane} lane): config v{version}, stages {}, bake {bake_ms} ms",
-                    stages.join(" ")
-                )
-            ],
-        )?;
-        let r =
-            tx.query_row(&format!("SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE id = ?1"), params![id], rollout_row)?;
-        tx.commit()?;
-        Ok(Ok(r))
+        self.write(|tx| {
+            if !crate::store::is_config_version(tx, version)? {
+                return Ok(Err(format!("no config version {version}")));
+            }
+            let active: Option<i64> =
+                tx.query_row("SELECT id FROM rollouts WHERE state = 'running'", [], |r| r.get(0)).optional()?;
+            if let Some(id) = active {
+                return Ok(Err(format!("rollout {id} is running; abort it or wait")));
+            }
+            let at = to_i64(now_ms())?;
+            tx.execute(
+                "INSERT INTO rollouts (version, actor, state, stages, stage, bake_ms, stage_started_ms, created_ms) VALUES (?1, ?2, 'running', ?3, 0, ?4, ?5, ?5)",
+                params![to_i64(version)?, actor, stages.join(","), to_i64(bake_ms)?, at],
+            )?;
+            let id = tx.last_insert_rowid();
+            insert_audit(
+                tx,
+                now_ms(),
+                actor,
+                "rollout",
+                &format!("rollout {id}"),
+                "started",
+                &format!("config v{version}, stages {}", stages.join(" ")),
+            )?;
+            tx.execute(
+                "INSERT INTO rollout_events (rollout, at_ms, message) VALUES (?1, ?2, ?3)",
+                params![
+                    id,
+                    at,
+                    format!(
+                        "started by {actor} ({lane} lane): config v{version}, stages {}, bake {bake_ms} ms",
+                        stages.join(" ")
+                    )
+                ],
+            )?;
+            let r =
+                tx.query_row(&format!("SELECT {ROLLOUT_COLUMNS} FROM rollouts WHERE id = ?1"), params![id], rollout_row)?;
+            Ok(Ok(r))
+        })
     }
 
     pub fn rollouts(&self, limit: u32) -> Result<Vec<Rollout>, StoreError> {
@@ -316,16 +315,6 @@ impl Store {
             .optional()?)
     }
 
-    fn event(&self, id: u64, message: &str) -> Result<(), StoreError> {
-        tracing::info!(rollout = id, "{message}");
-        let conn = self.lock()?;
-        conn.execute(
-            "INSERT INTO rollout_events (rollout, at_ms, message) VALUES (?1, ?2, ?3)",
-            params![to_i64(id)?, to_i64(now_ms())?, message],
-        )?;
-        Ok(())
-    }
-
     fn last_event(&self, id: u64) -> Result<String, StoreError> {
         let conn = self.lock()?;
         Ok(conn
@@ -338,56 +327,71 @@ impl Store {
             .unwrap_or_default())
     }
 
-    /// Assigns the rollout's version to nodes, remembering where each came from; one commit.
-    fn assign_in_rollout(&self, nodes: &[&str], version: u64) -> Result<(), StoreError> {
-        let mut conn = self.lock()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for node in nodes {
-            tx.execute(
-                "UPDATE nodes SET rollback_to = assigned, assigned = ?2 WHERE name = ?1 AND (assigned IS NULL OR assigned != ?2)",
-                params![node, to_i64(version)?],
-            )?;
+    /// One step of a rollout, in one commit (a leader that dies mid-step leaves all of it or
+    /// none for the next one): `assign` the version to these nodes (remembering where each came
+    /// from), move to `stage` (index, bake start, state), and record `events`.
+    fn step(
+        &self,
+        r: &Rollout,
+        assign: &[&str],
+        stage: Option<(usize, Option<u64>, &str)>,
+        events: &[String],
+    ) -> Result<(), StoreError> {
+        for e in events {
+            tracing::info!(rollout = r.id, "{e}");
         }
-        tx.commit()?;
-        Ok(())
-    }
-
-    fn set_stage(&self, id: u64, stage: usize, baked_from: Option<u64>, state: &str) -> Result<(), StoreError> {
-        let conn = self.lock()?;
-        let (stage_i, baked) = (to_i64(stage as u64)?, baked_from.map(to_i64).transpose()?);
-        conn.execute(
-            "UPDATE rollouts SET stage = ?2, baked_from_ms = ?3, state = ?4,
-               stage_started_ms = CASE WHEN stage = ?2 THEN stage_started_ms ELSE ?5 END WHERE id = ?1",
-            params![to_i64(id)?, stage_i, baked, state, to_i64(now_ms())?],
-        )?;
-        Ok(())
+        self.write(|tx| {
+            let (id, at) = (to_i64(r.id)?, to_i64(now_ms())?);
+            for node in assign {
+                tx.execute(
+                    "UPDATE nodes SET rollback_to = assigned, assigned = ?2 WHERE name = ?1 AND (assigned IS NULL OR assigned != ?2)",
+                    params![node, to_i64(r.version)?],
+                )?;
+            }
+            if let Some((stage, baked_from, state)) = stage {
+                let (stage_i, baked) = (to_i64(stage as u64)?, baked_from.map(to_i64).transpose()?);
+                tx.execute(
+                    "UPDATE rollouts SET stage = ?2, baked_from_ms = ?3, state = ?4,
+                       stage_started_ms = CASE WHEN stage = ?2 THEN stage_started_ms ELSE ?5 END WHERE id = ?1",
+                    params![id, stage_i, baked, state, at],
+                )?;
+            }
+            for e in events {
+                tx.execute(
+                    "INSERT INTO rollout_events (rollout, at_ms, message) VALUES (?1, ?2, ?3)",
+                    params![id, at, e],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// Every node on the rollout's version goes back where the rollout found it.
     pub fn roll_back(&self, id: u64, actor: &str, reason: &str) -> Result<bool, StoreError> {
-        let mut conn = self.lock()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let version: Option<i64> = tx
-            .query_row("SELECT version FROM rollouts WHERE id = ?1 AND state = 'running'", params![to_i64(id)?], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        let Some(version) = version else { return Ok(false) };
-        let moved = tx.execute("UPDATE nodes SET assigned = rollback_to WHERE assigned = ?1", params![version])?;
-        tx.execute(
-            "UPDATE rollouts SET state = 'rolled_back', reason = ?2 WHERE id = ?1",
-            params![to_i64(id)?, reason],
-        )?;
-        let at = to_i64(now_ms())?;
-        tx.execute(
-            "INSERT INTO rollout_events (rollout, at_ms, message) VALUES (?1, ?2, ?3)",
-            params![to_i64(id)?, at, format!("rolled back ({moved} node(s)): {reason}")],
-        )?;
-        insert_audit(&tx, now_ms(), actor, "rollback", &format!("rollout {id}"), "rolled_back", reason)?;
-        crate::artifacts::rolled_back(&tx, version, reason)?;
-        tx.commit()?;
-        tracing::warn!(rollout = id, reason, "rolled back");
-        Ok(true)
+        self.write(|tx| {
+            let version: Option<i64> = tx
+                .query_row(
+                    "SELECT version FROM rollouts WHERE id = ?1 AND state = 'running'",
+                    params![to_i64(id)?],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(version) = version else { return Ok(false) };
+            let moved = tx.execute("UPDATE nodes SET assigned = rollback_to WHERE assigned = ?1", params![version])?;
+            tx.execute(
+                "UPDATE rollouts SET state = 'rolled_back', reason = ?2 WHERE id = ?1",
+                params![to_i64(id)?, reason],
+            )?;
+            let at = to_i64(now_ms())?;
+            tx.execute(
+                "INSERT INTO rollout_events (rollout, at_ms, message) VALUES (?1, ?2, ?3)",
+                params![to_i64(id)?, at, format!("rolled back ({moved} node(s)): {reason}")],
+            )?;
+            insert_audit(tx, now_ms(), actor, "rollback", &format!("rollout {id}"), "rolled_back", reason)?;
+            crate::artifacts::rolled_back(tx, version, reason)?;
+            tracing::warn!(rollout = id, reason, "rolled back");
+            Ok(true)
+        })
     }
 }
 
@@ -410,21 +414,21 @@ pub fn tick(store: &Store) -> Result<Tick, StoreError> {
     if nodes.is_empty() {
         let msg = "holding: no nodes registered";
         if store.last_event(r.id)? != msg {
-            store.event(r.id, msg)?;
+            store.step(&r, &[], None, &[msg.to_string()])?;
         }
         return Ok(Tick::default());
     }
     let Some(stage) = r.stages.get(r.stage) else {
-        store.set_stage(r.id, r.stage, None, "done")?;
+        store.step(&r, &[], Some((r.stage, None, "done")), &[])?;
         return Ok(Tick::default());
     };
     let count = stage_size(stage, nodes.len());
     let (target, rest) = nodes.split_at(count.min(nodes.len()));
     let moving: Vec<&str> = target.iter().filter(|n| n.assigned != Some(r.version)).map(|n| n.name.as_str()).collect();
     if !moving.is_empty() {
-        store.assign_in_rollout(&moving, r.version)?;
         let names: Vec<&str> = target.iter().map(|n| n.name.as_str()).collect();
-        store.event(r.id, &format!("stage {} ({stage}): assigned to {}", r.stage + 1, names.join(", ")))?;
+        let msg = format!("stage {} ({stage}): assigned to {}", r.stage + 1, names.join(", "));
+        store.step(&r, &moving, None, &[msg])?;
         return Ok(CHANGED);
     }
     if let Some(n) = target.iter().find(|n| n.nack_version == Some(r.version) && n.applied != Some(r.version)) {
@@ -445,11 +449,9 @@ pub fn tick(store: &Store) -> Result<Tick, StoreError> {
         return Ok(Tick::default());
     }
     let Some(baked_from) = r.baked_from_ms else {
-        store.set_stage(r.id, r.stage, Some(now), "running")?;
-        store.event(
-            r.id,
-            &format!("stage {}: {} node(s) run v{}; baking {} ms", r.stage + 1, target.len(), r.version, r.bake_ms),
-        )?;
+        let msg =
+            format!("stage {}: {} node(s) run v{}; baking {} ms", r.stage + 1, target.len(), r.version, r.bake_ms);
+        store.step(&r, &[], Some((r.stage, Some(now), "running")), &[msg])?;
         return Ok(Tick::default());
     };
     // Judged on every tick: a regression rolls back as soon as it shows (fail fast); a pass
@@ -506,17 +508,16 @@ pub fn tick(store: &Store) -> Result<Tick, StoreError> {
             r.stage + 1
         );
         if store.last_event(r.id)? != msg {
-            store.event(r.id, &msg)?;
+            store.step(&r, &[], None, &[msg])?;
         }
         return Ok(Tick { changed: false, probe: target.iter().map(|n| n.name.clone()).collect() });
     }
     let next = r.stage + 1;
-    store.event(r.id, &format!("stage {} passed: {measured}", r.stage + 1))?;
+    let passed = format!("stage {} passed: {measured}", r.stage + 1);
     if next >= r.stages.len() {
-        store.set_stage(r.id, next, None, "done")?;
-        store.event(r.id, &format!("done: every node runs v{}", r.version))?;
+        store.step(&r, &[], Some((next, None, "done")), &[passed, format!("done: every node runs v{}", r.version)])?;
     } else {
-        store.set_stage(r.id, next, None, "running")?;
+        store.step(&r, &[], Some((next, None, "running")), &[passed])?;
     }
     Ok(Tick::default())
 }

@@ -87,6 +87,9 @@ pub enum StoreError {
     NotFound(String),
     #[error("store layout {found} is newer than this program's ({known}); refusing to touch it")]
     Schema { found: u32, known: u32 },
+    /// The shared log (etcd) could not take or give a change: nothing was stored.
+    #[error("replication: {0}")]
+    Replication(String),
 }
 
 /// How a push ended.
@@ -102,6 +105,8 @@ pub enum Pushed {
 
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Set when the state is shared through etcd (see [`crate::replica`]).
+    repl: std::sync::OnceLock<std::sync::Arc<crate::replica::Replication>>,
 }
 
 /// The layout `SCHEMA` creates. A store written by a newer layout is refused, not misread; an
@@ -259,7 +264,49 @@ impl Store {
         conn.execute_batch(SCHEMA_4)?;
         conn.execute_batch(crate::artifacts::SCHEMA)?;
         conn.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-        Ok(Self { conn: Mutex::new(conn) })
+        conn.execute_batch(crate::replica::SCHEMA)?;
+        crate::replica::install_triggers(&conn)?;
+        Ok(Self { conn: Mutex::new(conn), repl: std::sync::OnceLock::new() })
+    }
+
+    /// From now on, every change is appended to the shared log in etcd before it commits here,
+    /// and changes other replicas made are applied here (see [`crate::replica`]).
+    pub fn replicate(&self, repl: std::sync::Arc<crate::replica::Replication>) {
+        let _ = self.repl.set(repl);
+    }
+
+    /// Applies what other replicas appended to the shared log; how many changes (0 without etcd).
+    pub fn catch_up(&self) -> Result<usize, StoreError> {
+        match self.repl.get() {
+            None => Ok(0),
+            Some(repl) => repl.catch_up(&mut *self.lock()?),
+        }
+    }
+
+    /// The last log index this store applied (0 without etcd).
+    pub fn applied(&self) -> Result<u64, StoreError> {
+        let n: i64 = self.lock()?.query_row("SELECT applied FROM replication WHERE id = 1", [], |r| r.get(0))?;
+        u64::try_from(n).map_err(|_| StoreError::Range(n.to_string()))
+    }
+
+    pub(crate) fn replication(&self) -> Option<&std::sync::Arc<crate::replica::Replication>> {
+        self.repl.get()
+    }
+
+    /// One change, in one transaction: `f` runs against it and everything it wrote commits
+    /// together (nothing, when it returns an error). With etcd, the change is first appended to
+    /// the shared log; if another replica appended first, this one catches up and `f` runs again.
+    pub(crate) fn write<T>(&self, mut f: impl FnMut(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let mut conn = self.lock()?;
+        match self.repl.get() {
+            None => {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let out = f(&tx)?;
+                tx.commit()?;
+                Ok(out)
+            }
+            Some(repl) => repl.write(&mut conn, &mut f),
+        }
     }
 
     pub(crate) fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
@@ -281,45 +328,43 @@ impl Store {
         message: &str,
         expected_parent: Option<Option<u64>>,
     ) -> Result<Pushed, StoreError> {
-        let mut conn = self.lock()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let head = head_of(&tx, kind, name)?;
-        let head_number = head.as_ref().map(|v| v.number);
-        if let Some(expected) = expected_parent {
-            if expected != head_number {
-                return Ok(Pushed::Conflict { expected, head: head_number });
+        self.write(|tx| {
+            let head = head_of(tx, kind, name)?;
+            let head_number = head.as_ref().map(|v| v.number);
+            if let Some(expected) = expected_parent {
+                if expected != head_number {
+                    return Ok(Pushed::Conflict { expected, head: head_number });
+                }
             }
-        }
-        if let Some(head) = head.filter(|h| h.hash == hash) {
-            return Ok(Pushed::Unchanged(head));
-        }
-        let at = now_ms();
-        let parent = head_number.map(to_i64).transpose()?;
-        tx.execute(
-            "INSERT INTO versions (kind, name, hash, author, message, created_ms, parent, content) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![kind, name, hash, author, message, to_i64(at)?, parent, content],
-        )?;
-        let number = u64::try_from(tx.last_insert_rowid()).map_err(|_| StoreError::Range("rowid".into()))?;
-        let target = if name.is_empty() { format!("{kind} v{number}") } else { format!("{kind} {name} v{number}") };
-        insert_audit(&tx, at, author, "push", &target, "created", &format!("sha256 {hash}: {message}"))?;
-        tx.commit()?;
-        Ok(Pushed::Created(Version {
-            number,
-            kind: kind.to_string(),
-            name: name.to_string(),
-            hash: hash.to_string(),
-            author: author.to_string(),
-            message: message.to_string(),
-            created_ms: at,
-            parent: head_number,
-            size: content.len() as u64,
-        }))
+            if let Some(head) = head.filter(|h| h.hash == hash) {
+                return Ok(Pushed::Unchanged(head));
+            }
+            let at = now_ms();
+            let parent = head_number.map(to_i64).transpose()?;
+            tx.execute(
+                "INSERT INTO versions (kind, name, hash, author, message, created_ms, parent, content) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![kind, name, hash, author, message, to_i64(at)?, parent, content],
+            )?;
+            let number = u64::try_from(tx.last_insert_rowid()).map_err(|_| StoreError::Range("rowid".into()))?;
+            let target = if name.is_empty() { format!("{kind} v{number}") } else { format!("{kind} {name} v{number}") };
+            insert_audit(tx, at, author, "push", &target, "created", &format!("sha256 {hash}: {message}"))?;
+            Ok(Pushed::Created(Version {
+                number,
+                kind: kind.to_string(),
+                name: name.to_string(),
+                hash: hash.to_string(),
+                author: author.to_string(),
+                message: message.to_string(),
+                created_ms: at,
+                parent: head_number,
+                size: content.len() as u64,
+            }))
+        })
     }
 
     /// Records an action that stored no version (a rejected push, a conflict, an auth failure).
     pub fn audit(&self, actor: &str, action: &str, target: &str, result: &str, detail: &str) -> Result<(), StoreError> {
-        let conn = self.lock()?;
-        insert_audit(&conn, now_ms(), actor, action, target, result, detail)
+        self.write(|conn| insert_audit(conn, now_ms(), actor, action, target, result, detail))
     }
 
     /// The newest version of `kind` (and `name`; "" for config).
@@ -407,23 +452,24 @@ fn node_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Node> {
 impl Store {
     /// A node says hello (again): its city and software are updated, its assignment kept.
     pub fn register(&self, name: &str, city: &str, software: &str) -> Result<Node, StoreError> {
-        let conn = self.lock()?;
-        let at = to_i64(now_ms())?;
-        conn.execute(
-            "INSERT INTO nodes (name, city, software, registered_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?4)
-             ON CONFLICT(name) DO UPDATE SET city = ?2, software = ?3, last_seen_ms = ?4",
-            params![name, city, software, at],
-        )?;
-        insert_audit(
-            &conn,
-            now_ms(),
-            name,
-            "register",
-            &format!("node {name}"),
-            "ok",
-            &format!("city {city}, software {software}"),
-        )?;
-        node_by_name(&conn, name)?.ok_or_else(|| StoreError::NotFound(format!("no node {name}")))
+        self.write(|conn| {
+            let at = to_i64(now_ms())?;
+            conn.execute(
+                "INSERT INTO nodes (name, city, software, registered_ms, last_seen_ms) VALUES (?1, ?2, ?3, ?4, ?4)
+                 ON CONFLICT(name) DO UPDATE SET city = ?2, software = ?3, last_seen_ms = ?4",
+                params![name, city, software, at],
+            )?;
+            insert_audit(
+                conn,
+                now_ms(),
+                name,
+                "register",
+                &format!("node {name}"),
+                "ok",
+                &format!("city {city}, software {software}"),
+            )?;
+            node_by_name(conn, name)?.ok_or_else(|| StoreError::NotFound(format!("no node {name}")))
+        })
     }
 
     /// The node, marked as seen now.
@@ -449,47 +495,45 @@ impl Store {
 
     /// Points a node at a config version (the step a rollout takes per node).
     pub fn assign(&self, actor: &str, name: &str, number: u64) -> Result<Node, StoreError> {
-        let mut conn = self.lock()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if !is_config_version(&tx, number)? {
-            return Err(StoreError::NotFound(format!("no config version {number}")));
-        }
-        if tx.execute("UPDATE nodes SET assigned = ?2 WHERE name = ?1", params![name, to_i64(number)?])? == 0 {
-            return Err(StoreError::NotFound(format!("no node {name}")));
-        }
-        insert_audit(&tx, now_ms(), actor, "assign", &format!("node {name}"), "ok", &format!("config v{number}"))?;
-        let node = node_by_name(&tx, name)?.ok_or_else(|| StoreError::NotFound(format!("no node {name}")))?;
-        tx.commit()?;
-        Ok(node)
+        self.write(|tx| {
+            if !is_config_version(tx, number)? {
+                return Err(StoreError::NotFound(format!("no config version {number}")));
+            }
+            if tx.execute("UPDATE nodes SET assigned = ?2 WHERE name = ?1", params![name, to_i64(number)?])? == 0 {
+                return Err(StoreError::NotFound(format!("no node {name}")));
+            }
+            insert_audit(tx, now_ms(), actor, "assign", &format!("node {name}"), "ok", &format!("config v{number}"))?;
+            let node = node_by_name(tx, name)?.ok_or_else(|| StoreError::NotFound(format!("no node {name}")))?;
+            Ok(node)
+        })
     }
 
     /// A node's answer for a version: running it (ACK) or refusing it with reasons (NACK).
     /// `number` None: the node is back on its boot config.
     pub fn node_answer(&self, name: &str, number: Option<u64>, refused: Option<&str>) -> Result<(), StoreError> {
-        let mut conn = self.lock()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let n = number.map(to_i64).transpose()?;
-        let changed = match refused {
-            // It runs what it acknowledged: the running hash is that version's until a report says
-            // otherwise (NULL for the boot config, until its next report).
-            None => tx.execute(
-                "UPDATE nodes SET applied = ?2, last_seen_ms = ?3,
-                   running_hash = (SELECT hash FROM versions WHERE number = ?2) WHERE name = ?1",
-                params![name, n, to_i64(now_ms())?],
-            )?,
-            Some(why) => tx.execute(
-                "UPDATE nodes SET nack_version = ?2, nack_detail = ?3, last_seen_ms = ?4 WHERE name = ?1",
-                params![name, n, why, to_i64(now_ms())?],
-            )?,
-        };
-        if changed == 0 {
-            return Err(StoreError::NotFound(format!("no node {name}")));
-        }
-        let (action, result) = if refused.is_some() { ("nack", "refused") } else { ("ack", "applied") };
-        let target = number.map(|v| format!("config v{v}")).unwrap_or_else(|| "boot config".into());
-        insert_audit(&tx, now_ms(), name, action, &target, result, refused.unwrap_or(""))?;
-        tx.commit()?;
-        Ok(())
+        self.write(|tx| {
+            let n = number.map(to_i64).transpose()?;
+            let changed = match refused {
+                // It runs what it acknowledged: the running hash is that version's until a report says
+                // otherwise (NULL for the boot config, until its next report).
+                None => tx.execute(
+                    "UPDATE nodes SET applied = ?2, last_seen_ms = ?3,
+                       running_hash = (SELECT hash FROM versions WHERE number = ?2) WHERE name = ?1",
+                    params![name, n, to_i64(now_ms())?],
+                )?,
+                Some(why) => tx.execute(
+                    "UPDATE nodes SET nack_version = ?2, nack_detail = ?3, last_seen_ms = ?4 WHERE name = ?1",
+                    params![name, n, why, to_i64(now_ms())?],
+                )?,
+            };
+            if changed == 0 {
+                return Err(StoreError::NotFound(format!("no node {name}")));
+            }
+            let (action, result) = if refused.is_some() { ("nack", "refused") } else { ("ack", "applied") };
+            let target = number.map(|v| format!("config v{v}")).unwrap_or_else(|| "boot config".into());
+            insert_audit(tx, now_ms(), name, action, &target, result, refused.unwrap_or(""))?;
+            Ok(())
+        })
     }
 }
 

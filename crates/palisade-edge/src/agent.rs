@@ -23,7 +23,8 @@ use crate::server::EdgeShared;
 /// The control plane this node takes its config from.
 #[derive(Clone)]
 pub struct ControlLink {
-    /// Base URL of the control plane's API, e.g. `http://10.0.0.5:9800`.
+    /// Base URL of the control plane's API, e.g. `http://10.0.0.5:9800`; or several,
+    /// comma-separated: replicas of one control plane, tried in turn when one stops answering.
     pub url: String,
     /// This node's token (its name on the control plane comes with it).
     pub token: String,
@@ -223,6 +224,8 @@ struct Channel {
     client: HttpClient,
     link: ControlLink,
     shared: Arc<EdgeShared>,
+    /// Which of the link's URLs the loops use; moved on when it stops answering.
+    current: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The assignment watch, and the state only it keeps.
@@ -243,7 +246,7 @@ pub async fn run(shared: Arc<EdgeShared>, link: ControlLink) {
             return;
         }
     };
-    let ch = Channel { client, link, shared };
+    let ch = Channel { client, link, shared, current: Arc::default() };
     tokio::spawn(ch.clone().report_loop());
     tokio::spawn(ch.clone().kill_loop());
     let mut agent = Watch { ch, registered: false, known: None };
@@ -443,14 +446,33 @@ impl Channel {
         within: Duration,
         limit: usize,
     ) -> Result<(StatusCode, Bytes), CallError> {
-        let url = format!("{}{path}", self.link.url.trim_end_matches('/'));
+        let urls: Vec<&str> = self.link.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+        let at = self.current.load(std::sync::atomic::Ordering::Relaxed) % urls.len().max(1);
+        let base = urls.get(at).copied().unwrap_or_default();
+        let url = format!("{}{path}", base.trim_end_matches('/'));
+        let result = self.call_url(&url, method, body, within, limit).await;
+        if let Err(CallError::Transport(_)) = &result {
+            // This replica is not answering: the next call goes to the next one.
+            self.current.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn call_url(
+        &self,
+        url: &str,
+        method: Method,
+        body: Option<Value>,
+        within: Duration,
+        limit: usize,
+    ) -> Result<(StatusCode, Bytes), CallError> {
         let body = match body {
             Some(v) => Full::new(Bytes::from(serde_json::to_vec(&v).map_err(|e| e.to_string())?)),
             None => Full::new(Bytes::new()),
         };
         let req = Request::builder()
             .method(method)
-            .uri(&url)
+            .uri(url)
             .header("authorization", format!("Bearer {}", self.link.token))
             .header("content-type", "application/json")
             .body(body)

@@ -96,15 +96,19 @@ pub async fn nodes(a: SocketAddr) -> Vec<Value> {
 
 /// An edge node linked to the control plane at `a`, reporting every 200 ms.
 pub fn fleet_node(a: SocketAddr, name: &str, token: &str, boot: &str) -> EdgeProc {
+    fleet_node_at(&format!("http://{a}"), name, token, boot)
+}
+
+/// An edge node linked to the control plane at `url` (replicas comma-separated).
+pub fn fleet_node_at(url: &str, name: &str, token: &str, boot: &str) -> EdgeProc {
     let dir = temp_dir(&format!("node-{name}"));
     let token_file = dir.join("node.token");
     std::fs::write(&token_file, token).unwrap();
     let config = dir.join("palisade.toml");
     std::fs::write(&config, boot).unwrap();
-    let url = format!("http://{a}");
     let args = [
         "--control",
-        &url,
+        url,
         "--node-token-file",
         token_file.to_str().unwrap(),
         "--city",

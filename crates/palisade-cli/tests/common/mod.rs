@@ -2,6 +2,7 @@
 //! own "ready" lines (never by sleeping).
 #![allow(dead_code)]
 
+pub mod etcd;
 pub mod fleet;
 
 use std::io::{BufRead, BufReader};
