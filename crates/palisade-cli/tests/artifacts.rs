@@ -95,7 +95,7 @@ async fn ip_lists_are_fetched_by_hash_re_pinned_and_enforced() {
     let (s, _, page) = get_host(berlin.http(), "site.example", "/").await;
     assert_eq!(s, 403, "{page}");
     assert!(page.contains("Access denied"), "{page}");
-    assert!(berlin.metrics().await.contains("palisade_ip_denied_total{zone=\"site\"} 1"));
+    assert!(berlin.metrics().await.contains("palisade_module_answers_total{zone=\"site\",module=\"ip_lists\"} 1"));
     let (_, shown) = api(a, "GET", &format!("/v1/versions/{v2}"), Some(ALICE), None).await;
     let text = shown["content"].as_str().unwrap();
     assert!(text.contains(&content_hash(&list2)) && text.contains("[listen]"), "{text}");
@@ -225,44 +225,23 @@ struct ModelFleet {
     a: SocketAddr,
     /// The config version every node runs at the start.
     v1: u64,
-    stop: Arc<AtomicBool>,
-    traffic: Vec<tokio::task::JoinHandle<(String, u64, u64)>>,
-    _fleet: Vec<(String, EdgeProc)>,
-    _control: ControlProc,
-    _origin: OriginProc,
-    _dir: TempDir,
+    fleet: Fleet,
 }
 
 impl ModelFleet {
     async fn start(tag: &str, first: &[u8]) -> Self {
-        let origin = origin(&format!("{tag}-origin"));
-        let dir = temp_dir(tag);
-        let c = control(&dir);
-        let a = c.addr;
-        let boot = zone_config(&["site.example"], &[origin.addr], "");
-        let fleet = fleet_of(a, &[("berlin", BERLIN), ("paris", PARIS), ("tokyo", TOKYO)], &boot).await;
-        let stop = Arc::new(AtomicBool::new(false));
-        let traffic = steady_traffic(&fleet, &stop);
+        let fleet = Fleet::start(tag).await;
+        let a = fleet.a;
         assert_eq!(push_artifact(a, "feature_file", "bot-model", first, "").await.0, 201);
-        let config = format!(
-            "{}{}",
-            zone_config(&["site.example"], &[origin.addr], ""),
-            pins(&[("bot-model", "feature_file", first)])
-        );
+        let config = format!("{}{}", fleet.doc(""), pins(&[("bot-model", "feature_file", first)]));
         let v1 = push(a, ALICE, &config, "bot model", None).await.1["version"]["number"].as_u64().unwrap();
         let out = rollout_outcome(a, start_rollout_baking(a, v1, 300).await).await;
         assert_eq!(out["rollout"]["state"], "done", "{out}");
-        Self { a, v1, stop, traffic, _fleet: fleet, _control: c, _origin: origin, _dir: dir }
+        Self { a, v1, fleet }
     }
 
-    /// Stops the traffic: every node served, and none failed a request.
     async fn no_failed_requests(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.traffic.drain(..) {
-            let (node, ok, failed) = t.await.unwrap();
-            assert!(ok > 50, "{node} served {ok}");
-            assert_eq!(failed, 0, "{node}: failed requests");
-        }
+        self.fleet.no_failed_requests().await;
     }
 }
 
@@ -332,8 +311,9 @@ async fn replay_a_flapping_generator_never_moves_the_fleet_off_good_versions() {
     // Every config version a node reports running, seen by a watcher throughout.
     let good: Arc<Mutex<HashSet<u64>>> = Arc::new(Mutex::new(HashSet::from([v1])));
     let seen: Arc<Mutex<HashSet<u64>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
     let watcher = {
-        let (seen, stop) = (seen.clone(), f.stop.clone());
+        let (seen, stop) = (seen.clone(), done.clone());
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 for n in nodes(a).await {
@@ -376,8 +356,9 @@ async fn replay_a_flapping_generator_never_moves_the_fleet_off_good_versions() {
             assert_eq!(rolled_out(a, &v).await["rollout"]["state"], "rolled_back", "cycle {cycle}");
         }
     }
-    f.no_failed_requests().await;
+    done.store(true, Ordering::Relaxed);
     watcher.await.unwrap();
+    f.no_failed_requests().await;
     let seen = seen.lock().unwrap().clone();
     let good = good.lock().unwrap().clone();
     assert!(seen.is_subset(&good), "a node ran a version outside the good ones: seen {seen:?}, good {good:?}");

@@ -310,19 +310,12 @@ async fn a_node_runs_assigned_versions_refuses_bad_ones_and_outlives_the_control
 /// canary after its bake. Failed requests stay on the canary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staged_rollouts_pass_good_versions_and_roll_back_bad_ones_at_the_canary() {
-    let origin = origin("rollout-origin");
-    let dir = temp_dir("rollout");
-    let c = control(&dir);
-    let a = c.addr;
-    let boot = zone_config(&["site.example"], &[origin.addr], "");
-    let fleet = fleet_of(a, &[("berlin", BERLIN), ("paris", PARIS), ("tokyo", TOKYO)], &boot).await;
-
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let traffic = steady_traffic(&fleet, &stop);
+    let mut fleet = Fleet::start("rollout").await;
+    let (a, origin_addr) = (fleet.a, fleet.origin);
 
     // 1. The fleet's first rollout, of a version the canary refuses (listeners change only on
     // restart): rolled back at once, the canary back on its boot config.
-    let good = zone_config(&["site.example", "www.site.example"], &[origin.addr], "");
+    let good = zone_config(&["site.example", "www.site.example"], &[origin_addr], "");
     let refused = good.replace("http = \"127.0.0.1:0\"", "http = \"127.0.0.1:1\"");
     let v0 = push(a, ALICE, &refused, "new listener", None).await.1["version"]["number"].as_u64().unwrap();
     let r0 = start_rollout(a, v0).await;
@@ -383,16 +376,14 @@ async fn staged_rollouts_pass_good_versions_and_roll_back_bad_ones_at_the_canary
     })
     .await;
 
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut failures = std::collections::HashMap::new();
-    for t in traffic {
-        let (name, ok, failed) = t.await.unwrap();
+    for (name, ok, failed) in fleet.stop_traffic().await {
         assert!(ok > 50, "{name} served only {ok}");
         failures.insert(name, failed);
     }
     assert!(failures["berlin"] > 0, "the bad version never reached the canary? {failures:?}");
     assert_eq!((failures["paris"], failures["tokyo"]), (0, 0), "failures outside the canary: {failures:?}");
-    for (_, e) in &fleet {
+    for (_, e) in &fleet.nodes {
         assert_eq!(get_host(e.http(), "www.site.example", "/").await.0, 200);
     }
 }

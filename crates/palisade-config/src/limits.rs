@@ -49,7 +49,18 @@ pub mod range {
     pub const WEIGHT: (u64, u64) = (1, super::MAX_WEIGHT as u64);
     pub const RETRIES: (u64, u64) = (0, super::MAX_RETRIES as u64);
     pub const ACCESS_LOG_BUFFER: (u64, u64) = (16, 1_000_000);
+    pub const BREAKER_THRESHOLD: (u64, u64) = (1, 1_000_000);
+    pub const BREAKER_WINDOW_MS: (u64, u64) = (100, 3_600_000);
+    pub const BREAKER_COOLDOWN_MS: (u64, u64) = (100, 3_600_000);
+    pub const FAULT_PERCENT: (u64, u64) = (0, 100);
 }
+
+/// The security modules, in the order a request meets them. Each has a failure policy, a
+/// circuit breaker and a kill switch of the same name.
+pub const MODULES: &[(&str, &str)] = &[
+    ("fault", "fault injection for drills (off unless [zones.fault] is set)"),
+    ("ip_lists", "early drop: 403 for client addresses on the zone's ip_deny list"),
+];
 
 /// Kill switches: what an operator can switch off on every node at once, on a path of its own
 /// (not a staged config change). A switch can only turn something off. Name, what it does.
@@ -58,4 +69,5 @@ pub const KILL_SWITCHES: &[(&str, &str)] = &[
     ("retries", "never retry a request on another origin"),
     ("splice", "move response bodies in user space instead of splice(2)"),
     ("ip_lists", "stop refusing requests from addresses on a zone's ip_deny list"),
+    ("fault", "stop injecting faults (the fault module)"),
 ];

@@ -161,6 +161,64 @@ pub struct Zone {
     /// before anything else is done for them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_deny: Option<String>,
+    /// Fault injection, for drills and tests of failure policies: off unless configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+    /// Each security module's settings in this zone, by module name (`ip_lists`, `fault`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub modules: std::collections::BTreeMap<String, ModuleSettings>,
+}
+
+/// What a module does when it fails (an error, a panic, or its circuit breaker open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePolicy {
+    /// Skip the module for this request, mark the request (access log) and count it.
+    FailOpen,
+    /// Refuse the request: 503 with a clear page.
+    FailClosed,
+    /// Keep using the module's last good data; at request time, skip as `fail_open` does.
+    FailStale,
+}
+
+/// One module's settings in one zone.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModuleSettings {
+    /// `false` switches the module off in this zone (a config-level kill switch).
+    pub enabled: bool,
+    /// Default: fail_open for every module today (scoring and rules must not take a site down).
+    pub failure_policy: FailurePolicy,
+    /// Failures within `breaker_window_ms` that open the module's circuit breaker.
+    pub breaker_threshold: u32,
+    pub breaker_window_ms: u64,
+    /// How long an open breaker keeps the module off; then it is tried again, and one more
+    /// failure soon after opens it again at once.
+    pub breaker_cooldown_ms: u64,
+}
+
+impl Default for ModuleSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            failure_policy: FailurePolicy::FailOpen,
+            breaker_threshold: 50,
+            breaker_window_ms: 10_000,
+            breaker_cooldown_ms: 30_000,
+        }
+    }
+}
+
+/// The `fault` module: makes itself fail on purpose, to drill failure policies, breakers and
+/// rollout gates. A request carrying `header` fails with an error (value `error`) or a panic
+/// (value `panic`); `error_percent` / `panic_percent` of all requests fail without it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Fault {
+    /// Choose a name nobody would guess: whoever sends it can make the module fail.
+    pub header: Option<String>,
+    pub error_percent: u32,
+    pub panic_percent: u32,
 }
 
 fn default_max_body_bytes() -> u64 {

@@ -273,6 +273,25 @@ pub fn validate(doc: Document, hash: String) -> Result<ValidConfig, Vec<Problem>
                 c.err(format!("{p}.tls"), "a certificate is configured but listen.https is not set");
             }
         }
+        for (name, m) in &z.modules {
+            let mp = format!("{p}.modules.{name}");
+            if !limits::MODULES.iter().any(|(n, _)| n == name) {
+                let known: Vec<&str> = limits::MODULES.iter().map(|(n, _)| *n).collect();
+                c.err(&mp, format!("no module named `{}`; the modules are {}", clip(name), known.join(", ")));
+            }
+            c.range(format!("{mp}.breaker_threshold"), u64::from(m.breaker_threshold), range::BREAKER_THRESHOLD);
+            c.range(format!("{mp}.breaker_window_ms"), m.breaker_window_ms, range::BREAKER_WINDOW_MS);
+            c.range(format!("{mp}.breaker_cooldown_ms"), m.breaker_cooldown_ms, range::BREAKER_COOLDOWN_MS);
+        }
+        if let Some(f) = &z.fault {
+            c.range(format!("{p}.fault.error_percent"), u64::from(f.error_percent), range::FAULT_PERCENT);
+            c.range(format!("{p}.fault.panic_percent"), u64::from(f.panic_percent), range::FAULT_PERCENT);
+            if let Some(h) = &f.header {
+                if h.is_empty() || h.len() > 128 || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+                    c.err(format!("{p}.fault.header"), "must be a header name of 1..=128 characters of a-z, 0-9, `-`");
+                }
+            }
+        }
         if let Some(list) = &z.ip_deny {
             artifact_use(&mut c, &artifacts, format!("{p}.ip_deny"), list, ArtifactKind::IpList);
         }

@@ -64,6 +64,9 @@ pub const MAX_ARTIFACT_BODY_BYTES: usize = 2 * palisade_config::artifact::limits
 /// Most versions or audit records in one listing.
 pub const MAX_LIST: u32 = 1000;
 
+/// Most modules one report may carry.
+pub const MAX_REPORTED_MODULES: usize = 64;
+
 /// Longest long poll a node may ask for.
 pub const MAX_WAIT_MS: u64 = 30_000;
 
@@ -674,10 +677,7 @@ async fn follow_log(app: Shared, repl: Arc<crate::replica::Replication>) {
                 let Ok(r) = serde_json::from_slice::<crate::bodies::Report>(&kv.value) else { return };
                 let (app, node) = (app.clone(), node.to_string());
                 tokio::spawn(async move {
-                    let _ = blocking(&app, move |s| {
-                        s.report(&node, r.requests, r.errors, &r.latency_le_ms, &r.latency, r.hash.as_deref())
-                    })
-                    .await;
+                    let _ = blocking(&app, move |s| s.report(&node, &r)).await;
                 });
                 // A report is a good moment to notice a log entry a broken watch missed.
                 moved.notify_one();
@@ -699,6 +699,12 @@ async fn report(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> A
     if let Some(h) = &r.hash {
         bounded("hash", h)?;
     }
+    if r.modules.len() > MAX_REPORTED_MODULES {
+        return Err(bad_request(format!("modules: at most {MAX_REPORTED_MODULES}")));
+    }
+    for m in r.modules.keys() {
+        bounded("modules", m)?;
+    }
     if let Some(repl) = app.store.replication() {
         // Every replica applies it (and the leader judges by it), whichever received it.
         let unavailable = |e: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("replication: {e}"));
@@ -708,8 +714,7 @@ async fn report(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> A
         }
         return Ok(StatusCode::NO_CONTENT.into_response());
     }
-    blocking(&app, move |s| s.report(&who, r.requests, r.errors, &r.latency_le_ms, &r.latency, r.hash.as_deref()))
-        .await?;
+    blocking(&app, move |s| s.report(&who, &r)).await?;
     if crate::store::lock_or_recover(&app.probe).remove(&name) {
         return Ok(Json(json!({ "probe": crate::rollout::PROBES })).into_response());
     }

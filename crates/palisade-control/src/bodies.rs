@@ -58,6 +58,23 @@ pub struct Report {
     /// The hash of the config it runs.
     #[serde(default)]
     pub hash: Option<String>,
+    /// Per security module, cumulative since the node started.
+    #[serde(default)]
+    pub modules: std::collections::BTreeMap<String, ModuleReport>,
+}
+
+/// One module's cumulative figures on a node.
+#[derive(Debug, Default, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleReport {
+    #[serde(default)]
+    pub calls: u64,
+    #[serde(default)]
+    pub errors: u64,
+    #[serde(default)]
+    pub panics: u64,
+    #[serde(default)]
+    pub breaker_trips: u64,
 }
 
 /// `POST /v1/rollouts`.

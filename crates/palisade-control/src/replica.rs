@@ -658,7 +658,7 @@ mod tests {
             Ok(())
         });
         // A local write (a report's "last seen") is not captured.
-        a.report("berlin", 10, 0, &[], &[], None).unwrap();
+        a.report("berlin", &serde_json::from_str(r#"{"requests": 10, "errors": 0}"#).unwrap()).unwrap();
         assert_eq!(log.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 2, 1]);
 
         for changes in &log {

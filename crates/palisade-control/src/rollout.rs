@@ -105,11 +105,15 @@ fn rollout_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Rollout> {
     })
 }
 
-/// Requests, 5xx and latency a node served in a window, from its cumulative reports.
+/// Requests, 5xx, module failures and latency a node served in a window, from its cumulative
+/// reports.
 #[derive(Debug, Default, Clone)]
 pub struct Traffic {
     pub requests: u64,
     pub errors: u64,
+    /// Errors returned by security modules, and panics caught at their boundaries.
+    pub module_errors: u64,
+    pub module_panics: u64,
     /// Bucket upper bounds (ms) and counts in the window (one more count: above every bound).
     pub le_ms: Vec<f64>,
     pub latency: Vec<u64>,
@@ -119,6 +123,8 @@ impl Traffic {
     fn add(&mut self, other: &Traffic) {
         self.requests += other.requests;
         self.errors += other.errors;
+        self.module_errors += other.module_errors;
+        self.module_panics += other.module_panics;
         if self.le_ms.is_empty() {
             self.le_ms = other.le_ms.clone();
         }
@@ -157,26 +163,31 @@ pub const MIN_P99_RISE_MS: f64 = 100.0;
 pub const MAX_LATENCY_BUCKETS: usize = 64;
 
 impl Store {
-    /// A node's cumulative counters, as it reports them every few seconds.
-    pub fn report(
-        &self,
-        node: &str,
-        requests: u64,
-        errors: u64,
-        le_ms: &[f64],
-        latency: &[u64],
-        running_hash: Option<&str>,
-    ) -> Result<(), StoreError> {
+    /// A node's cumulative counters, as it reports them every few seconds. Written here only
+    /// (with replicas, each applies every report itself).
+    pub fn report(&self, node: &str, r: &crate::bodies::Report) -> Result<(), StoreError> {
         let conn = self.lock()?;
         let at = now_ms();
-        let histogram = if latency.is_empty() {
+        let histogram = if r.latency.is_empty() {
             String::new()
         } else {
-            serde_json::json!({ "le": le_ms, "n": latency }).to_string()
+            serde_json::json!({ "le": r.latency_le_ms, "n": r.latency }).to_string()
         };
+        let module_errors: u64 = r.modules.values().map(|m| m.errors).sum();
+        let module_panics: u64 = r.modules.values().map(|m| m.panics).sum();
+        let running_hash = r.hash.as_deref();
         conn.execute(
-            "INSERT INTO reports (node, at_ms, requests, errors, latency) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![node, to_i64(at)?, to_i64(requests)?, to_i64(errors)?, histogram],
+            "INSERT INTO reports (node, at_ms, requests, errors, latency, module_errors, module_panics)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                node,
+                to_i64(at)?,
+                to_i64(r.requests)?,
+                to_i64(r.errors)?,
+                histogram,
+                to_i64(module_errors)?,
+                to_i64(module_panics)?
+            ],
         )?;
         conn.execute(
             "UPDATE nodes SET last_seen_ms = ?2, running_hash = coalesce(?3, running_hash) WHERE name = ?1",
@@ -193,13 +204,16 @@ impl Store {
     /// What `node` served between `from` and now (a counter that went down means a restart).
     pub fn traffic(&self, node: &str, from_ms: u64) -> Result<Traffic, StoreError> {
         let conn = self.lock()?;
-        type Row = (i64, i64, String);
+        type Row = (i64, i64, String, i64, i64);
         let row = |order: &str| -> Result<Option<Row>, StoreError> {
             Ok(conn
                 .query_row(
-                    &format!("SELECT requests, errors, latency FROM reports WHERE node = ?1 AND at_ms >= ?2 ORDER BY at_ms {order} LIMIT 1"),
+                    &format!(
+                        "SELECT requests, errors, latency, module_errors, module_panics FROM reports
+                              WHERE node = ?1 AND at_ms >= ?2 ORDER BY at_ms {order} LIMIT 1"
+                    ),
                     params![node, to_i64(from_ms)?],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
                 )
                 .optional()?)
         };
@@ -227,7 +241,14 @@ impl Store {
         } else {
             n_last.iter().enumerate().map(|(i, b)| b.saturating_sub(n_first.get(i).copied().unwrap_or(0))).collect()
         };
-        Ok(Traffic { requests: delta(first.0, last.0), errors: delta(first.1, last.1), le_ms, latency })
+        Ok(Traffic {
+            requests: delta(first.0, last.0),
+            errors: delta(first.1, last.1),
+            module_errors: delta(first.3, last.3),
+            module_panics: delta(first.4, last.4),
+            le_ms,
+            latency,
+        })
     }
 
     /// Starts a rollout of `version`; one at a time.
@@ -486,6 +507,33 @@ pub fn tick(store: &Store) -> Result<Tick, StoreError> {
     let when = if baking { "during the bake" } else { "after the bake" };
     if new.errors >= MIN_ERRORS && rate(&new) > rate(&old) + MAX_ERROR_RATE_RISE {
         store.roll_back(r.id, "control", &format!("stage {}: 5xx regression {when}: {measured}", r.stage + 1))?;
+        return Ok(CHANGED);
+    }
+    // A panic caught in a module on the new version, where the old one had none.
+    if new.module_panics > 0 && old.module_panics == 0 {
+        let why = format!(
+            "stage {}: {} panic(s) caught in modules on v{} {when} (old version: none); {measured}",
+            r.stage + 1,
+            new.module_panics,
+            r.version
+        );
+        store.roll_back(r.id, "control", &why)?;
+        return Ok(CHANGED);
+    }
+    let module_rate = |t: &Traffic| if t.requests == 0 { 0.0 } else { t.module_errors as f64 / t.requests as f64 };
+    if new.module_errors >= MIN_ERRORS && module_rate(&new) > module_rate(&old) + MAX_ERROR_RATE_RISE {
+        let why = format!(
+            "stage {}: module error regression {when}: new v{}: {} module errors in {} req ({:.2} %); old: {} in {} req ({:.2} %)",
+            r.stage + 1,
+            r.version,
+            new.module_errors,
+            new.requests,
+            module_rate(&new) * 100.0,
+            old.module_errors,
+            old.requests,
+            module_rate(&old) * 100.0
+        );
+        store.roll_back(r.id, "control", &why)?;
         return Ok(CHANGED);
     }
     let samples: u64 = new.latency.iter().sum();

@@ -147,7 +147,10 @@ CREATE TABLE IF NOT EXISTS reports (
     requests INTEGER NOT NULL,
     errors   INTEGER NOT NULL,
     -- JSON: le (bucket bounds, ms) and n (count per bucket) since the node started; empty when not sent.
-    latency  TEXT    NOT NULL DEFAULT ''
+    latency  TEXT    NOT NULL DEFAULT '',
+    -- Summed over the node's security modules, since it started.
+    module_errors INTEGER NOT NULL DEFAULT 0,
+    module_panics INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS reports_node ON reports(node, at_ms);
 CREATE TABLE IF NOT EXISTS rollouts (
@@ -253,13 +256,20 @@ impl Store {
         if (1..=2).contains(&found) {
             conn.execute_batch("ALTER TABLE nodes ADD COLUMN running_hash TEXT")?;
         }
-        // 3 -> 4: artifacts are versions with a name.
-        let named: bool =
-            conn.query_row("SELECT count(*) > 0 FROM pragma_table_info('versions') WHERE name = 'name'", [], |r| {
-                r.get(0)
-            })?;
-        if !named {
-            conn.execute_batch("ALTER TABLE versions ADD COLUMN name TEXT NOT NULL DEFAULT ''")?;
+        // 3 -> 4: artifacts are versions with a name; reports carry module failures.
+        for (table, column, ddl) in [
+            ("versions", "name", "ALTER TABLE versions ADD COLUMN name TEXT NOT NULL DEFAULT ''"),
+            ("reports", "module_errors", "ALTER TABLE reports ADD COLUMN module_errors INTEGER NOT NULL DEFAULT 0"),
+            ("reports", "module_panics", "ALTER TABLE reports ADD COLUMN module_panics INTEGER NOT NULL DEFAULT 0"),
+        ] {
+            let present: bool = conn.query_row(
+                "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = ?2",
+                params![table, column],
+                |r| r.get(0),
+            )?;
+            if !present {
+                conn.execute_batch(ddl)?;
+            }
         }
         conn.execute_batch(SCHEMA_4)?;
         conn.execute_batch(crate::artifacts::SCHEMA)?;
@@ -657,7 +667,10 @@ mod tests {
             .unwrap();
         }
         let s = Store::open(&path).unwrap();
-        s.report("berlin", 20, 1, &[1.0], &[5, 0], None).unwrap();
+        let r: crate::bodies::Report =
+            serde_json::from_str(r#"{"requests": 20, "errors": 1, "latency_le_ms": [1.0], "latency": [5, 0]}"#)
+                .unwrap();
+        s.report("berlin", &r).unwrap();
         let n: i64 =
             s.lock().unwrap().query_row("SELECT count(*) FROM reports WHERE latency != ''", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 1);

@@ -32,6 +32,9 @@ pub struct AccessRecord {
     pub origin_ip: Option<String>,
     pub origin_response_time_ms: Option<f64>,
     pub edge_response_completed: bool,
+    /// A module failed and was skipped for this request (its fail_open / fail_stale policy).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub security_degraded: bool,
 }
 
 pub struct AccessLog {

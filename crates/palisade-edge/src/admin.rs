@@ -108,6 +108,10 @@ async fn route(shared: Arc<EdgeShared>, req: Request<Incoming>) -> Response<Full
             for (name, off) in shared.kill.states() {
                 text.push_str(&format!("palisade_kill_switch{{name=\"{name}\"}} {}\n", u8::from(off)));
             }
+            text.push_str("# HELP palisade_kill_switch_local 1 when this node's admin API has switched this module off.\n# TYPE palisade_kill_switch_local gauge\n");
+            for (name, off) in shared.kill.local_states() {
+                text.push_str(&format!("palisade_kill_switch_local{{name=\"{name}\"}} {}\n", u8::from(off)));
+            }
             let mut r = Response::new(Full::new(Bytes::from(text)));
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
             r
@@ -147,6 +151,33 @@ async fn route(shared: Arc<EdgeShared>, req: Request<Incoming>) -> Response<Full
                 Ok(a) => applied(a),
                 Err(p) => envelope_problems(StatusCode::UNPROCESSABLE_ENTITY, &p),
             }
+        }
+        (&Method::GET, "/modules") => {
+            let snap = shared.snapshot.load();
+            let zones: Vec<_> = snap
+                .zones
+                .iter()
+                .map(|z| {
+                    let modules: Vec<_> = z.modules.iter().map(crate::modules::Slot::state).collect();
+                    json!({ "zone": &*z.name, "modules": modules })
+                })
+                .collect();
+            let local: Vec<&str> = shared.kill.local_states().filter(|(_, off)| *off).map(|(n, _)| n).collect();
+            let fleet: Vec<&str> = shared.kill.states().filter(|(_, off)| *off).map(|(n, _)| n).collect();
+            envelope_ok(json!({ "zones": zones, "switched_off": { "fleet": fleet, "node": local } }))
+        }
+        (&Method::POST, path) if path.starts_with("/killswitches/") => {
+            let rest = path.trim_start_matches("/killswitches/");
+            let (name, off) = match rest.rsplit_once('/') {
+                Some((name, "off")) => (name, true),
+                Some((name, "release")) => (name, false),
+                _ => return envelope_error(StatusCode::NOT_FOUND, 1000, "POST /killswitches/NAME/off or /release"),
+            };
+            if !shared.kill.set_local(name, off) {
+                return envelope_error(StatusCode::NOT_FOUND, 1004, "no kill switch of that name");
+            }
+            tracing::warn!(switch = name, off, "kill switch set on this node by the admin API");
+            envelope_ok(json!({ "name": name, "off": off }))
         }
         (&Method::POST, "/shutdown") => {
             let _ = shared.shutdown.send(true);

@@ -607,7 +607,8 @@ impl Channel {
             let (requests, errors) = self.shared.metrics.response_totals();
             let (le_ms, latency) = self.shared.metrics.latency_buckets();
             let hash = self.shared.snapshot.load().hash().to_string();
-            let body = json!({ "requests": requests, "errors": errors, "latency_le_ms": le_ms, "latency": latency, "hash": hash });
+            let modules = self.shared.metrics.module_totals();
+            let body = json!({ "requests": requests, "errors": errors, "latency_le_ms": le_ms, "latency": latency, "hash": hash, "modules": modules });
             match self.call(Method::POST, "/v1/nodes/self/report", Some(body), Duration::from_secs(5)).await {
                 Ok((StatusCode::OK, b)) => {
                     let asked = serde_json::from_slice::<Value>(&b).ok().and_then(|v| v.get("probe")?.as_u64());

@@ -37,6 +37,8 @@ pub struct Finish {
     pub spliced_bytes: u64,
     pub completed: bool,
     pub total_timeout: bool,
+    /// A module failed and was skipped (see [`crate::modules`]).
+    pub degraded: bool,
 }
 
 impl Drop for Finish {
@@ -77,6 +79,7 @@ impl Drop for Finish {
                 origin_ip: origin.map(|o| o.label.clone()),
                 origin_response_time_ms: self.origin_duration.map(|d| d.as_secs_f64() * 1000.0),
                 edge_response_completed: self.completed,
+                security_degraded: self.degraded,
             };
             self.ctx.edge.access_log.send(record, &self.ctx.edge.metrics);
         }

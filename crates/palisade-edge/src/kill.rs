@@ -12,15 +12,39 @@ pub enum Switch {
     Retries = 1,
     Splice = 2,
     IpLists = 3,
+    Fault = 4,
 }
 
+/// The fleet's switches (from the control plane) and this node's own (its admin API): a module
+/// is off when either says so.
 #[derive(Debug, Default)]
-pub struct KillSwitches([AtomicBool; 4]);
+pub struct KillSwitches([AtomicBool; 5], [AtomicBool; 5]);
 
 impl KillSwitches {
     /// Whether `s` is switched off.
     pub fn off(&self, s: Switch) -> bool {
-        self.0.get(s as usize).is_some_and(|f| f.load(Ordering::Relaxed))
+        let i = s as usize;
+        self.0.get(i).is_some_and(|f| f.load(Ordering::Relaxed))
+            || self.1.get(i).is_some_and(|f| f.load(Ordering::Relaxed))
+    }
+
+    /// This node's own switch `name` (admin API); false when no switch has that name.
+    pub fn set_local(&self, name: &str, off: bool) -> bool {
+        match KILL_SWITCHES.iter().position(|(n, _)| *n == name).and_then(|i| self.1.get(i)) {
+            Some(f) => {
+                f.store(off, Ordering::Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// (name, off) for every switch this node's admin API has set, in [`KILL_SWITCHES`] order.
+    pub fn local_states(&self) -> impl Iterator<Item = (&'static str, bool)> + '_ {
+        KILL_SWITCHES
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| (*n, self.1.get(i).is_some_and(|f| f.load(Ordering::Relaxed))))
     }
 
     /// Exactly these switches off, the others on; names this node does not know are returned.
@@ -48,15 +72,22 @@ mod tests {
 
     #[test]
     fn switches_match_the_shared_list() {
-        assert_eq!(KILL_SWITCHES.len(), 4);
+        assert_eq!(KILL_SWITCHES.len(), 5);
         assert_eq!(KILL_SWITCHES[Switch::AccessLog as usize].0, "access_log");
         assert_eq!(KILL_SWITCHES[Switch::Retries as usize].0, "retries");
         assert_eq!(KILL_SWITCHES[Switch::Splice as usize].0, "splice");
         assert_eq!(KILL_SWITCHES[Switch::IpLists as usize].0, "ip_lists");
+        assert_eq!(KILL_SWITCHES[Switch::Fault as usize].0, "fault");
         let k = KillSwitches::default();
         assert_eq!(k.set(&["retries".into(), "warp_drive".into()]), vec!["warp_drive".to_string()]);
         assert!(k.off(Switch::Retries) && !k.off(Switch::AccessLog));
         k.set(&[]);
         assert!(!k.off(Switch::Retries));
+        // The node's own switch holds whatever the fleet's say.
+        assert!(k.set_local("fault", true) && !k.set_local("warp_drive", true));
+        k.set(&[]);
+        assert!(k.off(Switch::Fault));
+        assert!(k.set_local("fault", false));
+        assert!(!k.off(Switch::Fault));
     }
 }

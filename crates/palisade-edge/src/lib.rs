@@ -22,6 +22,7 @@ mod health;
 pub mod kill;
 pub mod lkg;
 pub mod metrics;
+pub mod modules;
 pub mod pages;
 pub mod pool;
 pub mod proxy;

@@ -123,8 +123,6 @@ pub struct ZoneStats {
     pub latency: Histogram,
     pub retries: AtomicU64,
     pub body_too_large: AtomicU64,
-    /// Requests refused with 403 by the zone's `ip_deny` list.
-    pub ip_denied: AtomicU64,
 }
 
 /// Figures for one origin of one zone.
@@ -156,6 +154,16 @@ pub struct Metrics {
     pub spliced_bytes: AtomicU64,
     zones: Mutex<BTreeMap<String, Arc<ZoneStats>>>,
     origins: Mutex<BTreeMap<(String, String), Arc<OriginStats>>>,
+    modules: Mutex<BTreeMap<(String, String), Arc<crate::modules::ModuleStats>>>,
+}
+
+/// A module's failures so far, all zones: what a node reports upward.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct ModuleTotals {
+    pub calls: u64,
+    pub errors: u64,
+    pub panics: u64,
+    pub breaker_trips: u64,
 }
 
 impl Metrics {
@@ -165,6 +173,23 @@ impl Metrics {
 
     pub fn origin(&self, zone: &str, addr: &str) -> Arc<OriginStats> {
         crate::lock(&self.origins).entry((zone.to_string(), addr.to_string())).or_default().clone()
+    }
+
+    pub fn module(&self, zone: &str, name: &str) -> Arc<crate::modules::ModuleStats> {
+        crate::lock(&self.modules).entry((zone.to_string(), name.to_string())).or_default().clone()
+    }
+
+    /// Per module, summed over zones.
+    pub fn module_totals(&self) -> BTreeMap<String, ModuleTotals> {
+        let mut out: BTreeMap<String, ModuleTotals> = BTreeMap::new();
+        for ((_, name), m) in crate::lock(&self.modules).iter() {
+            let t = out.entry(name.clone()).or_default();
+            t.calls += m.calls.load(Ordering::Relaxed);
+            t.errors += m.errors.load(Ordering::Relaxed);
+            t.panics += m.panics.load(Ordering::Relaxed);
+            t.breaker_trips += m.breaker_trips.load(Ordering::Relaxed);
+        }
+        out
     }
 
     /// Request latency so far, all zones: (bucket upper bounds in ms, count per bucket), the last
@@ -264,9 +289,43 @@ impl Metrics {
                 ld(&z.body_too_large)
             );
         }
-        o.push_str("# HELP palisade_ip_denied_total Requests refused with 403 by the zone's ip_deny list.\n# TYPE palisade_ip_denied_total counter\n");
-        for (zone, z) in &zones {
-            let _ = writeln!(o, "palisade_ip_denied_total{{zone=\"{}\"}} {}", esc(zone), ld(&z.ip_denied));
+        let modules: Vec<((String, String), Arc<crate::modules::ModuleStats>)> =
+            crate::lock(&self.modules).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        type ModuleSeries = (&'static str, &'static str, fn(&crate::modules::ModuleStats) -> u64);
+        let series: [ModuleSeries; 8] = [
+            ("palisade_module_calls_total", "Requests a security module was called for.", |m| {
+                m.calls.load(Ordering::Relaxed)
+            }),
+            ("palisade_module_answers_total", "Requests a module answered itself (a block).", |m| {
+                m.answers.load(Ordering::Relaxed)
+            }),
+            ("palisade_module_errors_total", "Errors a module returned.", |m| m.errors.load(Ordering::Relaxed)),
+            ("palisade_module_panics_total", "Panics caught at a module's boundary.", |m| {
+                m.panics.load(Ordering::Relaxed)
+            }),
+            ("palisade_module_breaker_trips_total", "Times a module's circuit breaker opened.", |m| {
+                m.breaker_trips.load(Ordering::Relaxed)
+            }),
+            (
+                "palisade_module_skipped_total",
+                "Requests a failed module was skipped for (fail_open, fail_stale).",
+                |m| m.skipped.load(Ordering::Relaxed),
+            ),
+            (
+                "palisade_module_refused_total",
+                "Requests refused with 503 because a module failed (fail_closed).",
+                |m| m.refused.load(Ordering::Relaxed),
+            ),
+            ("palisade_module_breaker_open", "1 while the module's circuit breaker is open.", |m| {
+                u64::from(m.breaker_open.load(Ordering::Relaxed))
+            }),
+        ];
+        for (name, help, get) in series {
+            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for ((zone, module), m) in &modules {
+                let _ = writeln!(o, "{name}{{zone=\"{}\",module=\"{}\"}} {}", esc(zone), esc(module), get(m));
+            }
         }
         let counters: [OriginSeries<OriginStats>; 3] = [
             ("palisade_origin_connect_failures_total", "Failed connections to an origin.", |s| {

@@ -182,6 +182,12 @@ impl Head {
     }
 }
 
+impl crate::modules::Headers for Head {
+    fn header<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
+        self.values(name).next()
+    }
+}
+
 /// Handles one request. Never fails: every problem becomes a response.
 ///
 /// `lines`: an HTTP/1.1 client's header lines, as received, with the header map of `req` left
@@ -224,6 +230,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
         spliced_bytes: 0,
         completed: false,
         total_timeout: false,
+        degraded: false,
     });
 
     if let Some(rejection) = ctx.conn.rejection_for(index) {
@@ -273,11 +280,18 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
     finish.zone = Some(zone.clone());
     let via = &zone.via;
 
-    // Early drop: a listed client address gets no further.
-    if let Some(deny) = &zone.ip_deny {
-        if deny.contains(ctx.peer.ip()) && !ctx.edge.kill.off(crate::kill::Switch::IpLists) {
-            zone.stats.ip_denied.fetch_add(1, Ordering::Relaxed);
-            return respond(error_page(StatusCode::FORBIDDEN, id(), false), finish);
+    // The security modules (early drop first), each behind its failure policy.
+    if !zone.modules.is_empty() {
+        let view = crate::modules::RequestView {
+            client_ip: ctx.peer.ip(),
+            method: &head.parts.method,
+            uri: &head.parts.uri,
+            headers: &*head,
+        };
+        let outcome = crate::modules::run_all(&zone.modules, &view, &ctx.edge.kill, &zone.name, &mut finish.degraded);
+        if let crate::modules::Outcome::Respond(status) = outcome {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+            return respond(error_page(status, id(), false), finish);
         }
     }
     if head.parts.method == Method::CONNECT {

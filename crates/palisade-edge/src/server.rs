@@ -399,6 +399,7 @@ impl Edge {
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
             .clamp(1, 256);
+        crate::modules::install_panic_hook();
         let metrics = Arc::new(Metrics::default());
         let crash_guard = crate::crashloop::Guard::open(options.state_dir.as_deref());
         let artifacts = crate::artifacts::Store::new(options.state_dir.as_deref());

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use palisade_config::artifact::IpSet;
 use palisade_config::{HashKey, HealthCheck, OriginProtocol, Problem, ValidConfig};
 use rustls::sign::CertifiedKey;
 
@@ -36,8 +35,9 @@ pub struct ZoneRuntime {
     /// Host header sent with health checks: the zone's first exact hostname.
     pub health_host: String,
     pub cert: Option<Arc<CertifiedKey>>,
-    /// Client addresses refused with 403 first of all (`ip_deny`).
-    pub ip_deny: Option<Arc<IpSet>>,
+    /// The zone's security modules, in order (see [`crate::modules`]); one set shared by every
+    /// worker's copy, breakers included.
+    pub modules: Arc<[crate::modules::Slot]>,
     /// This node's `Via` entries.
     pub via: Via,
 }
@@ -184,17 +184,26 @@ pub fn compile(
             }
             None => None,
         };
-        let ip_deny = match z.ip_deny.as_ref().map(|n| (n, artifacts.get(n).map(|l| &l.compiled))) {
-            None => None,
-            Some((_, Some(Compiled::IpList(set)))) => Some(set.clone()),
-            Some((n, _)) => {
-                problems.push(Problem {
-                    path: format!("zones[{zi}].ip_deny"),
-                    message: format!("`{n}` is not a loaded ip_list"),
-                });
-                None
-            }
+        let mut slots = Vec::new();
+        let settings = |name: &str| z.modules.get(name).cloned().unwrap_or_default();
+        let mut slot = |name: &'static str, module: Box<dyn crate::modules::Module>, kill| {
+            let stats = metrics.module(&z.name, name);
+            slots.push(crate::modules::Slot::new(name, module, &settings(name), kill, stats));
         };
+        if let Some(f) = &z.fault {
+            slot("fault", Box::new(crate::modules::FaultModule::new(f)), crate::kill::Switch::Fault);
+        }
+        match z.ip_deny.as_ref().map(|n| (n, artifacts.get(n).map(|l| &l.compiled))) {
+            None => {}
+            Some((_, Some(Compiled::IpList(set)))) => {
+                slot("ip_lists", Box::new(crate::modules::IpLists(set.clone())), crate::kill::Switch::IpLists)
+            }
+            Some((n, _)) => problems.push(Problem {
+                path: format!("zones[{zi}].ip_deny"),
+                message: format!("`{n}` is not a loaded ip_list"),
+            }),
+        }
+        let modules: Arc<[crate::modules::Slot]> = slots.into();
 
         for h in &vz.hostnames {
             match h.strip_prefix("*.") {
@@ -224,7 +233,7 @@ pub fn compile(
                 health_check: z.health_check.clone(),
                 health_host: health_host.clone(),
                 cert: cert.clone(),
-                ip_deny: ip_deny.clone(),
+                modules: modules.clone(),
                 // Its own values per copy: a request clones them, and a value's reference
                 // count shared by every worker would pass its line between the cores.
                 via: Via::new(&config.doc.node.name),

@@ -176,3 +176,54 @@ pub async fn start_rollout_baking(a: SocketAddr, version: u64, bake_ms: u64) -> 
     assert_eq!(s, 201, "{v}");
     v["rollout"]["id"].as_u64().unwrap()
 }
+
+/// A control plane, a demo origin and three nodes (berlin, paris, tokyo) booted on one zone
+/// (`site.example`), under steady traffic.
+pub struct Fleet {
+    /// The control plane's API.
+    pub a: SocketAddr,
+    pub origin: SocketAddr,
+    pub nodes: Vec<(String, EdgeProc)>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    traffic: Vec<tokio::task::JoinHandle<(String, u64, u64)>>,
+    _control: ControlProc,
+    _origin: OriginProc,
+    _dir: TempDir,
+}
+
+impl Fleet {
+    pub async fn start(tag: &str) -> Fleet {
+        let origin = origin(&format!("{tag}-origin"));
+        let dir = temp_dir(tag);
+        let c = control(&dir);
+        let a = c.addr;
+        let boot = zone_config(&["site.example"], &[origin.addr], "");
+        let nodes = fleet_of(a, &[("berlin", BERLIN), ("paris", PARIS), ("tokyo", TOKYO)], &boot).await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let traffic = steady_traffic(&nodes, &stop);
+        Fleet { a, origin: origin.addr, nodes, stop, traffic, _control: c, _origin: origin, _dir: dir }
+    }
+
+    /// A one-zone document for `site.example` in front of the fleet's origin, with extra zone lines.
+    pub fn doc(&self, extra_zone: &str) -> String {
+        zone_config(&["site.example"], &[self.origin], extra_zone)
+    }
+
+    /// Stops the traffic: (node, requests served, requests failed) for each node.
+    pub async fn stop_traffic(&mut self) -> Vec<(String, u64, u64)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut out = Vec::new();
+        for t in self.traffic.drain(..) {
+            out.push(t.await.unwrap());
+        }
+        out
+    }
+
+    /// Stops the traffic: every node served, and none failed a request.
+    pub async fn no_failed_requests(&mut self) {
+        for (node, ok, failed) in self.stop_traffic().await {
+            assert!(ok > 50, "{node} served {ok}");
+            assert_eq!(failed, 0, "{node}: failed requests");
+        }
+    }
+}

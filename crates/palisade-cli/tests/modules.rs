@@ -1,0 +1,168 @@
+//! The security module pipeline on a real node: a module that errors or panics is contained at
+//! its boundary (the connection and the process carry on), its failure policy decides the
+//! request, its circuit breaker switches it off and back on, and its kill switches (the zone's
+//! config, the node's admin API) turn it off on the next request.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const FAULT: &str = "x-fault-drill-7f3a";
+
+fn config(origin: std::net::SocketAddr, closed_extra: &str) -> String {
+    format!(
+        "{}\n[[zones]]\nname = \"open\"\nhostnames = [\"open.example\"]\norigins = [{{ address = \"{origin}\" }}]\n\
+         fault = {{ header = \"{FAULT}\" }}\n\
+         [zones.modules.fault]\nbreaker_threshold = 3\nbreaker_window_ms = 60000\nbreaker_cooldown_ms = 1000\n\
+         \n[[zones]]\nname = \"closed\"\nhostnames = [\"closed.example\"]\norigins = [{{ address = \"{origin}\" }}]\n\
+         fault = {{ header = \"{FAULT}\" }}\n\
+         [zones.modules.fault]\nfailure_policy = \"fail_closed\"\nbreaker_threshold = 1000\n{closed_extra}",
+        listen_section(false)
+    )
+}
+
+async fn faulty(e: &EdgeProc, host: &str, what: &str) -> u16 {
+    request_full(&client(), "GET", &format!("http://{}/", e.http()), &[("host", host), (FAULT, what)], Vec::new())
+        .await
+        .0
+}
+
+async fn metric(e: &EdgeProc, name: &str, zone: &str) -> f64 {
+    e.metric(&format!("{name}{{zone=\"{zone}\",module=\"fault\"}}")).await.unwrap_or(-1.0)
+}
+
+#[tokio::test]
+async fn failing_modules_are_contained_follow_their_policy_and_can_be_switched_off() {
+    let origin = origin("modules-origin");
+    let e = edge(&config(origin.addr, ""));
+
+    // fail_open: a panic and an error inside the module; the request still reaches the origin,
+    // and the same keep-alive connection serves the next request (its task survived).
+    let mut conn = tokio::net::TcpStream::connect(e.http()).await.unwrap();
+    for what in ["panic", "error"] {
+        let (s, _) = get_on_with(&mut conn, "open.example", &[(FAULT, what)]).await;
+        assert_eq!(s, 200, "{what}");
+    }
+    assert_eq!(get_on(&mut conn, "open.example", "/").await.0, 200);
+    assert_eq!(metric(&e, "palisade_module_panics_total", "open").await, 1.0);
+    assert_eq!(metric(&e, "palisade_module_errors_total", "open").await, 1.0);
+    assert_eq!(metric(&e, "palisade_module_skipped_total", "open").await, 2.0);
+
+    // The third failure within the window opens the breaker: the module is not called while it
+    // is open (no more panics counted), and requests are served.
+    assert_eq!(faulty(&e, "open.example", "error").await, 200);
+    assert_eq!(metric(&e, "palisade_module_breaker_trips_total", "open").await, 1.0);
+    assert_eq!(metric(&e, "palisade_module_breaker_open", "open").await, 1.0);
+    for _ in 0..5 {
+        assert_eq!(faulty(&e, "open.example", "panic").await, 200);
+    }
+    assert_eq!(metric(&e, "palisade_module_panics_total", "open").await, 1.0, "not called while open");
+    // After the cool-down it is tried again; one failure right away opens it again.
+    eventually("the breaker closes after its cool-down", Duration::from_secs(5), || async {
+        faulty(&e, "open.example", "panic").await == 200
+            && metric(&e, "palisade_module_panics_total", "open").await == 2.0
+    })
+    .await;
+    assert_eq!(metric(&e, "palisade_module_breaker_trips_total", "open").await, 2.0);
+
+    // fail_closed: a failure refuses the request with 503 and a page that says so; a request
+    // the module passes is served.
+    let (s, _, page) = request_full(
+        &client(),
+        "GET",
+        &format!("http://{}/", e.http()),
+        &[("host", "closed.example"), (FAULT, "error")],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(s, 503);
+    assert!(page.contains("Service unavailable"), "{page}");
+    assert_eq!(faulty(&e, "closed.example", "panic").await, 503);
+    assert_eq!(get_host(e.http(), "closed.example", "/").await.0, 200);
+    assert_eq!(metric(&e, "palisade_module_refused_total", "closed").await, 2.0);
+
+    // The node's own kill switch (admin API) turns the module off on the next request, in every
+    // zone; nothing else changes. Released, it is back.
+    let (s, v) = e.admin_json("POST", "/killswitches/fault/off", "").await;
+    assert_eq!(s, 200, "{v}");
+    let calls = metric(&e, "palisade_module_calls_total", "closed").await;
+    assert_eq!(faulty(&e, "closed.example", "error").await, 200);
+    assert_eq!(metric(&e, "palisade_module_calls_total", "closed").await, calls, "not called while off");
+    assert_eq!(get_host(e.http(), "open.example", "/").await.0, 200);
+    let (_, modules) = e.admin_json("GET", "/modules", "").await;
+    assert_eq!(modules["result"]["switched_off"]["node"], serde_json::json!(["fault"]), "{modules}");
+    assert_eq!(e.admin_json("POST", "/killswitches/warp_drive/off", "").await.0, 404);
+    e.admin_json("POST", "/killswitches/fault/release", "").await;
+    assert_eq!(faulty(&e, "closed.example", "error").await, 503);
+
+    // The zone's own switch: `enabled = false` in config turns it off in that zone only.
+    e.write_config(&config(origin.addr, "enabled = false\n"));
+    let (s, v) = e.admin_json("POST", "/reload", "").await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(faulty(&e, "closed.example", "error").await, 200);
+    assert_eq!(faulty(&e, "open.example", "panic").await, 200);
+
+    // An unknown module in config is refused with its path and the known names.
+    e.write_config(
+        &config(origin.addr, "")
+            .replace("[zones.modules.fault]\nfailure_policy", "[zones.modules.faults]\nfailure_policy"),
+    );
+    let (s, v) = e.admin_json("POST", "/reload", "").await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v.to_string().contains("zones[1].modules.faults: no module named `faults`"), "{v}");
+    let (_, health) = e.admin_json("GET", "/healthz", "").await;
+    assert_eq!(health["result"]["status"], "ok");
+}
+
+/// A GET on a kept-alive connection with extra headers: (status, body).
+async fn get_on_with(s: &mut tokio::net::TcpStream, host: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    s.write_all(format!("GET / HTTP/1.1\r\nhost: {host}\r\n{extra}\r\n").as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "connection closed");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: ").or_else(|| l.strip_prefix("Content-Length: ")))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if body.len() >= len {
+                let status = head.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+                return (status, body.to_string());
+            }
+        }
+    }
+}
+
+/// The rollout gates read module failures: a version whose module errors on every request (the
+/// requests themselves still succeed, fail_open) is rolled back on the module error rate, and a
+/// version whose module panics is rolled back on the panic. No request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn module_errors_and_panics_on_a_new_version_roll_it_back() {
+    use common::fleet::*;
+    let mut fleet = Fleet::start("module-gates").await;
+    let a = fleet.a;
+
+    for (fault, why) in [
+        ("fault = { error_percent = 100 }", "module error regression"),
+        ("fault = { panic_percent = 10 }", "panic(s) caught in modules"),
+    ] {
+        let doc = fleet.doc(fault);
+        let (s, v) = push(a, ALICE, &doc, fault, None).await;
+        assert_eq!(s, 201, "{v}");
+        let n = v["version"]["number"].as_u64().unwrap();
+        let out = rollout_outcome(a, start_rollout_baking(a, n, 3000).await).await;
+        assert_eq!(out["rollout"]["state"], "rolled_back", "{fault}: {out}");
+        let reason = out["rollout"]["reason"].as_str().unwrap();
+        assert!(reason.starts_with("stage 1") && reason.contains(why), "{fault}: {reason}");
+    }
+    fleet.no_failed_requests().await;
+}

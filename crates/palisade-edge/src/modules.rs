@@ -1,0 +1,367 @@
+//! The security module pipeline (DESIGN.md, principle 3).
+//!
+//! A module is a small type that looks at a request and says go on, or answer now. Every call
+//! crosses one boundary, [`Slot::run`], which:
+//! - skips the module when it is switched off (the fleet's kill switch of its name, the zone's
+//!   `enabled = false`, or the node's admin API), silently: "off" means "as if not configured";
+//! - catches an error *and a panic* inside the module (`catch_unwind`), so neither reaches the
+//!   connection's task or the process, and turns it into the module's failure policy:
+//!   `fail_open` / `fail_stale` skip the module and mark the request, `fail_closed` answers 503;
+//! - counts calls, errors, panics and breaker trips per zone and module (`/metrics`, and the
+//!   reports the control plane's rollout gates read);
+//! - keeps the module's circuit breaker: after `breaker_threshold` failures within
+//!   `breaker_window_ms` the module is not called for `breaker_cooldown_ms` (its policy applies
+//!   meanwhile), then tried again; one more failure soon after opens the breaker at once;
+//! - logs failures within a budget (a few lines a second per node, the rest counted), so a
+//!   storm of failures cannot slow the request path with logging.
+
+use std::net::IpAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use palisade_config::artifact::IpSet;
+use palisade_config::{FailurePolicy, Fault, ModuleSettings};
+
+use crate::kill::{KillSwitches, Switch};
+
+/// What a module sees of a request.
+pub struct RequestView<'a> {
+    pub client_ip: IpAddr,
+    pub method: &'a hyper::Method,
+    pub uri: &'a hyper::Uri,
+    pub headers: &'a dyn Headers,
+}
+
+/// Header lookup over either form a request arrives in (HTTP/1.1 lines or an HTTP/2 map).
+pub trait Headers {
+    /// The first value of `name` (lowercase).
+    fn header<'a>(&'a self, name: &'a str) -> Option<&'a [u8]>;
+}
+
+/// A module's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Continue,
+    /// Answer now with this status.
+    Respond(u16),
+}
+
+/// A module failed this request (a panic is caught and counted apart).
+#[derive(Debug)]
+pub struct ModuleError(pub String);
+
+pub trait Module: Send + Sync {
+    fn on_request(&self, req: &RequestView<'_>) -> Result<Verdict, ModuleError>;
+}
+
+/// Counters of one module in one zone. They live in the node's metrics registry, so a reload
+/// keeps them.
+#[derive(Debug, Default)]
+pub struct ModuleStats {
+    pub calls: AtomicU64,
+    /// Requests the module answered itself (a block, say).
+    pub answers: AtomicU64,
+    pub errors: AtomicU64,
+    pub panics: AtomicU64,
+    pub breaker_trips: AtomicU64,
+    /// Requests the module was skipped for after a failure or with its breaker open (fail_open
+    /// or fail_stale).
+    pub skipped: AtomicU64,
+    /// Requests refused with 503 because the module failed (fail_closed).
+    pub refused: AtomicU64,
+    pub breaker_open: AtomicBool,
+}
+
+/// A module's circuit breaker (state shared by every worker's copy of the zone).
+#[derive(Debug)]
+pub struct Breaker {
+    threshold: u32,
+    window_ms: u64,
+    cooldown_ms: u64,
+    failures: AtomicU32,
+    window_start_ms: AtomicU64,
+    open_until_ms: AtomicU64,
+    /// Until then, one failure opens the breaker again (it was just closed after a cool-down).
+    probation_until_ms: AtomicU64,
+}
+
+impl Breaker {
+    pub fn new(s: &ModuleSettings) -> Self {
+        Self {
+            threshold: s.breaker_threshold.max(1),
+            window_ms: s.breaker_window_ms,
+            cooldown_ms: s.breaker_cooldown_ms,
+            failures: AtomicU32::new(0),
+            window_start_ms: AtomicU64::new(0),
+            open_until_ms: AtomicU64::new(0),
+            probation_until_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn is_open(&self, now: u64) -> bool {
+        now < self.open_until_ms.load(Ordering::Relaxed)
+    }
+
+    /// Records a failure; true when it opened the breaker.
+    fn failure(&self, now: u64) -> bool {
+        let on_probation = now < self.probation_until_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(self.window_start_ms.load(Ordering::Relaxed)) > self.window_ms {
+            self.window_start_ms.store(now, Ordering::Relaxed);
+            self.failures.store(0, Ordering::Relaxed);
+        }
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n < self.threshold && !on_probation {
+            return false;
+        }
+        let until = now + self.cooldown_ms;
+        // One worker opens it; the others see it open.
+        if self.open_until_ms.swap(until, Ordering::Relaxed) > now {
+            return false;
+        }
+        self.failures.store(0, Ordering::Relaxed);
+        self.window_start_ms.store(until, Ordering::Relaxed);
+        self.probation_until_ms.store(until + self.window_ms, Ordering::Relaxed);
+        true
+    }
+}
+
+/// A module in a zone, with everything its boundary needs.
+pub struct Slot {
+    pub name: &'static str,
+    module: Box<dyn Module>,
+    policy: FailurePolicy,
+    enabled: bool,
+    kill: Switch,
+    breaker: Breaker,
+    pub stats: Arc<ModuleStats>,
+}
+
+/// What the pipeline decided for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Continue,
+    /// Answer now (a module's verdict, or 503 from a failed fail_closed module).
+    Respond(u16),
+}
+
+/// Milliseconds on a monotonic clock (the connection's per-poll time).
+fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(tokio::time::Instant::now);
+    crate::clock::now().saturating_duration_since(start).as_millis() as u64
+}
+
+impl Slot {
+    pub fn new(
+        name: &'static str,
+        module: Box<dyn Module>,
+        settings: &ModuleSettings,
+        kill: Switch,
+        stats: Arc<ModuleStats>,
+    ) -> Self {
+        Self {
+            name,
+            module,
+            policy: settings.failure_policy,
+            enabled: settings.enabled,
+            kill,
+            breaker: Breaker::new(settings),
+            stats,
+        }
+    }
+
+    /// What the admin API shows of it.
+    pub fn state(&self) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.name,
+            "enabled": self.enabled,
+            "failure_policy": self.policy,
+            "breaker_open": self.breaker.is_open(now_ms()),
+            "calls": self.stats.calls.load(Ordering::Relaxed),
+            "errors": self.stats.errors.load(Ordering::Relaxed),
+            "panics": self.stats.panics.load(Ordering::Relaxed),
+            "breaker_trips": self.stats.breaker_trips.load(Ordering::Relaxed),
+        })
+    }
+
+    /// The module's boundary: see the module docs. `degraded` is set when the module was
+    /// skipped because it failed.
+    pub fn run(&self, req: &RequestView<'_>, kill: &KillSwitches, zone: &str, degraded: &mut bool) -> Outcome {
+        if !self.enabled || kill.off(self.kill) {
+            return Outcome::Continue;
+        }
+        let now = now_ms();
+        let open = self.breaker.is_open(now);
+        self.stats.breaker_open.store(open, Ordering::Relaxed);
+        if open {
+            return self.fail(degraded);
+        }
+        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let failure = match catch_unwind(AssertUnwindSafe(|| self.module.on_request(req))) {
+            Ok(Ok(Verdict::Continue)) => return Outcome::Continue,
+            Ok(Ok(Verdict::Respond(status))) => {
+                self.stats.answers.fetch_add(1, Ordering::Relaxed);
+                return Outcome::Respond(status);
+            }
+            Ok(Err(e)) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                e.0
+            }
+            Err(payload) => {
+                self.stats.panics.fetch_add(1, Ordering::Relaxed);
+                let what = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                format!("panicked: {what}")
+            }
+        };
+        if self.breaker.failure(now) {
+            self.stats.breaker_trips.fetch_add(1, Ordering::Relaxed);
+            self.stats.breaker_open.store(true, Ordering::Relaxed);
+            if log_budget() {
+                tracing::warn!(zone, module = self.name, "circuit breaker opened: the module is off for its cool-down");
+            }
+        }
+        if log_budget() {
+            tracing::warn!(zone, module = self.name, policy = ?self.policy, error = %failure, "module failed");
+        }
+        self.fail(degraded)
+    }
+
+    fn fail(&self, degraded: &mut bool) -> Outcome {
+        match self.policy {
+            FailurePolicy::FailClosed => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                Outcome::Respond(503)
+            }
+            FailurePolicy::FailOpen | FailurePolicy::FailStale => {
+                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                *degraded = true;
+                Outcome::Continue
+            }
+        }
+    }
+}
+
+/// Lines of module-failure logging allowed per second on this node; the rest are counted only.
+const LOG_PER_SECOND: u64 = 5;
+
+/// Whether one more failure line may be written now (a per-second budget shared by the node).
+fn log_budget() -> bool {
+    static SECOND: AtomicU64 = AtomicU64::new(0);
+    static USED: AtomicU64 = AtomicU64::new(0);
+    let second = now_ms() / 1000;
+    if SECOND.swap(second, Ordering::Relaxed) != second {
+        USED.store(0, Ordering::Relaxed);
+    }
+    USED.fetch_add(1, Ordering::Relaxed) < LOG_PER_SECOND
+}
+
+/// Replaces the default panic report (message and, with RUST_BACKTRACE, a backtrace, for every
+/// panic) with one within the same per-second budget as module failures: a module panicking on
+/// every request must not make every request write a backtrace. Panics past the budget are still
+/// counted where they are caught.
+pub fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            if log_budget() {
+                let backtrace = std::backtrace::Backtrace::capture();
+                tracing::error!(panic = %info, backtrace = %backtrace, "panic");
+            }
+        }));
+    });
+}
+
+/// Runs a zone's modules in order; the first answer wins.
+pub fn run_all(slots: &[Slot], req: &RequestView<'_>, kill: &KillSwitches, zone: &str, degraded: &mut bool) -> Outcome {
+    for slot in slots {
+        if let Outcome::Respond(s) = slot.run(req, kill, zone, degraded) {
+            return Outcome::Respond(s);
+        }
+    }
+    Outcome::Continue
+}
+
+/// Early drop: 403 for a client address on the zone's `ip_deny` list.
+pub struct IpLists(pub Arc<IpSet>);
+
+impl Module for IpLists {
+    fn on_request(&self, req: &RequestView<'_>) -> Result<Verdict, ModuleError> {
+        Ok(if self.0.contains(req.client_ip) { Verdict::Respond(403) } else { Verdict::Continue })
+    }
+}
+
+/// Fails on purpose (see [`palisade_config::Fault`]).
+pub struct FaultModule {
+    header: Option<String>,
+    error_percent: u32,
+    panic_percent: u32,
+    counter: AtomicU64,
+}
+
+impl FaultModule {
+    pub fn new(f: &Fault) -> Self {
+        Self {
+            header: f.header.as_ref().map(|h| h.to_ascii_lowercase()),
+            error_percent: f.error_percent,
+            panic_percent: f.panic_percent,
+            counter: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Module for FaultModule {
+    #[allow(clippy::panic)]
+    fn on_request(&self, req: &RequestView<'_>) -> Result<Verdict, ModuleError> {
+        let asked = self.header.as_deref().and_then(|h| req.headers.header(h));
+        // Spread evenly: of every 100 requests, the first panic_percent panic, the next
+        // error_percent fail.
+        let slot = (self.counter.fetch_add(1, Ordering::Relaxed) % 100) as u32;
+        if asked == Some(b"panic") || slot < self.panic_percent {
+            panic!("fault injected: panic");
+        }
+        if asked == Some(b"error") || slot < self.panic_percent + self.error_percent {
+            return Err(ModuleError("fault injected: error".into()));
+        }
+        Ok(Verdict::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(threshold: u32) -> ModuleSettings {
+        ModuleSettings {
+            breaker_threshold: threshold,
+            breaker_window_ms: 1000,
+            breaker_cooldown_ms: 5000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_breaker_opens_cools_down_and_reopens_on_probation() {
+        let b = Breaker::new(&settings(3));
+        assert!(!b.failure(100) && !b.failure(200));
+        assert!(b.failure(300), "the third failure within the window opens it");
+        assert!(b.is_open(300) && b.is_open(5299) && !b.is_open(5300));
+        assert!(b.failure(5400), "one failure right after the cool-down opens it again");
+        assert!(b.is_open(5400));
+        // Long after, failures count from zero again.
+        assert!(!b.failure(20_000) && !b.failure(20_001));
+    }
+
+    #[test]
+    fn failures_outside_the_window_do_not_add_up() {
+        let b = Breaker::new(&settings(3));
+        assert!(!b.failure(100) && !b.failure(200));
+        assert!(!b.failure(2000), "a new window");
+        assert!(!b.failure(2100));
+        assert!(b.failure(2200));
+    }
+}
