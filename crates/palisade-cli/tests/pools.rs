@@ -111,10 +111,7 @@ async fn active_health_checks_take_an_origin_out_and_bring_it_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_origin_is_retried_around_then_ejected() {
     let a = origin("a");
-    let mut dead = origin("dead");
-    let dead_addr = dead.addr;
-    dead.proc.child.kill().unwrap();
-    dead.proc.child.wait().unwrap();
+    let (_held, dead_addr) = dead_origin();
     let e = edge(&zone_config(
         &["site.test"],
         &[a.addr, dead_addr],
@@ -138,10 +135,7 @@ async fn a_dead_origin_is_retried_around_then_ejected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_idempotent_requests_are_not_retried_and_errors_have_clean_pages() {
-    let mut dead = origin("dead");
-    let dead_addr = dead.addr;
-    dead.proc.child.kill().unwrap();
-    dead.proc.child.wait().unwrap();
+    let (_held, dead_addr) = dead_origin();
     let a = origin("a");
     let e =
         edge(&zone_config(&["site.test"], &[dead_addr, a.addr], "[zones.passive_health]\nconsecutive_failures = 0"));
@@ -223,10 +217,7 @@ async fn connect_timeout_gives_504_and_idempotent_bodies_are_retried() {
     assert!(t.elapsed() >= Duration::from_millis(250) && t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 
     // PUT carries a body but is idempotent: a connect failure (nothing sent) is retried elsewhere.
-    let mut dead = origin("dead");
-    let dead_addr = dead.addr;
-    dead.proc.child.kill().unwrap();
-    dead.proc.child.wait().unwrap();
+    let (_held, dead_addr) = dead_origin();
     let a = origin("a");
     let e =
         edge(&zone_config(&["site.test"], &[dead_addr, a.addr], "[zones.passive_health]\nconsecutive_failures = 0"));

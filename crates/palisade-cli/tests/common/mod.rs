@@ -141,6 +141,16 @@ pub fn origin(name: &str) -> OriginProc {
     OriginProc { proc, addr }
 }
 
+/// An origin address that refuses every connection: a socket bound to a loopback port and never
+/// listening. Hold the socket: while it lives, no other test can take the port (a killed
+/// origin's port can be handed to the next process that asks for one).
+pub fn dead_origin() -> (tokio::net::TcpSocket, SocketAddr) {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = s.local_addr().unwrap();
+    (s, addr)
+}
+
 pub struct EdgeProc {
     pub proc: Proc,
     pub http: Option<SocketAddr>,
