@@ -387,7 +387,8 @@ pub async fn rollout_watch(remote: &Remote, id: Option<u64>) -> anyhow::Result<(
         }
         shown = events.len();
         match v["rollout"]["state"].as_str().unwrap_or("") {
-            "running" => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+            // A paused rollout is watched on: it may be resumed (or aborted).
+            "running" | "paused" => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
             "done" => return Ok(()),
             other => bail!("rollout {id} {other}: {}", v["rollout"]["reason"].as_str().unwrap_or("")),
         }
@@ -401,6 +402,17 @@ pub async fn rollout_abort(remote: &Remote, id: u64) -> anyhow::Result<()> {
         return Err(api_error(status, &v));
     }
     println!("rollout {id} aborted and rolled back");
+    Ok(())
+}
+
+/// `palisade rollout pause|resume ID`.
+pub async fn rollout_pause(remote: &Remote, id: u64, pause: bool) -> anyhow::Result<()> {
+    let verb = if pause { "pause" } else { "resume" };
+    let (status, v) = remote.call(Method::POST, &format!("/v1/rollouts/{id}/{verb}"), None).await?;
+    if status != StatusCode::NO_CONTENT {
+        return Err(api_error(status, &v));
+    }
+    println!("rollout {id} {verb}d");
     Ok(())
 }
 

@@ -213,6 +213,18 @@ enum RolloutCommand {
         #[command(flatten)]
         remote: control_cli::Remote,
     },
+    /// Pause a running rollout: nodes stay where they are until it is resumed or aborted.
+    Pause {
+        id: u64,
+        #[command(flatten)]
+        remote: control_cli::Remote,
+    },
+    /// Resume a paused rollout (its current stage bakes again from the start).
+    Resume {
+        id: u64,
+        #[command(flatten)]
+        remote: control_cli::Remote,
+    },
 }
 
 #[derive(Subcommand)]
@@ -447,6 +459,8 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             RolloutCommand::Rollback { to, remote } => control_cli::rollout_rollback(&remote, to).await,
             RolloutCommand::Watch { id, remote } => control_cli::rollout_watch(&remote, id).await,
             RolloutCommand::Abort { id, remote } => control_cli::rollout_abort(&remote, id).await,
+            RolloutCommand::Pause { id, remote } => control_cli::rollout_pause(&remote, id, true).await,
+            RolloutCommand::Resume { id, remote } => control_cli::rollout_pause(&remote, id, false).await,
         },
         Command::Artifact { command } => match command {
             ArtifactCommand::Push { kind, name, file, message, unchecked, rollout, remote } => {

@@ -101,6 +101,12 @@ async fn ip_lists_are_fetched_by_hash_re_pinned_and_enforced() {
     assert!(text.contains(&content_hash(&list2)) && text.contains("[listen]"), "{text}");
     let (_, d) = api(a, "GET", &format!("/v1/diff/{v1}/{v2}"), Some(ALICE), None).await;
     assert_eq!(d["changes"].as_array().unwrap().len(), 1, "{d}");
+    // Two versions of the list: which entries came and went.
+    let (_, lists) = api(a, "GET", "/v1/versions?kind=ip_list&name=deny", Some(ALICE), None).await;
+    let (l2, l1) = (lists["versions"][0]["number"].as_u64().unwrap(), lists["versions"][1]["number"].as_u64().unwrap());
+    let (_, d) = api(a, "GET", &format!("/v1/diff/{l1}/{l2}"), Some(ALICE), None).await;
+    assert_eq!(d["changes"], json!([{ "path": "line 2", "change": "added", "new": "127.0.0.0/8" }]), "{d}");
+    assert_eq!(api(a, "GET", &format!("/v1/diff/{l1}/{v2}"), Some(ALICE), None).await.0, 400);
     assert!(!stored.exists() || std::fs::read(&stored).is_ok(), "the previous list may stay for previous-known-good");
 
     // Nodes and operators read an artifact by hash; a hash nobody stored is 404.

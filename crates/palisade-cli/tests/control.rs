@@ -758,3 +758,52 @@ async fn nodes_and_operators_reach_the_control_plane_over_tls() {
     })
     .await;
 }
+
+/// A paused rollout moves no node and no stage until it is resumed; then it finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_rollout_holds_until_resumed() {
+    let origin = origin("pause-origin");
+    let dir = temp_dir("pause");
+    let c = control(&dir);
+    let a = c.addr;
+    let boot = zone_config(&["site.example"], &[origin.addr], "");
+    let _fleet = fleet_of(a, &[("berlin", BERLIN), ("paris", PARIS)], &boot).await;
+    let doc = zone_config(&["site.example", "www.site.example"], &[origin.addr], "");
+    let v1 = push(a, ALICE, &doc, "add www", None).await.1["version"]["number"].as_u64().unwrap();
+    let body = json!({ "version": v1, "stages": ["1", "100%"], "bake_ms": 600 });
+    let (s, v) = api(a, "POST", "/v1/rollouts", Some(ALICE), Some(body)).await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["rollout"]["id"].as_u64().unwrap();
+    eventually("the canary bakes", Duration::from_secs(10), || async move {
+        let (_, r) = api(a, "GET", &format!("/v1/rollouts/{id}"), Some(ALICE), None).await;
+        r["events"].as_array().unwrap().iter().any(|e| e["message"].as_str().unwrap().contains("baking"))
+    })
+    .await;
+    let cli = |verb: &str| {
+        std::process::Command::new(bin())
+            .args(["rollout", verb, &id.to_string(), "--control", &format!("http://{a}"), "--token", ALICE])
+            .env("PALISADE_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let out = cli("pause");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("rollout {id} paused")), "{out:?}");
+    assert!(!cli("pause").status.success(), "a paused rollout cannot be paused again");
+    // Nothing moves while paused, well past the bake: an absence, so it is waited out.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, r) = api(a, "GET", &format!("/v1/rollouts/{id}"), Some(ALICE), None).await;
+    assert_eq!((r["rollout"]["state"].as_str(), r["rollout"]["stage"].as_u64()), (Some("paused"), Some(0)), "{r}");
+    let paris = nodes(a).await.into_iter().find(|n| n["name"] == "paris").unwrap();
+    assert_eq!(paris["assigned"], Value::Null, "{paris}");
+    let (s, v) = api(a, "POST", "/v1/rollouts", Some(ALICE), Some(json!({ "version": v1 }))).await;
+    assert_eq!(s, 409, "one rollout at a time, paused ones included: {v}");
+
+    let out = cli("resume");
+    assert!(out.status.success(), "{out:?}");
+    let out = rollout_outcome(a, id).await;
+    assert_eq!(out["rollout"]["state"], "done", "{out}");
+    let messages: Vec<&str> =
+        out["events"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap()).collect();
+    assert!(messages.contains(&"paused by alice") && messages.contains(&"resumed by alice"), "{messages:?}");
+    assert!(nodes(a).await.iter().all(|n| n["applied"].as_u64() == Some(v1)));
+}

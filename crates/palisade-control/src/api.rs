@@ -34,7 +34,7 @@
 //!
 //! Rollouts (operators): `POST /v1/rollouts` `{"version", "stages", "bake_ms"}`, `GET /v1/rollouts`,
 //! `GET /v1/rollouts/{id}` (with its events: every decision and the figures behind it),
-//! `POST /v1/rollouts/{id}/abort` (rolls back).
+//! `POST /v1/rollouts/{id}/abort` (rolls back), `POST /v1/rollouts/{id}/pause` and `.../resume`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -312,6 +312,8 @@ fn router(app: Shared) -> Router {
         .route("/v1/rollouts", post(start_rollout).get(rollouts))
         .route("/v1/rollouts/{id}", get(rollout))
         .route("/v1/rollouts/{id}/abort", post(abort_rollout))
+        .route("/v1/rollouts/{id}/pause", post(pause_rollout))
+        .route("/v1/rollouts/{id}/resume", post(resume_rollout))
         .route("/v1/artifacts/sources", get(artifact_sources))
         .route("/v1/artifacts/{hash}/content", get(artifact_content))
         .route("/v1/artifacts/{kind}/{name}", post(push_artifact))
@@ -497,9 +499,20 @@ async fn diff(State(app): State<Shared>, headers: HeaderMap, Path((a, b)): Path<
     actor(&app, &headers)?;
     let (va, ca) = fetch(&app, a).await?;
     let (vb, cb) = fetch(&app, b).await?;
+    if va.kind != vb.kind {
+        return Err(bad_request(format!(
+            "version {a} is {} and version {b} is {}: nothing to compare",
+            va.kind, vb.kind
+        )));
+    }
     let text = |c: &[u8]| String::from_utf8_lossy(c).into_owned();
-    let changes = crate::diff::diff(&text(&ca), &text(&cb))
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("stored version does not parse: {e}")))?;
+    let changes = if va.kind == "config" {
+        crate::diff::diff(&text(&ca), &text(&cb)).map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("stored version does not parse: {e}"))
+        })?
+    } else {
+        crate::diff::lines(&text(&ca), &text(&cb))
+    };
     Ok(Json(json!({ "from": va, "to": vb, "changes": changes })).into_response())
 }
 
@@ -912,6 +925,23 @@ async fn abort_rollout(State(app): State<Shared>, headers: HeaderMap, Path(id): 
         return Err(ApiError::new(StatusCode::CONFLICT, format!("rollout {id} is not running")));
     }
     app.assignments.send_modify(|g| *g = g.wrapping_add(1));
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn pause_rollout(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<u64>) -> ApiResult {
+    pause_or_resume(app, headers, id, true).await
+}
+
+async fn resume_rollout(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<u64>) -> ApiResult {
+    pause_or_resume(app, headers, id, false).await
+}
+
+async fn pause_or_resume(app: Shared, headers: HeaderMap, id: u64, pause: bool) -> ApiResult {
+    let who = actor(&app, &headers)?;
+    if !blocking(&app, move |s| s.pause(id, &who, pause)).await? {
+        let state = if pause { "running" } else { "paused" };
+        return Err(ApiError::new(StatusCode::CONFLICT, format!("rollout {id} is not {state}")));
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -1,4 +1,5 @@
-//! Structured diff of two config documents: what changed, by zone and field.
+//! Structured diff of two config documents: what changed, by zone and field (and of two versions
+//! of an artifact: which lines went and came).
 //!
 //! Paths read like the validator's (`zones["shop"].origins[0].address`), except that entries of a
 //! list whose items all have a `name` are matched by name, so inserting a zone does not show as a
@@ -26,6 +27,40 @@ pub fn diff(old: &str, new: &str) -> Result<Vec<Change>, toml::de::Error> {
     let mut out = Vec::new();
     walk(String::new(), Some(&a), Some(&b), &mut out);
     Ok(out)
+}
+
+/// Most line changes an artifact diff lists.
+pub const MAX_LINE_CHANGES: usize = 1000;
+
+/// Changes between two versions of an artifact, as sets of lines (an IP list's entries, say):
+/// `removed` lines of `old` not in `new`, then `added` lines of `new` not in `old`, each once,
+/// comments and blank lines left out; at most [`MAX_LINE_CHANGES`]. `path` is `line N` in the
+/// version the line is in.
+pub fn lines(old: &str, new: &str) -> Vec<Change> {
+    use std::collections::HashSet;
+    let entries = |text: &str| -> Vec<(usize, String)> {
+        text.lines()
+            .enumerate()
+            .map(|(i, l)| (i + 1, l.split('#').next().unwrap_or("").trim().to_string()))
+            .filter(|(_, l)| !l.is_empty())
+            .collect()
+    };
+    let (a, b) = (entries(old), entries(new));
+    let in_a: HashSet<&str> = a.iter().map(|(_, l)| l.as_str()).collect();
+    let in_b: HashSet<&str> = b.iter().map(|(_, l)| l.as_str()).collect();
+    let mut seen = HashSet::new();
+    let removed = a.iter().filter(|(_, l)| !in_b.contains(l.as_str())).map(|(n, l)| (n, l, "removed"));
+    let added = b.iter().filter(|(_, l)| !in_a.contains(l.as_str())).map(|(n, l)| (n, l, "added"));
+    removed
+        .chain(added)
+        .filter(|(_, l, c)| seen.insert((l.as_str(), *c)))
+        .take(MAX_LINE_CHANGES)
+        .map(|(n, l, change)| {
+            let text = Some(l.clone());
+            let (old, new) = if change == "removed" { (text, None) } else { (None, text) };
+            Change { path: format!("line {n}"), change, old, new }
+        })
+        .collect()
 }
 
 fn render(v: &Value) -> String {

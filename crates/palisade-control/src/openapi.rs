@@ -268,6 +268,22 @@ const OPS: &[Op] = &[
         responses: &[("200", "the sources")],
     },
     Op {
+        method: "post",
+        path: "/v1/rollouts/{id}/pause",
+        role: Role::Operator,
+        summary: "Pause a running rollout: nodes stay where they are, no stage moves",
+        body: &[],
+        responses: &[("204", "paused"), ("409", "not running")],
+    },
+    Op {
+        method: "post",
+        path: "/v1/rollouts/{id}/resume",
+        role: Role::Operator,
+        summary: "Resume a paused rollout; the current stage bakes again from the start",
+        body: &[],
+        responses: &[("204", "resumed"), ("409", "not paused")],
+    },
+    Op {
         method: "get",
         path: "/v1/replication",
         role: Role::Operator,

@@ -265,9 +265,9 @@ impl Store {
                 return Ok(Err(format!("no config version {version}")));
             }
             let active: Option<i64> =
-                tx.query_row("SELECT id FROM rollouts WHERE state = 'running'", [], |r| r.get(0)).optional()?;
+                tx.query_row("SELECT id FROM rollouts WHERE state IN ('running', 'paused')", [], |r| r.get(0)).optional()?;
             if let Some(id) = active {
-                return Ok(Err(format!("rollout {id} is running; abort it or wait")));
+                return Ok(Err(format!("rollout {id} is running or paused; abort it or wait")));
             }
             let at = to_i64(now_ms())?;
             tx.execute(
@@ -387,12 +387,35 @@ impl Store {
         })
     }
 
+    /// Pauses a running rollout (`pause`) or resumes a paused one: nodes stay where they are
+    /// while it is paused, and a resumed stage bakes again from the start. False when the
+    /// rollout is not in the state to do so.
+    pub fn pause(&self, id: u64, actor: &str, pause: bool) -> Result<bool, StoreError> {
+        let (from, to, what) = if pause { ("running", "paused", "paused") } else { ("paused", "running", "resumed") };
+        self.write(|tx| {
+            let (id, at) = (to_i64(id)?, to_i64(now_ms())?);
+            let changed = tx.execute(
+                "UPDATE rollouts SET state = ?3, baked_from_ms = NULL, stage_started_ms = ?4 WHERE id = ?1 AND state = ?2",
+                params![id, from, to, at],
+            )?;
+            if changed == 0 {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO rollout_events (rollout, at_ms, message) VALUES (?1, ?2, ?3)",
+                params![id, at, format!("{what} by {actor}")],
+            )?;
+            insert_audit(tx, now_ms(), actor, "rollout", &format!("rollout {id}"), what, "")?;
+            Ok(true)
+        })
+    }
+
     /// Every node on the rollout's version goes back where the rollout found it.
     pub fn roll_back(&self, id: u64, actor: &str, reason: &str) -> Result<bool, StoreError> {
         self.write(|tx| {
             let version: Option<i64> = tx
                 .query_row(
-                    "SELECT version FROM rollouts WHERE id = ?1 AND state = 'running'",
+                    "SELECT version FROM rollouts WHERE id = ?1 AND state IN ('running', 'paused')",
                     params![to_i64(id)?],
                     |r| r.get(0),
                 )
