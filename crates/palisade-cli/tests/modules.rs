@@ -166,3 +166,68 @@ async fn module_errors_and_panics_on_a_new_version_roll_it_back() {
     }
     fleet.no_failed_requests().await;
 }
+
+/// Firewall rules in order on a real node: the first allow or block decides, log counts and goes
+/// on; a `$list` is an ip_list artifact; a bad expression is refused with its column; the
+/// firewall's kill switch turns every rule off on the next request.
+#[tokio::test]
+async fn firewall_rules_allow_block_and_log_in_order() {
+    let origin = origin("rules-origin");
+    let dir = temp_dir("rules");
+    let list = dir.join("partners.txt");
+    std::fs::write(&list, "127.0.0.0/8\n").unwrap();
+    let hash = palisade_config::content_hash(b"127.0.0.0/8\n");
+    let config = |admin_rule: &str| {
+        format!(
+            "{}\n[[zones]]\nname = \"site\"\nhostnames = [\"site.example\"]\norigins = [{{ address = \"{}\" }}]\n\
+             [[zones.rules]]\nname = \"trusted\"\nexpression = 'http.request.headers[\"x-trusted\"] eq \"yes\"'\naction = \"allow\"\n\
+             [[zones.rules]]\nname = \"admin\"\nexpression = '{admin_rule}'\naction = \"block\"\n\
+             [[zones.rules]]\nname = \"curl\"\nexpression = 'http.user_agent contains \"curl\"'\naction = \"log\"\n\
+             [[zones.rules]]\nname = \"partners-write\"\nexpression = 'ip.src in $partners and http.request.method in {{ \"DELETE\" }}'\naction = \"block\"\n\
+             \n[[artifacts]]\nname = \"partners\"\nkind = \"ip_list\"\nsha256 = \"{hash}\"\nfile = \"{}\"\n",
+            listen_section(false),
+            origin.addr,
+            list.display()
+        )
+    };
+    let path = dir.join("palisade.toml");
+    std::fs::write(&path, config(r#"http.request.uri.path wildcard "/admin*" and not ssl"#)).unwrap();
+    let e = edge_with(dir.clone(), path, &[]);
+    let url = |p: &str| format!("http://{}{p}", e.http());
+    let send = |method: &'static str, p: &'static str, headers: Vec<(&'static str, &'static str)>| {
+        let u = url(p);
+        async move {
+            let mut h = vec![("host", "site.example")];
+            h.extend(headers);
+            request_full(&client(), method, &u, &h, Vec::new()).await.0
+        }
+    };
+    assert_eq!(send("GET", "/admin/users", vec![]).await, 403);
+    // Let through, the request reaches the origin (which has no such page: 404).
+    assert_eq!(send("GET", "/admin/users", vec![("x-trusted", "yes")]).await, 404, "allow comes first");
+    assert_eq!(send("GET", "/", vec![("user-agent", "curl/8.5")]).await, 200, "log goes on");
+    assert_eq!(send("DELETE", "/thing", vec![]).await, 403, "the $partners list holds loopback");
+    assert_eq!(send("GET", "/thing", vec![]).await, 404);
+    let m = e.metrics().await;
+    for (rule, n) in [("trusted", 1), ("admin", 1), ("curl", 1), ("partners-write", 1)] {
+        let line = format!("palisade_rule_matches_total{{zone=\"site\",rule=\"{rule}\"}} {n}");
+        assert!(m.contains(&line), "{line} in\n{m}");
+    }
+
+    // The firewall's kill switch (this node's admin API): no rule blocks; released, they do.
+    e.admin_json("POST", "/killswitches/firewall/off", "").await;
+    assert_eq!(send("GET", "/admin/users", vec![]).await, 404);
+    e.admin_json("POST", "/killswitches/firewall/release", "").await;
+    assert_eq!(send("GET", "/admin/users", vec![]).await, 403);
+
+    // A bad expression is refused with its rule and column; the running rules stay.
+    e.write_config(&config(r#"http.request.uri.path wildcard "/admin*" and not sssl"#));
+    let (s, v) = e.admin_json("POST", "/reload", "").await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v.to_string().contains("zones[0].rules[1].expression: column 50: unknown field `sssl`"), "{v}");
+    assert_eq!(send("GET", "/admin/users", vec![]).await, 403);
+    e.write_config(&config(r#"ip.src in $nobody"#));
+    let (s, v) = e.admin_json("POST", "/reload", "").await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v.to_string().contains("no artifact named `nobody`"), "{v}");
+}

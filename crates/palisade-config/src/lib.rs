@@ -10,6 +10,7 @@
 
 pub mod artifact;
 pub mod limits;
+pub mod rules;
 mod schema;
 mod validate;
 

@@ -60,7 +60,11 @@ pub mod range {
 pub const MODULES: &[(&str, &str)] = &[
     ("fault", "fault injection for drills (off unless [zones.fault] is set)"),
     ("ip_lists", "early drop: 403 for client addresses on the zone's ip_deny list"),
+    ("firewall", "the zone's firewall rules"),
 ];
+
+/// Firewall rules in one zone.
+pub const MAX_RULES_PER_ZONE: usize = 200;
 
 /// Kill switches: what an operator can switch off on every node at once, on a path of its own
 /// (not a staged config change). A switch can only turn something off. Name, what it does.
@@ -70,4 +74,5 @@ pub const KILL_SWITCHES: &[(&str, &str)] = &[
     ("splice", "move response bodies in user space instead of splice(2)"),
     ("ip_lists", "stop refusing requests from addresses on a zone's ip_deny list"),
     ("fault", "stop injecting faults (the fault module)"),
+    ("firewall", "stop evaluating firewall rules (no rule blocks)"),
 ];

@@ -161,12 +161,39 @@ pub struct Zone {
     /// before anything else is done for them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_deny: Option<String>,
+    /// Firewall rules, evaluated in order (see [`crate::rules`] for the language).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Rule>,
     /// Fault injection, for drills and tests of failure policies: off unless configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<Fault>,
     /// Each security module's settings in this zone, by module name (`ip_lists`, `fault`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub modules: std::collections::BTreeMap<String, ModuleSettings>,
+}
+
+/// One firewall rule.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Shown in metrics and logs; unique in the zone.
+    pub name: String,
+    pub expression: String,
+    pub action: RuleAction,
+}
+
+/// What a matching rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleAction {
+    /// Let the request through: no later rule is evaluated.
+    Allow,
+    /// Refuse it with 403.
+    Block,
+    /// Count the match and go on to the next rule.
+    Log,
+    /// Not available yet: comes with the challenge pages of bot management.
+    Challenge,
 }
 
 /// What a module does when it fails (an error, a panic, or its circuit breaker open).

@@ -47,6 +47,8 @@ pub struct ValidConfig {
 
 #[derive(Debug, Clone)]
 pub struct ValidZone {
+    /// Parallel to the zone's `rules`: each expression, parsed (`$lists` not yet resolved).
+    pub rules: Vec<crate::rules::Expr>,
     /// Parallel to the zone's `origins`.
     pub origin_addrs: Vec<SocketAddr>,
     pub hash_key: HashKey,
@@ -292,11 +294,33 @@ pub fn validate(doc: Document, hash: String) -> Result<ValidConfig, Vec<Problem>
                 }
             }
         }
+        c.count(format!("{p}.rules"), &z.rules, 0, limits::MAX_RULES_PER_ZONE);
+        let mut rules = Vec::with_capacity(z.rules.len().min(limits::MAX_RULES_PER_ZONE));
+        let mut rule_names: HashMap<&str, usize> = HashMap::new();
+        for (ri, r) in z.rules.iter().enumerate().take(limits::MAX_RULES_PER_ZONE) {
+            let rp = format!("{p}.rules[{ri}]");
+            check_name(&mut c, format!("{rp}.name"), &r.name);
+            if let Some(first) = rule_names.insert(r.name.as_str(), ri) {
+                c.err(format!("{rp}.name"), format!("`{}` is also the name of rules[{first}]", clip(&r.name)));
+            }
+            if r.action == RuleAction::Challenge {
+                c.err(format!("{rp}.action"), "challenge is not available yet (it comes with bot management)");
+            }
+            match crate::rules::parse(&r.expression) {
+                Ok(e) => {
+                    for list in e.lists() {
+                        artifact_use(&mut c, &artifacts, format!("{rp}.expression"), &list, ArtifactKind::IpList);
+                    }
+                    rules.push(e);
+                }
+                Err(e) => c.err(format!("{rp}.expression"), e.to_string()),
+            }
+        }
         if let Some(list) = &z.ip_deny {
             artifact_use(&mut c, &artifacts, format!("{p}.ip_deny"), list, ArtifactKind::IpList);
         }
 
-        zones.push(ValidZone { origin_addrs: addrs, hash_key, hostnames: zone_hosts });
+        zones.push(ValidZone { rules, origin_addrs: addrs, hash_key, hostnames: zone_hosts });
     }
 
     if c.problems.is_empty() {

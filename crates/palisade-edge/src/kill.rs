@@ -13,12 +13,13 @@ pub enum Switch {
     Splice = 2,
     IpLists = 3,
     Fault = 4,
+    Firewall = 5,
 }
 
 /// The fleet's switches (from the control plane) and this node's own (its admin API): a module
 /// is off when either says so.
 #[derive(Debug, Default)]
-pub struct KillSwitches([AtomicBool; 5], [AtomicBool; 5]);
+pub struct KillSwitches([AtomicBool; 6], [AtomicBool; 6]);
 
 impl KillSwitches {
     /// Whether `s` is switched off.
@@ -72,12 +73,13 @@ mod tests {
 
     #[test]
     fn switches_match_the_shared_list() {
-        assert_eq!(KILL_SWITCHES.len(), 5);
+        assert_eq!(KILL_SWITCHES.len(), 6);
         assert_eq!(KILL_SWITCHES[Switch::AccessLog as usize].0, "access_log");
         assert_eq!(KILL_SWITCHES[Switch::Retries as usize].0, "retries");
         assert_eq!(KILL_SWITCHES[Switch::Splice as usize].0, "splice");
         assert_eq!(KILL_SWITCHES[Switch::IpLists as usize].0, "ip_lists");
         assert_eq!(KILL_SWITCHES[Switch::Fault as usize].0, "fault");
+        assert_eq!(KILL_SWITCHES[Switch::Firewall as usize].0, "firewall");
         let k = KillSwitches::default();
         assert_eq!(k.set(&["retries".into(), "warp_drive".into()]), vec!["warp_drive".to_string()]);
         assert!(k.off(Switch::Retries) && !k.off(Switch::AccessLog));

@@ -155,6 +155,7 @@ pub struct Metrics {
     zones: Mutex<BTreeMap<String, Arc<ZoneStats>>>,
     origins: Mutex<BTreeMap<(String, String), Arc<OriginStats>>>,
     modules: Mutex<BTreeMap<(String, String), Arc<crate::modules::ModuleStats>>>,
+    rules: Mutex<BTreeMap<(String, String), Arc<AtomicU64>>>,
 }
 
 /// A module's failures so far, all zones: what a node reports upward.
@@ -177,6 +178,11 @@ impl Metrics {
 
     pub fn module(&self, zone: &str, name: &str) -> Arc<crate::modules::ModuleStats> {
         crate::lock(&self.modules).entry((zone.to_string(), name.to_string())).or_default().clone()
+    }
+
+    /// Matches of one firewall rule (by zone and rule name).
+    pub fn rule(&self, zone: &str, name: &str) -> Arc<AtomicU64> {
+        crate::lock(&self.rules).entry((zone.to_string(), name.to_string())).or_default().clone()
     }
 
     /// Per module, summed over zones.
@@ -320,6 +326,11 @@ impl Metrics {
                 u64::from(m.breaker_open.load(Ordering::Relaxed))
             }),
         ];
+        o.push_str("# HELP palisade_rule_matches_total Requests a firewall rule matched.\n# TYPE palisade_rule_matches_total counter\n");
+        for ((zone, rule), n) in crate::lock(&self.rules).iter() {
+            let _ =
+                writeln!(o, "palisade_rule_matches_total{{zone=\"{}\",rule=\"{}\"}} {}", esc(zone), esc(rule), ld(n));
+        }
         for (name, help, get) in series {
             let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");

@@ -30,7 +30,50 @@ pub struct RequestView<'a> {
     pub client_ip: IpAddr,
     pub method: &'a hyper::Method,
     pub uri: &'a hyper::Uri,
+    pub version: hyper::Version,
+    /// The host the request is routed by (lowercase, no port).
+    pub host: &'a str,
+    pub tls: bool,
     pub headers: &'a dyn Headers,
+}
+
+impl palisade_config::rules::Request for RequestView<'_> {
+    fn method(&self) -> &str {
+        self.method.as_str()
+    }
+    fn uri(&self) -> &str {
+        self.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+    }
+    fn path(&self) -> &str {
+        self.uri.path()
+    }
+    fn query(&self) -> &str {
+        self.uri.query().unwrap_or("")
+    }
+    fn header<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
+        self.headers.header(name)
+    }
+    fn version(&self) -> &str {
+        match self.version {
+            hyper::Version::HTTP_10 => "HTTP/1.0",
+            hyper::Version::HTTP_2 => "HTTP/2",
+            hyper::Version::HTTP_3 => "HTTP/3",
+            _ => "HTTP/1.1",
+        }
+    }
+    fn host(&self) -> &str {
+        self.host
+    }
+    fn ip(&self) -> IpAddr {
+        self.client_ip
+    }
+    fn ssl(&self) -> bool {
+        self.tls
+    }
+    fn bot_score(&self) -> Option<i64> {
+        // Absent until bot management computes one: never 0.
+        None
+    }
 }
 
 /// Header lookup over either form a request arrives in (HTTP/1.1 lines or an HTTP/2 map).
@@ -292,6 +335,39 @@ pub struct IpLists(pub Arc<IpSet>);
 impl Module for IpLists {
     fn on_request(&self, req: &RequestView<'_>) -> Result<Verdict, ModuleError> {
         Ok(if self.0.contains(req.client_ip) { Verdict::Respond(403) } else { Verdict::Continue })
+    }
+}
+
+/// The zone's firewall rules, in order: the first `allow` or `block` decides; `log` counts and
+/// goes on.
+pub struct Firewall {
+    pub rules: Vec<FirewallRule>,
+}
+
+pub struct FirewallRule {
+    pub expr: palisade_config::rules::Expr,
+    pub action: palisade_config::RuleAction,
+    /// Requests this rule matched.
+    pub matches: Arc<AtomicU64>,
+}
+
+impl Module for Firewall {
+    fn on_request(&self, req: &RequestView<'_>) -> Result<Verdict, ModuleError> {
+        use palisade_config::RuleAction;
+        for r in &self.rules {
+            if !r.expr.eval(req) {
+                continue;
+            }
+            r.matches.fetch_add(1, Ordering::Relaxed);
+            match r.action {
+                RuleAction::Allow => return Ok(Verdict::Continue),
+                RuleAction::Block => return Ok(Verdict::Respond(403)),
+                RuleAction::Log => {}
+                // Refused at validation; here, only a failure of this module can explain it.
+                RuleAction::Challenge => return Err(ModuleError("challenge is not available".into())),
+            }
+        }
+        Ok(Verdict::Continue)
     }
 }
 

@@ -282,10 +282,15 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
 
     // The security modules (early drop first), each behind its failure policy.
     if !zone.modules.is_empty() {
+        let raw_host = head.host.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
+        let host = normalize_host(raw_host);
         let view = crate::modules::RequestView {
             client_ip: ctx.peer.ip(),
             method: &head.parts.method,
             uri: &head.parts.uri,
+            version: head.parts.version,
+            host: &host,
+            tls: ctx.tls,
             headers: &*head,
         };
         let outcome = crate::modules::run_all(&zone.modules, &view, &ctx.edge.kill, &zone.name, &mut finish.degraded);

@@ -193,6 +193,25 @@ pub fn compile(
         if let Some(f) = &z.fault {
             slot("fault", Box::new(crate::modules::FaultModule::new(f)), crate::kill::Switch::Fault);
         }
+        if !vz.rules.is_empty() {
+            let lists = |name: &str| match artifacts.get(name).map(|l| &l.compiled) {
+                Some(Compiled::IpList(set)) => Some(set.clone()),
+                _ => None,
+            };
+            let mut rules = Vec::with_capacity(vz.rules.len());
+            for (ri, (rule, expr)) in z.rules.iter().zip(&vz.rules).enumerate() {
+                let mut expr = expr.clone();
+                for missing in expr.resolve(&lists) {
+                    problems.push(Problem {
+                        path: format!("zones[{zi}].rules[{ri}].expression"),
+                        message: format!("`${missing}` is not a loaded ip_list"),
+                    });
+                }
+                let matches = metrics.rule(&z.name, &rule.name);
+                rules.push(crate::modules::FirewallRule { expr, action: rule.action, matches });
+            }
+            slot("firewall", Box::new(crate::modules::Firewall { rules }), crate::kill::Switch::Firewall);
+        }
         match z.ip_deny.as_ref().map(|n| (n, artifacts.get(n).map(|l| &l.compiled))) {
             None => {}
             Some((_, Some(Compiled::IpList(set)))) => {
