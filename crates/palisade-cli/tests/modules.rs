@@ -231,3 +231,60 @@ async fn firewall_rules_allow_block_and_log_in_order() {
     assert_eq!(s, 422, "{v}");
     assert!(v.to_string().contains("no artifact named `nobody`"), "{v}");
 }
+
+/// Rate limits on a real node: a burst gets exactly the configured count through and the rest
+/// 429 with Retry-After; counters are per characteristic; other paths are not counted; the
+/// kill switch lets everything through; a bad characteristic is refused with its path.
+#[tokio::test]
+async fn rate_limits_pass_exactly_the_limit_and_answer_429_with_retry_after() {
+    let origin = origin("limits-origin");
+    let config = |characteristic: &str| {
+        format!(
+            "{}\n[[zones]]\nname = \"site\"\nhostnames = [\"site.example\"]\norigins = [{{ address = \"{}\" }}]\n\
+             [[zones.rate_limits]]\nname = \"login\"\nexpression = 'http.request.uri.path eq \"/login\"'\n\
+             characteristics = [\"{characteristic}\"]\nperiod_s = 60\nrequests = 5\n\
+             [[zones.rate_limits]]\nname = \"api\"\nexpression = 'http.request.uri.path wildcard \"/api/*\"'\n\
+             characteristics = [\"header:x-api-key\"]\nperiod_s = 60\nrequests = 3\nmitigation_timeout_s = 120\n",
+            listen_section(false),
+            origin.addr
+        )
+    };
+    let e = edge(&config("ip.src"));
+    let send = |path: &'static str, key: &'static str| {
+        let url = format!("http://{}{path}", e.http());
+        async move {
+            let (s, h, _) =
+                request_full(&client(), "GET", &url, &[("host", "site.example"), ("x-api-key", key)], Vec::new()).await;
+            (s, h.get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()))
+        }
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(send("/login", "a").await);
+    }
+    let limited: Vec<_> = statuses.iter().filter(|(s, _)| *s == 429).collect();
+    assert_eq!(statuses.len() - limited.len(), 5, "exactly the limit passes: {statuses:?}");
+    assert!(limited.iter().all(|(_, retry)| retry.is_some_and(|r| (1..=60).contains(&r))), "{statuses:?}");
+    assert_ne!(send("/", "a").await.0, 429, "other paths are not counted");
+
+    // Per API key: key a is held down for the mitigation timeout, key b is not affected.
+    for _ in 0..3 {
+        assert_ne!(send("/api/x", "a").await.0, 429);
+    }
+    assert_eq!(send("/api/x", "a").await, (429, Some(120)));
+    assert_ne!(send("/api/x", "b").await.0, 429);
+    let m = e.metrics().await;
+    assert!(m.contains("palisade_rate_limit_limited_total{zone=\"site\",limit=\"login\"} 7"), "{m}");
+    assert!(m.contains("palisade_rate_limit_keys{zone=\"site\",limit=\"api\"} 2"), "{m}");
+
+    // The kill switch: nothing is limited; released, the limits hold again.
+    e.admin_json("POST", "/killswitches/rate_limits/off", "").await;
+    assert_ne!(send("/login", "a").await.0, 429);
+    e.admin_json("POST", "/killswitches/rate_limits/release", "").await;
+    assert_eq!(send("/login", "a").await.0, 429);
+
+    e.write_config(&config("cookies:session"));
+    let (s, v) = e.admin_json("POST", "/reload", "").await;
+    assert_eq!(s, 422, "{v}");
+    assert!(v.to_string().contains("zones[0].rate_limits[0].characteristics[0]"), "{v}");
+}

@@ -15,7 +15,9 @@ mod schema;
 mod validate;
 
 pub use schema::*;
-pub use validate::{is_name, validate, HashKey, Problem, ValidConfig};
+pub use validate::{
+    is_name, parse_characteristic, validate, Characteristic, HashKey, Problem, ValidConfig, ValidRateLimit,
+};
 
 use sha2::{Digest, Sha256};
 

@@ -53,6 +53,9 @@ pub mod range {
     pub const BREAKER_WINDOW_MS: (u64, u64) = (100, 3_600_000);
     pub const BREAKER_COOLDOWN_MS: (u64, u64) = (100, 3_600_000);
     pub const FAULT_PERCENT: (u64, u64) = (0, 100);
+    pub const RATE_PERIOD_S: (u64, u64) = (1, 3600);
+    pub const RATE_REQUESTS: (u64, u64) = (1, 1_000_000);
+    pub const RATE_MITIGATION_S: (u64, u64) = (0, 86_400);
 }
 
 /// The security modules, in the order a request meets them. Each has a failure policy, a
@@ -60,8 +63,14 @@ pub mod range {
 pub const MODULES: &[(&str, &str)] = &[
     ("fault", "fault injection for drills (off unless [zones.fault] is set)"),
     ("ip_lists", "early drop: 403 for client addresses on the zone's ip_deny list"),
+    ("rate_limits", "the zone's rate limits: 429 with Retry-After"),
     ("firewall", "the zone's firewall rules"),
 ];
+
+/// Rate limits in one zone.
+pub const MAX_RATE_LIMITS_PER_ZONE: usize = 50;
+/// Counters one rate limit keeps at most: a flood of new keys evicts, never grows memory.
+pub const MAX_RATE_LIMIT_KEYS: usize = 100_000;
 
 /// Firewall rules in one zone.
 pub const MAX_RULES_PER_ZONE: usize = 200;
@@ -75,4 +84,5 @@ pub const KILL_SWITCHES: &[(&str, &str)] = &[
     ("ip_lists", "stop refusing requests from addresses on a zone's ip_deny list"),
     ("fault", "stop injecting faults (the fault module)"),
     ("firewall", "stop evaluating firewall rules (no rule blocks)"),
+    ("rate_limits", "stop rate limiting (every request passes)"),
 ];

@@ -164,6 +164,9 @@ pub struct Zone {
     /// Firewall rules, evaluated in order (see [`crate::rules`] for the language).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
+    /// Rate limits, each checked for every request its expression selects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<RateLimit>,
     /// Fault injection, for drills and tests of failure policies: off unless configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<Fault>,
@@ -180,6 +183,40 @@ pub struct Rule {
     pub name: String,
     pub expression: String,
     pub action: RuleAction,
+}
+
+/// A rate limit: requests that `expression` selects, counted per value of `characteristics`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub name: String,
+    /// Which requests count (the firewall rule language); absent: every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
+    /// What a counter is kept per: `ip.src`, `ip.src/24` (any prefix length), `header:NAME`,
+    /// `cookie:NAME`, `path`, `query:KEY`. Several: one counter per combination.
+    pub characteristics: Vec<String>,
+    pub period_s: u64,
+    /// Requests allowed per period (a burst of this many passes at once).
+    pub requests: u64,
+    #[serde(default = "default_limit_action")]
+    pub action: LimitAction,
+    /// Once over the limit, a client stays limited this long (0: only while over).
+    #[serde(default)]
+    pub mitigation_timeout_s: u64,
+}
+
+fn default_limit_action() -> LimitAction {
+    LimitAction::Block
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitAction {
+    /// 429 with `Retry-After`.
+    Block,
+    /// Count it and let it through.
+    Log,
 }
 
 /// What a matching rule does.

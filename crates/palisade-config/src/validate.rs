@@ -45,8 +45,69 @@ pub struct ValidConfig {
     pub zones: Vec<ValidZone>,
 }
 
+/// What a rate limit counts per.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Characteristic {
+    /// The client address, masked to this prefix length (32/128: the address itself).
+    /// `ip.src/N` with N <= 32 is an IPv4 prefix (IPv6 clients: /64); N > 32 an IPv6 one.
+    Ip {
+        v4_prefix: u8,
+        v6_prefix: u8,
+    },
+    Header(String),
+    Cookie(String),
+    Path,
+    QueryKey(String),
+}
+
+/// A rate limit's characteristic as written -> parsed.
+pub fn parse_characteristic(s: &str) -> Result<Characteristic, String> {
+    let name_ok = |n: &str| {
+        !n.is_empty() && n.len() <= 128 && n.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+    };
+    match s {
+        "ip.src" => Ok(Characteristic::Ip { v4_prefix: 32, v6_prefix: 128 }),
+        "path" => Ok(Characteristic::Path),
+        _ => {
+            if let Some(len) = s.strip_prefix("ip.src/") {
+                let n: u8 = len.parse().map_err(|_| format!("`{}`: a prefix length is a number", clip(s)))?;
+                return match n {
+                    // An IPv4 prefix; IPv6 clients count per /64 (one subscriber's usual block).
+                    1..=32 => Ok(Characteristic::Ip { v4_prefix: n, v6_prefix: 64 }),
+                    33..=128 => Ok(Characteristic::Ip { v4_prefix: 32, v6_prefix: n }),
+                    _ => Err(format!("`{}`: a prefix length is 1..=128", clip(s))),
+                };
+            }
+            for (prefix, make) in [
+                ("header:", Characteristic::Header as fn(String) -> Characteristic),
+                ("cookie:", Characteristic::Cookie),
+                ("query:", Characteristic::QueryKey),
+            ] {
+                if let Some(n) = s.strip_prefix(prefix) {
+                    if !name_ok(n) {
+                        return Err(format!("`{}`: a name of 1..=128 characters of a-z, 0-9, `-`, `_`", clip(s)));
+                    }
+                    let n = if prefix == "header:" { n.to_ascii_lowercase() } else { n.to_string() };
+                    return Ok(make(n));
+                }
+            }
+            Err(format!("`{}` is not one of ip.src, ip.src/N, header:NAME, cookie:NAME, path, query:KEY", clip(s)))
+        }
+    }
+}
+
+/// A rate limit, checked.
+#[derive(Debug, Clone)]
+pub struct ValidRateLimit {
+    /// None: every request counts.
+    pub expression: Option<crate::rules::Expr>,
+    pub characteristics: Vec<Characteristic>,
+}
+
 #[derive(Debug, Clone)]
 pub struct ValidZone {
+    /// Parallel to the zone's `rate_limits`.
+    pub rate_limits: Vec<ValidRateLimit>,
     /// Parallel to the zone's `rules`: each expression, parsed (`$lists` not yet resolved).
     pub rules: Vec<crate::rules::Expr>,
     /// Parallel to the zone's `origins`.
@@ -294,6 +355,41 @@ pub fn validate(doc: Document, hash: String) -> Result<ValidConfig, Vec<Problem>
                 }
             }
         }
+        c.count(format!("{p}.rate_limits"), &z.rate_limits, 0, limits::MAX_RATE_LIMITS_PER_ZONE);
+        let mut rate_limits = Vec::new();
+        let mut limit_names: HashMap<&str, usize> = HashMap::new();
+        for (li, l) in z.rate_limits.iter().enumerate().take(limits::MAX_RATE_LIMITS_PER_ZONE) {
+            let lp = format!("{p}.rate_limits[{li}]");
+            check_name(&mut c, format!("{lp}.name"), &l.name);
+            if let Some(first) = limit_names.insert(l.name.as_str(), li) {
+                c.err(format!("{lp}.name"), format!("`{}` is also the name of rate_limits[{first}]", clip(&l.name)));
+            }
+            c.range(format!("{lp}.period_s"), l.period_s, range::RATE_PERIOD_S);
+            c.range(format!("{lp}.requests"), l.requests, range::RATE_REQUESTS);
+            c.range(format!("{lp}.mitigation_timeout_s"), l.mitigation_timeout_s, range::RATE_MITIGATION_S);
+            c.count(format!("{lp}.characteristics"), &l.characteristics, 1, 4);
+            let mut characteristics = Vec::new();
+            for (ci, ch) in l.characteristics.iter().enumerate() {
+                match parse_characteristic(ch) {
+                    Ok(x) => characteristics.push(x),
+                    Err(m) => c.err(format!("{lp}.characteristics[{ci}]"), m),
+                }
+            }
+            let expression = match l.expression.as_deref().map(crate::rules::parse) {
+                None => None,
+                Some(Ok(e)) => {
+                    for list in e.lists() {
+                        artifact_use(&mut c, &artifacts, format!("{lp}.expression"), &list, ArtifactKind::IpList);
+                    }
+                    Some(e)
+                }
+                Some(Err(e)) => {
+                    c.err(format!("{lp}.expression"), e.to_string());
+                    None
+                }
+            };
+            rate_limits.push(ValidRateLimit { expression, characteristics });
+        }
         c.count(format!("{p}.rules"), &z.rules, 0, limits::MAX_RULES_PER_ZONE);
         let mut rules = Vec::with_capacity(z.rules.len().min(limits::MAX_RULES_PER_ZONE));
         let mut rule_names: HashMap<&str, usize> = HashMap::new();
@@ -320,7 +416,7 @@ pub fn validate(doc: Document, hash: String) -> Result<ValidConfig, Vec<Problem>
             artifact_use(&mut c, &artifacts, format!("{p}.ip_deny"), list, ArtifactKind::IpList);
         }
 
-        zones.push(ValidZone { rules, origin_addrs: addrs, hash_key, hostnames: zone_hosts });
+        zones.push(ValidZone { rate_limits, rules, origin_addrs: addrs, hash_key, hostnames: zone_hosts });
     }
 
     if c.problems.is_empty() {

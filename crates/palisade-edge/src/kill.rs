@@ -14,12 +14,13 @@ pub enum Switch {
     IpLists = 3,
     Fault = 4,
     Firewall = 5,
+    RateLimits = 6,
 }
 
 /// The fleet's switches (from the control plane) and this node's own (its admin API): a module
 /// is off when either says so.
 #[derive(Debug, Default)]
-pub struct KillSwitches([AtomicBool; 6], [AtomicBool; 6]);
+pub struct KillSwitches([AtomicBool; 7], [AtomicBool; 7]);
 
 impl KillSwitches {
     /// Whether `s` is switched off.
@@ -73,13 +74,14 @@ mod tests {
 
     #[test]
     fn switches_match_the_shared_list() {
-        assert_eq!(KILL_SWITCHES.len(), 6);
+        assert_eq!(KILL_SWITCHES.len(), 7);
         assert_eq!(KILL_SWITCHES[Switch::AccessLog as usize].0, "access_log");
         assert_eq!(KILL_SWITCHES[Switch::Retries as usize].0, "retries");
         assert_eq!(KILL_SWITCHES[Switch::Splice as usize].0, "splice");
         assert_eq!(KILL_SWITCHES[Switch::IpLists as usize].0, "ip_lists");
         assert_eq!(KILL_SWITCHES[Switch::Fault as usize].0, "fault");
         assert_eq!(KILL_SWITCHES[Switch::Firewall as usize].0, "firewall");
+        assert_eq!(KILL_SWITCHES[Switch::RateLimits as usize].0, "rate_limits");
         let k = KillSwitches::default();
         assert_eq!(k.set(&["retries".into(), "warp_drive".into()]), vec!["warp_drive".to_string()]);
         assert!(k.off(Switch::Retries) && !k.off(Switch::AccessLog));

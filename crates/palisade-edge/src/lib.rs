@@ -26,6 +26,7 @@ pub mod modules;
 pub mod pages;
 pub mod pool;
 pub mod proxy;
+pub mod ratelimit;
 pub mod server;
 pub mod snapshot;
 pub mod splice;

@@ -156,6 +156,7 @@ pub struct Metrics {
     origins: Mutex<BTreeMap<(String, String), Arc<OriginStats>>>,
     modules: Mutex<BTreeMap<(String, String), Arc<crate::modules::ModuleStats>>>,
     rules: Mutex<BTreeMap<(String, String), Arc<AtomicU64>>>,
+    rate_limits: Mutex<BTreeMap<(String, String), Arc<crate::ratelimit::LimitStats>>>,
 }
 
 /// A module's failures so far, all zones: what a node reports upward.
@@ -183,6 +184,11 @@ impl Metrics {
     /// Matches of one firewall rule (by zone and rule name).
     pub fn rule(&self, zone: &str, name: &str) -> Arc<AtomicU64> {
         crate::lock(&self.rules).entry((zone.to_string(), name.to_string())).or_default().clone()
+    }
+
+    /// One rate limit's counters (by zone and limit name).
+    pub fn rate_limit(&self, zone: &str, name: &str) -> Arc<crate::ratelimit::LimitStats> {
+        crate::lock(&self.rate_limits).entry((zone.to_string(), name.to_string())).or_default().clone()
     }
 
     /// Per module, summed over zones.
@@ -330,6 +336,26 @@ impl Metrics {
         for ((zone, rule), n) in crate::lock(&self.rules).iter() {
             let _ =
                 writeln!(o, "palisade_rule_matches_total{{zone=\"{}\",rule=\"{}\"}} {}", esc(zone), esc(rule), ld(n));
+        }
+        type LimitSeries = (&'static str, &'static str, fn(&crate::ratelimit::LimitStats) -> u64);
+        let limit_series: [LimitSeries; 4] = [
+            ("palisade_rate_limit_passed_total", "Requests a rate limit counted and let through.", |l| {
+                l.passed.load(Ordering::Relaxed)
+            }),
+            ("palisade_rate_limit_limited_total", "Requests over a rate limit.", |l| l.limited.load(Ordering::Relaxed)),
+            ("palisade_rate_limit_evicted_total", "Keys dropped to stay within the cap.", |l| {
+                l.evicted.load(Ordering::Relaxed)
+            }),
+            ("palisade_rate_limit_keys", "Keys a rate limit tracks now.", |l| l.keys.load(Ordering::Relaxed)),
+        ];
+        let limits: Vec<((String, String), Arc<crate::ratelimit::LimitStats>)> =
+            crate::lock(&self.rate_limits).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        for (name, help, get) in limit_series {
+            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for ((zone, limit), l) in &limits {
+                let _ = writeln!(o, "{name}{{zone=\"{}\",limit=\"{}\"}} {}", esc(zone), esc(limit), get(l));
+            }
         }
         for (name, help, get) in series {
             let kind = if name.ends_with("_total") { "counter" } else { "gauge" };

@@ -88,6 +88,8 @@ pub enum Verdict {
     Continue,
     /// Answer now with this status.
     Respond(u16),
+    /// 429 Too Many Requests, retry after this many seconds.
+    TooMany(u64),
 }
 
 /// A module failed this request (a panic is caught and counted apart).
@@ -186,6 +188,8 @@ pub enum Outcome {
     Continue,
     /// Answer now (a module's verdict, or 503 from a failed fail_closed module).
     Respond(u16),
+    /// 429 with `Retry-After` (seconds).
+    TooMany(u64),
 }
 
 /// Milliseconds on a monotonic clock (the connection's per-poll time).
@@ -246,6 +250,10 @@ impl Slot {
             Ok(Ok(Verdict::Respond(status))) => {
                 self.stats.answers.fetch_add(1, Ordering::Relaxed);
                 return Outcome::Respond(status);
+            }
+            Ok(Ok(Verdict::TooMany(retry_after))) => {
+                self.stats.answers.fetch_add(1, Ordering::Relaxed);
+                return Outcome::TooMany(retry_after);
             }
             Ok(Err(e)) => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -322,8 +330,9 @@ pub fn install_panic_hook() {
 /// Runs a zone's modules in order; the first answer wins.
 pub fn run_all(slots: &[Slot], req: &RequestView<'_>, kill: &KillSwitches, zone: &str, degraded: &mut bool) -> Outcome {
     for slot in slots {
-        if let Outcome::Respond(s) = slot.run(req, kill, zone, degraded) {
-            return Outcome::Respond(s);
+        match slot.run(req, kill, zone, degraded) {
+            Outcome::Continue => {}
+            answer => return answer,
         }
     }
     Outcome::Continue

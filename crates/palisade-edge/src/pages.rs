@@ -14,6 +14,7 @@ fn reason(status: StatusCode) -> (&'static str, &'static str) {
         405 => ("Method not allowed", "This method is not supported here."),
         408 => ("Request timeout", "The request took too long to arrive."),
         413 => ("Request body too large", "The request body is larger than this site accepts."),
+        429 => ("Too many requests", "This site limits how often it can be asked. Please wait and try again."),
         421 => (
             "Misdirected request",
             "This connection cannot serve the requested hostname. Please retry on a new connection.",

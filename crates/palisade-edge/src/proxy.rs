@@ -294,9 +294,17 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
             headers: &*head,
         };
         let outcome = crate::modules::run_all(&zone.modules, &view, &ctx.edge.kill, &zone.name, &mut finish.degraded);
-        if let crate::modules::Outcome::Respond(status) = outcome {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
-            return respond(error_page(status, id(), false), finish);
+        match outcome {
+            crate::modules::Outcome::Continue => {}
+            crate::modules::Outcome::Respond(status) => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+                return respond(error_page(status, id(), false), finish);
+            }
+            crate::modules::Outcome::TooMany(retry_after) => {
+                let mut page = error_page(StatusCode::TOO_MANY_REQUESTS, id(), false);
+                page.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from(retry_after));
+                return respond(page, finish);
+            }
         }
     }
     if head.parts.method == Method::CONNECT {

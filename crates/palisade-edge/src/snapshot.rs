@@ -193,11 +193,26 @@ pub fn compile(
         if let Some(f) = &z.fault {
             slot("fault", Box::new(crate::modules::FaultModule::new(f)), crate::kill::Switch::Fault);
         }
+        let lists = |name: &str| match artifacts.get(name).map(|l| &l.compiled) {
+            Some(Compiled::IpList(set)) => Some(set.clone()),
+            _ => None,
+        };
+        if !vz.rate_limits.is_empty() {
+            let mut limits = Vec::with_capacity(vz.rate_limits.len());
+            for (li, (cfg, valid)) in z.rate_limits.iter().zip(&vz.rate_limits).enumerate() {
+                let mut expression = valid.expression.clone();
+                for missing in expression.as_mut().map(|e| e.resolve(&lists)).unwrap_or_default() {
+                    problems.push(Problem {
+                        path: format!("zones[{zi}].rate_limits[{li}].expression"),
+                        message: format!("`${missing}` is not a loaded ip_list"),
+                    });
+                }
+                let stats = metrics.rate_limit(&z.name, &cfg.name);
+                limits.push(crate::ratelimit::Limit::new(cfg, valid, expression, stats));
+            }
+            slot("rate_limits", Box::new(crate::ratelimit::RateLimits { limits }), crate::kill::Switch::RateLimits);
+        }
         if !vz.rules.is_empty() {
-            let lists = |name: &str| match artifacts.get(name).map(|l| &l.compiled) {
-                Some(Compiled::IpList(set)) => Some(set.clone()),
-                _ => None,
-            };
             let mut rules = Vec::with_capacity(vz.rules.len());
             for (ri, (rule, expr)) in z.rules.iter().zip(&vz.rules).enumerate() {
                 let mut expr = expr.clone();
