@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
-cargo build --release --locked -p palisade-cli >&2
+# Panic injection is compiled in only on request (shipped nodes never panic on purpose).
+cargo build --release --locked -p palisade-cli --features fault-panics >&2
 BIN=target/release/palisade
 ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-10} CONNS=${CONNS:-64} FAILURE=${FAILURE:-error}
 # The breaker threshold: by default so high that it never opens and every request really calls

@@ -399,15 +399,27 @@ impl FaultModule {
     }
 }
 
+/// A real panic, to drill containment: only in builds with the `fault-panics` feature (the test
+/// and bench builds). A shipped node never panics on purpose; there a requested panic is an error.
+#[cfg(feature = "fault-panics")]
+#[allow(clippy::panic)]
+fn injected_panic() -> Result<Verdict, ModuleError> {
+    panic!("fault injected: panic");
+}
+
+#[cfg(not(feature = "fault-panics"))]
+fn injected_panic() -> Result<Verdict, ModuleError> {
+    Err(ModuleError("fault injected: panic requested; this build has no panic injection".into()))
+}
+
 impl Module for FaultModule {
-    #[allow(clippy::panic)]
     fn on_request(&self, req: &RequestView<'_>) -> Result<Verdict, ModuleError> {
         let asked = self.header.as_deref().and_then(|h| req.headers.header(h));
         // Spread evenly: of every 100 requests, the first panic_percent panic, the next
         // error_percent fail.
         let slot = (self.counter.fetch_add(1, Ordering::Relaxed) % 100) as u32;
         if asked == Some(b"panic") || slot < self.panic_percent {
-            panic!("fault injected: panic");
+            return injected_panic();
         }
         if asked == Some(b"error") || slot < self.panic_percent + self.error_percent {
             return Err(ModuleError("fault injected: error".into()));
