@@ -132,6 +132,9 @@ enum Command {
         /// Wait this long before every answer (a slow website).
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
+        /// Handle at most this many requests at once; the rest wait (0: no bound).
+        #[arg(long, default_value_t = 0)]
+        workers: usize,
     },
     /// Everything on one machine with embedded defaults: a demo origin and an edge node in front of it.
     Demo {
@@ -412,9 +415,10 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             edge.run_until_shutdown().await;
             Ok(())
         }
-        Command::Origin { listen, name, delay_ms } => {
+        Command::Origin { listen, name, delay_ms, workers } => {
             let (addr, origin) = palisade_origin::spawn(listen, &name).await?;
             origin.set_delay(delay_ms);
+            origin.set_workers(workers);
             println!("palisade origin ready http={addr}");
             tokio::signal::ctrl_c().await?;
             Ok(())

@@ -49,6 +49,15 @@ pub mod range {
     pub const WEIGHT: (u64, u64) = (1, super::MAX_WEIGHT as u64);
     pub const RETRIES: (u64, u64) = (0, super::MAX_RETRIES as u64);
     pub const ACCESS_LOG_BUFFER: (u64, u64) = (16, 1_000_000);
+    pub const MAX_IN_FLIGHT: (u64, u64) = (1, 1_000_000);
+    pub const MAX_QUEUE: (u64, u64) = (0, 1_000_000);
+    pub const QUEUE_TIMEOUT_MS: (u64, u64) = (1, 600_000);
+    pub const DDOS_MIN_RPS: (u64, u64) = (1, 100_000_000);
+    pub const DDOS_SURGE_FACTOR_TENTHS: (u64, u64) = (11, 10_000);
+    pub const DDOS_CONCENTRATION_PERCENT: (u64, u64) = (1, 100);
+    pub const DDOS_HOLD_S: (u64, u64) = (1, 86_400);
+    pub const DDOS_RATE_LIMIT_RPS: (u64, u64) = (1, 1_000_000);
+    pub const DDOS_LEARN_S: (u64, u64) = (0, 3_600);
     pub const BREAKER_THRESHOLD: (u64, u64) = (1, 1_000_000);
     pub const BREAKER_WINDOW_MS: (u64, u64) = (100, 3_600_000);
     pub const BREAKER_COOLDOWN_MS: (u64, u64) = (100, 3_600_000);
@@ -65,6 +74,7 @@ pub const MODULES: &[(&str, &str)] = &[
     ("ip_lists", "early drop: 403 for client addresses on the zone's ip_deny list"),
     ("rate_limits", "the zone's rate limits: 429 with Retry-After"),
     ("firewall", "the zone's firewall rules"),
+    ("ddos", "automatic L7 DDoS mitigation: counts fingerprints and sources, refuses a concentrated surge"),
 ];
 
 /// Rate limits in one zone.
@@ -85,4 +95,5 @@ pub const KILL_SWITCHES: &[(&str, &str)] = &[
     ("fault", "stop injecting faults (the fault module)"),
     ("firewall", "stop evaluating firewall rules (no rule blocks)"),
     ("rate_limits", "stop rate limiting (every request passes)"),
+    ("ddos", "stop automatic DDoS mitigation (nothing is counted or refused)"),
 ];

@@ -173,6 +173,86 @@ pub struct Zone {
     /// Each security module's settings in this zone, by module name (`ip_lists`, `fault`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub modules: std::collections::BTreeMap<String, ModuleSettings>,
+    /// A cap on requests in flight to the zone's origins, with a queue that serves the quietest
+    /// client sources first; absent: no cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<Concurrency>,
+    /// Automatic L7 DDoS mitigation (on unless switched off).
+    #[serde(default)]
+    pub ddos: Ddos,
+}
+
+/// The origin's capacity, protected: at most `max_in_flight` requests at the origins at once;
+/// the rest wait in a queue of `max_queue`, where the request whose client source (an IPv4
+/// address or an IPv6 /64) has asked least lately goes first. When the queue is full a new
+/// request takes the place of the waiter from the busiest source, or is refused (503) if its
+/// own source is the busiest; a request that waits `queue_timeout_ms` gets 503.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Concurrency {
+    pub max_in_flight: u64,
+    #[serde(default = "default_max_queue")]
+    pub max_queue: u64,
+    #[serde(default = "default_queue_timeout_ms")]
+    pub queue_timeout_ms: u64,
+}
+
+fn default_max_queue() -> u64 {
+    1024
+}
+
+fn default_queue_timeout_ms() -> u64 {
+    2_000
+}
+
+/// What an automatic DDoS mitigation does to the requests it matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DdosAction {
+    /// Refuse them (429 with `Retry-After`).
+    #[default]
+    Block,
+    /// Let each client source send at most `rate_limit_rps` of them per second; 429 beyond.
+    RateLimit,
+    /// Only count them (metrics and the admin API).
+    Log,
+}
+
+/// The node watches each zone's request rate against a baseline it learns, and which request
+/// fingerprints (method, path shape, header names in order, user agent, HTTP version) and
+/// client sources make it up. When the rate is over `surge_factor` times the baseline and at
+/// least `min_rps`, and one fingerprint or one source makes up `concentration` of it, a
+/// mitigation for that fingerprint or source starts; it ends `hold_s` after its traffic stops
+/// surging.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Ddos {
+    pub enabled: bool,
+    pub action: DdosAction,
+    pub min_rps: u64,
+    /// In tenths: 40 means four times the baseline.
+    pub surge_factor_tenths: u64,
+    /// In percent of the zone's requests in a second.
+    pub concentration_percent: u64,
+    pub hold_s: u64,
+    pub rate_limit_rps: u64,
+    /// Seconds after a node starts (or the zone appears) spent learning the baseline only.
+    pub learn_s: u64,
+}
+
+impl Default for Ddos {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            action: DdosAction::Block,
+            min_rps: 200,
+            surge_factor_tenths: 40,
+            concentration_percent: 50,
+            hold_s: 15,
+            rate_limit_rps: 5,
+            learn_s: 10,
+        }
+    }
 }
 
 /// One firewall rule.

@@ -206,3 +206,33 @@ fn the_readme_example_is_a_valid_document_with_every_default_spelled_out() {
     assert_eq!(z.ip_deny.as_deref(), Some("blocked"));
     assert_eq!(v.doc.artifacts[0].kind, crate::artifact::ArtifactKind::IpList);
 }
+
+#[test]
+fn origin_queue_and_ddos_settings_name_the_field_and_the_range() {
+    let v = load(GOOD.as_bytes()).unwrap();
+    assert!(v.doc.zones[0].ddos.enabled, "automatic DDoS mitigation is on by default");
+    assert_eq!(v.doc.zones[0].concurrency, None);
+    let bad = format!(
+        "{GOOD}[zones.concurrency]\nmax_in_flight = 0\n[zones.ddos]\nconcentration_percent = 101\nsurge_factor_tenths = 10\n"
+    );
+    let e = load(bad.as_bytes()).unwrap_err();
+    let problems = e.problems();
+    let find = |path: &str| problems.iter().find(|p| p.path == path).map(|p| p.message.clone());
+    assert_eq!(find("zones[0].concurrency.max_in_flight").as_deref(), Some("0 is out of range; allowed 1..=1000000"));
+    assert_eq!(find("zones[0].ddos.concentration_percent").as_deref(), Some("101 is out of range; allowed 1..=100"));
+    assert_eq!(find("zones[0].ddos.surge_factor_tenths").as_deref(), Some("10 is out of range; allowed 11..=10000"));
+    let good = format!("{GOOD}[zones.concurrency]\nmax_in_flight = 8\n[zones.ddos]\naction = \"rate_limit\"\n");
+    let v = load(good.as_bytes()).unwrap();
+    let q = v.doc.zones[0].concurrency.clone().unwrap();
+    assert_eq!((q.max_in_flight, q.max_queue, q.queue_timeout_ms), (8, 1024, 2000));
+    assert_eq!(v.doc.zones[0].ddos.action, DdosAction::RateLimit);
+}
+
+#[test]
+fn the_readme_ddos_example_spells_out_the_defaults() {
+    let readme = include_str!("../../../README.md");
+    let start = readme.find("```toml\n[zones.ddos]\n").unwrap() + "```toml\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let v = load(format!("{GOOD}{}", &readme[start..end]).as_bytes()).unwrap();
+    assert_eq!(v.doc.zones[0].ddos, Ddos::default());
+}

@@ -355,6 +355,18 @@ pub fn validate(doc: Document, hash: String) -> Result<ValidConfig, Vec<Problem>
                 }
             }
         }
+        if let Some(q) = &z.concurrency {
+            c.range(format!("{p}.concurrency.max_in_flight"), q.max_in_flight, range::MAX_IN_FLIGHT);
+            c.range(format!("{p}.concurrency.max_queue"), q.max_queue, range::MAX_QUEUE);
+            c.range(format!("{p}.concurrency.queue_timeout_ms"), q.queue_timeout_ms, range::QUEUE_TIMEOUT_MS);
+        }
+        let d = &z.ddos;
+        c.range(format!("{p}.ddos.min_rps"), d.min_rps, range::DDOS_MIN_RPS);
+        c.range(format!("{p}.ddos.surge_factor_tenths"), d.surge_factor_tenths, range::DDOS_SURGE_FACTOR_TENTHS);
+        c.range(format!("{p}.ddos.concentration_percent"), d.concentration_percent, range::DDOS_CONCENTRATION_PERCENT);
+        c.range(format!("{p}.ddos.hold_s"), d.hold_s, range::DDOS_HOLD_S);
+        c.range(format!("{p}.ddos.rate_limit_rps"), d.rate_limit_rps, range::DDOS_RATE_LIMIT_RPS);
+        c.range(format!("{p}.ddos.learn_s"), d.learn_s, range::DDOS_LEARN_S);
         c.count(format!("{p}.rate_limits"), &z.rate_limits, 0, limits::MAX_RATE_LIMITS_PER_ZONE);
         let mut rate_limits = Vec::new();
         let mut limit_names: HashMap<&str, usize> = HashMap::new();

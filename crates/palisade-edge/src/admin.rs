@@ -1,5 +1,6 @@
 //! The admin listener (loopback by default): `/metrics`, `/healthz`, `/config`, `POST /reload`,
-//! `POST /config` (apply a document sent in the body) and `POST /shutdown`. Answers use the
+//! `POST /config` (apply a document sent in the body), `POST /shutdown`, `GET /modules` and
+//! `GET /ddos` (automatic DDoS mitigations in force, per zone). Answers use the
 //! envelope users of edge-provider APIs know: `{success, errors:[{code,message}], messages, result}`.
 //!
 //! Changing endpoints (every POST) answer only a loopback peer, or a request carrying
@@ -151,6 +152,13 @@ async fn route(shared: Arc<EdgeShared>, req: Request<Incoming>) -> Response<Full
                 Ok(a) => applied(a),
                 Err(p) => envelope_problems(StatusCode::UNPROCESSABLE_ENTITY, &p),
             }
+        }
+        (&Method::GET, "/ddos") => {
+            let snap = shared.snapshot.load();
+            let now = crate::pool::now_ms();
+            let zones: Vec<_> =
+                snap.zones.iter().filter_map(|z| z.ddos.as_ref().map(|d| d.report(&z.name, now))).collect();
+            envelope_ok(json!({ "zones": zones }))
         }
         (&Method::GET, "/modules") => {
             let snap = shared.snapshot.load();

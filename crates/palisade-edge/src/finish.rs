@@ -39,6 +39,8 @@ pub struct Finish {
     pub total_timeout: bool,
     /// A module failed and was skipped (see [`crate::modules`]).
     pub degraded: bool,
+    /// The request's origin slot (`[zones.concurrency]`), given up when the response ends.
+    pub slot: Option<crate::fairq::Permit>,
 }
 
 impl Drop for Finish {

@@ -15,6 +15,8 @@ pub mod body;
 pub mod clock;
 pub mod codec;
 pub mod crashloop;
+pub mod ddos;
+pub mod fairq;
 pub mod finish;
 pub mod guard;
 pub mod h1;

@@ -123,6 +123,21 @@ pub struct ZoneStats {
     pub latency: Histogram,
     pub retries: AtomicU64,
     pub body_too_large: AtomicU64,
+    /// `[zones.concurrency]` ([`crate::fairq`]): requests that waited, refused with a full
+    /// queue, pushed out by a quieter source, timed out; waiting and at the origins now.
+    pub queued: AtomicU64,
+    pub queue_full: AtomicU64,
+    pub queue_pushed_out: AtomicU64,
+    pub queue_timeouts: AtomicU64,
+    pub queue_waiting: AtomicU64,
+    pub origin_in_flight: AtomicU64,
+    /// Automatic DDoS mitigation ([`crate::ddos`]): mitigations started, requests they
+    /// refused, mitigations active now, and the last second's rate beside the baseline.
+    pub ddos_mitigations: AtomicU64,
+    pub ddos_refused: AtomicU64,
+    pub ddos_active: AtomicU64,
+    pub ddos_rps: AtomicU64,
+    pub ddos_baseline_rps: AtomicU64,
 }
 
 /// Figures for one origin of one zone.
@@ -300,6 +315,37 @@ impl Metrics {
                 esc(zone),
                 ld(&z.body_too_large)
             );
+        }
+        type ZoneSeries = (&'static str, &'static str, fn(&ZoneStats) -> &AtomicU64);
+        let zone_series: [ZoneSeries; 11] = [
+            ("palisade_queue_waited_total", "Requests that waited for an origin slot.", |z| &z.queued),
+            ("palisade_queue_full_total", "Requests refused (503): the queue was full of quieter sources.", |z| {
+                &z.queue_full
+            }),
+            (
+                "palisade_queue_pushed_out_total",
+                "Waiting requests refused (503) to make room for a quieter source.",
+                |z| &z.queue_pushed_out,
+            ),
+            ("palisade_queue_timeouts_total", "Requests refused (503) after queue_timeout_ms.", |z| &z.queue_timeouts),
+            ("palisade_queue_waiting", "Requests waiting for an origin slot now.", |z| &z.queue_waiting),
+            ("palisade_origin_in_flight", "Requests holding an origin slot now ([zones.concurrency]).", |z| {
+                &z.origin_in_flight
+            }),
+            ("palisade_ddos_mitigations_total", "Automatic DDoS mitigations started.", |z| &z.ddos_mitigations),
+            ("palisade_ddos_refused_total", "Requests refused by an automatic DDoS mitigation.", |z| &z.ddos_refused),
+            ("palisade_ddos_active", "Automatic DDoS mitigations in force now.", |z| &z.ddos_active),
+            ("palisade_ddos_rps", "The zone's request rate in the last full second.", |z| &z.ddos_rps),
+            ("palisade_ddos_baseline_rps", "The request rate the DDoS detector has learned as normal.", |z| {
+                &z.ddos_baseline_rps
+            }),
+        ];
+        for (name, help, get) in zone_series {
+            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (zone, z) in &zones {
+                let _ = writeln!(o, "{name}{{zone=\"{}\"}} {}", esc(zone), ld(get(z)));
+            }
         }
         let modules: Vec<((String, String), Arc<crate::modules::ModuleStats>)> =
             crate::lock(&self.modules).iter().map(|(k, v)| (k.clone(), v.clone())).collect();

@@ -80,6 +80,8 @@ impl palisade_config::rules::Request for RequestView<'_> {
 pub trait Headers {
     /// The first value of `name` (lowercase).
     fn header<'a>(&'a self, name: &'a str) -> Option<&'a [u8]>;
+    /// Every header name, in the order received (as received: case may vary).
+    fn names(&self, f: &mut dyn FnMut(&[u8]));
 }
 
 /// A module's answer.

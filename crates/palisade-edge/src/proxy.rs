@@ -186,6 +186,14 @@ impl crate::modules::Headers for Head {
     fn header<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
         self.values(name).next()
     }
+    fn names(&self, f: &mut dyn FnMut(&[u8])) {
+        for n in self.parts.headers.keys() {
+            f(n.as_str().as_bytes());
+        }
+        for (n, _) in self.lines.iter() {
+            f(n);
+        }
+    }
 }
 
 /// The zone's modules for this request; the page to answer with when one answers.
@@ -264,6 +272,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
         completed: false,
         total_timeout: false,
         degraded: false,
+        slot: None,
     });
 
     if let Some(rejection) = ctx.conn.rejection_for(index) {
@@ -335,6 +344,18 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
     if declared_len.is_some_and(|n| n > zone.max_body_bytes) {
         zone.stats.body_too_large.fetch_add(1, Ordering::Relaxed);
         return respond(error_page(StatusCode::PAYLOAD_TOO_LARGE, id(), true), finish);
+    }
+
+    // The origins' capacity: a slot, now or after waiting behind quieter sources (crate::fairq).
+    if let Some(queue) = &zone.queue {
+        match queue.acquire(ctx.peer.ip()).await {
+            Ok(permit) => finish.slot = Some(permit),
+            Err(_) => {
+                let mut page = error_page(StatusCode::SERVICE_UNAVAILABLE, id(), false);
+                page.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return respond(page, finish);
+            }
+        }
     }
 
     let is_upgrade = head.parts.version == Version::HTTP_11

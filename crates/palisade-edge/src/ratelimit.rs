@@ -187,7 +187,7 @@ impl Limit {
 }
 
 /// Nanoseconds on the node's (per-poll) clock.
-fn now_ns() -> u64 {
+pub(crate) fn now_ns() -> u64 {
     static START: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
     let start = *START.get_or_init(tokio::time::Instant::now);
     crate::clock::now().saturating_duration_since(start).as_nanos() as u64

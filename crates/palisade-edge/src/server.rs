@@ -475,6 +475,7 @@ impl Edge {
                 .map_err(|e| StartError::Io(format!("cannot start worker thread: {e}")))?;
         }
         tasks.push(tokio::spawn(signals(shared.clone())));
+        tasks.push(tokio::spawn(crate::ddos::run(shared.clone())));
         if let Some(link) = options.control.clone() {
             tasks.push(tokio::spawn(crate::agent::run(shared.clone(), link)));
         }

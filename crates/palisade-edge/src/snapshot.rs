@@ -38,6 +38,10 @@ pub struct ZoneRuntime {
     /// The zone's security modules, in order (see [`crate::modules`]); one set shared by every
     /// worker's copy, breakers included.
     pub modules: Arc<[crate::modules::Slot]>,
+    /// The zone's DDoS detector (also in `modules`), for the once-a-second analysis.
+    pub ddos: Option<Arc<crate::ddos::Detector>>,
+    /// `[zones.concurrency]`: the origin slots and their fair queue, shared by every worker.
+    pub queue: Option<Arc<crate::fairq::FairQueue>>,
     /// This node's `Via` entries.
     pub via: Via,
 }
@@ -135,8 +139,17 @@ pub fn compile(
     let artifacts = crate::artifacts::load_all(&config.doc.artifacts, store, previous.map(|p| &p.artifacts))?;
     let mut problems = Vec::new();
     let mut old_states: HashMap<(String, std::net::SocketAddr), Arc<OriginState>> = HashMap::new();
+    // What a zone's detector learned and who holds its origin slots outlive a reload.
+    let mut old_ddos: HashMap<&str, Arc<crate::ddos::Detector>> = HashMap::new();
+    let mut old_queues: HashMap<&str, Arc<crate::fairq::FairQueue>> = HashMap::new();
     if let Some(prev) = previous {
         for z in &prev.zones {
+            if let Some(d) = &z.ddos {
+                old_ddos.insert(&z.name, d.clone());
+            }
+            if let Some(q) = &z.queue {
+                old_queues.insert(&z.name, q.clone());
+            }
             for o in &z.pool.origins {
                 old_states.insert((z.name.to_string(), o.addr), o.clone());
             }
@@ -197,6 +210,37 @@ pub fn compile(
             Some(Compiled::IpList(set)) => Some(set.clone()),
             _ => None,
         };
+        // Early drop first: the deny list, then automatic DDoS mitigation (which counts every
+        // request the deny list lets through).
+        match z.ip_deny.as_ref().map(|n| (n, artifacts.get(n).map(|l| &l.compiled))) {
+            None => {}
+            Some((_, Some(Compiled::IpList(set)))) => {
+                slot("ip_lists", Box::new(crate::modules::IpLists(set.clone())), crate::kill::Switch::IpLists)
+            }
+            Some((n, _)) => problems.push(Problem {
+                path: format!("zones[{zi}].ip_deny"),
+                message: format!("`{n}` is not a loaded ip_list"),
+            }),
+        }
+        let ddos = z.ddos.enabled.then(|| {
+            let d = old_ddos
+                .get(z.name.as_str())
+                .cloned()
+                .unwrap_or_else(|| Arc::new(crate::ddos::Detector::new(&z.ddos, workers, metrics.zone(&z.name))));
+            d.configure(&z.ddos);
+            d
+        });
+        if let Some(d) = &ddos {
+            slot("ddos", Box::new(crate::ddos::DdosModule(d.clone())), crate::kill::Switch::Ddos);
+        }
+        let queue = z.concurrency.as_ref().map(|c| {
+            let q = old_queues
+                .get(z.name.as_str())
+                .cloned()
+                .unwrap_or_else(|| Arc::new(crate::fairq::FairQueue::new(c, metrics.zone(&z.name))));
+            q.configure(c);
+            q
+        });
         if !vz.rate_limits.is_empty() {
             let mut limits = Vec::with_capacity(vz.rate_limits.len());
             for (li, (cfg, valid)) in z.rate_limits.iter().zip(&vz.rate_limits).enumerate() {
@@ -226,16 +270,6 @@ pub fn compile(
                 rules.push(crate::modules::FirewallRule { expr, action: rule.action, matches });
             }
             slot("firewall", Box::new(crate::modules::Firewall { rules }), crate::kill::Switch::Firewall);
-        }
-        match z.ip_deny.as_ref().map(|n| (n, artifacts.get(n).map(|l| &l.compiled))) {
-            None => {}
-            Some((_, Some(Compiled::IpList(set)))) => {
-                slot("ip_lists", Box::new(crate::modules::IpLists(set.clone())), crate::kill::Switch::IpLists)
-            }
-            Some((n, _)) => problems.push(Problem {
-                path: format!("zones[{zi}].ip_deny"),
-                message: format!("`{n}` is not a loaded ip_list"),
-            }),
         }
         let modules: Arc<[crate::modules::Slot]> = slots.into();
 
@@ -268,6 +302,8 @@ pub fn compile(
                 health_host: health_host.clone(),
                 cert: cert.clone(),
                 modules: modules.clone(),
+                ddos: ddos.clone(),
+                queue: queue.clone(),
                 // Its own values per copy: a request clones them, and a value's reference
                 // count shared by every worker would pass its line between the cores.
                 via: Via::new(&config.doc.node.name),

@@ -39,6 +39,9 @@ pub struct Origin {
     /// Added before every answer (`palisade origin --delay-ms`): a slow website, for tests of
     /// latency gates.
     delay: std::sync::atomic::AtomicU64,
+    /// At most this many requests are handled at once (`palisade origin --workers`), the rest
+    /// wait: a site with a bounded capacity, as a thread-pool server is.
+    workers: std::sync::OnceLock<tokio::sync::Semaphore>,
     page: Bytes,
     kib: Bytes,
     kib100: Bytes,
@@ -57,6 +60,7 @@ impl Origin {
             connections: AtomicU64::new(0),
             failing_health: AtomicBool::new(false),
             delay: std::sync::atomic::AtomicU64::new(0),
+            workers: std::sync::OnceLock::new(),
             page: Bytes::from(page),
             kib: Bytes::from(vec![b'x'; 1024]),
             kib100: Bytes::from(vec![b'x'; 100 * 1024]),
@@ -78,6 +82,10 @@ fn query_u64(q: Option<&str>, key: &str) -> Option<u64> {
 
 async fn handle(origin: Arc<Origin>, mut req: Request<Incoming>) -> Response<Body> {
     origin.requests.fetch_add(1, Ordering::Relaxed);
+    let _worker = match origin.workers.get() {
+        Some(w) => w.acquire().await.ok(),
+        None => None,
+    };
     let delay = origin.delay.load(Ordering::Relaxed);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -273,6 +281,13 @@ impl Origin {
     /// Every answer waits this long first.
     pub fn set_delay(&self, ms: u64) {
         self.delay.store(ms, Ordering::Relaxed);
+    }
+
+    /// At most `n` requests are handled at once (set once; 0: no bound).
+    pub fn set_workers(&self, n: usize) {
+        if n > 0 {
+            let _ = self.workers.set(tokio::sync::Semaphore::new(n));
+        }
     }
 }
 

@@ -1,0 +1,459 @@
+//! Automatic L7 DDoS mitigation (`[zones.ddos]`, on by default).
+//!
+//! On the request path the `ddos` module only counts: each worker adds the request to its own
+//! one-second window (a total and two Space-Saving top-k tables, of request fingerprints and of
+//! client sources), then checks the mitigations in force (one atomic load when there are none).
+//! A request fingerprint is a hash of the method, the path's shape (runs of digits folded), the
+//! header names in order, the user agent and the HTTP version: a flood made by one tool looks the
+//! same however many addresses it comes from.
+//!
+//! Once a second, off the request path ([`run`]), the node merges the workers' windows per zone.
+//! Outside a surge the rate teaches the baseline (an exponential moving average). A surge is a
+//! rate of at least `min_rps` and `surge_factor` times the baseline; in a surge, a fingerprint or
+//! a source that makes up `concentration_percent` of the second's requests gets a mitigation:
+//! its requests are refused (`block`: 429 with `Retry-After`), held to `rate_limit_rps` per
+//! source (`rate_limit`), or only counted (`log`). A mitigation stays while its traffic still
+//! surges and ends `hold_s` after that stops. The node's admin API lists them (`GET /ddos`) and
+//! `/metrics` counts them; the `ddos` kill switch turns the module off.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arc_swap::ArcSwap;
+use palisade_config::{Ddos, DdosAction};
+use serde::Serialize;
+
+use crate::metrics::ZoneStats;
+use crate::modules::{Module, ModuleError, RequestView, Verdict};
+
+/// Entries in each worker's top-k tables.
+const TOP_K: usize = 16;
+/// How fast the baseline follows the rate outside a surge: per second, after learning.
+const BASELINE_ALPHA: f64 = 1.0 / 120.0;
+
+/// Space-Saving heavy hitters: a key not in a full table replaces the smallest entry and
+/// inherits its count (an overestimate by at most that count).
+#[derive(Debug, Default, Clone)]
+struct TopK {
+    entries: Vec<(u64, u64)>,
+}
+
+impl TopK {
+    fn add(&mut self, key: u64) {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.0 == key) {
+            e.1 += 1;
+        } else if self.entries.len() < TOP_K {
+            self.entries.push((key, 1));
+        } else if let Some(min) = self.entries.iter_mut().min_by_key(|e| e.1) {
+            *min = (key, min.1 + 1);
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    total: u64,
+    fingerprints: TopK,
+    sources: TopK,
+}
+
+/// What a mitigation matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    Fingerprint(u64),
+    Source(u64),
+}
+
+pub struct Mitigation {
+    pub target: Target,
+    pub action: DdosAction,
+    started_ms: u64,
+    /// The last second in which its traffic still surged.
+    last_surge_ms: AtomicU64,
+    /// A readable account of the first request it matched (method, path, user agent...).
+    sample: OnceLock<String>,
+    pub refused: AtomicU64,
+    pub matched: AtomicU64,
+}
+
+/// The state of one zone's detector; kept across reloads (lent by zone name).
+pub struct Detector {
+    settings: Mutex<Ddos>,
+    windows: Box<[Mutex<Window>]>,
+    tick: Mutex<TickState>,
+    active: ArcSwap<Vec<Arc<Mitigation>>>,
+    limiter: ArcSwap<crate::ratelimit::Limit>,
+    stats: Arc<ZoneStats>,
+}
+
+struct TickState {
+    /// Seconds analysed so far: the first `learn_s` only teach the baseline (their mean).
+    seconds: u64,
+    last_ms: u64,
+    baseline: f64,
+}
+
+/// A client source: an IPv4 address, or the /64 of an IPv6 address.
+pub fn source_key(ip: IpAddr) -> u64 {
+    match ip {
+        IpAddr::V4(v4) => u64::from(u32::from(v4)),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => u64::from(u32::from(v4)),
+            None => (u128::from(v6) >> 64) as u64 | (1 << 63),
+        },
+    }
+}
+
+fn source_text(key: u64) -> String {
+    if key >> 32 == 0 {
+        std::net::Ipv4Addr::from(key as u32).to_string()
+    } else {
+        let v6 = std::net::Ipv6Addr::from(u128::from(key & !(1 << 63)) << 64);
+        format!("{v6}/64")
+    }
+}
+
+/// A stable 64-bit FNV-1a hasher: fingerprints mean the same on every node and after a restart.
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// The request's fingerprint (see the module docs).
+pub fn fingerprint(req: &RequestView<'_>) -> u64 {
+    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    req.method.as_str().hash(&mut h);
+    let mut digits = false;
+    for b in req.uri.path().bytes() {
+        let d = b.is_ascii_digit();
+        if !(d && digits) {
+            h.write_u8(if d { b'0' } else { b });
+        }
+        digits = d;
+    }
+    h.write_u8(0);
+    req.headers.names(&mut |n: &[u8]| {
+        for b in n {
+            h.write_u8(b.to_ascii_lowercase());
+        }
+        h.write_u8(b',');
+    });
+    req.headers.header("user-agent").hash(&mut h);
+    (req.version == hyper::Version::HTTP_2).hash(&mut h);
+    (req.version == hyper::Version::HTTP_10).hash(&mut h);
+    h.finish()
+}
+
+fn describe(req: &RequestView<'_>) -> String {
+    let mut names = String::new();
+    req.headers.names(&mut |n: &[u8]| {
+        if names.len() < 256 {
+            if !names.is_empty() {
+                names.push(',');
+            }
+            names.push_str(&String::from_utf8_lossy(n).to_ascii_lowercase());
+        }
+    });
+    let ua = req.headers.header("user-agent").map(String::from_utf8_lossy).unwrap_or_default();
+    let path: String = req.uri.path().chars().take(128).collect();
+    let ua: String = ua.chars().take(128).collect();
+    format!("{} {} {:?} ua={ua:?} headers={names}", req.method, path, req.version)
+}
+
+fn rate_limiter(rps: u64) -> crate::ratelimit::Limit {
+    let cfg = palisade_config::RateLimit {
+        name: "ddos".into(),
+        expression: None,
+        characteristics: vec!["ip.src".into()],
+        period_s: 1,
+        requests: rps.max(1),
+        action: palisade_config::LimitAction::Block,
+        mitigation_timeout_s: 0,
+    };
+    let valid = palisade_config::ValidRateLimit {
+        expression: None,
+        characteristics: vec![palisade_config::Characteristic::Ip { v4_prefix: 32, v6_prefix: 64 }],
+    };
+    crate::ratelimit::Limit::new(&cfg, &valid, None, Arc::default())
+}
+
+impl Detector {
+    pub fn new(settings: &Ddos, workers: usize, stats: Arc<ZoneStats>) -> Self {
+        let now = crate::pool::now_ms();
+        Self {
+            limiter: ArcSwap::from_pointee(rate_limiter(settings.rate_limit_rps)),
+            settings: Mutex::new(settings.clone()),
+            windows: (0..workers.max(1)).map(|_| Mutex::new(Window::default())).collect(),
+            tick: Mutex::new(TickState { seconds: 0, last_ms: now, baseline: 0.0 }),
+            active: ArcSwap::from_pointee(Vec::new()),
+            stats,
+        }
+    }
+
+    /// New settings for a detector in use (a reload); what it learned stays.
+    pub fn configure(&self, settings: &Ddos) {
+        let mut s = crate::lock(&self.settings);
+        if s.rate_limit_rps != settings.rate_limit_rps {
+            self.limiter.store(Arc::new(rate_limiter(settings.rate_limit_rps)));
+        }
+        *s = settings.clone();
+    }
+
+    fn observe(&self, req: &RequestView<'_>) -> Verdict {
+        let fp = fingerprint(req);
+        let source = source_key(req.client_ip);
+        let w = crate::server::worker_index() % self.windows.len().max(1);
+        if let Some(window) = self.windows.get(w) {
+            let mut window = crate::lock(window);
+            window.total += 1;
+            window.fingerprints.add(fp);
+            window.sources.add(source);
+        }
+        let active = self.active.load();
+        for m in active.iter() {
+            let hit = match m.target {
+                Target::Fingerprint(f) => f == fp,
+                Target::Source(s) => s == source,
+            };
+            if !hit {
+                continue;
+            }
+            m.matched.fetch_add(1, Ordering::Relaxed);
+            if m.sample.get().is_none() {
+                let _ = m.sample.set(describe(req));
+            }
+            let refuse = match m.action {
+                DdosAction::Log => None,
+                DdosAction::Block => Some(1),
+                DdosAction::RateLimit => {
+                    let key = source ^ fp.rotate_left(17);
+                    match self.limiter.load().check_key(key, crate::ratelimit::now_ns()) {
+                        crate::ratelimit::Check::Pass => None,
+                        crate::ratelimit::Check::Limited(s) => Some(s),
+                    }
+                }
+            };
+            if let Some(retry_after) = refuse {
+                m.refused.fetch_add(1, Ordering::Relaxed);
+                self.stats.ddos_refused.fetch_add(1, Ordering::Relaxed);
+                return Verdict::TooMany(retry_after);
+            }
+        }
+        Verdict::Continue
+    }
+
+    /// One second's analysis (see the module docs). `now_ms` on [`crate::pool::now_ms`]'s clock.
+    pub fn tick(&self, zone: &str, now_ms: u64) {
+        let settings = crate::lock(&self.settings).clone();
+        let mut t = crate::lock(&self.tick);
+        // A rate over a sliver of a second says little: wait for a real second.
+        if now_ms.saturating_sub(t.last_ms) < 500 {
+            return;
+        }
+        let mut total = 0u64;
+        let mut fps: HashMap<u64, u64> = HashMap::new();
+        let mut sources: HashMap<u64, u64> = HashMap::new();
+        for w in self.windows.iter() {
+            let window = std::mem::take(&mut *crate::lock(w));
+            total += window.total;
+            for (k, n) in window.fingerprints.entries {
+                *fps.entry(k).or_default() += n;
+            }
+            for (k, n) in window.sources.entries {
+                *sources.entry(k).or_default() += n;
+            }
+        }
+        let elapsed = now_ms.saturating_sub(t.last_ms).max(1);
+        t.last_ms = now_ms;
+        let rate = total as f64 * 1000.0 / elapsed as f64;
+        let learning = t.seconds < settings.learn_s;
+        t.seconds += 1;
+        let threshold = (t.baseline * settings.surge_factor_tenths as f64 / 10.0).max(settings.min_rps as f64);
+        let surging = !learning && settings.enabled && rate >= threshold;
+        // The share of a second's requests that makes a fingerprint or a source "the" attack.
+        let share = |n: u64| n.saturating_mul(100) >= total.saturating_mul(settings.concentration_percent);
+        let active = self.active.load_full();
+        let mut next: Vec<Arc<Mitigation>> = Vec::with_capacity(active.len() + 2);
+        let count_of = |target: Target| match target {
+            Target::Fingerprint(f) => fps.get(&f).copied().unwrap_or(0),
+            Target::Source(s) => sources.get(&s).copied().unwrap_or(0),
+        };
+        let hold_ms = settings.hold_s.saturating_mul(1000);
+        for m in active.iter() {
+            // Still surging: its own traffic alone is over the concentration share of the threshold.
+            let n = count_of(m.target) as f64 * 1000.0 / elapsed as f64;
+            if n * 100.0 >= threshold * settings.concentration_percent as f64 {
+                m.last_surge_ms.store(now_ms, Ordering::Relaxed);
+            }
+            if now_ms.saturating_sub(m.last_surge_ms.load(Ordering::Relaxed)) <= hold_ms && settings.enabled {
+                next.push(m.clone());
+            } else {
+                tracing::info!(zone, target = %target_text(m.target), refused = m.refused.load(Ordering::Relaxed),
+                    "automatic DDoS mitigation ended");
+            }
+        }
+        let mut started = false;
+        if surging {
+            let top = |m: &HashMap<u64, u64>| m.iter().max_by_key(|(_, n)| **n).map(|(k, n)| (*k, *n));
+            let candidates = [
+                top(&fps).map(|(k, n)| (Target::Fingerprint(k), n)),
+                top(&sources).map(|(k, n)| (Target::Source(k), n)),
+            ];
+            for (target, n) in candidates.into_iter().flatten() {
+                if !share(n) || next.iter().any(|m| m.target == target) {
+                    continue;
+                }
+                started = true;
+                self.stats.ddos_mitigations.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(zone, target = %target_text(target), rps = rate as u64, baseline = t.baseline as u64,
+                    share_percent = n * 100 / total.max(1), action = ?settings.action,
+                    "automatic DDoS mitigation started");
+                next.push(Arc::new(Mitigation {
+                    target,
+                    action: settings.action,
+                    started_ms: now_ms,
+                    last_surge_ms: AtomicU64::new(now_ms),
+                    sample: OnceLock::new(),
+                    refused: AtomicU64::new(0),
+                    matched: AtomicU64::new(0),
+                }));
+            }
+        }
+        // The baseline learns from seconds that started no mitigation (a diffuse flash crowd
+        // moves it, slowly; an attack does not).
+        if !started && next.is_empty() {
+            let alpha = if learning { 1.0 / t.seconds as f64 } else { BASELINE_ALPHA };
+            t.baseline += (rate - t.baseline) * alpha;
+        }
+        self.stats.ddos_rps.store(rate as u64, Ordering::Relaxed);
+        self.stats.ddos_baseline_rps.store(t.baseline as u64, Ordering::Relaxed);
+        self.stats.ddos_active.store(next.len() as u64, Ordering::Relaxed);
+        if next.len() != active.len() || started {
+            self.active.store(Arc::new(next));
+        }
+    }
+
+    /// What the admin API shows.
+    pub fn report(&self, zone: &str, now_ms: u64) -> ZoneReport {
+        let s = crate::lock(&self.settings).clone();
+        let t = crate::lock(&self.tick);
+        let hold_ms = s.hold_s.saturating_mul(1000);
+        ZoneReport {
+            zone: zone.to_string(),
+            enabled: s.enabled,
+            learning: t.seconds < s.learn_s,
+            rps: self.stats.ddos_rps.load(Ordering::Relaxed),
+            baseline_rps: t.baseline as u64,
+            mitigations: self
+                .active
+                .load()
+                .iter()
+                .map(|m| MitigationReport {
+                    kind: match m.target {
+                        Target::Fingerprint(_) => "fingerprint",
+                        Target::Source(_) => "source",
+                    },
+                    target: target_text(m.target),
+                    action: m.action,
+                    sample: m.sample.get().cloned(),
+                    age_s: now_ms.saturating_sub(m.started_ms) / 1000,
+                    ends_in_s: (m.last_surge_ms.load(Ordering::Relaxed) + hold_ms)
+                        .saturating_sub(now_ms)
+                        .div_ceil(1000),
+                    matched: m.matched.load(Ordering::Relaxed),
+                    refused: m.refused.load(Ordering::Relaxed),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn target_text(t: Target) -> String {
+    match t {
+        Target::Fingerprint(f) => format!("{f:016x}"),
+        Target::Source(s) => source_text(s),
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ZoneReport {
+    pub zone: String,
+    pub enabled: bool,
+    pub learning: bool,
+    pub rps: u64,
+    pub baseline_rps: u64,
+    pub mitigations: Vec<MitigationReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MitigationReport {
+    pub kind: &'static str,
+    pub target: String,
+    pub action: DdosAction,
+    pub sample: Option<String>,
+    pub age_s: u64,
+    pub ends_in_s: u64,
+    pub matched: u64,
+    pub refused: u64,
+}
+
+/// The `ddos` module of a zone: counts, and applies the mitigations in force.
+pub struct DdosModule(pub Arc<Detector>);
+
+impl Module for DdosModule {
+    fn on_request(&self, req: &RequestView<'_>) -> Result<Verdict, ModuleError> {
+        Ok(self.0.observe(req))
+    }
+}
+
+/// Once a second: every zone's detector of the active snapshot. Runs for the node's life.
+pub async fn run(shared: Arc<crate::server::EdgeShared>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let snap = shared.snapshot.load_full();
+        let now = crate::pool::now_ms();
+        for z in &snap.zones {
+            if let Some(d) = &z.ddos {
+                d.tick(&z.name, now);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn space_saving_keeps_the_heavy_hitter() {
+        let mut t = TopK::default();
+        for i in 0..10_000u64 {
+            t.add(if i % 2 == 0 { 7 } else { 1000 + i });
+        }
+        let top = t.entries.iter().max_by_key(|e| e.1).copied();
+        assert_eq!(top.map(|e| e.0), Some(7));
+        assert!(top.is_some_and(|e| e.1 >= 5_000));
+        assert!(t.entries.len() <= TOP_K);
+    }
+
+    #[test]
+    fn sources_print_as_addresses() {
+        assert_eq!(source_text(source_key(IpAddr::from([127, 0, 0, 9]))), "127.0.0.9");
+        let v6: IpAddr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
+        assert_eq!(source_text(source_key(v6)), "2001:db8:1:2::/64");
+    }
+}
