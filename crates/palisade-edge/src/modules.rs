@@ -31,8 +31,9 @@ pub struct RequestView<'a> {
     pub method: &'a hyper::Method,
     pub uri: &'a hyper::Uri,
     pub version: hyper::Version,
-    /// The host the request is routed by (lowercase, no port).
-    pub host: &'a str,
+    /// The Host (or :authority) as sent; [`RequestView::host`] normalises it when a rule asks.
+    pub raw_host: Option<&'a hyper::header::HeaderValue>,
+    pub host: std::cell::OnceCell<std::borrow::Cow<'a, str>>,
     pub tls: bool,
     pub headers: &'a dyn Headers,
 }
@@ -61,8 +62,10 @@ impl palisade_config::rules::Request for RequestView<'_> {
             _ => "HTTP/1.1",
         }
     }
+    /// The host the request is routed by (lowercase, no port), worked out on first use.
     fn host(&self) -> &str {
         self.host
+            .get_or_init(|| crate::snapshot::normalize_host(self.raw_host.and_then(|v| v.to_str().ok()).unwrap_or("")))
     }
     fn ip(&self) -> IpAddr {
         self.client_ip

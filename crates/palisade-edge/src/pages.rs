@@ -36,20 +36,37 @@ fn reason(status: StatusCode) -> (&'static str, &'static str) {
 /// connection cannot be trusted).
 pub fn error_page(status: StatusCode, request_id: &str, close: bool) -> Response<EdgeBody> {
     let (title, text) = reason(status);
-    let code = status.as_u16();
-    let html = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
-<title>{code} {title}</title><style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}}\
-code{{background:#f3f3f3;padding:.1rem .3rem}}</style></head>\n<body><h1>{code} {title}</h1><p>{text}</p>\
-<p>Request ID: <code>{request_id}</code></p><hr><p><small>palisade</small></p></body></html>\n"
-    );
+    let code = status.as_str();
+    // Put together piece by piece (no formatting machinery): refusals under a flood are many.
+    const HEAD: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>";
+    const STYLE: &str = "</title><style>body{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}\
+code{background:#f3f3f3;padding:.1rem .3rem}</style></head>\n<body><h1>";
+    const TAIL: &str = "</code></p><hr><p><small>palisade</small></p></body></html>\n";
+    let mut html = String::with_capacity(HEAD.len() + STYLE.len() + TAIL.len() + 2 * title.len() + text.len() + 64);
+    for part in [
+        HEAD,
+        code,
+        " ",
+        title,
+        STYLE,
+        code,
+        " ",
+        title,
+        "</h1><p>",
+        text,
+        "</p><p>Request ID: <code>",
+        request_id,
+        TAIL,
+    ] {
+        html.push_str(part);
+    }
     let mut resp = Response::new(EdgeBody::full(html));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Ok(v) = HeaderValue::from_str(request_id) {
-        h.insert("x-request-id", v);
+        h.insert(hyper::header::HeaderName::from_static("x-request-id"), v);
     }
     if close {
         h.insert(CONNECTION, HeaderValue::from_static("close"));

@@ -205,14 +205,13 @@ fn run_modules(
     degraded: &mut bool,
     request_id: &str,
 ) -> Option<Response<EdgeBody>> {
-    let raw_host = head.host.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
-    let host = normalize_host(raw_host);
     let view = crate::modules::RequestView {
         client_ip: ctx.peer.ip(),
         method: &head.parts.method,
         uri: &head.parts.uri,
         version: head.parts.version,
-        host: &host,
+        raw_host: head.host.as_ref(),
+        host: std::cell::OnceCell::new(),
         tls: ctx.tls,
         headers: head,
     };
