@@ -9,7 +9,7 @@
 #   (a) flood: one address, 200 connections, as fast as answers come
 #   (b) flood: 250 addresses, 2000 connections, 8 requests/s per address (under every per-address limit)
 #   (c) slowloris: 250 addresses, 1000 connections that never finish a request head
-# Per run: legitimate success (2xx within 5 s) and p99 latency during the attack, when the attack
+# Per run: legitimate success (2xx within 5 s of being due) and p99 latency (of those) during the attack, when the attack
 # stopped being served (mitigated_after_s), and the proxy's CPU (user + system, the whole run)
 # per refused attack request (an error answer, or a connection closed without one). Each run's
 # JSON is kept in target/shield/PROXY-ATTACK.json.

@@ -4,7 +4,8 @@
 //!
 //! - Legitimate clients: `--legit` of them, client `i` on `127.1.x.y`, one request a second on a
 //!   kept-alive connection with browser-like headers. Latency is measured from when the request
-//!   was due (a stalled client does not hide the wait), a request over `--timeout-ms` fails.
+//!   was due (a stalled client does not hide the wait); a request answered with a non-2xx, or
+//!   more than `--timeout-ms` after it was due, fails.
 //! - The attack starts after `--warmup-s` (legitimate traffic only) and lasts `--duration-s`:
 //!   `flood`: `--attack-conns` kept-alive connections spread over `--attack-ips` addresses
 //!   (`127.2.x.y`), each sending as fast as answers come, or `--attack-rate-per-ip` requests a
@@ -177,6 +178,11 @@ async fn legit_client(i: u32, args: Arc<Args>, start: Instant, end: Instant, att
             conn = None;
         }
         let latency = due.elapsed().as_secs_f64() * 1000.0;
+        // Served, but more than the timeout after it was due (behind a backlog): a failure too.
+        let result = match result {
+            Ok(()) if latency > args.timeout_ms as f64 => Err("late"),
+            r => r,
+        };
         if latency > 200.0 || result.is_err() {
             // On stderr, for a look at when and why (the summary is on stdout).
             eprintln!(

@@ -241,11 +241,14 @@ impl Detector {
         if !any_active {
             return Verdict::Continue;
         }
-        let (fp, source) = fp_source.unwrap_or_else(|| (fingerprint(req), source_key(req.client_ip)));
+        // Sources are matched first (they are kept first): a flood from a mitigated address is
+        // refused without hashing its fingerprint.
+        let source = source_key(req.client_ip);
+        let mut fp = fp_source.map(|(f, _)| f);
         let active = self.active.load();
         for m in active.iter() {
             let hit = match m.target {
-                Target::Fingerprint(f) => f == fp,
+                Target::Fingerprint(f) => *fp.get_or_insert_with(|| fingerprint(req)) == f,
                 Target::Source(s) => s == source,
             };
             if !hit {
@@ -259,7 +262,7 @@ impl Detector {
                 DdosAction::Log => None,
                 DdosAction::Block => Some(1),
                 DdosAction::RateLimit => {
-                    let key = source ^ fp.rotate_left(17);
+                    let key = source ^ fp.get_or_insert_with(|| fingerprint(req)).rotate_left(17);
                     match self.limiter.load().check_key(key, crate::ratelimit::now_ns()) {
                         crate::ratelimit::Check::Pass => None,
                         crate::ratelimit::Check::Limited(s) => Some(s),
@@ -363,6 +366,7 @@ impl Detector {
         self.stats.ddos_baseline_rps.store(t.baseline as u64, Ordering::Relaxed);
         self.stats.ddos_active.store(next.len() as u64, Ordering::Relaxed);
         if next.len() != active.len() || started {
+            next.sort_by_key(|m| matches!(m.target, Target::Fingerprint(_)));
             self.any_active.store(!next.is_empty(), Ordering::Relaxed);
             self.active.store(Arc::new(next));
         }
