@@ -301,3 +301,30 @@ async fn each_kill_switch_turns_off_its_module_and_nothing_else() {
     let m = e.metrics().await;
     assert!(m.contains("palisade_rule_matches_total{zone=\"site\",rule=\"watch\"}"), "the log rule counted");
 }
+
+/// Accepting stays fair: many connections from one address (under its own limit) cannot take
+/// the node's last places. The last tenth of `max_connections` goes only to addresses holding
+/// fewer than the average, so a newcomer still gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_connection_places_are_kept_for_quiet_addresses() {
+    let origin = origin("accept-origin");
+    let e = edge(&format!(
+        "[limits]\nmax_connections = 20\nmax_connections_per_ip = 20\n{}",
+        zone_config(&["site.example"], &[origin.addr], "")
+    ));
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..20 {
+        let mut s = connect_from("127.0.0.8", e.http()).await.unwrap();
+        match ask(&mut s, "site.example", "/", "hog/1.0").await {
+            Some(200) => held.push(s),
+            _ => refused += 1,
+        }
+    }
+    // 18 of 20 places: at 18 the address holds the average (18 / 1 address) and is refused.
+    assert_eq!((held.len(), refused), (18, 2));
+    let mut newcomer = connect_from("127.0.0.9", e.http()).await.unwrap();
+    assert_eq!(ask(&mut newcomer, "site.example", "/", "browser/1.0").await, Some(200));
+    assert_eq!(e.metric("palisade_connections_rejected_total{reason=\"fair_share\"}").await, Some(2.0));
+    drop(held);
+}

@@ -156,6 +156,8 @@ pub struct Metrics {
     pub connections_active: AtomicU64,
     pub connections_rejected_total_limit: AtomicU64,
     pub connections_rejected_ip_limit: AtomicU64,
+    /// Refused in the last tenth of `max_connections`: the address held its share or more.
+    pub connections_rejected_fair_share: AtomicU64,
     pub tls_handshake_failures: AtomicU64,
     pub guard_rejections: [AtomicU64; Rejection::ALL.len()],
     pub unknown_host: AtomicU64,
@@ -452,11 +454,13 @@ impl Metrics {
              # HELP palisade_connections_total Client connections accepted.\n# TYPE palisade_connections_total counter\npalisade_connections_total {}\n\
              # HELP palisade_connections_rejected_total Connections closed at accept by a limit.\n# TYPE palisade_connections_rejected_total counter\n\
              palisade_connections_rejected_total{{reason=\"max_connections\"}} {}\npalisade_connections_rejected_total{{reason=\"max_connections_per_ip\"}} {}\n\
+             palisade_connections_rejected_total{{reason=\"fair_share\"}} {}\n\
              # HELP palisade_tls_handshake_failures_total Failed or timed-out TLS handshakes.\n# TYPE palisade_tls_handshake_failures_total counter\npalisade_tls_handshake_failures_total {}\n",
             ld(&self.connections_active),
             ld(&self.connections_total),
             ld(&self.connections_rejected_total_limit),
             ld(&self.connections_rejected_ip_limit),
+            ld(&self.connections_rejected_fair_share),
             ld(&self.tls_handshake_failures),
         );
         o.push_str("# HELP palisade_guard_rejections_total Request heads refused by the connection guard.\n# TYPE palisade_guard_rejections_total counter\n");

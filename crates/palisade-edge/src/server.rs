@@ -255,10 +255,22 @@ impl EdgeShared {
         }
         {
             let mut map = crate::lock(&self.per_ip);
+            let addresses = map.len() as u64;
             let n = map.entry(ip).or_insert(0);
             if u64::from(*n) >= max_ip {
                 self.metrics.connections_rejected_ip_limit.fetch_add(1, Ordering::Relaxed);
                 return Err("max_connections_per_ip");
+            }
+            // The last tenth of the node's connections is kept for addresses holding fewer than
+            // the average: many connections from a few addresses (each under its own limit)
+            // cannot take the last places from everyone else. A new address always gets in
+            // while there is room.
+            let active = self.active.load(Ordering::Relaxed) as u64;
+            if active.saturating_mul(10) >= max_total.saturating_mul(9)
+                && u64::from(*n) >= (active / addresses.max(1)).max(1)
+            {
+                self.metrics.connections_rejected_fair_share.fetch_add(1, Ordering::Relaxed);
+                return Err("fair_share");
             }
             *n += 1;
         }
