@@ -262,8 +262,9 @@ impl Detector {
                 DdosAction::Log => None,
                 DdosAction::Block => Some(1),
                 DdosAction::RateLimit => {
-                    let key = source ^ fp.get_or_insert_with(|| fingerprint(req)).rotate_left(17);
-                    match self.limiter.load().check_key(key, crate::ratelimit::now_ns()) {
+                    let limiter = self.limiter.load();
+                    let key = limiter.keyed(source ^ fp.get_or_insert_with(|| fingerprint(req)).rotate_left(17));
+                    match limiter.check_key(key, crate::ratelimit::now_ns()) {
                         crate::ratelimit::Check::Pass => None,
                         crate::ratelimit::Check::Limited(s) => Some(s),
                     }

@@ -21,6 +21,29 @@ use crate::modules::{Module, ModuleError, RequestView, Verdict};
 
 const SHARDS: usize = 16;
 
+/// The shards' hasher: keys are already hashes under a per-process random key
+/// ([`Limit::key`]), as uniform as any second hash would make them, so the map uses them as
+/// they are instead of hashing them again.
+#[derive(Default, Clone, Copy)]
+struct KeyIsHash(u64);
+
+impl Hasher for KeyIsHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed here; anything else still spreads.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Shard = HashMap<u64, State, std::hash::BuildHasherDefault<KeyIsHash>>;
+
 #[derive(Debug, Clone, Copy)]
 struct State {
     /// Theoretical arrival time, ns on the node's clock.
@@ -48,7 +71,7 @@ pub struct Limit {
     mitigation: u64,
     action: LimitAction,
     shard_cap: usize,
-    shards: Vec<Mutex<HashMap<u64, State>>>,
+    shards: Vec<Mutex<Shard>>,
     hasher: std::collections::hash_map::RandomState,
     pub stats: Arc<LimitStats>,
 }
@@ -115,7 +138,7 @@ impl Limit {
             mitigation: cfg.mitigation_timeout_s.saturating_mul(1_000_000_000),
             action: cfg.action,
             shard_cap: (palisade_config::limits::MAX_RATE_LIMIT_KEYS / SHARDS).max(1),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: std::collections::hash_map::RandomState::new(),
             stats,
         }
@@ -137,10 +160,18 @@ impl Limit {
         h.finish()
     }
 
-    /// GCRA for `key` at `now` (ns).
+    /// `raw` hashed under this limit's per-process random key, fit for [`Limit::check_key`]:
+    /// keys an attacker chooses must not pick their own buckets.
+    pub fn keyed(&self, raw: u64) -> u64 {
+        self.hasher.hash_one(raw)
+    }
+
+    /// GCRA for `key` at `now` (ns). `key` must come from [`Limit::key`] or [`Limit::keyed`].
     pub fn check_key(&self, key: u64, now: u64) -> Check {
         // There are always SHARDS shards: the index is in range.
-        let Some(shard) = self.shards.get(key as usize % SHARDS) else { return Check::Pass };
+        // The shard from middle bits: the low ones pick the bucket in the shard's map, the top
+        // ones its tag.
+        let Some(shard) = self.shards.get((key >> 32) as usize % SHARDS) else { return Check::Pass };
         let mut map = lock(shard);
         if !map.contains_key(&key) && map.len() >= self.shard_cap {
             self.evict(&mut map, now);
@@ -170,7 +201,7 @@ impl Limit {
     /// Makes room in a full shard: idle keys first (their allowance is whole again); if that
     /// frees less than an eighth, an eighth more, in the map's order (random per process). One
     /// pass frees room for many inserts, so a flood of new keys costs O(1) each, amortised.
-    fn evict(&self, map: &mut HashMap<u64, State>, now: u64) {
+    fn evict(&self, map: &mut Shard, now: u64) {
         let before = map.len();
         map.retain(|_, s| s.tat > now || s.blocked_until > now);
         let room = self.shard_cap / 8 + 1;
@@ -278,7 +309,7 @@ mod tests {
         let l = limit(5, 60, 0);
         let cap = palisade_config::limits::MAX_RATE_LIMIT_KEYS as u64;
         for k in 0..(cap * 3) {
-            l.check_key(k, 5 * S);
+            l.check_key(l.keyed(k), 5 * S);
         }
         let held: usize = l.shards.iter().map(|s| lock(s).len()).sum();
         assert!(held as u64 <= cap, "{held} keys held; cap {cap}");
