@@ -328,3 +328,26 @@ async fn the_last_connection_places_are_kept_for_quiet_addresses() {
     assert_eq!(e.metric("palisade_connections_rejected_total{reason=\"fair_share\"}").await, Some(2.0));
     drop(held);
 }
+
+/// A rate limit counted per HTTP fingerprint: one tool's requests share a budget whatever their
+/// address (and whatever the digits in their path), another tool has its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_can_count_per_http_fingerprint() {
+    let origin = origin("fp-origin");
+    let e = edge(&zone_config(
+        &["site.example"],
+        &[origin.addr],
+        "[[zones.rate_limits]]\nname = \"per-tool\"\ncharacteristics = [\"http.fingerprint\"]\nperiod_s = 60\nrequests = 2\n",
+    ));
+    let mut statuses = Vec::new();
+    for (src, path, ua) in [
+        ("127.0.0.21", "/bytes/16", "tool-a/1.0"),
+        ("127.0.0.22", "/bytes/17", "tool-a/1.0"),
+        ("127.0.0.23", "/bytes/18", "tool-a/1.0"),
+        ("127.0.0.23", "/bytes/18", "tool-b/1.0"),
+    ] {
+        let mut s = connect_from(src, e.http()).await.unwrap();
+        statuses.push(ask(&mut s, "site.example", path, ua).await);
+    }
+    assert_eq!(statuses, [Some(200), Some(200), Some(429), Some(200)]);
+}

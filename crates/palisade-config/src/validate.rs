@@ -58,6 +58,9 @@ pub enum Characteristic {
     Cookie(String),
     Path,
     QueryKey(String),
+    /// The request's HTTP fingerprint: method, path shape, header names in order, user agent,
+    /// HTTP version (the one automatic DDoS mitigation uses).
+    HttpFingerprint,
 }
 
 /// A rate limit's characteristic as written -> parsed.
@@ -68,6 +71,7 @@ pub fn parse_characteristic(s: &str) -> Result<Characteristic, String> {
     match s {
         "ip.src" => Ok(Characteristic::Ip { v4_prefix: 32, v6_prefix: 128 }),
         "path" => Ok(Characteristic::Path),
+        "http.fingerprint" => Ok(Characteristic::HttpFingerprint),
         _ => {
             if let Some(len) = s.strip_prefix("ip.src/") {
                 let n: u8 = len.parse().map_err(|_| format!("`{}`: a prefix length is a number", clip(s)))?;
@@ -91,7 +95,10 @@ pub fn parse_characteristic(s: &str) -> Result<Characteristic, String> {
                     return Ok(make(n));
                 }
             }
-            Err(format!("`{}` is not one of ip.src, ip.src/N, header:NAME, cookie:NAME, path, query:KEY", clip(s)))
+            Err(format!(
+                "`{}` is not one of ip.src, ip.src/N, header:NAME, cookie:NAME, path, query:KEY, http.fingerprint",
+                clip(s)
+            ))
         }
     }
 }

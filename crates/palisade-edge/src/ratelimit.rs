@@ -155,6 +155,7 @@ impl Limit {
                 Characteristic::Cookie(n) => req.headers.header("cookie").and_then(|c| cookie(c, n)).hash(&mut h),
                 Characteristic::Path => req.uri.path().hash(&mut h),
                 Characteristic::QueryKey(k) => query_value(req.uri.query().unwrap_or(""), k).hash(&mut h),
+                Characteristic::HttpFingerprint => crate::ddos::fingerprint(req).hash(&mut h),
             }
         }
         h.finish()
