@@ -315,10 +315,17 @@ impl Detector {
         let mut next: Vec<Arc<Mitigation>> = Vec::with_capacity(active.len() + 2);
         let hold_ms = settings.hold_s.saturating_mul(1000);
         for m in active.iter() {
-            // Still surging: its own traffic alone is over the concentration share of the threshold.
+            // Still surging: its own traffic alone is over the concentration share of the
+            // threshold. Counted exactly when it matched, else estimated from the samples (a
+            // request refused by an earlier mitigation is not matched against the later ones).
             let matched = m.matched.load(Ordering::Relaxed);
             let since = matched.saturating_sub(m.matched_before.swap(matched, Ordering::Relaxed));
-            let n = since as f64 * 1000.0 / elapsed as f64;
+            let sampled_count = match m.target {
+                Target::Fingerprint(f) => fps.get(&f),
+                Target::Source(s) => sources.get(&s),
+            };
+            let estimated = sampled_count.copied().unwrap_or(0).saturating_mul(SAMPLE);
+            let n = since.max(estimated) as f64 * 1000.0 / elapsed as f64;
             if n * 100.0 >= threshold * settings.concentration_percent as f64 {
                 m.last_surge_ms.store(now_ms, Ordering::Relaxed);
             }
@@ -476,6 +483,56 @@ mod tests {
         assert_eq!(top.map(|e| e.0), Some(7));
         assert!(top.is_some_and(|e| e.1 >= 5_000));
         assert!(t.entries.len() <= TOP_K);
+    }
+
+    struct Plain;
+
+    impl crate::modules::Headers for Plain {
+        fn header<'a>(&'a self, _: &'a str) -> Option<&'a [u8]> {
+            None
+        }
+        fn names(&self, _: &mut dyn FnMut(&[u8])) {}
+    }
+
+    fn flood(d: &Detector, n: usize) -> usize {
+        let (method, uri) = (hyper::Method::GET, hyper::Uri::from_static("/item/7"));
+        let req = RequestView {
+            client_ip: IpAddr::from([127, 0, 0, 9]),
+            method: &method,
+            uri: &uri,
+            version: hyper::Version::HTTP_11,
+            raw_host: None,
+            host: std::cell::OnceCell::new(),
+            tls: false,
+            headers: &Plain,
+        };
+        (0..n).filter(|_| d.observe(&req) != Verdict::Continue).count()
+    }
+
+    #[test]
+    fn a_surge_is_mitigated_held_while_it_lasts_and_released_after() {
+        let settings = Ddos { min_rps: 10, learn_s: 0, hold_s: 2, ..Ddos::default() };
+        let d = Detector::new(&settings, 1, Arc::default());
+        let t0 = crate::pool::now_ms() + 1_000;
+        d.tick("z", t0);
+        assert_eq!(flood(&d, 400), 0, "nothing is refused before the analysis");
+        d.tick("z", t0 + 1_000);
+        // One address, one fingerprint: both are mitigated.
+        assert_eq!(d.report("z", t0 + 1_000).mitigations.len(), 2);
+        // The flood goes on past hold_s. The source mitigation refuses first; the fingerprint
+        // one, which sees none of it, is kept alive by the samples (not ended and restarted).
+        for s in 2..6 {
+            assert_eq!(flood(&d, 400), 400);
+            d.tick("z", t0 + s * 1_000);
+            assert_eq!(d.report("z", t0 + s * 1_000).mitigations.len(), 2);
+        }
+        assert_eq!(d.stats.ddos_mitigations.load(Ordering::Relaxed), 2, "no restart of a held mitigation");
+        // Quiet: held for hold_s, then gone.
+        d.tick("z", t0 + 6_000);
+        assert_eq!(d.report("z", t0 + 6_000).mitigations.len(), 2);
+        d.tick("z", t0 + 8_000);
+        assert!(d.report("z", t0 + 8_000).mitigations.is_empty());
+        assert_eq!(flood(&d, 10), 0);
     }
 
     #[test]
