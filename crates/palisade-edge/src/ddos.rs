@@ -127,24 +127,9 @@ fn source_text(key: u64) -> String {
     }
 }
 
-/// A stable 64-bit FNV-1a hasher: fingerprints mean the same on every node and after a restart.
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-
 /// The request's fingerprint (see the module docs).
 pub fn fingerprint(req: &RequestView<'_>) -> u64 {
-    let mut h = Fnv(0xcbf2_9ce4_8422_2325);
+    let mut h = crate::pool::StableHasher::default();
     req.method.as_str().hash(&mut h);
     let mut digits = false;
     for b in req.uri.path().bytes() {

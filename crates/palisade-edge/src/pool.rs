@@ -47,16 +47,38 @@ pub fn fast_random() -> u64 {
 /// Stable 64-bit hash (FNV-1a with a splitmix finaliser): the same key maps to the same origin on
 /// every node and across restarts.
 pub fn stable_hash(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+    let mut h = StableHasher::default();
+    std::hash::Hasher::write(&mut h, bytes);
+    std::hash::Hasher::finish(&h)
+}
+
+/// [`stable_hash`] as a streaming [`std::hash::Hasher`], for keys made of several parts (the DDoS
+/// detector's request fingerprints): the same on every node and after a restart.
+#[derive(Debug, Clone, Copy)]
+pub struct StableHasher(u64);
+
+impl Default for StableHasher {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
     }
-    h ^= h >> 30;
-    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h ^= h >> 27;
-    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
+}
+
+impl std::hash::Hasher for StableHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        let mut h = self.0;
+        h ^= h >> 30;
+        h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h ^= h >> 27;
+        h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+        h ^ (h >> 31)
+    }
 }
 
 /// Live state of one origin.
@@ -395,6 +417,17 @@ pub fn ms(v: u64) -> Duration {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn the_stable_hash_never_changes() {
+        // Consistent hashing maps clients by it on every node and across versions: a change
+        // would move every client to another origin on upgrade.
+        assert_eq!(stable_hash(b"user42"), 0x7243_fb2f_9498_7c17);
+        let mut h = StableHasher::default();
+        std::hash::Hasher::write(&mut h, b"user");
+        std::hash::Hasher::write(&mut h, b"42");
+        assert_eq!(std::hash::Hasher::finish(&h), stable_hash(b"user42"));
+    }
 
     fn pool(weights: &[u32], balance: Balance) -> Pool {
         let origins = weights
