@@ -65,7 +65,18 @@ pub mod range {
     pub const RATE_PERIOD_S: (u64, u64) = (1, 3600);
     pub const RATE_REQUESTS: (u64, u64) = (1, 1_000_000);
     pub const RATE_MITIGATION_S: (u64, u64) = (0, 86_400);
+    pub const CACHE_MEMORY_BYTES: (u64, u64) = (0, 1024 * 1024 * 1024 * 1024);
+    /// The memory tier weighs objects in KiB, at most 65535 of them each.
+    pub const CACHE_MAX_OBJECT_BYTES: (u64, u64) = (0, 64 * 1024 * 1024 - 1024);
+    pub const CACHE_LOCK_TIMEOUT_MS: (u64, u64) = (0, 60_000);
+    pub const CACHE_STALE_S: (u64, u64) = (0, 31_536_000);
+    pub const CACHE_TTL_S: (u64, u64) = (0, 31_536_000);
 }
+
+/// Cache rules in one zone.
+pub const MAX_CACHE_RULES_PER_ZONE: usize = 50;
+/// Query parameters, headers or cookies named in one cache key.
+pub const MAX_CACHE_KEY_PARTS: usize = 16;
 
 /// The security modules, in the order a request meets them. Each has a failure policy, a
 /// circuit breaker and a kill switch of the same name.
@@ -96,4 +107,5 @@ pub const KILL_SWITCHES: &[(&str, &str)] = &[
     ("firewall", "stop evaluating firewall rules (no rule blocks)"),
     ("rate_limits", "stop rate limiting (every request passes)"),
     ("ddos", "stop automatic DDoS mitigation (nothing is counted or refused)"),
+    ("cache", "stop caching: every request goes to the origin, nothing is stored"),
 ];

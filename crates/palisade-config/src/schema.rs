@@ -18,6 +18,9 @@ pub struct Document {
     pub limits: ConnectionLimits,
     #[serde(default)]
     pub access_log: AccessLogSection,
+    /// The node's cache storage, shared by every zone (what each zone caches: [`ZoneCache`]).
+    #[serde(default)]
+    pub cache: CacheSection,
     #[serde(default)]
     pub zones: Vec<Zone>,
     /// Files this document uses, pinned by content hash (see [`crate::artifact`]).
@@ -129,6 +132,112 @@ impl Default for AccessLogSection {
     }
 }
 
+/// The node's cache storage. Memory holds objects up to `max_object_bytes`, chosen for admission
+/// and eviction by TinyLFU with S3-FIFO (the `TinyUFO` crate), within `memory_bytes` in all.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSection {
+    pub memory_bytes: u64,
+    /// Larger responses are passed through, never held whole in memory.
+    pub max_object_bytes: u64,
+}
+
+impl Default for CacheSection {
+    fn default() -> Self {
+        Self { memory_bytes: 256 * 1024 * 1024, max_object_bytes: 8 * 1024 * 1024 }
+    }
+}
+
+/// How a zone caches (RFC 9111, as a shared cache). On by default: only what the origin marks
+/// cacheable (`Cache-Control: max-age` / `s-maxage`, `Expires`) is stored, unless a rule says
+/// otherwise; heuristic freshness is never used.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ZoneCache {
+    pub enabled: bool,
+    /// Store responses that carry `Set-Cookie` (the stored copy leaves the cookie out).
+    pub set_cookie: bool,
+    /// Concurrent misses for one key wait this long for the first one's origin response
+    /// (request coalescing), then go to the origin themselves.
+    pub lock_timeout_ms: u64,
+    /// Serve a stale object while it is revalidated in the background, this long past its
+    /// freshness (when the origin's own `stale-while-revalidate` says less).
+    pub stale_while_revalidate_s: u64,
+    /// Serve a stale object when the origin fails (connection error, timeout, 5xx), this long
+    /// past its freshness (when the origin's own `stale-if-error` says less). `must-revalidate`
+    /// and `no-cache` objects are never served stale.
+    pub stale_if_error_s: u64,
+    /// Evaluated in order; the first whose expression matches decides. None matching: the
+    /// origin's headers decide, with the default key.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<CacheRule>,
+}
+
+impl Default for ZoneCache {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            set_cookie: false,
+            lock_timeout_ms: 5_000,
+            stale_while_revalidate_s: 0,
+            stale_if_error_s: 3_600,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// A cache rule: for requests its expression selects, bypass the cache or cache with settings.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheRule {
+    pub name: String,
+    /// The firewall rule language; absent: every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
+    #[serde(default)]
+    pub action: CacheAction,
+    /// Freshness at the edge, in place of what the origin says (a `no-store` or `private`
+    /// response is still never stored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge_ttl_s: Option<u64>,
+    /// `Cache-Control: max-age` sent to browsers, in place of the origin's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub browser_ttl_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<CacheKeySpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheAction {
+    #[default]
+    Cache,
+    /// Neither look up nor store: straight to the origin.
+    Bypass,
+}
+
+/// What tells two requests' objects apart. By default: host, path and the whole query.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheKeySpec {
+    pub host: bool,
+    /// Absent: the whole query string; `[]`: ignored; names: only those parameters (in any order).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<Vec<String>>,
+    /// Request headers whose values are part of the key (lowercase names).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
+    /// Cookies whose values are part of the key.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cookies: Vec<String>,
+}
+
+impl Default for CacheKeySpec {
+    fn default() -> Self {
+        Self { host: true, query: None, headers: Vec::new(), cookies: Vec::new() }
+    }
+}
+
 /// A set of hostnames served from one origin pool with one set of settings.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -180,6 +289,9 @@ pub struct Zone {
     /// Automatic L7 DDoS mitigation (on unless switched off).
     #[serde(default)]
     pub ddos: Ddos,
+    /// HTTP caching (on unless switched off; stores only what the origin marks cacheable).
+    #[serde(default)]
+    pub cache: ZoneCache,
 }
 
 /// The origin's capacity, protected: at most `max_in_flight` requests at the origins at once;

@@ -244,3 +244,43 @@ fn rate_limit_characteristics_parse_and_a_bad_one_lists_the_choices() {
     let e = parse_characteristic("tls.ja4").unwrap_err();
     assert!(e.contains("http.fingerprint") && e.contains("`tls.ja4`"), "{e}");
 }
+
+#[test]
+fn the_readme_cache_examples_spell_out_the_defaults_and_validate() {
+    let readme = include_str!("../../../README.md");
+    let start = readme.find("```toml\n[cache]").unwrap() + "```toml\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let v = load(format!("{GOOD}{}", &readme[start..end]).as_bytes()).unwrap();
+    assert_eq!(v.doc.cache, CacheSection::default());
+    assert_eq!(v.doc.zones[0].cache, ZoneCache::default());
+    let start = readme.find("```toml\n[[zones.cache.rules]]").unwrap() + "```toml\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let v = load(format!("{GOOD}{}", &readme[start..end]).as_bytes()).unwrap();
+    let r = &v.doc.zones[0].cache.rules[0];
+    assert_eq!((r.edge_ttl_s, r.browser_ttl_s), (Some(86400), Some(3600)));
+    assert_eq!(r.key.as_ref().unwrap().query.as_deref(), Some(&["v".to_string()][..]));
+    assert!(v.zones[0].cache_rules[0].is_some());
+}
+
+#[test]
+fn cache_settings_name_the_field_and_the_limit() {
+    let bad = format!(
+        "{GOOD}[cache]\nmax_object_bytes = 100000000\n[zones.cache]\nlock_timeout_ms = 60001\n\
+[[zones.cache.rules]]\nname = \"a\"\nexpression = 'http.host eq'\nedge_ttl_s = 99999999999\n\
+key = {{ headers = [\"Accept\"], query = [\"a=b\"] }}\n\
+[[zones.cache.rules]]\nname = \"a\"\naction = \"bypass\"\n"
+    );
+    let e = load(bad.as_bytes()).unwrap_err();
+    let problems = e.problems();
+    let find = |path: &str| problems.iter().find(|p| p.path == path).map(|p| p.message.clone()).unwrap_or_default();
+    assert_eq!(find("cache.max_object_bytes"), "100000000 is out of range; allowed 0..=67107840");
+    assert_eq!(find("zones[0].cache.lock_timeout_ms"), "60001 is out of range; allowed 0..=60000");
+    assert!(find("zones[0].cache.rules[0].expression").contains("column"), "{problems:?}");
+    assert!(find("zones[0].cache.rules[0].edge_ttl_s").contains("allowed 0..=31536000"));
+    assert!(find("zones[0].cache.rules[0].key.headers[0]").contains("lowercase"));
+    assert!(find("zones[0].cache.rules[0].key.query[0]").contains("without `=`"));
+    assert!(find("zones[0].cache.rules[1].name").contains("also the name of cache.rules[0]"));
+    let many: String = (0..51).map(|i| format!("[[zones.cache.rules]]\nname = \"r{i}\"\n")).collect();
+    let e = load(format!("{GOOD}{many}").as_bytes()).unwrap_err();
+    assert!(e.problems().iter().any(|p| p.path == "zones[0].cache.rules" && p.message.contains("50")), "{e}");
+}

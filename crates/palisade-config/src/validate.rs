@@ -122,6 +122,8 @@ pub struct ValidZone {
     pub hash_key: HashKey,
     /// Lowercased hostnames.
     pub hostnames: Vec<String>,
+    /// Parallel to the zone's `cache.rules`: each expression, parsed (None: every request).
+    pub cache_rules: Vec<Option<crate::rules::Expr>>,
 }
 
 struct Checker {
@@ -189,6 +191,9 @@ pub fn validate(doc: Document, hash: String) -> Result<ValidConfig, Vec<Problem>
     }
 
     let artifacts = check_artifacts(&mut c, &doc.artifacts);
+
+    c.range("cache.memory_bytes", doc.cache.memory_bytes, range::CACHE_MEMORY_BYTES);
+    c.range("cache.max_object_bytes", doc.cache.max_object_bytes, range::CACHE_MAX_OBJECT_BYTES);
 
     check_name(&mut c, "node.name", &doc.node.name);
     check_name(&mut c, "node.city", &doc.node.city);
@@ -435,7 +440,8 @@ pub fn validate(doc: Document, hash: String) -> Result<ValidConfig, Vec<Problem>
             artifact_use(&mut c, &artifacts, format!("{p}.ip_deny"), list, ArtifactKind::IpList);
         }
 
-        zones.push(ValidZone { rate_limits, rules, origin_addrs: addrs, hash_key, hostnames: zone_hosts });
+        let cache_rules = check_zone_cache(&mut c, &p, &z.cache, &artifacts);
+        zones.push(ValidZone { rate_limits, rules, origin_addrs: addrs, hash_key, hostnames: zone_hosts, cache_rules });
     }
 
     if c.problems.is_empty() {
@@ -443,6 +449,74 @@ pub fn validate(doc: Document, hash: String) -> Result<ValidConfig, Vec<Problem>
     } else {
         Err(c.problems)
     }
+}
+
+/// `[zones.cache]`: ranges, rule names and expressions, key parts. Returns the rules' parsed
+/// expressions.
+fn check_zone_cache(
+    c: &mut Checker,
+    p: &str,
+    zc: &crate::ZoneCache,
+    artifacts: &HashMap<&str, ArtifactKind>,
+) -> Vec<Option<crate::rules::Expr>> {
+    c.range(format!("{p}.cache.lock_timeout_ms"), zc.lock_timeout_ms, range::CACHE_LOCK_TIMEOUT_MS);
+    c.range(format!("{p}.cache.stale_while_revalidate_s"), zc.stale_while_revalidate_s, range::CACHE_STALE_S);
+    c.range(format!("{p}.cache.stale_if_error_s"), zc.stale_if_error_s, range::CACHE_STALE_S);
+    c.count(format!("{p}.cache.rules"), &zc.rules, 0, limits::MAX_CACHE_RULES_PER_ZONE);
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut parsed = Vec::new();
+    for (ri, r) in zc.rules.iter().enumerate().take(limits::MAX_CACHE_RULES_PER_ZONE) {
+        let rp = format!("{p}.cache.rules[{ri}]");
+        check_name(c, format!("{rp}.name"), &r.name);
+        if let Some(first) = names.insert(r.name.as_str(), ri) {
+            c.err(format!("{rp}.name"), format!("`{}` is also the name of cache.rules[{first}]", clip(&r.name)));
+        }
+        if let Some(t) = r.edge_ttl_s {
+            c.range(format!("{rp}.edge_ttl_s"), t, range::CACHE_TTL_S);
+        }
+        if let Some(t) = r.browser_ttl_s {
+            c.range(format!("{rp}.browser_ttl_s"), t, range::CACHE_TTL_S);
+        }
+        if let Some(k) = &r.key {
+            let kp = format!("{rp}.key");
+            let parts: [(&str, &[String], bool); 3] = [
+                ("query", k.query.as_deref().unwrap_or(&[]), false),
+                ("headers", &k.headers, true),
+                ("cookies", &k.cookies, false),
+            ];
+            for (field, list, lowercase) in parts {
+                c.count(format!("{kp}.{field}"), list, 0, limits::MAX_CACHE_KEY_PARTS);
+                for (i, name) in list.iter().enumerate() {
+                    let ok = !name.is_empty()
+                        && name.len() <= 128
+                        && name.bytes().all(|b| {
+                            b.is_ascii_graphic() && !b"=;,&\"".contains(&b) && !(lowercase && b.is_ascii_uppercase())
+                        });
+                    if !ok {
+                        let case = if lowercase { ", lowercase" } else { "" };
+                        c.err(
+                            format!("{kp}.{field}[{i}]"),
+                            format!("must be 1..=128 printable characters{case}, without `=`, `;`, `,`, `&` or `\"`"),
+                        );
+                    }
+                }
+            }
+        }
+        parsed.push(match r.expression.as_deref().map(crate::rules::parse) {
+            None => None,
+            Some(Ok(e)) => {
+                for list in e.lists() {
+                    artifact_use(c, artifacts, format!("{rp}.expression"), &list, ArtifactKind::IpList);
+                }
+                Some(e)
+            }
+            Some(Err(e)) => {
+                c.err(format!("{rp}.expression"), e.to_string());
+                None
+            }
+        });
+    }
+    parsed
 }
 
 /// The document's artifact list: names unique, hashes well-formed. Returns name -> kind.

@@ -1,6 +1,7 @@
 //! The admin listener (loopback by default): `/metrics`, `/healthz`, `/config`, `POST /reload`,
 //! `POST /config` (apply a document sent in the body), `POST /shutdown`, `GET /modules` and
-//! `GET /ddos` (automatic DDoS mitigations in force, per zone). Answers use the
+//! `GET /ddos` (automatic DDoS mitigations in force, per zone), `GET /cache` (storage figures) and
+//! `POST /cache/purge` (by URL, prefix, host, `Cache-Tag` or everything). Answers use the
 //! envelope users of edge-provider APIs know: `{success, errors:[{code,message}], messages, result}`.
 //!
 //! Changing endpoints (every POST) answer only a loopback peer, or a request carrying
@@ -186,6 +187,23 @@ async fn route(shared: Arc<EdgeShared>, req: Request<Incoming>) -> Response<Full
             }
             tracing::warn!(switch = name, off, "kill switch set on this node by the admin API");
             envelope_ok(json!({ "name": name, "off": off }))
+        }
+        (&Method::GET, "/cache") => envelope_ok(shared.snapshot.load().cache.report()),
+        (&Method::POST, "/cache/purge") => {
+            let body = match Limited::new(req.into_body(), 1024 * 1024).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return envelope_error(StatusCode::PAYLOAD_TOO_LARGE, 1005, "a purge request is at most 1 MiB")
+                }
+            };
+            let request: crate::cache::PurgeRequest = match serde_json::from_slice(&body) {
+                Ok(r) => r,
+                Err(e) => return envelope_error(StatusCode::BAD_REQUEST, 1005, &format!("purge request: {e}")),
+            };
+            match shared.snapshot.load().cache.purge_request(&request) {
+                Ok(n) => envelope_ok(json!({ "purges": n })),
+                Err(e) => envelope_error(StatusCode::BAD_REQUEST, 1005, &e),
+            }
         }
         (&Method::POST, "/shutdown") => {
             let _ = shared.shutdown.send(true);

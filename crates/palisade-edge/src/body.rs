@@ -135,19 +135,32 @@ pub struct EdgeBody {
     /// allocator's per-thread cache, where 232 bytes moved with the body would land in cold
     /// per-connection memory.
     finish: Option<Box<Finish>>,
+    /// Stores the body in the cache as it streams ([`crate::cache::Recorder`]).
+    recorder: Option<Box<crate::cache::Recorder>>,
 }
 
 impl EdgeBody {
     pub fn full(bytes: impl Into<Bytes>) -> Self {
-        Self { source: Source::Full(Some(bytes.into())), deadline_at: None, deadline: None, finish: None }
+        Self {
+            source: Source::Full(Some(bytes.into())),
+            deadline_at: None,
+            deadline: None,
+            finish: None,
+            recorder: None,
+        }
     }
 
     pub fn empty() -> Self {
-        Self { source: Source::Full(None), deadline_at: None, deadline: None, finish: None }
+        Self { source: Source::Full(None), deadline_at: None, deadline: None, finish: None, recorder: None }
     }
 
     pub fn upstream(body: UpstreamBody, deadline_at: Option<tokio::time::Instant>) -> Self {
-        Self { source: Source::Upstream(body), deadline_at, deadline: None, finish: None }
+        Self { source: Source::Upstream(body), deadline_at, deadline: None, finish: None, recorder: None }
+    }
+
+    /// Stores this body in the cache as it streams to the client (never spliced then).
+    pub fn record(&mut self, r: Box<crate::cache::Recorder>) {
+        self.recorder = Some(r);
     }
 
     pub fn set_finish(&mut self, f: Box<Finish>) {
@@ -186,7 +199,7 @@ impl EdgeBody {
 
     /// Whether the rest of this body can be spliced to the client ([`crate::splice`]).
     pub fn can_splice(&self) -> bool {
-        matches!(&self.source, Source::Upstream(UpstreamBody::H1(body)) if body.can_splice())
+        self.recorder.is_none() && matches!(&self.source, Source::Upstream(UpstreamBody::H1(body)) if body.can_splice())
     }
 
     /// Starts splicing a body that [`Self::can_splice`]: what was already read past the head
@@ -256,12 +269,19 @@ impl Body for EdgeBody {
                 if let (Some(d), Some(f)) = (frame.data_ref(), this.finish.as_mut()) {
                     f.bytes_sent += d.len() as u64;
                 }
+                if let (Some(d), Some(r)) = (frame.data_ref(), this.recorder.as_mut()) {
+                    r.push(d);
+                }
             }
             Poll::Ready(None) => {
                 if let Some(f) = this.finish.as_mut() {
                     f.completed = true;
                 }
+                if let Some(mut r) = this.recorder.take() {
+                    r.finish();
+                }
             }
+            Poll::Ready(Some(Err(_))) => this.recorder = None,
             _ => {}
         }
         polled

@@ -390,6 +390,26 @@ impl RawHeaders {
         self.iter().next().is_none()
     }
 
+    /// The lines of `block` (`Name: value` lines, each ending in CRLF, no final blank line),
+    /// in a head of their own; None if they do not parse or are more than 256.
+    pub fn from_block(block: &[u8]) -> Option<Self> {
+        let mut text = BytesMut::with_capacity(block.len() + 19);
+        text.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        text.extend_from_slice(block);
+        text.extend_from_slice(b"\r\n");
+        let mut slots = vec![httparse::EMPTY_HEADER; 256];
+        let mut parsed = httparse::Response::new(&mut slots);
+        let Ok(httparse::Status::Complete(len)) = parsed.parse(&text) else { return None };
+        let lines = RawHeaders::lines(&text, parsed.headers)?;
+        let head = text.freeze();
+        Some(RawHeaders::new(head.slice(..len.min(head.len())), lines))
+    }
+
+    /// Bytes of the head the lines are in.
+    pub fn byte_len(&self) -> usize {
+        self.head.len()
+    }
+
     /// Drops the lines for which `keep` (given the line's kind, name and value) says false.
     pub fn retain(&mut self, mut keep: impl FnMut(Special, &[u8], &[u8]) -> bool) {
         for i in 0..self.lines.len() {
@@ -1084,17 +1104,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
 impl RawHeaders {
     /// The lines of `block`, a header block without its first line and final blank line.
     pub fn parse_for_test(block: &[u8]) -> Self {
-        let mut text = b"HTTP/1.1 200 OK\r\n".to_vec();
-        text.extend_from_slice(block);
-        text.extend_from_slice(b"\r\n");
-        let mut slots = [httparse::EMPTY_HEADER; 32];
-        let mut parsed = httparse::Response::new(&mut slots);
-        let len = match parsed.parse(&text) {
-            Ok(httparse::Status::Complete(n)) => n,
-            other => panic!("{other:?}"),
-        };
-        let lines = RawHeaders::lines(&text, parsed.headers).unwrap();
-        RawHeaders::new(Bytes::copy_from_slice(&text[..len]), lines)
+        RawHeaders::from_block(block).unwrap()
     }
 }
 

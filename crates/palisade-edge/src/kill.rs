@@ -16,12 +16,13 @@ pub enum Switch {
     Firewall = 5,
     RateLimits = 6,
     Ddos = 7,
+    Cache = 8,
 }
 
 /// The fleet's switches (from the control plane) and this node's own (its admin API): a module
 /// is off when either says so.
 #[derive(Debug, Default)]
-pub struct KillSwitches([AtomicBool; 8], [AtomicBool; 8]);
+pub struct KillSwitches([AtomicBool; 9], [AtomicBool; 9]);
 
 impl KillSwitches {
     /// Whether `s` is switched off.
@@ -75,7 +76,8 @@ mod tests {
 
     #[test]
     fn switches_match_the_shared_list() {
-        assert_eq!(KILL_SWITCHES.len(), 8);
+        assert_eq!(KILL_SWITCHES.len(), 9);
+        assert_eq!(KILL_SWITCHES[Switch::Cache as usize].0, "cache");
         assert_eq!(KILL_SWITCHES[Switch::AccessLog as usize].0, "access_log");
         assert_eq!(KILL_SWITCHES[Switch::Retries as usize].0, "retries");
         assert_eq!(KILL_SWITCHES[Switch::Splice as usize].0, "splice");

@@ -12,6 +12,7 @@ mod admin;
 pub mod agent;
 pub mod artifacts;
 pub mod body;
+pub mod cache;
 pub mod clock;
 pub mod codec;
 pub mod crashloop;

@@ -138,6 +138,8 @@ pub struct ZoneStats {
     pub ddos_active: AtomicU64,
     pub ddos_rps: AtomicU64,
     pub ddos_baseline_rps: AtomicU64,
+    /// The zone's cache ([`crate::cache`]).
+    pub cache: crate::cache::CacheCounts,
 }
 
 /// Figures for one origin of one zone.
@@ -348,6 +350,40 @@ impl Metrics {
             for (zone, z) in &zones {
                 let _ = writeln!(o, "{name}{{zone=\"{}\"}} {}", esc(zone), ld(get(z)));
             }
+        }
+        o.push_str("# HELP palisade_cache_requests_total Requests the cache looked at, by what it did (hit, miss, expired, stale, updating, revalidated, bypass).\n# TYPE palisade_cache_requests_total counter\n");
+        for (zone, z) in &zones {
+            for (i, status) in crate::cache::STATUS_NAMES.iter().enumerate() {
+                let v = z.cache.by_status.get(i).map_or(0, WorkerGauge::get);
+                let _ = writeln!(o, "palisade_cache_requests_total{{zone=\"{}\",status=\"{status}\"}} {v}", esc(zone));
+            }
+        }
+        type CacheSeries = (&'static str, &'static str, fn(&crate::cache::CacheCounts) -> &WorkerGauge);
+        let cache_series: [CacheSeries; 4] = [
+            (
+                "palisade_cache_coalesced_total",
+                "Requests that waited for another's origin fetch of the same object.",
+                |c| &c.coalesced,
+            ),
+            ("palisade_cache_stored_total", "Responses stored.", |c| &c.stored),
+            ("palisade_cache_hit_bytes_total", "Body bytes served from the cache.", |c| &c.hit_bytes),
+            ("palisade_cache_stored_bytes_total", "Body bytes stored.", |c| &c.stored_bytes),
+        ];
+        for (name, help, get) in cache_series {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (zone, z) in &zones {
+                let _ = writeln!(o, "{name}{{zone=\"{}\"}} {}", esc(zone), get(&z.cache).get());
+            }
+        }
+        let c = &active.cache;
+        for (name, help, value) in [
+            ("palisade_cache_memory_bytes", "Bytes held by cached objects.", &*c.memory_bytes),
+            ("palisade_cache_objects", "Objects in the cache.", &*c.objects),
+            ("palisade_cache_evictions_total", "Objects evicted to stay within cache.memory_bytes.", &c.evictions),
+            ("palisade_cache_purges_total", "Purges recorded.", &c.purges),
+        ] {
+            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", ld(value));
         }
         let modules: Vec<((String, String), Arc<crate::modules::ModuleStats>)> =
             crate::lock(&self.modules).iter().map(|(k, v)| (k.clone(), v.clone())).collect();

@@ -15,6 +15,7 @@ use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use palisade_config::HashKey;
 
 use crate::body::{ClientBody, EdgeBody, RequestBody};
+use crate::cache::{CacheStatus, Judged, Lookup, Plan, Served, ZonePolicy};
 use crate::codec::{self, RawHeaders, Special};
 use crate::finish::Finish;
 use crate::guard::ConnShared;
@@ -157,6 +158,9 @@ struct Head {
     lines: RawHeaders,
     body: ClientBody,
     host: Option<HeaderValue>,
+    /// Set on a cache revalidation in the background (`stale-while-revalidate`): the request
+    /// is the edge's own, so it skips the client's connection bookkeeping and the modules.
+    revalidate: Option<Box<crate::cache::Plan>>,
 }
 
 impl Head {
@@ -196,6 +200,20 @@ impl crate::modules::Headers for Head {
     }
 }
 
+/// What modules and cache rules see of a request.
+fn view<'a>(ctx: &ConnCtx, head: &'a Head) -> crate::modules::RequestView<'a> {
+    crate::modules::RequestView {
+        client_ip: ctx.peer.ip(),
+        method: &head.parts.method,
+        uri: &head.parts.uri,
+        version: head.parts.version,
+        raw_host: head.host.as_ref(),
+        host: std::cell::OnceCell::new(),
+        tls: ctx.tls,
+        headers: head,
+    }
+}
+
 /// The zone's modules for this request; the page to answer with when one answers.
 #[inline(never)]
 fn run_modules(
@@ -205,16 +223,7 @@ fn run_modules(
     degraded: &mut bool,
     request_id: &str,
 ) -> Option<Response<EdgeBody>> {
-    let view = crate::modules::RequestView {
-        client_ip: ctx.peer.ip(),
-        method: &head.parts.method,
-        uri: &head.parts.uri,
-        version: head.parts.version,
-        raw_host: head.host.as_ref(),
-        host: std::cell::OnceCell::new(),
-        tls: ctx.tls,
-        headers: head,
-    };
+    let view = view(ctx, head);
     match crate::modules::run_all(&zone.modules, &view, &ctx.edge.kill, &zone.name, degraded) {
         crate::modules::Outcome::Continue => None,
         crate::modules::Outcome::Respond(status) => {
@@ -226,6 +235,177 @@ fn run_modules(
             Some(page)
         }
     }
+}
+
+static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+/// The request headers the cache answers itself: left out of its origin requests.
+const CACHE_CONDITIONALS: [HeaderName; 4] =
+    [hyper::header::RANGE, hyper::header::IF_RANGE, hyper::header::IF_NONE_MATCH, hyper::header::IF_MODIFIED_SINCE];
+
+fn is_cache_conditional(name: &[u8]) -> bool {
+    CACHE_CONDITIONALS.iter().any(|n| codec::eq_lowercase(name, n.as_str().as_bytes()))
+}
+
+/// A request without headers: what a stale answer for a failed origin is served to (its
+/// conditionals and range are not looked at; the whole object is sent).
+struct NoHeaders;
+
+impl crate::modules::Headers for NoHeaders {
+    fn header<'a>(&'a self, _: &'a str) -> Option<&'a [u8]> {
+        None
+    }
+    fn names(&self, _: &mut dyn FnMut(&[u8])) {}
+}
+
+/// `Cache-Status` (RFC 9211) for a request the cache answered or forwarded.
+fn cache_status_value(status: CacheStatus, stored: bool) -> HeaderValue {
+    HeaderValue::from_static(match (status, stored) {
+        (CacheStatus::Hit, _) => "palisade; hit",
+        (CacheStatus::Updating, _) => "palisade; hit; detail=stale-while-revalidate",
+        (CacheStatus::Stale, _) => "palisade; fwd=stale; detail=stale-if-error",
+        (CacheStatus::Revalidated, _) => "palisade; fwd=stale; fwd-status=304",
+        (CacheStatus::Expired, true) => "palisade; fwd=stale; stored",
+        (CacheStatus::Expired, false) => "palisade; fwd=stale",
+        (CacheStatus::Miss, true) => "palisade; fwd=uri-miss; stored",
+        (CacheStatus::Miss, false) => "palisade; fwd=uri-miss",
+        (CacheStatus::Bypass, _) => "palisade; fwd=bypass",
+    })
+}
+
+fn max_age_value(ttl: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("max-age={ttl}")).unwrap_or(HeaderValue::from_static("max-age=0"))
+}
+
+/// A cache rule's browser TTL replaces the origin's `Cache-Control`.
+fn set_browser_ttl(map: &mut HeaderMap, lines: &mut RawHeaders, ttl: Option<u64>) {
+    if let Some(ttl) = ttl {
+        lines.retain(|_, name, _| !codec::eq_lowercase(name, b"cache-control"));
+        map.insert(hyper::header::CACHE_CONTROL, max_age_value(ttl));
+    }
+}
+
+enum CacheStep {
+    Answer(Served, CacheStatus, Option<u64>),
+    Fetch(Box<Plan>),
+    Bypass,
+}
+
+/// The cache's answer to a request, waiting (once, up to the zone's lock timeout) for another
+/// request's origin fetch of the same key.
+async fn cache_lookup(
+    ctx: &Arc<ConnCtx>,
+    head: &Head,
+    zone: &crate::snapshot::ZoneRuntime,
+    policy: &ZonePolicy,
+) -> CacheStep {
+    let is_head = head.parts.method == Method::HEAD;
+    let mut waited = false;
+    loop {
+        let lookup = {
+            let view = view(ctx, head);
+            policy.lookup(&crate::cache::Ask { view: &view, head: is_head }, !waited)
+        };
+        match lookup {
+            Lookup::Bypass => return CacheStep::Bypass,
+            Lookup::Fetch(plan) => return CacheStep::Fetch(plan),
+            Lookup::Wait(fill) => {
+                // Boxed: the wait is rare, and this future lives inside every request's.
+                Box::pin(async move { fill.wait(policy.lock_timeout).await }).await;
+                waited = true;
+            }
+            Lookup::Hit { object, status, revalidate, browser_ttl } => {
+                if let Some(plan) = revalidate {
+                    revalidate_in_background(ctx.clone(), head, plan);
+                }
+                if waited {
+                    zone.stats.cache.coalesced.add(1);
+                }
+                return match crate::cache::serve(policy, &object, head, is_head, browser_ttl) {
+                    Some(served) => CacheStep::Answer(served, status, browser_ttl),
+                    None => CacheStep::Bypass,
+                };
+            }
+        }
+    }
+}
+
+/// Fetches the object again for the cache, off the client's request (`stale-while-revalidate`):
+/// the same request as a GET without a body, through the zone's origin queue and pool.
+fn revalidate_in_background(ctx: Arc<ConnCtx>, head: &Head, plan: Box<Plan>) {
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = Method::GET;
+    parts.uri = head.parts.uri.clone();
+    parts.version = head.parts.version;
+    parts.headers = head.parts.headers.clone();
+    let copy = Head {
+        parts,
+        lines: head.lines.clone(),
+        body: ClientBody::Empty,
+        host: head.host.clone(),
+        revalidate: Some(plan),
+    };
+    let fetch: std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>> =
+        Box::pin(handle_head(ctx, Box::new(copy)));
+    tokio::spawn(async move {
+        // Reading the body to its end stores it (crate::cache::Recorder).
+        let mut body = fetch.await.resp.into_body();
+        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+            if frame.is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// A response from the cache, with the headers of this hit.
+fn cache_reply(
+    served: Served,
+    status: CacheStatus,
+    browser_ttl: Option<u64>,
+    zone: &crate::snapshot::ZoneRuntime,
+    request_id: &HeaderValue,
+    finish: Box<Finish>,
+) -> Reply {
+    let stats = &zone.stats.cache;
+    stats.count(status);
+    let body = match served.body {
+        Some(b) => {
+            stats.hit_bytes.add(b.len() as u64);
+            EdgeBody::full(b)
+        }
+        None => EdgeBody::empty(),
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = served.status;
+    let mut map = codec::spare_map();
+    map.insert(hyper::header::AGE, HeaderValue::from(served.age));
+    map.insert(CACHE_STATUS.clone(), cache_status_value(status, false));
+    if let Some(v) = served.content_range {
+        map.insert(hyper::header::CONTENT_RANGE, v);
+    }
+    if let Some(n) = served.length {
+        map.insert(CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    if let Some(ttl) = browser_ttl {
+        map.insert(hyper::header::CACHE_CONTROL, max_age_value(ttl));
+    }
+    append_via(&mut map, Version::HTTP_11, &zone.via);
+    map.insert(X_REQUEST_ID.clone(), request_id.clone());
+    *resp.headers_mut() = map;
+    let mut reply = respond(resp, finish);
+    reply.origin_headers = served.headers;
+    reply
+}
+
+/// Judges an origin response for the cache: every header line it will be sent with.
+fn judge(policy: &ZonePolicy, plan: Box<Plan>, parts: &hyper::http::response::Parts, lines: &RawHeaders) -> Judged {
+    let mut all: Vec<(&[u8], &[u8])> = lines.iter().collect();
+    all.extend(parts.headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())));
+    let length = all
+        .iter()
+        .find(|(n, _)| codec::eq_lowercase(n, b"content-length"))
+        .and_then(|(_, v)| codec::parse_content_length(v));
+    policy.judge(plan, parts.status, all.iter().copied(), length)
 }
 
 /// Handles one request. Never fails: every problem becomes a response.
@@ -243,11 +423,13 @@ pub fn handle(
     // The request travels boxed: an `async fn` keeps its arguments twice (as captured and as
     // locals) for its whole life, in the connection's task memory, which is cache-cold at
     // hundreds of connections; a box this size comes back warm from the allocator's cache.
-    handle_head(ctx, Box::new(Head { parts, lines, body, host: None }))
+    handle_head(ctx, Box::new(Head { parts, lines, body, host: None, revalidate: None }))
 }
 
 async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
-    let index = ctx.conn.next_request.fetch_add(1, Ordering::Relaxed);
+    let background = head.revalidate.is_some();
+    // A background revalidation takes no place in the connection's request order.
+    let index = if background { u64::MAX } else { ctx.conn.next_request.fetch_add(1, Ordering::Relaxed) };
     ctx.conn.in_flight.fetch_add(1, Ordering::Relaxed);
     let request_id_value = new_request_id();
     let id = || request_id_value.to_str().unwrap_or_default();
@@ -274,7 +456,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
         slot: None,
     });
 
-    if let Some(rejection) = ctx.conn.rejection_for(index) {
+    if let Some(rejection) = ctx.conn.rejection_for(index).filter(|_| !background) {
         ctx.edge.metrics.reject(rejection);
         let status = StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::BAD_REQUEST);
         return respond(error_page(status, id(), true), finish);
@@ -323,7 +505,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
 
     // The security modules (early drop first), each behind its failure policy. Out of line: a
     // zone without modules pays one check, and the request path's code stays together.
-    if !zone.modules.is_empty() {
+    if !zone.modules.is_empty() && !background {
         if let Some(page) = run_modules(&ctx, &head, &zone, &mut finish.degraded, id()) {
             return respond(page, finish);
         }
@@ -345,6 +527,22 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
         return respond(error_page(StatusCode::PAYLOAD_TOO_LARGE, id(), true), finish);
     }
 
+    // The cache answers before the origins' capacity is asked for (crate::cache).
+    let mut plan = head.revalidate.take();
+    if let (Some(policy), None) = (zone.cache.as_ref(), &plan) {
+        if ctx.edge.kill.off(crate::kill::Switch::Cache) {
+            zone.stats.cache.count(CacheStatus::Bypass);
+        } else {
+            match cache_lookup(&ctx, &head, &zone, policy).await {
+                CacheStep::Answer(served, status, browser_ttl) => {
+                    return cache_reply(served, status, browser_ttl, &zone, &request_id_value, finish);
+                }
+                CacheStep::Fetch(p) => plan = Some(p),
+                CacheStep::Bypass => zone.stats.cache.count(CacheStatus::Bypass),
+            }
+        }
+    }
+
     // The origins' capacity: a slot, now or after waiting behind quieter sources (crate::fairq).
     if let Some(queue) = &zone.queue {
         match queue.acquire(ctx.peer.ip()).await {
@@ -361,6 +559,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
         && connection_has(&head, "upgrade")
         && head.first(Special::Upgrade, UPGRADE.as_str()).is_some();
     let version = head.parts.version;
+    let is_head = head.parts.method == Method::HEAD;
     let hash = if zone.pool.is_hash() {
         match &zone.hash_key {
             HashKey::ClientIp => hash_ip(ctx.peer.ip()),
@@ -380,7 +579,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
     let forwarding_lines;
     let too_large;
     let mut pending = Some({
-        let Head { parts, lines: mut client_lines, body, host } = *head;
+        let Head { parts, lines: mut client_lines, body, host, .. } = *head;
         let hyper::http::request::Parts { method, uri, mut headers, .. } = parts;
         if zone.h2_origin {
             std::mem::take(&mut client_lines).append_to(&mut headers);
@@ -389,6 +588,21 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
         headers.remove(EXPECT);
         let mut lines = forwarding(&mut headers, &ctx, host.as_ref(), version, via, &request_id_value);
         strip_request_lines(&mut client_lines, lines.host());
+        if let Some(plan) = &plan {
+            // The cache asks for the whole object, with its own validators if it has one.
+            client_lines.retain(|_, name, _| !is_cache_conditional(name));
+            for name in CACHE_CONDITIONALS {
+                headers.remove(name);
+            }
+            if let Some((etag, last_modified)) = plan.validators() {
+                if let Some(v) = etag {
+                    headers.insert(hyper::header::IF_NONE_MATCH, v);
+                }
+                if let Some(v) = last_modified {
+                    headers.insert(hyper::header::IF_MODIFIED_SINCE, v);
+                }
+            }
+        }
         lines.client = client_lines;
         if zone.h2_origin {
             std::mem::take(&mut lines).into_map(&mut headers);
@@ -511,10 +725,27 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
     };
 
     let (resp, mut origin_headers) = match result {
-        Ok(r) => r,
-        Err(status) => {
-            let close = matches!(status, StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE);
-            return respond(error_page(status, id(), close), finish);
+        Ok(r) if !r.0.status().is_server_error() || plan.is_none() => r,
+        failed => {
+            // stale-if-error: a stored copy answers for a failing origin.
+            let stale = zone.cache.as_ref().and_then(|c| Some((c, plan.as_ref()?.stale_if_error(c)?)));
+            if let Some((policy, object)) = stale {
+                let browser_ttl = plan.as_ref().and_then(|p| p.browser_ttl);
+                if let Some(served) = crate::cache::serve(policy, &object, &NoHeaders, is_head, browser_ttl) {
+                    drop(failed);
+                    return cache_reply(served, CacheStatus::Stale, browser_ttl, &zone, &request_id_value, finish);
+                }
+            }
+            match failed {
+                Ok(r) => r,
+                Err(status) => {
+                    if plan.is_some() {
+                        zone.stats.cache.count(CacheStatus::Miss);
+                    }
+                    let close = matches!(status, StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE);
+                    return respond(error_page(status, id(), close), finish);
+                }
+            }
         }
     };
 
@@ -549,10 +780,41 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
     if no_length {
         parts.headers.remove(CONTENT_LENGTH);
     }
+    let mut recorder = None;
+    if let (Some(plan), Some(policy)) = (plan, zone.cache.as_ref()) {
+        match judge(policy, plan, &parts, &origin_headers) {
+            Judged::Refreshed(object) => {
+                let browser_ttl = None;
+                drop(body);
+                return match crate::cache::serve(policy, &object, &NoHeaders, is_head, browser_ttl) {
+                    Some(served) => {
+                        cache_reply(served, CacheStatus::Revalidated, browser_ttl, &zone, &request_id_value, finish)
+                    }
+                    None => respond(error_page(StatusCode::BAD_GATEWAY, id(), false), finish),
+                };
+            }
+            Judged::Record(mut r, status, browser_ttl) => {
+                zone.stats.cache.count(status);
+                r.count_in(zone.stats.clone());
+                recorder = Some(r);
+                set_browser_ttl(&mut parts.headers, &mut origin_headers, browser_ttl);
+                parts.headers.insert(CACHE_STATUS.clone(), cache_status_value(status, true));
+            }
+            Judged::NotStored(_, status, browser_ttl) => {
+                zone.stats.cache.count(status);
+                set_browser_ttl(&mut parts.headers, &mut origin_headers, browser_ttl);
+                parts.headers.insert(CACHE_STATUS.clone(), cache_status_value(status, false));
+            }
+        }
+    }
     append_via(&mut parts.headers, parts.version, via);
     parts.headers.insert(X_REQUEST_ID.clone(), request_id_value.clone());
     parts.version = Version::HTTP_11;
-    let resp = Response::from_parts(parts, EdgeBody::upstream(body, Some(finish.started + zone.total_timeout)));
+    let mut body = EdgeBody::upstream(body, Some(finish.started + zone.total_timeout));
+    if let Some(r) = recorder {
+        body.record(r);
+    }
+    let resp = Response::from_parts(parts, body);
     let mut reply = respond(resp, finish);
     reply.origin_headers = origin_headers;
     reply

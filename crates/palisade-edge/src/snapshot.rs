@@ -42,6 +42,8 @@ pub struct ZoneRuntime {
     pub ddos: Option<Arc<crate::ddos::Detector>>,
     /// `[zones.concurrency]`: the origin slots and their fair queue, shared by every worker.
     pub queue: Option<Arc<crate::fairq::FairQueue>>,
+    /// The zone's cache settings and the node's cache; None when the zone does not cache.
+    pub cache: Option<Arc<crate::cache::ZonePolicy>>,
     /// This node's `Via` entries.
     pub via: Via,
 }
@@ -59,6 +61,8 @@ pub struct Snapshot {
     pub artifacts: HashMap<String, Loaded>,
     /// Where the bytes came from (a file path, "last-known-good", "admin API").
     pub source: String,
+    /// The node's cache: kept across reloads while `[cache]` stays the same.
+    pub cache: Arc<crate::cache::Cache>,
 }
 
 /// This node's `Via` entries (RFC 9110 7.6.3), built once per snapshot: `1.0 name`, `1.1 name`,
@@ -156,6 +160,10 @@ pub fn compile(
         }
     }
 
+    let cache = match previous.map(|p| &p.cache) {
+        Some(c) if c.settings == config.doc.cache => c.clone(),
+        _ => crate::cache::Cache::new(&config.doc.cache),
+    };
     let mut zones = Vec::with_capacity(config.doc.zones.len());
     let mut worker_zones: Vec<Vec<Arc<ZoneRuntime>>> = vec![Vec::with_capacity(config.doc.zones.len()); workers];
     let mut exact = HashMap::new();
@@ -272,6 +280,26 @@ pub fn compile(
             slot("firewall", Box::new(crate::modules::Firewall { rules }), crate::kill::Switch::Firewall);
         }
         let modules: Arc<[crate::modules::Slot]> = slots.into();
+        let zone_cache = z.cache.enabled.then(|| {
+            let rules = z
+                .cache
+                .rules
+                .iter()
+                .zip(&vz.cache_rules)
+                .enumerate()
+                .map(|(ri, (rule, expr))| {
+                    let mut expr = expr.clone();
+                    for missing in expr.as_mut().map(|e| e.resolve(&lists)).unwrap_or_default() {
+                        problems.push(Problem {
+                            path: format!("zones[{zi}].cache.rules[{ri}].expression"),
+                            message: format!("`${missing}` is not a loaded ip_list"),
+                        });
+                    }
+                    crate::cache::ZonePolicy::compile_rule(rule, expr)
+                })
+                .collect();
+            Arc::new(crate::cache::ZonePolicy::new(cache.clone(), Arc::from(z.name.as_str()), &z.cache, rules))
+        });
 
         for h in &vz.hostnames {
             match h.strip_prefix("*.") {
@@ -304,6 +332,7 @@ pub fn compile(
                 modules: modules.clone(),
                 ddos: ddos.clone(),
                 queue: queue.clone(),
+                cache: zone_cache.clone(),
                 // Its own values per copy: a request clones them, and a value's reference
                 // count shared by every worker would pass its line between the cores.
                 via: Via::new(&config.doc.node.name),
@@ -326,7 +355,17 @@ pub fn compile(
         body_timeout: ms(l.body_timeout_ms),
         send_timeout: ms(l.send_timeout_ms),
     };
-    Ok(Snapshot { config, zones, worker_zones, exact, wildcard, guard_limits, artifacts, source: source.to_string() })
+    Ok(Snapshot {
+        config,
+        zones,
+        worker_zones,
+        exact,
+        wildcard,
+        guard_limits,
+        artifacts,
+        source: source.to_string(),
+        cache,
+    })
 }
 
 #[cfg(test)]

@@ -9,6 +9,10 @@
 //! - `/ws` accepts a WebSocket upgrade and echoes the raw bytes of the tunnel
 //! - `/health` 200, or 503 after `POST /__origin/health/fail` (until `/__origin/health/ok`)
 //! - `/__origin/stats` JSON `{name, requests, connections}` (connections accepted so far)
+//! - `/cache/ANY?h=NAME:VALUE&...` a cacheable page of your making: each `h` (percent-encoded)
+//!   becomes a response header; `status=N`, `bytes=N` (body size), `ms=N` (delay), `chunked=1`.
+//!   The body starts with `n=K` (this path's request count), so a test can tell a cached copy
+//!   from a fresh one; an `If-None-Match` equal to the `ETag` given gets 304.
 //!
 //! It must never depend on the edge: it stands for somebody else's website.
 #![forbid(unsafe_code)]
@@ -34,6 +38,8 @@ type Body = BoxBody<Bytes, Infallible>;
 pub struct Origin {
     pub name: String,
     requests: AtomicU64,
+    /// Requests per `/cache/` path.
+    cache_paths: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     connections: AtomicU64,
     failing_health: AtomicBool,
     /// Added before every answer (`palisade origin --delay-ms`): a slow website, for tests of
@@ -57,6 +63,7 @@ impl Origin {
         Arc::new(Self {
             name: name.to_string(),
             requests: AtomicU64::new(0),
+            cache_paths: Default::default(),
             connections: AtomicU64::new(0),
             failing_health: AtomicBool::new(false),
             delay: std::sync::atomic::AtomicU64::new(0),
@@ -173,6 +180,7 @@ async fn handle(origin: Arc<Origin>, mut req: Request<Incoming>) -> Response<Bod
             Response::new(BodyExt::boxed(ChannelBody(rx)))
         }
         "/ws" => return websocket(req),
+        p if p.starts_with("/cache/") => return cache_page(&origin, &req).await,
         p if p.starts_with("/bytes/") => {
             let n = p.trim_start_matches("/bytes/").parse::<usize>().unwrap_or(0).min(64 * 1024 * 1024);
             Response::new(full(vec![b'x'; n]))
@@ -193,6 +201,94 @@ async fn handle(origin: Arc<Origin>, mut req: Request<Incoming>) -> Response<Bod
         resp.headers_mut().insert("x-origin-name", v);
     }
     resp
+}
+
+/// `%XX` sequences and `+` decoded (invalid ones kept as they are).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn cache_page(origin: &Origin, req: &Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let n = {
+        let mut paths = origin.cache_paths.lock().unwrap_or_else(|p| p.into_inner());
+        let c = paths.entry(path.clone()).or_insert(0);
+        *c += 1;
+        *c
+    };
+    let query = req.uri().query().unwrap_or("");
+    let mut headers = Vec::new();
+    for kv in query.split('&') {
+        if let Some(h) = kv.strip_prefix("h=") {
+            if let Some((name, value)) = percent_decode(h).split_once(':') {
+                headers.push((name.trim().to_string(), value.trim().to_string()));
+            }
+        }
+    }
+    let ms = query_u64(Some(query), "ms").unwrap_or(0).min(60_000);
+    if ms > 0 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let etag = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("etag")).map(|(_, v)| v.clone());
+    let inm = req.headers().get("if-none-match").and_then(|v| v.to_str().ok());
+    let not_modified = matches!((&etag, inm), (Some(e), Some(i)) if i.split(',').any(|t| t.trim() == e));
+    let mut body = format!("n={n} path={path}\n").into_bytes();
+    if let Some(size) = query_u64(Some(query), "bytes") {
+        body.resize(size.min(64 * 1024 * 1024) as usize, b'x');
+    }
+    let chunked = query_u64(Some(query), "chunked") == Some(1);
+    let mut r = if not_modified {
+        Response::new(full(Bytes::new()))
+    } else if chunked {
+        // Streamed in 16 KiB pieces without a length.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let body = Bytes::from(body);
+        tokio::spawn(async move {
+            for piece in body.chunks(16 * 1024) {
+                if tx.send(body.slice_ref(piece)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Response::new(BodyExt::boxed(ChannelBody(rx)))
+    } else {
+        Response::new(full(body))
+    };
+    *r.status_mut() = if not_modified {
+        StatusCode::NOT_MODIFIED
+    } else {
+        query_u64(Some(query), "status").and_then(|c| StatusCode::from_u16(c as u16).ok()).unwrap_or(StatusCode::OK)
+    };
+    for (name, value) in headers {
+        if let (Ok(n), Ok(v)) = (hyper::header::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value))
+        {
+            r.headers_mut().append(n, v);
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&origin.name) {
+        r.headers_mut().insert("x-origin-name", v);
+    }
+    r
 }
 
 /// A body fed chunk by chunk from a channel.

@@ -1,0 +1,363 @@
+//! The CDN cache end to end: a real origin that counts its requests per path (the body's `n=K`)
+//! and can be stopped, a real edge, requests over real sockets.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const HOST: &str = "site.test";
+
+/// A `/cache/` URL on the demo origin whose response carries these headers.
+fn page(path: &str, headers: &[&str], extra: &str) -> String {
+    let mut q: Vec<String> = headers.iter().map(|h| format!("h={}", enc(h))).collect();
+    if !extra.is_empty() {
+        q.push(extra.to_string());
+    }
+    format!("/cache/{path}?{}", q.join("&"))
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.:".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+async fn fetch(e: &EdgeProc, path: &str, headers: &[(&str, &str)]) -> (u16, hyper::HeaderMap, String) {
+    let mut h = vec![("host", HOST)];
+    h.extend_from_slice(headers);
+    request_full(&client(), "GET", &format!("http://{}{path}", e.http()), &h, Vec::new()).await
+}
+
+/// The origin's request count for the path, as the body reports it.
+fn n(body: &str) -> u64 {
+    body.split_whitespace().find_map(|w| w.strip_prefix("n=")).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+fn status_of(h: &hyper::HeaderMap) -> String {
+    h.get("cache-status").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
+}
+
+fn cache_edge(origin: &OriginProc, extra_zone: &str) -> EdgeProc {
+    edge(&zone_config(&[HOST], &[origin.addr], extra_zone))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_what_the_origin_marks_cacheable_and_nothing_else() {
+    let o = origin("o1");
+    let e = cache_edge(&o, "");
+    let fresh = page("fresh", &["cache-control: public, max-age=60", "etag: \"v1\""], "");
+    let (s, h, b) = fetch(&e, &fresh, &[]).await;
+    assert_eq!((s, n(&b)), (200, 1));
+    assert_eq!(status_of(&h), "palisade; fwd=uri-miss; stored");
+    let (s, h, b) = fetch(&e, &fresh, &[]).await;
+    assert_eq!((s, n(&b)), (200, 1), "served from the cache");
+    assert_eq!(status_of(&h), "palisade; hit");
+    assert!(h.get("age").is_some(), "a hit carries Age");
+    assert_eq!(h.get("etag").unwrap(), "\"v1\"");
+    assert_eq!(h.get("x-origin-name").unwrap(), "o1", "the origin's headers are stored");
+    assert!(h.get("via").is_some() && h.get("x-request-id").is_some());
+
+    // Each of these reaches the origin every time.
+    for (name, headers) in [
+        ("plain", vec![]),
+        ("no-store", vec!["cache-control: no-store, max-age=60"]),
+        ("private", vec!["cache-control: private, max-age=60"]),
+        ("cookie", vec!["cache-control: max-age=60", "set-cookie: session=secret"]),
+        ("vary-star", vec!["cache-control: max-age=60", "vary: *"]),
+    ] {
+        let url = page(name, &headers, "");
+        for i in 1..=3 {
+            let (s, h, b) = fetch(&e, &url, &[]).await;
+            assert_eq!((s, n(&b)), (200, i), "{name}: request {i} reaches the origin");
+            assert_eq!(status_of(&h), "palisade; fwd=uri-miss", "{name}");
+        }
+    }
+    // An error status is not stored; nor is a POST answered from the cache.
+    let err = page("err", &["cache-control: max-age=60"], "status=503");
+    assert_eq!(n(&fetch(&e, &err, &[]).await.2), 1);
+    assert_eq!(n(&fetch(&e, &err, &[]).await.2), 2);
+    let (s, b) = request("POST", &format!("http://{}{fresh}", e.http()), &[("host", HOST)], b"x".to_vec()).await;
+    assert_eq!((s, n(&b)), (200, 2), "POST goes to the origin");
+    // A request with credentials is not answered from the shared cache.
+    let (_, _, b) = fetch(&e, &fresh, &[("authorization", "Bearer x")]).await;
+    assert_eq!(n(&b), 3);
+
+    let m = e.metrics().await;
+    assert!(m.contains("palisade_cache_requests_total{zone=\"site\",status=\"hit\"} 1"), "{m}");
+    assert!(m.contains("palisade_cache_stored_total{zone=\"site\"} 1"), "{m}");
+    assert!(e.metric("palisade_cache_objects").await.unwrap() >= 1.0);
+    assert!(e.metric("palisade_cache_memory_bytes").await.unwrap() > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_cookie_responses_are_stored_without_the_cookie_when_configured() {
+    let o = origin("o1");
+    let e = cache_edge(&o, "[zones.cache]\nset_cookie = true\n");
+    let url = page("c", &["cache-control: max-age=60", "set-cookie: session=secret"], "");
+    let (_, h, b) = fetch(&e, &url, &[]).await;
+    assert_eq!(n(&b), 1);
+    assert!(h.get("set-cookie").is_some(), "the client that caused the fetch gets its cookie");
+    let (_, h, b) = fetch(&e, &url, &[]).await;
+    assert_eq!((n(&b), status_of(&h).as_str()), (1, "palisade; hit"));
+    assert!(h.get("set-cookie").is_none(), "a cookie is never shared from the cache");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variants_conditionals_ranges_and_head() {
+    let o = origin("o1");
+    let e = cache_edge(&o, "");
+    // Vary: the names are learnt first, then each variant is stored on its own.
+    let url = page("vary", &["cache-control: max-age=60", "vary: Accept-Language"], "");
+    let en = [("accept-language", "en")];
+    let fr = [("accept-language", "fr")];
+    assert_eq!(n(&fetch(&e, &url, &en).await.2), 1);
+    assert_eq!(n(&fetch(&e, &url, &en).await.2), 2);
+    assert_eq!(n(&fetch(&e, &url, &en).await.2), 2);
+    assert_eq!(n(&fetch(&e, &url, &fr).await.2), 3);
+    assert_eq!(n(&fetch(&e, &url, &fr).await.2), 3);
+    let (_, h, b) = fetch(&e, &url, &en).await;
+    assert_eq!((n(&b), status_of(&h).as_str()), (2, "palisade; hit"));
+
+    let url = page(
+        "cond",
+        &["cache-control: max-age=60", "etag: \"v7\"", "last-modified: Wed, 21 Oct 2015 07:28:00 GMT"],
+        "bytes=1000",
+    );
+    assert_eq!(fetch(&e, &url, &[]).await.0, 200);
+    // Conditionals are answered by the cache itself.
+    let (s, h, b) = fetch(&e, &url, &[("if-none-match", "\"v7\"")]).await;
+    assert_eq!((s, b.as_str()), (304, ""));
+    assert_eq!(h.get("etag").unwrap(), "\"v7\"");
+    assert_eq!(fetch(&e, &url, &[("if-none-match", "\"other\"")]).await.0, 200);
+    assert_eq!(fetch(&e, &url, &[("if-modified-since", "Thu, 22 Oct 2015 07:28:00 GMT")]).await.0, 304);
+    assert_eq!(fetch(&e, &url, &[("if-modified-since", "Tue, 20 Oct 2015 07:28:00 GMT")]).await.0, 200);
+    // Ranges from the stored body.
+    let (s, h, b) = fetch(&e, &url, &[("range", "bytes=0-3")]).await;
+    assert_eq!((s, b.as_str()), (206, "n=1 "));
+    assert_eq!(h.get("content-range").unwrap(), "bytes 0-3/1000");
+    let (s, _, b) = fetch(&e, &url, &[("range", "bytes=-10")]).await;
+    assert_eq!((s, b.len()), (206, 10));
+    let (s, h, _) = fetch(&e, &url, &[("range", "bytes=5000-")]).await;
+    assert_eq!(s, 416);
+    assert_eq!(h.get("content-range").unwrap(), "bytes */1000");
+    // If-Range with another validator: the whole object.
+    let (s, _, b) = fetch(&e, &url, &[("range", "bytes=0-3"), ("if-range", "\"v6\"")]).await;
+    assert_eq!((s, b.len()), (200, 1000));
+    // HEAD from the cache: the stored headers and the length, no body.
+    let (s, h, b) =
+        request_full(&client(), "HEAD", &format!("http://{}{url}", e.http()), &[("host", HOST)], Vec::new()).await;
+    assert_eq!((s, b.as_str(), status_of(&h).as_str()), (200, "", "palisade; hit"));
+    assert_eq!(h.get("content-length").unwrap(), "1000");
+    // Still one origin request for all of it.
+    let (_, _, b) = fetch(&e, &url, &[]).await;
+    assert_eq!(n(&b), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_objects_are_revalidated_with_their_validators() {
+    let o = origin("o1");
+    let e = cache_edge(&o, "");
+    // Fresh for 0 s with an ETag: stored, and revalidated on every use.
+    let url = page("reval", &["cache-control: max-age=0", "etag: \"r1\""], "");
+    let (_, h, b) = fetch(&e, &url, &[]).await;
+    assert_eq!((n(&b), status_of(&h).as_str()), (1, "palisade; fwd=uri-miss; stored"));
+    let (s, h, b) = fetch(&e, &url, &[]).await;
+    assert_eq!(s, 200);
+    assert_eq!(status_of(&h), "palisade; fwd=stale; fwd-status=304");
+    assert_eq!(n(&b), 1, "the stored body, confirmed by a 304");
+    // The 304 counted at the origin: the third request's revalidation is the origin's third.
+    let (_, _, b) = fetch(&e, &url, &[]).await;
+    assert_eq!(n(&b), 1);
+    let direct = get(&format!("http://{}{url}", o.addr)).await.1;
+    assert_eq!(n(&direct), 4);
+    assert!(e.metrics().await.contains("palisade_cache_requests_total{zone=\"site\",status=\"revalidated\"} 2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thundering_herd_makes_one_origin_request() {
+    let o = origin("o1");
+    let e = cache_edge(&o, "");
+    let url = page("herd", &["cache-control: max-age=60"], "ms=300");
+    let c = client();
+    let mut tasks = Vec::new();
+    // 200: under the node's default of 256 connections per client address.
+    for _ in 0..200 {
+        let (c, url, addr) = (c.clone(), url.clone(), e.http());
+        tasks.push(tokio::spawn(async move {
+            request_full(&c, "GET", &format!("http://{addr}{url}"), &[("host", HOST)], Vec::new()).await
+        }));
+    }
+    for t in tasks {
+        let (s, _, b) = t.await.unwrap();
+        assert_eq!((s, n(&b)), (200, 1), "every request got the one origin response");
+    }
+    let coalesced = e.metric("palisade_cache_coalesced_total{zone=\"site\"}").await.unwrap();
+    assert!(coalesced >= 150.0, "{coalesced} requests waited for the first");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_while_revalidate_answers_at_once_and_refreshes_in_the_background() {
+    let o = origin("o1");
+    let e = cache_edge(&o, "");
+    let url = page("swr", &["cache-control: max-age=1, stale-while-revalidate=60"], "ms=200");
+    assert_eq!(n(&fetch(&e, &url, &[]).await.2), 1);
+    tokio::time::sleep(Duration::from_millis(2100)).await; // past max-age: nothing to poll for
+    let t = std::time::Instant::now();
+    let (s, h, b) = fetch(&e, &url, &[]).await;
+    assert_eq!((s, n(&b)), (200, 1));
+    assert_eq!(status_of(&h), "palisade; hit; detail=stale-while-revalidate");
+    assert!(t.elapsed() < Duration::from_millis(190), "not waiting for the 200 ms origin: {:?}", t.elapsed());
+    // The background revalidation stores the new response.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, h, b) = fetch(&e, &url, &[]).await;
+        if n(&b) == 2 {
+            assert_eq!(status_of(&h), "palisade; hit");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never refreshed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_site_stays_up_with_its_origin_stopped() {
+    let o = origin("o1");
+    let e = cache_edge(&o, "[zones.retries]\nattempts = 0\n");
+    let home = page("home", &["cache-control: max-age=1"], "");
+    let failing = page("failing", &["cache-control: max-age=1"], "");
+    let strict = page("strict", &["cache-control: max-age=1, must-revalidate"], "");
+    for u in [&home, &failing, &strict] {
+        assert_eq!(fetch(&e, u, &[]).await.0, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await; // let them go stale
+                                                           // A 5xx from the origin: the stale copy answers.
+    let (s, h, b) = fetch(&e, &format!("{failing}&status=503"), &[]).await;
+    assert_eq!(s, 503, "another URL (the query differs): not cached, the origin's answer");
+    let _ = (h, b);
+    drop(o);
+    let (s, h, b) = fetch(&e, &home, &[]).await;
+    assert_eq!((s, n(&b)), (200, 1), "served stale with the origin down");
+    assert_eq!(status_of(&h), "palisade; fwd=stale; detail=stale-if-error");
+    // must-revalidate forbids it; an uncached page has nothing to fall back on.
+    assert_eq!(fetch(&e, &strict, &[]).await.0, 502);
+    assert_eq!(fetch(&e, &page("never", &[], ""), &[]).await.0, 502);
+    assert!(e.metrics().await.contains("palisade_cache_requests_total{zone=\"site\",status=\"stale\"} 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purges_by_url_prefix_host_tag_and_everything() {
+    let o = origin("o1");
+    let e = cache_edge(&o, "");
+    let a = page("p/a", &["cache-control: max-age=600", "cache-tag: red,blue"], "");
+    let b = page("p/b", &["cache-control: max-age=600", "cache-tag: blue"], "");
+    let c = page("q/c", &["cache-control: max-age=600"], "");
+    let count = |url: String| {
+        let e = &e;
+        async move { n(&fetch(e, &url, &[]).await.2) }
+    };
+    for u in [&a, &b, &c] {
+        assert_eq!(count(u.clone()).await, 1);
+        assert_eq!(count(u.clone()).await, 1);
+    }
+    let purge = |body: String| {
+        let e = &e;
+        async move { e.admin_json("POST", "/cache/purge", &body).await }
+    };
+    // By URL: only that object.
+    let (s, v) = purge(format!(r#"{{"files": ["http://{HOST}{a}"]}}"#)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!((count(a.clone()).await, count(b.clone()).await), (2, 1));
+    // By tag.
+    assert_eq!(purge(r#"{"tags": ["blue"]}"#.into()).await.0, 200);
+    assert_eq!((count(a.clone()).await, count(b.clone()).await, count(c.clone()).await), (3, 2, 1));
+    // By prefix.
+    assert_eq!(purge(format!(r#"{{"prefixes": ["{HOST}/cache/q/"]}}"#)).await.0, 200);
+    assert_eq!((count(a.clone()).await, count(c.clone()).await), (3, 2));
+    // By host, then everything.
+    assert_eq!(purge(format!(r#"{{"hosts": ["{HOST}"]}}"#)).await.0, 200);
+    assert_eq!((count(a.clone()).await, count(b.clone()).await, count(c.clone()).await), (4, 3, 3));
+    assert_eq!(purge(r#"{"purge_everything": true}"#.into()).await.0, 200);
+    assert_eq!((count(a.clone()).await, count(c.clone()).await), (5, 4));
+    // Bad requests are refused with the reason.
+    let (s, v) = purge(r#"{}"#.into()).await;
+    assert_eq!(s, 400);
+    assert!(v["errors"][0]["message"].as_str().unwrap().contains("nothing to purge"), "{v}");
+    assert_eq!(purge(r#"{"urls": ["x"]}"#.into()).await.0, 400);
+    assert!(e.metric("palisade_cache_purges_total").await.unwrap() >= 5.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_rules_bypass_override_ttls_and_shape_the_key() {
+    let o = origin("o1");
+    let rules = r#"
+[[zones.cache.rules]]
+name = "no-admin"
+expression = 'http.request.uri.path wildcard "/cache/admin/*"'
+action = "bypass"
+
+[[zones.cache.rules]]
+name = "static"
+expression = 'http.request.uri.path wildcard "/cache/static/*"'
+edge_ttl_s = 600
+browser_ttl_s = 30
+key = { query = ["v"] }
+"#;
+    let e = cache_edge(&o, rules);
+    // Bypass: even a cacheable response goes to the origin each time.
+    let admin = page("admin/x", &["cache-control: max-age=60"], "");
+    assert_eq!(n(&fetch(&e, &admin, &[]).await.2), 1);
+    assert_eq!(n(&fetch(&e, &admin, &[]).await.2), 2);
+    // The edge TTL stores what the origin did not mark; the browser gets its own TTL.
+    let s1 = "/cache/static/app.js?v=1&utm=a";
+    let (_, h, b) = fetch(&e, s1, &[]).await;
+    assert_eq!(n(&b), 1);
+    assert_eq!(h.get("cache-control").unwrap(), "max-age=30");
+    // Only `v` is in the key: another utm is the same object, another v is not.
+    let (_, h, b) = fetch(&e, "/cache/static/app.js?utm=b&v=1", &[]).await;
+    assert_eq!((n(&b), status_of(&h).as_str()), (1, "palisade; hit"));
+    assert_eq!(h.get("cache-control").unwrap(), "max-age=30");
+    assert_eq!(n(&fetch(&e, "/cache/static/app.js?v=2", &[]).await.2), 2);
+    // A no-store response is never stored, whatever the rule says.
+    let ns = "/cache/static/ns?h=cache-control%3A%20no-store";
+    assert_eq!(n(&fetch(&e, ns, &[]).await.2), 1);
+    assert_eq!(n(&fetch(&e, ns, &[]).await.2), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_switch_and_size_limits() {
+    let o = origin("o1");
+    let config = format!("[cache]\nmax_object_bytes = 65536\n{}", zone_config(&[HOST], &[o.addr], ""));
+    let e = edge(&config);
+    let url = page("k", &["cache-control: max-age=600"], "");
+    assert_eq!(n(&fetch(&e, &url, &[]).await.2), 1);
+    assert_eq!(n(&fetch(&e, &url, &[]).await.2), 1);
+    let (s, _) = e.admin_json("POST", "/killswitches/cache/off", "").await;
+    assert_eq!(s, 200);
+    assert_eq!(n(&fetch(&e, &url, &[]).await.2), 2, "switched off: to the origin");
+    assert_eq!(n(&fetch(&e, &url, &[]).await.2), 3);
+    assert_eq!(e.admin_json("POST", "/killswitches/cache/release", "").await.0, 200);
+    assert_eq!(n(&fetch(&e, &url, &[]).await.2), 1, "released: the stored copy again");
+
+    // Over max_object_bytes: passed through, whether its length is declared or streamed.
+    for (name, extra) in [("big", "bytes=100000"), ("big-chunked", "bytes=100000&chunked=1")] {
+        let u = page(name, &["cache-control: max-age=600"], extra);
+        for i in 1..=2 {
+            let (s, _, b) = fetch(&e, &u, &[]).await;
+            assert_eq!((s, b.len(), n(&b)), (200, 100000, i), "{name}");
+        }
+    }
+    // A streamed body under the limit is stored.
+    let u = page("small-chunked", &["cache-control: max-age=600"], "bytes=40000&chunked=1");
+    assert_eq!(n(&fetch(&e, &u, &[]).await.2), 1);
+    let (_, h, b) = fetch(&e, &u, &[]).await;
+    assert_eq!((b.len(), n(&b), status_of(&h).as_str()), (40000, 1, "palisade; hit"));
+}
