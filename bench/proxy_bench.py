@@ -1,5 +1,9 @@
 """Side-by-side proxy benchmark. See bench/proxy.sh; all traffic stays on 127.0.0.1."""
-import os, re, shutil, signal, statistics, subprocess, sys, tempfile, time, socket
+import os, shutil, statistics, sys, tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchlib import NGINX, ROOT, PALISADE, start, stop_all, wait_port, hwm_kib, wrk as wrk_url
+import benchlib
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 DURATION = int(os.environ.get("DURATION", "10"))
@@ -13,11 +17,6 @@ WITH_BASELINE = os.environ.get("BASELINE", "0") == "1"
 # EQUAL_WORK=1: also nginx made to add what palisade adds to every exchange (X-Forwarded-*,
 # Forwarded, Via, CDN-Loop and a request ID to the origin; Via and X-Request-Id to the client).
 WITH_EQUAL_WORK = os.environ.get("EQUAL_WORK", "0") == "1"
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# The binary as shipped, from scripts/build-release (bench/proxy.sh passes it); a plain release
-# build otherwise.
-PALISADE = os.environ.get("PALISADE_BIN") or os.path.join(ROOT, "target", "release", "palisade")
 BASELINE = os.path.join(ROOT, "bench", "hyper-baseline", "target", "release", "hyper-baseline")
 ORIGIN_PORT, NGINX_PORT, PALISADE_PORT, ADMIN_PORT, BASELINE_PORT, NGINX_FWD_PORT = 18100, 18101, 18102, 18103, 18104, 18105
 
@@ -31,28 +30,7 @@ with open(os.path.join(www, "100k"), "wb") as f:
     f.write(b"x" * 100 * 1024)
 
 def nginx_conf(name, workers, server_block, upstream=""):
-    d = os.path.join(work, name)
-    os.makedirs(d, exist_ok=True)
-    conf = f"""
-worker_processes {workers};
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-daemon off;
-events {{ worker_connections 4096; multi_accept on; }}
-http {{
-  access_log off;
-  keepalive_requests 1000000;
-  keepalive_timeout 65;
-  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;
-  fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-  {upstream}
-  server {{ {server_block} }}
-}}
-"""
-    path = os.path.join(d, "nginx.conf")
-    with open(path, "w") as f:
-        f.write(conf)
-    return path
+    return benchlib.nginx_conf(work, name, workers, server_block, upstream)
 
 origin_conf = nginx_conf("origin", 2, f"listen 127.0.0.1:{ORIGIN_PORT}; root {www}; sendfile on; tcp_nopush on;")
 proxy_conf = nginx_conf(
@@ -92,55 +70,8 @@ hostnames = ["127.0.0.1", "localhost"]
 origins = [{{ address = "127.0.0.1:{ORIGIN_PORT}" }}]
 """)
 
-procs = []
-def start(cmd):
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    procs.append(p)
-    return p
-
-def wait_port(port):
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"port {port} never opened")
-
-def tree_pids(pid):
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout.split()
-    return [pid] + [int(x) for x in out]
-
-def hwm_kib(pid):
-    total = 0
-    for p in tree_pids(pid):
-        try:
-            with open(f"/proc/{p}/status") as f:
-                m = re.search(r"VmHWM:\s+(\d+)", f.read())
-                total += int(m.group(1)) if m else 0
-        except OSError:
-            pass
-    return total
-
-def to_ms(v):
-    m = re.match(r"([\d.]+)(us|ms|s|m)", v)
-    n, u = float(m.group(1)), m.group(2)
-    return {"us": n / 1000, "ms": n, "s": n * 1000, "m": n * 60000}[u]
-
 def wrk(port, size, conns):
-    if WARMUP > 0:
-        subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{WARMUP}s", f"http://127.0.0.1:{port}/{size}"],
-                       capture_output=True, text=True)
-    out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{DURATION}s", "--latency", f"http://127.0.0.1:{port}/{size}"],
-                         capture_output=True, text=True).stdout
-    if "Requests/sec" not in out or not re.search(r"\s99(\.000)?%\s+\S+", out):
-        sys.exit(f"wrk against port {port} gave no result:\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = to_ms(re.search(r"\s50(?:\.000)?%\s+(\S+)", out).group(1))
-    p99 = to_ms(re.search(r"\s99(?:\.000)?%\s+(\S+)", out).group(1))
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: (.*)", out)
-    return rps, p50, p99, (int(errors.group(1)) if errors else 0), (sock.group(1) if sock else "")
+    return wrk_url(f"http://127.0.0.1:{port}/{size}", conns, DURATION, WARMUP)
 
 print(f"palisade: {PALISADE}")
 try:
@@ -203,9 +134,5 @@ try:
           f"(ratio {rss['palisade']/max(rss['nginx'],1):.2f})"
           + (f", hyper-baseline {rss['hyper-baseline']/1024:.1f} MiB" if WITH_BASELINE else ""))
 finally:
-    for p in procs:
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+    stop_all()
     shutil.rmtree(work, ignore_errors=True)

@@ -399,6 +399,13 @@ fn cache_reply(
 
 /// Judges an origin response for the cache: every header line it will be sent with.
 fn judge(policy: &ZonePolicy, plan: Box<Plan>, parts: &hyper::http::response::Parts, lines: &RawHeaders) -> Judged {
+    let says = |n: &[u8]| codec::eq_lowercase(n, b"cache-control") || codec::eq_lowercase(n, b"expires");
+    let silent = !lines.iter().any(|(n, _)| says(n))
+        && !parts.headers.contains_key(hyper::header::CACHE_CONTROL)
+        && !parts.headers.contains_key(hyper::header::EXPIRES);
+    if let Some(judged) = silent.then(|| policy.silent(&plan, parts.status)).flatten() {
+        return judged;
+    }
     let mut all: Vec<(&[u8], &[u8])> = lines.iter().collect();
     all.extend(parts.headers.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())));
     let length = all

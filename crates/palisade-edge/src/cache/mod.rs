@@ -469,8 +469,8 @@ pub enum Lookup {
 pub struct Plan {
     policy_key: Vec<u8>,
     hash: u64,
-    /// The variant's key, when the stored response varies.
-    url: String,
+    /// `host/path?query`, when the key does not hold it as is (see [`Plan::url`]).
+    url: Option<String>,
     /// A stale object: revalidated with its validators, served if the origin fails.
     pub stale: Option<Arc<Object>>,
     fill: Option<FillGuard>,
@@ -501,11 +501,20 @@ impl ZonePolicy {
         if *view.method != hyper::Method::GET && *view.method != hyper::Method::HEAD {
             return Lookup::Bypass;
         }
-        // Credentials, and preconditions a stored response cannot judge: the origin answers.
-        for name in ["authorization", "if-match", "if-unmodified-since", "upgrade"] {
-            if view.headers.header(name).is_some() {
-                return Lookup::Bypass;
+        // Credentials, preconditions a stored response cannot judge, upgrades: the origin
+        // answers. One pass over the names, most ruled out by their length.
+        let mut refused = false;
+        view.headers.names(&mut |n| {
+            refused |= match n.len() {
+                7 => crate::codec::eq_lowercase(n, b"upgrade"),
+                8 => crate::codec::eq_lowercase(n, b"if-match"),
+                13 => crate::codec::eq_lowercase(n, b"authorization"),
+                19 => crate::codec::eq_lowercase(n, b"if-unmodified-since"),
+                _ => false,
             }
+        });
+        if refused {
+            return Lookup::Bypass;
         }
         let rule = self.rules.iter().find(|r| r.expression.as_ref().is_none_or(|e| e.eval(view)));
         if rule.is_some_and(|r| r.bypass) {
@@ -531,7 +540,8 @@ impl ZonePolicy {
         let mut plan = Box::new(Plan {
             policy_key: key,
             hash,
-            url: format!("{}{}", view.host(), view.uri()),
+            // The default key holds the URL; only another shape needs it written out.
+            url: (!spec.host || spec.query.is_some()).then(|| format!("{}{}", view.host(), view.uri())),
             stale: None,
             fill: None,
             store: !ask.head,
@@ -733,6 +743,19 @@ fn stored_headers<'a>(lines: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> Opti
 }
 
 impl Plan {
+    /// `host/path?query`: written out, or read from a default-shaped key
+    /// (`zone \0 host \0 path?query [\0 ...]`).
+    fn url(&self) -> std::borrow::Cow<'_, str> {
+        if let Some(u) = &self.url {
+            return u.as_str().into();
+        }
+        let mut parts = self.policy_key.split(|b| *b == 0).skip(1);
+        let (host, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+        let mut url = String::from_utf8_lossy(host).into_owned();
+        url.push_str(&String::from_utf8_lossy(target));
+        url.into()
+    }
+
     /// Conditional headers for the origin request: the stale object's validators.
     pub fn validators(&self) -> Option<(Option<HeaderValue>, Option<HeaderValue>)> {
         let Kind::Response(s) = &self.stale.as_ref()?.kind else { return None };
@@ -847,7 +870,7 @@ impl ZonePolicy {
             let base_len = plan.policy_key.len() - plan.vary.as_ref().map_or(0, |(_, n)| *n);
             let base = plan.policy_key.get(..base_len).unwrap_or_default();
             if !vary.is_empty() {
-                let marker = cache.object(base, &plan.url, &self.zone, Kind::Vary(vary), 64);
+                let marker = cache.object(base, &plan.url(), &self.zone, Kind::Vary(vary), 64);
                 cache.put(cache.hash(base), marker);
                 return not_stored(NotStored::VaryUnknown);
             }
@@ -868,10 +891,23 @@ impl ZonePolicy {
         Judged::Record(Box::new(recorder), status_seen, browser_ttl)
     }
 
+    /// Judges a response whose headers say nothing about caching (no `Cache-Control`, no
+    /// `Expires`), found by one scan of the names: most responses of a site that does not
+    /// cache. Not stored unless a rule gives a TTL, or it answers our validators (304).
+    pub fn silent(&self, plan: &Plan, status: StatusCode) -> Option<Judged> {
+        if plan.edge_ttl.is_some() || status == StatusCode::NOT_MODIFIED {
+            return None;
+        }
+        if !plan.passing {
+            self.pass(plan);
+        }
+        Some(Judged::NotStored(NotStored::NoFreshness, plan.status, plan.browser_ttl))
+    }
+
     /// Marks the key as not storable for a while, so requests for it stop waiting on each other.
     fn pass(&self, plan: &Plan) {
         let until = self.cache.now_ms() + PASS_FOR.as_millis() as u64;
-        let o = self.cache.object(&plan.policy_key, &plan.url, &self.zone, Kind::Pass(until), 0);
+        let o = self.cache.object(&plan.policy_key, &plan.url(), &self.zone, Kind::Pass(until), 0);
         self.cache.put(plan.hash, o);
     }
 
@@ -968,7 +1004,7 @@ impl Recorder {
             z.cache.stored.add(1);
             z.cache.stored_bytes.add(stored.body.len() as u64);
         }
-        let o = self.cache.object(&self.plan.policy_key, &self.plan.url, &self.zone, Kind::Response(stored), bytes);
+        let o = self.cache.object(&self.plan.policy_key, &self.plan.url(), &self.zone, Kind::Response(stored), bytes);
         self.cache.put(self.plan.hash, o);
         // The fill ends: waiters look up again and find it.
         self.plan.fill = None;
