@@ -451,6 +451,19 @@ pub async fn nodes(remote: &Remote) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `palisade purge --url U --prefix P --host H --tag T --everything [--zone Z]`.
+pub async fn purge(remote: &Remote, request: &palisade_config::purge::PurgeRequest) -> anyhow::Result<()> {
+    // Checked here as well, so a mistake is named before anything is sent.
+    request.check().map_err(|e| anyhow::anyhow!(e))?;
+    let body = serde_json::to_value(request)?;
+    let (status, v) = remote.call(Method::POST, "/v1/cache/purge", Some(body)).await?;
+    if status != StatusCode::OK {
+        return Err(api_error(status, &v));
+    }
+    println!("purge {} recorded: {}; every node applies it on its purge poll", v["seq"], request.summary());
+    Ok(())
+}
+
 /// `palisade killswitch off NAME -m REASON` / `release NAME` / `list`.
 pub async fn killswitch(remote: &Remote, action: &str, name: Option<&str>, reason: Option<&str>) -> anyhow::Result<()> {
     let (status, v) = match (action, name) {

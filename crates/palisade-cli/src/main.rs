@@ -103,6 +103,29 @@ enum Command {
         #[command(subcommand)]
         command: KillCommand,
     },
+    /// Purge cached objects on every node (by URL, prefix, host, Cache-Tag, or everything).
+    Purge {
+        /// An exact URL (`https://host/path?query`); repeat for more.
+        #[arg(long = "url")]
+        urls: Vec<String>,
+        /// A URL prefix (`host/path/`).
+        #[arg(long = "prefix")]
+        prefixes: Vec<String>,
+        /// Every object of a host.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// Objects whose `Cache-Tag` response header named this tag.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Everything (alone).
+        #[arg(long)]
+        everything: bool,
+        /// Only this zone's objects (for tags and --everything).
+        #[arg(long)]
+        zone: Option<String>,
+        #[command(flatten)]
+        remote: control_cli::Remote,
+    },
     /// The fleet as the control plane sees it: each node's city, assigned and running version.
     Nodes {
         #[command(flatten)]
@@ -155,7 +178,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum KillCommand {
-    /// Switch a module off on every node (access_log, retries, splice).
+    /// Switch a module off on every node (`palisade killswitch list` names them).
     Off {
         name: String,
         /// Why (recorded in the audit log).
@@ -447,6 +470,17 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             control_cli::control(listen, data_dir, tokens, node_tokens, tls_cert.zip(tls_key), etcd).await
         }
         Command::Nodes { remote } => control_cli::nodes(&remote).await,
+        Command::Purge { urls, prefixes, hosts, tags, everything, zone, remote } => {
+            let request = palisade_config::purge::PurgeRequest {
+                zone,
+                files: urls,
+                prefixes,
+                hosts,
+                tags,
+                purge_everything: everything,
+            };
+            control_cli::purge(&remote, &request).await
+        }
         Command::Killswitch { command } => match command {
             KillCommand::Off { name, message, remote } => {
                 control_cli::killswitch(&remote, "off", Some(&name), Some(&message)).await

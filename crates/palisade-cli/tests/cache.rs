@@ -361,3 +361,59 @@ async fn kill_switch_and_size_limits() {
     let (_, h, b) = fetch(&e, &u, &[]).await;
     assert_eq!((b.len(), n(&b), status_of(&h).as_str()), (40000, 1, "palisade; hit"));
 }
+
+/// A purge made on the control plane reaches every node on its own long poll, within a second,
+/// and removes exactly what it names there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_on_the_control_plane_reaches_every_node() {
+    use common::fleet::*;
+    let o = origin("o1");
+    let dir = temp_dir("purge");
+    let c = control(&dir);
+    let a = c.addr;
+    let boot = zone_config(&[HOST], &[o.addr], "");
+    let fleet: Vec<EdgeProc> =
+        [("berlin", BERLIN), ("paris", PARIS)].into_iter().map(|(n, t)| fleet_node(a, n, t, &boot)).collect();
+    eventually("two nodes register", Duration::from_secs(10), || async move { nodes(a).await.len() == 2 }).await;
+    let red = page("red", &["cache-control: max-age=600", "cache-tag: red"], "");
+    let blue = page("blue", &["cache-control: max-age=600", "cache-tag: blue"], "");
+    // Each node fetches each page once, then serves it from its cache.
+    for (i, e) in fleet.iter().enumerate() {
+        for url in [&red, &blue] {
+            assert_eq!(n(&fetch(e, url, &[]).await.2), i as u64 + 1);
+            assert_eq!(n(&fetch(e, url, &[]).await.2), i as u64 + 1);
+        }
+    }
+    let cli = |args: &[&str]| operator_cli(a, args);
+    let purged = std::time::Instant::now();
+    let out = cli(&["purge", "--tag", "red"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("purge 1 recorded: tag red"), "{out:?}");
+    for e in &fleet {
+        eventually("the purge reached the node", Duration::from_secs(1), || async {
+            e.metric("palisade_cache_purges_total").await == Some(1.0)
+        })
+        .await;
+    }
+    assert!(purged.elapsed() < Duration::from_secs(1), "took {:?}", purged.elapsed());
+    // Red is fetched again on both nodes; blue is still cached.
+    assert_eq!(n(&fetch(&fleet[0], &red, &[]).await.2), 3);
+    assert_eq!(n(&fetch(&fleet[1], &red, &[]).await.2), 4);
+    assert_eq!(n(&fetch(&fleet[0], &blue, &[]).await.2), 1);
+    assert_eq!(n(&fetch(&fleet[1], &blue, &[]).await.2), 2);
+    // Bad requests are refused before anything is recorded; operators only.
+    let out = cli(&["purge"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("nothing to purge"), "{out:?}");
+    let (s, _) =
+        api(a, "POST", "/v1/cache/purge", Some(BERLIN), Some(serde_json::json!({"purge_everything": true}))).await;
+    assert_eq!(s, 403);
+    // Recorded and audited, with each node's acknowledgement.
+    let (_, feed) = api(a, "GET", "/v1/cache/purges", Some(ALICE), None).await;
+    assert_eq!((feed["latest"].as_u64(), feed["purges"][0]["request"]["tags"][0].as_str()), (Some(1), Some("red")));
+    eventually("both nodes acknowledged", Duration::from_secs(2), || async {
+        let (_, audit) = api(a, "GET", "/v1/audit", Some(ALICE), None).await;
+        let acks =
+            audit["records"].as_array().map_or(0, |r| r.iter().filter(|x| x["action"] == "cache purge ack").count());
+        acks == 2
+    })
+    .await;
+}

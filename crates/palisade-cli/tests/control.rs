@@ -487,14 +487,7 @@ async fn kill_switches_reach_every_node_within_a_second_and_change_nothing_else(
     for e in &fleet {
         assert_eq!(e.metric(SERIES).await, Some(0.0));
     }
-    let cli = |args: &[&str]| {
-        std::process::Command::new(bin())
-            .args(args)
-            .args(["--control", &format!("http://{a}"), "--token", ALICE])
-            .env("PALISADE_LOG", "warn")
-            .output()
-            .unwrap()
-    };
+    let cli = |args: &[&str]| operator_cli(a, args);
 
     let flipped = std::time::Instant::now();
     let out = cli(&["killswitch", "off", "retries", "-m", "retry storm"]);

@@ -10,6 +10,7 @@
 
 pub mod artifact;
 pub mod limits;
+pub mod purge;
 pub mod rules;
 mod schema;
 mod validate;

@@ -27,6 +27,11 @@
 //! /v1/nodes/self/killswitches?known=G&wait_ms=M` (long poll), `POST
 //! /v1/nodes/self/killswitches/ack` `{"generation", "unknown"}`.
 //!
+//! Cache purges: `POST /v1/cache/purge` (operators; the node's purge body: `files`, `prefixes`,
+//! `hosts`, `tags`, `purge_everything`, `zone`), `GET /v1/cache/purges` (the kept ones). Nodes:
+//! `GET /v1/nodes/self/purges?after=S&wait_ms=M` (long poll), `POST /v1/nodes/self/purges/ack`
+//! `{"seq"}`.
+//!
 //! Artifacts: `POST /v1/artifacts/{kind}/{name}?message=...&unchecked=&rollout=&bake_ms=` (raw
 //! bytes; operators): decoded like a node would, stored, re-pinned in a new config version when the
 //! head config lists it, and rolled out on request. `GET /v1/artifacts/{sha256}/content` (nodes
@@ -157,6 +162,8 @@ struct App {
     assignments: tokio::sync::watch::Sender<u64>,
     /// The kill-switch generation: wakes the nodes' kill-switch polls.
     kills: tokio::sync::watch::Sender<u64>,
+    /// The newest cache purge: wakes the nodes' purge polls.
+    purges: tokio::sync::watch::Sender<u64>,
     /// Nodes to ask for synthetic requests in answer to their next report.
     probe: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -253,12 +260,14 @@ pub async fn serve(
         .map_err(|e| e.to_string())??;
     let (assignments, _) = tokio::sync::watch::channel(0);
     let (kills, _) = tokio::sync::watch::channel(0);
+    let (purges, _) = tokio::sync::watch::channel(0);
     let app = Arc::new(App {
         store,
         tokens: opts.tokens.clone(),
         node_tokens: opts.node_tokens.clone(),
         assignments,
         kills,
+        purges,
         probe: std::sync::Mutex::default(),
     });
     let tls = match &opts.tls {
@@ -309,6 +318,10 @@ fn router(app: Shared) -> Router {
         .route("/v1/killswitches/{name}", axum::routing::delete(release))
         .route("/v1/nodes/self/killswitches", get(node_kill_switches))
         .route("/v1/nodes/self/killswitches/ack", post(kill_ack))
+        .route("/v1/cache/purge", post(purge))
+        .route("/v1/cache/purges", get(purges))
+        .route("/v1/nodes/self/purges", get(node_purges))
+        .route("/v1/nodes/self/purges/ack", post(purge_ack))
         .route("/v1/rollouts", post(start_rollout).get(rollouts))
         .route("/v1/rollouts/{id}", get(rollout))
         .route("/v1/rollouts/{id}/abort", post(abort_rollout))
@@ -675,6 +688,7 @@ async fn follow_log(app: Shared, repl: Arc<crate::replica::Replication>) {
                     Ok(_) => {
                         app.assignments.send_modify(|g| *g = g.wrapping_add(1));
                         app.kills.send_modify(|g| *g = g.wrapping_add(1));
+                        app.purges.send_modify(|g| *g = g.wrapping_add(1));
                     }
                     // Logged; the next change (or the next report) tries again.
                     Err(_) => {}
@@ -1004,6 +1018,55 @@ async fn node_kill_switches(
         }
     })
     .await
+}
+
+async fn purge(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let who = actor(&app, &headers)?;
+    let request: palisade_config::purge::PurgeRequest = json_body(&body)?;
+    request.check().map_err(bad_request)?;
+    let summary = request.summary();
+    let seq = blocking(&app, move |s| s.add_purge(&who, &request)).await?;
+    app.purges.send_replace(seq);
+    tracing::info!(seq, purge = %summary, "cache purge recorded for the fleet");
+    Ok(Json(json!({ "seq": seq })).into_response())
+}
+
+async fn purges(State(app): State<Shared>, headers: HeaderMap) -> ApiResult {
+    actor(&app, &headers)?;
+    let feed = blocking(&app, |s| s.purges_after(Some(0))).await?;
+    Ok(Json(json!(feed)).into_response())
+}
+
+#[derive(Deserialize)]
+struct PurgeQuery {
+    after: Option<u64>,
+    wait_ms: Option<u64>,
+}
+
+async fn node_purges(State(app): State<Shared>, headers: HeaderMap, Query(q): Query<PurgeQuery>) -> ApiResult {
+    node_actor(&app, &headers)?;
+    long_poll(&app.purges, q.wait_ms, || {
+        let app = app.clone();
+        async move {
+            let feed = blocking(&app, move |s| s.purges_after(q.after)).await?;
+            // A node that has just started learns where the feed is at once.
+            Ok((q.after != Some(feed.latest)).then(|| json!(feed)))
+        }
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeAck {
+    seq: u64,
+}
+
+async fn purge_ack(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let name = node_actor(&app, &headers)?;
+    let a: PurgeAck = json_body(&body)?;
+    blocking(&app, move |s| s.purge_ack(&name, a.seq)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn kill_ack(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {

@@ -14,6 +14,7 @@ pub mod diff;
 pub mod etcd;
 pub mod killswitch;
 pub mod openapi;
+pub mod purge;
 pub mod replica;
 pub mod rollout;
 pub mod store;

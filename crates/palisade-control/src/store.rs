@@ -249,6 +249,7 @@ impl Store {
         }
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(crate::killswitch::SCHEMA)?;
+        conn.execute_batch(crate::purge::SCHEMA)?;
         // Layout 1 -> 2: reports carry the latency histogram. 2 -> 3: nodes, their running hash.
         if found == 1 {
             conn.execute_batch("ALTER TABLE reports ADD COLUMN latency TEXT NOT NULL DEFAULT ''")?;

@@ -249,6 +249,7 @@ pub async fn run(shared: Arc<EdgeShared>, link: ControlLink) {
     let ch = Channel { client, link, shared, current: Arc::default() };
     tokio::spawn(ch.clone().report_loop());
     tokio::spawn(ch.clone().kill_loop());
+    tokio::spawn(ch.clone().purge_loop());
     let mut agent = Watch { ch, registered: false, known: None };
     let mut backoff = MIN_BACKOFF;
     let mut failing = false;
@@ -496,39 +497,35 @@ impl Channel {
         Ok((status, body))
     }
 
-    /// The kill switches' own long poll, apart from config so that a switch never waits behind a
-    /// fetch or a compile: applied as soon as it arrives, then acknowledged.
-    async fn kill_loop(self) {
+    /// A long poll of its own (`path` with `param=KNOWN` once something is known), apart from
+    /// config so that what it carries never waits behind a fetch or a compile. Each answer
+    /// goes to `apply`, which says what is now known and what to acknowledge (posted to
+    /// `ack_path`). Unreachable or confused: nothing changes; ask again shortly.
+    async fn poll_loop<T: serde::de::DeserializeOwned>(
+        self,
+        path: &str,
+        param: &str,
+        ack_path: &str,
+        mut apply: impl FnMut(T, Option<u64>) -> (u64, Option<Value>) + Send,
+    ) {
         let mut shutdown = self.shared.shutdown.subscribe();
         let mut known: Option<u64> = None;
         loop {
-            let since = known.map(|g| format!("&known={g}")).unwrap_or_default();
-            let path = format!("/v1/nodes/self/killswitches?wait_ms={}{since}", POLL_WAIT.as_millis());
+            let since = known.map(|g| format!("&{param}={g}")).unwrap_or_default();
+            let url = format!("{path}?wait_ms={}{since}", POLL_WAIT.as_millis());
             let polled = tokio::select! {
-                r = self.call(Method::GET, &path, None, POLL_WAIT + Duration::from_secs(10)) => r,
+                r = self.call(Method::GET, &url, None, POLL_WAIT + Duration::from_secs(10)) => r,
                 _ = shutdown.changed() => return,
             };
-            #[derive(serde::Deserialize)]
-            struct Switches {
-                generation: u64,
-                off: Vec<String>,
-            }
-            match polled.map(|(s, b)| (s, serde_json::from_slice::<Switches>(&b))) {
-                Ok((StatusCode::OK, Ok(sw))) => {
-                    let unknown = self.shared.kill.set(&sw.off);
-                    if sw.off.is_empty() {
-                        tracing::info!(generation = sw.generation, "kill switches: none off");
-                    } else {
-                        tracing::warn!(off = ?sw.off, generation = sw.generation, "kill switches applied");
+            match polled.map(|(s, b)| (s, serde_json::from_slice::<T>(&b))) {
+                Ok((StatusCode::OK, Ok(answer))) => {
+                    let (now, ack) = apply(answer, known);
+                    known = Some(now);
+                    if let Some(ack) = ack {
+                        let _ = self.call(Method::POST, ack_path, Some(ack), Duration::from_secs(5)).await;
                     }
-                    known = Some(sw.generation);
-                    let ack = json!({ "generation": sw.generation, "unknown": unknown });
-                    let _ = self
-                        .call(Method::POST, "/v1/nodes/self/killswitches/ack", Some(ack), Duration::from_secs(5))
-                        .await;
                 }
                 Ok((StatusCode::NO_CONTENT, _)) => {}
-                // Unreachable or confused: the switches stay as they are; ask again shortly.
                 _ => {
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -537,6 +534,68 @@ impl Channel {
                 }
             }
         }
+    }
+
+    /// The kill switches: applied as soon as they arrive, then acknowledged.
+    async fn kill_loop(self) {
+        #[derive(serde::Deserialize)]
+        struct Switches {
+            generation: u64,
+            off: Vec<String>,
+        }
+        let kill = self.shared.clone();
+        self.poll_loop(
+            "/v1/nodes/self/killswitches",
+            "known",
+            "/v1/nodes/self/killswitches/ack",
+            move |sw: Switches, _| {
+                let unknown = kill.kill.set(&sw.off);
+                if sw.off.is_empty() {
+                    tracing::info!(generation = sw.generation, "kill switches: none off");
+                } else {
+                    tracing::warn!(off = ?sw.off, generation = sw.generation, "kill switches applied");
+                }
+                (sw.generation, Some(json!({ "generation": sw.generation, "unknown": unknown })))
+            },
+        )
+        .await
+    }
+
+    /// Fleet-wide cache purges: applied as they arrive, then acknowledged. A node that has
+    /// just started has nothing in memory to purge: it asks only where the feed is. Told that
+    /// purges it missed are no longer kept, it purges everything.
+    async fn purge_loop(self) {
+        #[derive(serde::Deserialize)]
+        struct Entry {
+            seq: u64,
+            request: crate::cache::PurgeRequest,
+        }
+        #[derive(serde::Deserialize)]
+        struct Feed {
+            latest: u64,
+            purges: Vec<Entry>,
+            complete: bool,
+        }
+        let shared = self.shared.clone();
+        self.poll_loop("/v1/nodes/self/purges", "after", "/v1/nodes/self/purges/ack", move |feed: Feed, after| {
+            let cache = shared.snapshot.load().cache.clone();
+            if !feed.complete {
+                tracing::warn!("cache purges were missed and are no longer kept: purging everything");
+                let everything = crate::cache::PurgeRequest { purge_everything: true, ..Default::default() };
+                let _ = cache.purge_request(&everything);
+            }
+            for p in &feed.purges {
+                match cache.purge_request(&p.request) {
+                    Ok(_) => tracing::info!(seq = p.seq, purge = %p.request.summary(), "cache purge applied"),
+                    Err(e) => tracing::warn!(seq = p.seq, error = %e, "cache purge refused"),
+                }
+            }
+            // A long backlog comes in parts: go on from the last one applied.
+            let upto = feed.purges.last().map_or(feed.latest, |p| p.seq);
+            let applied = after.is_some() && (!feed.purges.is_empty() || !feed.complete);
+            (upto, applied.then(|| json!({ "seq": upto })))
+        })
+        .await
     }
 
     /// Synthetic requests through this node's own listener, spread over its zones (the first

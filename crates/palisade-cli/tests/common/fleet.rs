@@ -94,6 +94,16 @@ pub async fn nodes(a: SocketAddr) -> Vec<Value> {
     api(a, "GET", "/v1/nodes", Some(ALICE), None).await.1["nodes"].as_array().cloned().unwrap_or_default()
 }
 
+/// `palisade ARGS` as the operator Alice, against the control plane at `a`.
+pub fn operator_cli(a: SocketAddr, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bin())
+        .args(args)
+        .args(["--control", &format!("http://{a}"), "--token", ALICE])
+        .env("PALISADE_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
 /// An edge node linked to the control plane at `a`, reporting every 200 ms.
 pub fn fleet_node(a: SocketAddr, name: &str, token: &str, boot: &str) -> EdgeProc {
     fleet_node_at(&format!("http://{a}"), name, token, boot)

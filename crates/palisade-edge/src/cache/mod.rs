@@ -1103,72 +1103,26 @@ impl Object {
     }
 }
 
-/// Most URLs, prefixes, hosts and tags in one purge request.
-pub const MAX_PURGE_ITEMS: usize = 1000;
+pub use palisade_config::purge::PurgeRequest;
 
-/// A purge request, in the shape edge-provider purge APIs use.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PurgeRequest {
-    /// Only this zone's objects (tags and `purge_everything`); absent: every zone.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub zone: Option<String>,
-    /// Exact URLs (`https://host/path?query`; the scheme is optional and ignored).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub files: Vec<String>,
-    /// URL prefixes (`host/path/`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub prefixes: Vec<String>,
-    /// Every object of these hosts.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub hosts: Vec<String>,
-    /// Objects whose `Cache-Tag` response header named one of these.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub tags: Vec<String>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub purge_everything: bool,
-}
-
-impl PurgeRequest {
-    /// The purges it asks for, or what is wrong with it.
-    pub fn purges(&self) -> Result<Vec<Purge>, String> {
-        let items = self.files.len() + self.prefixes.len() + self.hosts.len() + self.tags.len();
-        if items > MAX_PURGE_ITEMS {
-            return Err(format!("{items} items to purge; the limit is {MAX_PURGE_ITEMS} per request"));
-        }
-        if items == 0 && !self.purge_everything {
-            return Err("nothing to purge: give files, prefixes, hosts, tags or purge_everything".into());
-        }
-        if items > 0 && self.purge_everything {
-            return Err("purge_everything goes alone".into());
-        }
-        let mut out = Vec::with_capacity(items.max(1));
-        if self.purge_everything {
-            out.push(Purge::Everything);
-        }
-        for f in &self.files {
-            out.push(Purge::Url(Purge::url_form(f)));
-        }
-        for p in &self.prefixes {
-            out.push(Purge::Prefix(Purge::url_form(p)));
-        }
-        for h in &self.hosts {
-            out.push(Purge::Prefix(format!("{}/", crate::snapshot::normalize_host(h))));
-        }
-        for t in &self.tags {
-            if t.is_empty() || t.len() > 1024 {
-                return Err("a tag is 1..=1024 bytes".into());
-            }
-            out.push(Purge::Tag(t.clone()));
-        }
-        Ok(out)
+/// The purges a checked request asks for.
+fn purges_of(req: &PurgeRequest) -> Result<Vec<Purge>, String> {
+    req.check()?;
+    let mut out = Vec::new();
+    if req.purge_everything {
+        out.push(Purge::Everything);
     }
+    out.extend(req.files.iter().map(|f| Purge::Url(Purge::url_form(f))));
+    out.extend(req.prefixes.iter().map(|p| Purge::Prefix(Purge::url_form(p))));
+    out.extend(req.hosts.iter().map(|h| Purge::Prefix(format!("{}/", crate::snapshot::normalize_host(h)))));
+    out.extend(req.tags.iter().map(|t| Purge::Tag(t.clone())));
+    Ok(out)
 }
 
 impl Cache {
     /// Applies a purge request; returns how many purges it recorded.
     pub fn purge_request(&self, req: &PurgeRequest) -> Result<usize, String> {
-        let purges = req.purges()?;
+        let purges = purges_of(req)?;
         let zone: Option<Arc<str>> = req.zone.as_deref().map(Arc::from);
         let n = purges.len();
         for p in purges {
