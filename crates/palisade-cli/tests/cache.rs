@@ -417,3 +417,87 @@ async fn a_purge_on_the_control_plane_reaches_every_node() {
     })
     .await;
 }
+
+/// Waits until the node's disk tier has written `n` objects.
+async fn disk_writes_reach(e: &EdgeProc, n: u64) {
+    eventually("written to disk", Duration::from_secs(5), || async {
+        let (_, v) = e.admin_json("GET", "/cache", "").await;
+        v["result"]["disk"]["writes"].as_u64() == Some(n)
+    })
+    .await
+}
+
+/// The disk tier: objects too large for memory stream to disk; everything stored is found again
+/// after a restart; a damaged file is dropped and never served; a purge stays done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_tier_survives_a_restart_and_never_serves_a_damaged_file() {
+    let o = origin("o1");
+    let store = temp_dir("cache-disk");
+    let disk_dir = store.join("cache");
+    let config = format!(
+        "[cache]\nmax_object_bytes = 65536\ndisk_path = \"{}\"\n{}",
+        disk_dir.display(),
+        zone_config(&[HOST], &[o.addr], "")
+    );
+    let small = page("small", &["cache-control: max-age=600", "cache-tag: small"], "bytes=2000");
+    let big = page("big", &["cache-control: max-age=600"], "bytes=300000&chunked=1");
+    let e = edge(&config);
+    assert_eq!(n(&fetch(&e, &small, &[]).await.2), 1);
+    let (s, _, b) = fetch(&e, &big, &[]).await;
+    assert_eq!((s, b.len(), n(&b)), (200, 300000, 1));
+    disk_writes_reach(&e, 2).await;
+    // The large one is served from disk, whole and in ranges, and is not held in memory.
+    let (_, h, b) = fetch(&e, &big, &[]).await;
+    assert_eq!((b.len(), n(&b), status_of(&h).as_str()), (300000, 1, "palisade; hit"));
+    let (s, h, b) = fetch(&e, &big, &[("range", "bytes=299990-")]).await;
+    assert_eq!((s, b.as_str()), (206, "xxxxxxxxxx"));
+    assert_eq!(h.get("content-range").unwrap(), "bytes 299990-299999/300000");
+    let memory = e.metric("palisade_cache_memory_bytes").await.unwrap();
+    assert!(memory < 32768.0, "{memory} bytes in memory for a 300 kB object on disk");
+    drop(e);
+
+    // A restart: both are found on disk.
+    let e = edge(&config);
+    let (_, h, b) = fetch(&e, &small, &[]).await;
+    assert_eq!((n(&b), status_of(&h).as_str()), (1, "palisade; hit"));
+    assert_eq!(n(&fetch(&e, &big, &[]).await.2), 1);
+    drop(e);
+
+    // Damage both files while the node is down: one byte each, in the body.
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&disk_dir)
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .collect();
+    files.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    assert_eq!(files.len(), 2);
+    for f in &files {
+        let mut raw = std::fs::read(f).unwrap();
+        raw[100] ^= 0x20;
+        std::fs::write(f, raw).unwrap();
+    }
+    let e = edge(&config);
+    // The small one is checked whole before use: the origin answers instead.
+    let (s, _, b) = fetch(&e, &small, &[]).await;
+    assert_eq!((s, n(&b)), (200, 2), "a damaged copy is never served");
+    // The large one streams: its first block fails its check, so the response stops short.
+    let raw_answer = raw(
+        e.http(),
+        format!("GET {big} HTTP/1.1\r\nhost: {HOST}\r\nconnection: close\r\n\r\n").as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(raw_answer.starts_with("HTTP/1.1 200"), "{}", &raw_answer[..raw_answer.len().min(200)]);
+    assert!(!raw_answer.contains("n=1"), "no byte of the damaged block was sent");
+    assert!(raw_answer.len() < 300000);
+    assert_eq!(n(&fetch(&e, &big, &[]).await.2), 2, "dropped: fetched again");
+    assert!(e.metric("palisade_cache_disk_corrupt_total").await.unwrap() >= 2.0);
+
+    // A purge reaches the disk, and stays done across a restart.
+    disk_writes_reach(&e, 2).await;
+    assert_eq!(e.admin_json("POST", "/cache/purge", r#"{"tags": ["small"]}"#).await.0, 200);
+    drop(e);
+    let e = edge(&config);
+    assert_eq!(n(&fetch(&e, &small, &[]).await.2), 3);
+    assert_eq!(n(&fetch(&e, &big, &[]).await.2), 2);
+}

@@ -68,6 +68,8 @@ pub mod range {
     pub const CACHE_MEMORY_BYTES: (u64, u64) = (0, 1024 * 1024 * 1024 * 1024);
     /// The memory tier weighs objects in KiB, at most 65535 of them each.
     pub const CACHE_MAX_OBJECT_BYTES: (u64, u64) = (0, 64 * 1024 * 1024 - 1024);
+    pub const CACHE_DISK_BYTES: (u64, u64) = (1024 * 1024, 1 << 50);
+    pub const CACHE_DISK_MAX_OBJECT_BYTES: (u64, u64) = (0, 1 << 40);
     pub const CACHE_LOCK_TIMEOUT_MS: (u64, u64) = (0, 60_000);
     pub const CACHE_STALE_S: (u64, u64) = (0, 31_536_000);
     pub const CACHE_TTL_S: (u64, u64) = (0, 31_536_000);

@@ -133,18 +133,32 @@ impl Default for AccessLogSection {
 }
 
 /// The node's cache storage. Memory holds objects up to `max_object_bytes`, chosen for admission
-/// and eviction by TinyLFU with S3-FIFO (the `TinyUFO` crate), within `memory_bytes` in all.
+/// and eviction by TinyLFU with S3-FIFO (the `TinyUFO` crate), within `memory_bytes` in all. The
+/// disk tier (`disk_path`) keeps every stored object up to `disk_max_object_bytes`, within
+/// `disk_bytes`, least recently used out first.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheSection {
     pub memory_bytes: u64,
-    /// Larger responses are passed through, never held whole in memory.
+    /// Larger responses are never held whole in memory: streamed to the disk tier when there
+    /// is one (up to `disk_max_object_bytes`), else passed through.
     pub max_object_bytes: u64,
+    /// A directory for the disk tier, which survives restarts; absent: memory only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_path: Option<String>,
+    pub disk_bytes: u64,
+    pub disk_max_object_bytes: u64,
 }
 
 impl Default for CacheSection {
     fn default() -> Self {
-        Self { memory_bytes: 256 * 1024 * 1024, max_object_bytes: 8 * 1024 * 1024 }
+        Self {
+            memory_bytes: 256 * 1024 * 1024,
+            max_object_bytes: 8 * 1024 * 1024,
+            disk_path: None,
+            disk_bytes: 10 * 1024 * 1024 * 1024,
+            disk_max_object_bytes: 1024 * 1024 * 1024,
+        }
     }
 }
 

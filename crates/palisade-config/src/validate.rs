@@ -194,6 +194,16 @@ pub fn validate(doc: Document, hash: String) -> Result<ValidConfig, Vec<Problem>
 
     c.range("cache.memory_bytes", doc.cache.memory_bytes, range::CACHE_MEMORY_BYTES);
     c.range("cache.max_object_bytes", doc.cache.max_object_bytes, range::CACHE_MAX_OBJECT_BYTES);
+    c.range("cache.disk_bytes", doc.cache.disk_bytes, range::CACHE_DISK_BYTES);
+    c.range("cache.disk_max_object_bytes", doc.cache.disk_max_object_bytes, range::CACHE_DISK_MAX_OBJECT_BYTES);
+    if doc.cache.disk_max_object_bytes > doc.cache.disk_bytes {
+        c.err("cache.disk_max_object_bytes", "must not exceed cache.disk_bytes");
+    }
+    if let Some(path) = &doc.cache.disk_path {
+        if path.is_empty() || path.len() > limits::MAX_PATH_LEN {
+            c.err("cache.disk_path", format!("must be a directory path of 1..={} bytes", limits::MAX_PATH_LEN));
+        }
+    }
 
     check_name(&mut c, "node.name", &doc.node.name);
     check_name(&mut c, "node.city", &doc.node.city);

@@ -121,6 +121,8 @@ impl Body for RequestBody {
 enum Source {
     Full(Option<Bytes>),
     Upstream(UpstreamBody),
+    /// Pieces from another task (a cache body read from disk), `remaining` bytes still to come.
+    Channel(tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>>, u64),
 }
 
 /// Every response body the edge sends: a local page or the origin's streamed body. It counts the
@@ -154,6 +156,11 @@ impl EdgeBody {
         Self { source: Source::Full(None), deadline_at: None, deadline: None, finish: None, recorder: None }
     }
 
+    /// A body of `len` bytes whose pieces arrive on `rx`; fewer is an error.
+    pub fn channel(rx: tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>>, len: u64) -> Self {
+        Self { source: Source::Channel(rx, len), deadline_at: None, deadline: None, finish: None, recorder: None }
+    }
+
     pub fn upstream(body: UpstreamBody, deadline_at: Option<tokio::time::Instant>) -> Self {
         Self { source: Source::Upstream(body), deadline_at, deadline: None, finish: None, recorder: None }
     }
@@ -175,7 +182,7 @@ impl EdgeBody {
     pub fn take_tunnel(&mut self) -> Option<(tokio::net::TcpStream, Bytes)> {
         match &mut self.source {
             Source::Upstream(b) => b.take_tunnel(),
-            Source::Full(_) => None,
+            Source::Full(_) | Source::Channel(..) => None,
         }
     }
 }
@@ -254,6 +261,16 @@ impl Body for EdgeBody {
         let this = &mut *self;
         let polled = match &mut this.source {
             Source::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Source::Channel(rx, remaining) => match rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(b))) => {
+                    *remaining = remaining.saturating_sub(b.len() as u64);
+                    Poll::Ready(Some(Ok(Frame::data(b))))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) if *remaining > 0 => Poll::Ready(Some(Err("cached body ended short".into()))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
             Source::Upstream(body) => match Pin::new(body).poll_frame(cx) {
                 Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
                 Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
@@ -290,6 +307,7 @@ impl Body for EdgeBody {
     fn is_end_stream(&self) -> bool {
         match &self.source {
             Source::Full(b) => b.is_none(),
+            Source::Channel(_, remaining) => *remaining == 0,
             Source::Upstream(b) => b.is_end_stream(),
         }
     }
@@ -297,6 +315,7 @@ impl Body for EdgeBody {
     fn size_hint(&self) -> SizeHint {
         match &self.source {
             Source::Full(b) => SizeHint::with_exact(b.as_ref().map(|b| b.len() as u64).unwrap_or(0)),
+            Source::Channel(_, remaining) => SizeHint::with_exact(*remaining),
             Source::Upstream(b) => b.size_hint(),
         }
     }

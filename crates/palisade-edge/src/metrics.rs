@@ -376,14 +376,37 @@ impl Metrics {
             }
         }
         let c = &active.cache;
+        let mut single = |name: &str, help: &str, value: &AtomicU64| {
+            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", ld(value));
+        };
         for (name, help, value) in [
             ("palisade_cache_memory_bytes", "Bytes held by cached objects.", &*c.memory_bytes),
             ("palisade_cache_objects", "Objects in the cache.", &*c.objects),
             ("palisade_cache_evictions_total", "Objects evicted to stay within cache.memory_bytes.", &c.evictions),
             ("palisade_cache_purges_total", "Purges recorded.", &c.purges),
         ] {
-            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", ld(value));
+            single(name, help, value);
+        }
+        if let Some(d) = &c.disk {
+            let objects = AtomicU64::new(d.objects() as u64);
+            for (name, help, value) in [
+                ("palisade_cache_disk_bytes", "Bytes in the cache's disk tier.", &d.used_bytes),
+                ("palisade_cache_disk_objects", "Objects in the cache's disk tier.", &objects),
+                ("palisade_cache_disk_writes_total", "Objects written to the disk tier.", &d.writes),
+                (
+                    "palisade_cache_disk_corrupt_total",
+                    "Damaged disk-tier files found, dropped and deleted.",
+                    &d.corrupt,
+                ),
+                (
+                    "palisade_cache_disk_evictions_total",
+                    "Objects evicted to stay within cache.disk_bytes.",
+                    &d.evictions,
+                ),
+            ] {
+                single(name, help, value);
+            }
         }
         let modules: Vec<((String, String), Arc<crate::modules::ModuleStats>)> =
             crate::lock(&self.modules).iter().map(|(k, v)| (k.clone(), v.clone())).collect();

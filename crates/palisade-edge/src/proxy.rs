@@ -300,14 +300,21 @@ async fn cache_lookup(
 ) -> CacheStep {
     let is_head = head.parts.method == Method::HEAD;
     let mut waited = false;
+    // Loads from the disk tier: the object, and for a varying one its variant.
+    let mut loads = 0;
     loop {
         let lookup = {
             let view = view(ctx, head);
-            policy.lookup(&crate::cache::Ask { view: &view, head: is_head }, !waited)
+            policy.lookup(&crate::cache::Ask { view: &view, head: is_head }, !waited, loads < 2)
         };
         match lookup {
             Lookup::Bypass => return CacheStep::Bypass,
             Lookup::Fetch(plan) => return CacheStep::Fetch(plan),
+            Lookup::Load(name) => {
+                // Boxed, as the wait below: rare, and this future lives inside every request's.
+                let loaded = Box::pin(policy.cache.load(name)).await;
+                loads = if loaded { loads + 1 } else { 2 };
+            }
             Lookup::Wait(fill) => {
                 // Boxed: the wait is rare, and this future lives inside every request's.
                 Box::pin(async move { fill.wait(policy.lock_timeout).await }).await;
@@ -370,8 +377,14 @@ fn cache_reply(
     stats.count(status);
     let body = match served.body {
         Some(b) => {
-            stats.hit_bytes.add(b.len() as u64);
-            EdgeBody::full(b)
+            stats.hit_bytes.add(b.len());
+            match b {
+                crate::cache::ServedBody::Bytes(b) => EdgeBody::full(b),
+                crate::cache::ServedBody::Disk(d) => {
+                    let len = d.len;
+                    EdgeBody::channel(d.start(), len)
+                }
+            }
         }
         None => EdgeBody::empty(),
     };

@@ -16,7 +16,9 @@
 //! The cache module's failure policy is fail-open: anything it cannot read or decide sends the
 //! request to the origin, as if there were no cache; the `cache` kill switch does the same.
 
+pub mod disk;
 pub mod policy;
+mod tier;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -105,6 +107,10 @@ pub struct Cache {
     pub objects: Arc<AtomicU64>,
     pub evictions: AtomicU64,
     pub purges: AtomicU64,
+    /// The disk tier, when `cache.disk_path` is set and the directory could be opened.
+    pub disk: Option<Arc<disk::Disk>>,
+    /// Slots for disk writes in progress ([`tier::MAX_WRITES`]).
+    disk_writes: Arc<tokio::sync::Semaphore>,
 }
 
 /// A purge, applied lazily: an object stored before `at` (a sequence number) that it matches
@@ -187,7 +193,8 @@ pub struct Stored {
     status: StatusCode,
     /// Without hop-by-hop lines, `Content-Length`, `Age`, `Set-Cookie`, `Via`, `X-Request-Id`.
     headers: RawHeaders,
-    body: Bytes,
+    body: BodyStore,
+    body_len: u64,
     /// Its age when received, in seconds.
     initial_age: u64,
     /// Freshness lifetime, in seconds (0: revalidate on every use).
@@ -200,6 +207,13 @@ pub struct Stored {
     last_modified: Option<Bytes>,
     date: Option<u64>,
     tags: Vec<Box<str>>,
+}
+
+/// Where a stored body is: in memory, or only in the disk tier (too large for memory).
+#[derive(Clone)]
+pub enum BodyStore {
+    Memory(Bytes),
+    Disk(disk::Name),
 }
 
 /// Counts an object's bytes in the cache's memory gauge for as long as it lives.
@@ -262,6 +276,16 @@ enum Claim {
 
 impl Cache {
     pub fn new(settings: &CacheSection) -> Arc<Self> {
+        // A disk tier that cannot be opened leaves the node serving, from memory only.
+        let disk = settings.disk_path.as_deref().and_then(|dir| {
+            match disk::Disk::open(std::path::Path::new(dir), settings.disk_bytes, settings.disk_max_object_bytes) {
+                Ok(d) => Some(Arc::new(d)),
+                Err(e) => {
+                    tracing::error!(dir, error = %e, "the cache's disk tier could not be opened; caching in memory only");
+                    None
+                }
+            }
+        });
         let kib = (settings.memory_bytes / 1024).max(1) as usize;
         // The ghost queue and estimator are sized for objects of about 16 KiB on average.
         let estimated = (kib / 16).clamp(1024, 4 << 20);
@@ -278,12 +302,18 @@ impl Cache {
             objects: Arc::new(AtomicU64::new(0)),
             evictions: AtomicU64::new(0),
             purges: AtomicU64::new(0),
+            disk,
+            disk_writes: Arc::new(tokio::sync::Semaphore::new(tier::MAX_WRITES)),
         })
     }
 
     /// Cache-clock milliseconds (monotonic), never 0.
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX).saturating_add(1)
+    }
+
+    fn on_disk(&self, name: &disk::Name) -> bool {
+        self.disk.as_ref().is_some_and(|d| d.contains(name))
     }
 
     fn hash(&self, key: &[u8]) -> u64 {
@@ -323,8 +353,13 @@ impl Cache {
         self.evictions.fetch_add(evicted.len() as u64, Ordering::Relaxed);
     }
 
-    fn object(&self, key: &[u8], url: &str, zone: &Arc<str>, kind: Kind, bytes: u64) -> Object {
-        let bytes = bytes + key.len() as u64 + url.len() as u64 + OBJECT_OVERHEAD;
+    fn object(&self, key: &[u8], url: &str, zone: &Arc<str>, kind: Kind, extra: u64) -> Object {
+        let held = match &kind {
+            Kind::Response(s) => s.memory_bytes(),
+            Kind::Vary(names) => names.iter().map(|n| n.len() as u64 + 16).sum(),
+            Kind::Pass(_) => 0,
+        };
+        let bytes = held + extra + key.len() as u64 + url.len() as u64 + OBJECT_OVERHEAD;
         self.memory_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.objects.fetch_add(1, Ordering::Relaxed);
         Object {
@@ -354,6 +389,7 @@ impl Cache {
     /// Records a purge; `zone` None: every zone. Returns at once: objects it matches are
     /// misses from now on, and are dropped from memory as they are looked up or evicted.
     pub fn purge(&self, zone: Option<Arc<str>>, what: Purge) {
+        self.purge_disk(zone.as_deref(), &what);
         let mut bans = crate::lock(&self.bans);
         let at = self.sequence.fetch_add(1, Ordering::AcqRel);
         if zone.is_none() && what == Purge::Everything {
@@ -370,8 +406,24 @@ impl Cache {
                 bans.floor = bans.floor.max(floor);
             }
         }
+        drop(bans);
         self.newest_ban.store(at, Ordering::Release);
         self.purges.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The disk tier's part of a purge: its matching objects are forgotten now and their files
+    /// deleted (so a restart does not bring them back).
+    fn purge_disk(&self, zone: Option<&str>, what: &Purge) {
+        let Some(disk) = &self.disk else { return };
+        disk.purge(|url, z, tags| {
+            zone.is_none_or(|want| want == z)
+                && match what {
+                    Purge::Url(u) => url == u,
+                    Purge::Prefix(p) => url.starts_with(p.as_str()),
+                    Purge::Tag(t) => tags.iter().any(|x| **x == **t),
+                    Purge::Everything => true,
+                }
+        });
     }
 }
 
@@ -460,6 +512,8 @@ pub enum Lookup {
     },
     /// Another request is fetching this key: wait for it, then look up again.
     Wait(Arc<Fill>),
+    /// Not in memory, but in the disk tier: load it ([`Cache::load`]), then look up again.
+    Load(disk::Name),
     /// Go to the origin with this plan.
     Fetch(Box<Plan>),
     Bypass,
@@ -488,14 +542,15 @@ pub struct Plan {
     passing: bool,
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl ZonePolicy {
     /// Looks a request up. Never waits: a [`Lookup::Wait`] is awaited by the caller, who then
     /// looks up again with `coalesce` false (no more waiting: to the origin, still storing).
-    pub fn lookup(&self, ask: &Ask<'_>, coalesce: bool) -> Lookup {
+    /// `load`: look in the disk tier on a memory miss (not again after a load that failed).
+    pub fn lookup(&self, ask: &Ask<'_>, coalesce: bool, load: bool) -> Lookup {
         use palisade_config::rules::Request as _;
         let view = ask.view;
         if *view.method != hyper::Method::GET && *view.method != hyper::Method::HEAD {
@@ -536,6 +591,11 @@ impl ZonePolicy {
             hash = cache.hash(&key);
             vary = Some((names.clone(), key.len() - base));
             found = cache.get(hash, &key);
+        }
+        if found.is_none() && load {
+            if let Some(name) = cache.disk.as_ref().map(|_| disk::name_of(&key)).filter(|n| cache.on_disk(n)) {
+                return Lookup::Load(name);
+            }
         }
         let mut plan = Box::new(Plan {
             policy_key: key,
@@ -601,7 +661,7 @@ impl Stored {
     fn new(
         status: StatusCode,
         headers: RawHeaders,
-        body: Bytes,
+        (body, body_len): (BodyStore, u64),
         facts: &ResponseFacts<'_>,
         fresh: u64,
         (request_time, response_time): (u64, u64),
@@ -612,6 +672,7 @@ impl Stored {
             status,
             headers,
             body,
+            body_len,
             initial_age: policy::initial_age(facts, request_time, response_time),
             fresh,
             stale_while_revalidate: d.stale_while_revalidate.unwrap_or(0),
@@ -622,6 +683,15 @@ impl Stored {
             date: facts.date,
             tags,
         }
+    }
+
+    /// Bytes it holds in memory.
+    fn memory_bytes(&self) -> u64 {
+        let body = match &self.body {
+            BodyStore::Memory(b) => b.len() as u64,
+            BodyStore::Disk(_) => 0,
+        };
+        body + self.headers.byte_len() as u64
     }
 
     /// Its age in seconds at cache-clock `now` (stored at `stored`).
@@ -847,7 +917,9 @@ impl ZonePolicy {
                     return not_stored(why);
                 }
             };
-        if length.is_some_and(|n| n > cache.settings.max_object_bytes) || !plan.store {
+        // Larger than memory takes: the disk tier's own limit, when there is one.
+        let max = cache.disk.as_ref().map_or(0, |d| d.max_object).max(cache.settings.max_object_bytes);
+        if length.is_some_and(|n| n > max) || !plan.store {
             return not_stored(NotStored::TooLarge);
         }
         let Some(headers) = stored_headers(lines.clone()) else { return not_stored(NotStored::Status) };
@@ -860,8 +932,15 @@ impl ZonePolicy {
             .take(MAX_TAGS)
             .map(Box::from)
             .collect();
-        let stored =
-            Stored::new(status, headers, Bytes::new(), &facts, fresh, (plan.request_time, response_time), tags);
+        let stored = Stored::new(
+            status,
+            headers,
+            (BodyStore::Memory(Bytes::new()), 0),
+            &facts,
+            fresh,
+            (plan.request_time, response_time),
+            tags,
+        );
         // A response that varies is stored under the key extended with the request's values of
         // the `Vary` headers. Those are known when the lookup found the names stored; the first
         // time, only the names are stored, and the next request stores its variant.
@@ -870,7 +949,8 @@ impl ZonePolicy {
             let base_len = plan.policy_key.len() - plan.vary.as_ref().map_or(0, |(_, n)| *n);
             let base = plan.policy_key.get(..base_len).unwrap_or_default();
             if !vary.is_empty() {
-                let marker = cache.object(base, &plan.url(), &self.zone, Kind::Vary(vary), 64);
+                let marker = cache.object(base, &plan.url(), &self.zone, Kind::Vary(vary.clone()), 0);
+                tier::write_vary(cache, base, &plan.url(), &self.zone, &vary);
                 cache.put(cache.hash(base), marker);
                 return not_stored(NotStored::VaryUnknown);
             }
@@ -887,6 +967,7 @@ impl ZonePolicy {
             len: 0,
             limit: self.cache.settings.max_object_bytes,
             counts: None,
+            spill: None,
         };
         Judged::Record(Box::new(recorder), status_seen, browser_ttl)
     }
@@ -946,22 +1027,23 @@ impl ZonePolicy {
         let stored = Stored::new(
             old.status,
             headers,
-            old.body.clone(),
+            (old.body.clone(), old.body_len),
             &merged_facts,
             fresh,
             (plan.request_time, response_time),
             old.tags.clone(),
         );
-        let bytes = stored.body.len() as u64 + stored.headers.byte_len() as u64;
-        let o = Arc::new(self.cache.object(&stale.key, &stale.url, &self.zone, Kind::Response(stored), bytes));
+        let o = Arc::new(self.cache.object(&stale.key, &stale.url, &self.zone, Kind::Response(stored), 0));
         self.cache.put(plan.hash, o.clone());
         Some(o)
     }
 }
 
 /// Stores a response as its body streams to the client: the body's frames are kept (shared,
-/// not copied) until the end, then joined and stored. A body that grows past
-/// `max_object_bytes`, fails or is dropped early is not stored; the fill ends either way.
+/// not copied) until the end, then joined and stored in memory (and written to the disk tier in
+/// the background). A body that grows past `max_object_bytes` goes on to the disk tier as it
+/// streams, when there is one and it fits there; else it is not stored. A body that fails or is
+/// dropped early is not stored. The fill ends either way.
 pub struct Recorder {
     cache: Arc<Cache>,
     zone: Arc<str>,
@@ -971,6 +1053,8 @@ pub struct Recorder {
     len: u64,
     limit: u64,
     counts: Option<Arc<crate::metrics::ZoneStats>>,
+    /// Streaming to the disk tier: the writer's queue.
+    spill: Option<tokio::sync::mpsc::Sender<tier::Spill>>,
 }
 
 impl Recorder {
@@ -979,32 +1063,65 @@ impl Recorder {
     }
 
     pub fn push(&mut self, data: &Bytes) {
+        self.len += data.len() as u64;
+        if let Some(tx) = &self.spill {
+            // A disk slower than the client: the object is not stored, the client not slowed.
+            if tx.try_send(tier::Spill::Data(data.clone())).is_err() {
+                self.spill = None;
+            }
+            return;
+        }
         if self.stored.is_none() {
             return;
         }
-        self.len += data.len() as u64;
-        if self.len > self.limit {
-            self.stored = None;
-            self.chunks = Vec::new();
-            return;
-        }
         self.chunks.push(data.clone());
+        if self.len > self.limit {
+            self.spill = self.stored.take().and_then(|stored| self.start_spill(stored));
+            self.chunks = Vec::new();
+        }
+    }
+
+    /// Moves a body too large for memory to the disk tier, from what has come so far.
+    fn start_spill(&mut self, stored: Stored) -> Option<tokio::sync::mpsc::Sender<tier::Spill>> {
+        let disk = self.cache.disk.clone()?;
+        if self.len > disk.max_object {
+            return None;
+        }
+        let chunks = std::mem::take(&mut self.chunks);
+        let job = tier::SpillJob {
+            cache: self.cache.clone(),
+            zone: self.zone.clone(),
+            key: self.plan.policy_key.clone(),
+            url: self.plan.url().into_owned(),
+            hash: self.plan.hash,
+            fill: self.plan.fill.take(),
+            stored,
+            counts: self.counts.clone(),
+        };
+        tier::spill(disk, job, chunks)
     }
 
     /// The body is complete: store it.
     pub fn finish(&mut self) {
+        if let Some(tx) = self.spill.take() {
+            tier::end_spill(tx);
+            return;
+        }
         let Some(mut stored) = self.stored.take() else { return };
         let mut body = BytesMut::with_capacity(self.len as usize);
         for c in self.chunks.drain(..) {
             body.extend_from_slice(&c);
         }
-        stored.body = body.freeze();
-        let bytes = stored.body.len() as u64 + stored.headers.byte_len() as u64;
+        let body = body.freeze();
+        stored.body_len = body.len() as u64;
+        stored.body = BodyStore::Memory(body);
         if let Some(z) = &self.counts {
             z.cache.stored.add(1);
-            z.cache.stored_bytes.add(stored.body.len() as u64);
+            z.cache.stored_bytes.add(stored.body_len);
         }
-        let o = self.cache.object(&self.plan.policy_key, &self.plan.url(), &self.zone, Kind::Response(stored), bytes);
+        let url = self.plan.url();
+        tier::write_behind(&self.cache, &self.plan.policy_key, &url, &self.zone, &stored);
+        let o = self.cache.object(&self.plan.policy_key, &url, &self.zone, Kind::Response(stored), 0);
         self.cache.put(self.plan.hash, o);
         // The fill ends: waiters look up again and find it.
         self.plan.fill = None;
@@ -1017,16 +1134,35 @@ pub struct Served {
     pub headers: RawHeaders,
     pub age: u64,
     pub content_range: Option<HeaderValue>,
-    pub body: Option<Bytes>,
+    pub body: Option<ServedBody>,
     /// The body's length when the body is left out (HEAD, 304).
     pub length: Option<u64>,
+}
+
+/// A body from the cache: bytes in memory, or a part of a file of the disk tier.
+pub enum ServedBody {
+    Bytes(Bytes),
+    Disk(tier::DiskRead),
+}
+
+impl ServedBody {
+    pub fn len(&self) -> u64 {
+        match self {
+            ServedBody::Bytes(b) => b.len() as u64,
+            ServedBody::Disk(d) => d.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// What a cached object answers to a request: 304 to a matching conditional, 206 or 416 to
 /// a range, else the stored response. `browser_ttl` replaces the stored `Cache-Control`.
 pub fn serve(
     policy: &ZonePolicy,
-    object: &Object,
+    object: &Arc<Object>,
     headers: &dyn Headers,
     head: bool,
     browser_ttl: Option<u64>,
@@ -1037,22 +1173,33 @@ pub fn serve(
     if browser_ttl.is_some() {
         out_headers.retain(|_, n, _| !crate::codec::eq_lowercase(n, b"cache-control"));
     }
-    let len = s.body.len() as u64;
+    let len = s.body_len;
     let not_modified = match headers.header("if-none-match") {
         Some(inm) => policy::none_match(inm, s.etag.as_deref()),
         None => headers
             .header("if-modified-since")
             .is_some_and(|ims| policy::not_modified_since(ims, s.last_modified.as_deref(), s.date)),
     };
-    if not_modified && s.status == StatusCode::OK {
-        return Some(Served {
-            status: StatusCode::NOT_MODIFIED,
-            headers: out_headers,
+    let served = |status, range: Option<(u64, u64)>, content_range| {
+        let (start, end) = range.unwrap_or((0, len));
+        let body = match &s.body {
+            _ if head || status == StatusCode::NOT_MODIFIED => None,
+            BodyStore::Memory(b) => Some(ServedBody::Bytes(b.slice(start as usize..(end as usize).min(b.len())))),
+            BodyStore::Disk(name) => {
+                Some(ServedBody::Disk(tier::DiskRead::new(&policy.cache, object, *name, start, end - start)))
+            }
+        };
+        Served {
+            status,
+            headers: out_headers.clone(),
             age,
-            content_range: None,
-            body: None,
-            length: None,
-        });
+            content_range,
+            body,
+            length: (head && status != StatusCode::NOT_MODIFIED).then_some(end - start),
+        }
+    };
+    if not_modified && s.status == StatusCode::OK {
+        return Some(served(StatusCode::NOT_MODIFIED, None, None));
     }
     let range = match headers.header("range") {
         Some(r)
@@ -1065,42 +1212,22 @@ pub fn serve(
         }
         _ => RangeAnswer::Whole,
     };
-    let served = match range {
-        RangeAnswer::Whole => Served {
-            status: s.status,
-            headers: out_headers,
-            age,
-            content_range: None,
-            body: (!head).then(|| s.body.clone()),
-            length: head.then_some(len),
-        },
-        RangeAnswer::Part { start, end } => Served {
-            status: StatusCode::PARTIAL_CONTENT,
-            headers: out_headers,
-            age,
-            content_range: HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")).ok(),
-            body: (!head).then(|| s.body.slice(start as usize..(end as usize + 1).min(s.body.len()))),
-            length: head.then_some(end - start + 1),
-        },
+    Some(match range {
+        RangeAnswer::Whole => served(s.status, None, None),
+        RangeAnswer::Part { start, end } => served(
+            StatusCode::PARTIAL_CONTENT,
+            Some((start, end + 1)),
+            HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")).ok(),
+        ),
         RangeAnswer::Unsatisfiable => Served {
             status: StatusCode::RANGE_NOT_SATISFIABLE,
             headers: out_headers,
             age,
             content_range: HeaderValue::from_str(&format!("bytes */{len}")).ok(),
-            body: Some(Bytes::new()),
+            body: Some(ServedBody::Bytes(Bytes::new())),
             length: None,
         },
-    };
-    Some(served)
-}
-
-impl Object {
-    pub fn body_len(&self) -> u64 {
-        match &self.kind {
-            Kind::Response(s) => s.body.len() as u64,
-            _ => 0,
-        }
-    }
+    })
 }
 
 pub use palisade_config::purge::PurgeRequest;
@@ -1140,6 +1267,14 @@ impl Cache {
             "objects": self.objects.load(Ordering::Relaxed),
             "evictions": self.evictions.load(Ordering::Relaxed),
             "purges": self.purges.load(Ordering::Relaxed),
+            "disk": self.disk.as_ref().map(|d| serde_json::json!({
+                "bytes": d.used_bytes.load(Ordering::Relaxed),
+                "limit_bytes": self.settings.disk_bytes,
+                "objects": d.objects(),
+                "writes": d.writes.load(Ordering::Relaxed),
+                "corrupt": d.corrupt.load(Ordering::Relaxed),
+                "evictions": d.evictions.load(Ordering::Relaxed),
+            })),
         })
     }
 }
