@@ -10,7 +10,8 @@
 //! - `/health` 200, or 503 after `POST /__origin/health/fail` (until `/__origin/health/ok`)
 //! - `/__origin/stats` JSON `{name, requests, connections}` (connections accepted so far)
 //! - `/cache/ANY?h=NAME:VALUE&...` a cacheable page of your making: each `h` (percent-encoded)
-//!   becomes a response header; `status=N`, `bytes=N` (body size), `ms=N` (delay), `chunked=1`.
+//!   becomes a response header; `status=N`, `bytes=N` (body size), `ms=N` (delay), `chunked=1`,
+//!   `fail_after=N` (503 from this path's request N+1 on: a site that breaks).
 //!   The body starts with `n=K` (this path's request count), so a test can tell a cached copy
 //!   from a fresh one; an `If-None-Match` equal to the `ETag` given gets 304.
 //!
@@ -274,7 +275,10 @@ async fn cache_page(origin: &Origin, req: &Request<Incoming>) -> Response<Body> 
     } else {
         Response::new(full(body))
     };
-    *r.status_mut() = if not_modified {
+    let broken = query_u64(Some(query), "fail_after").is_some_and(|after| n > after);
+    *r.status_mut() = if broken {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else if not_modified {
         StatusCode::NOT_MODIFIED
     } else {
         query_u64(Some(query), "status").and_then(|c| StatusCode::from_u16(c as u16).ok()).unwrap_or(StatusCode::OK)
