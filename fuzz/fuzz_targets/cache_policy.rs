@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use palisade_edge::cache::policy::{self, RangeAnswer, ResponseFacts, MAX_DELTA};
+use palisade_edge::cache::policy::{self, Allow, RangeAnswer, ResponseFacts, MAX_DELTA};
 
 fuzz_target!(|data: &[u8]| {
     let mut parts = data.split(|b| *b == 0);
@@ -29,10 +29,15 @@ fuzz_target!(|data: &[u8]| {
         vary_star: false,
     };
     let now = 1_800_000_000;
-    let stored = policy::storable(&facts, now, None, false);
+    let heuristic = Allow { heuristic_percent: u64::from(data.first().copied().unwrap_or(0) % 101), ..Allow::default() };
+    let stored = policy::storable(&facts, now, &heuristic);
     if directives.no_store || directives.private {
         assert!(stored.is_err());
-        assert!(policy::storable(&facts, now, Some(60), true).is_err());
+        let any = Allow { ttl_override: Some(60), set_cookie: true, heuristic_percent: 100 };
+        assert!(policy::storable(&facts, now, &any).is_err());
+    }
+    if facts.directives.max_age.is_none() && facts.directives.s_maxage.is_none() && heuristic.heuristic_percent > 0 {
+        assert!(stored.is_err() || stored.is_ok_and(|f| f <= MAX_DELTA.max(policy::MAX_HEURISTIC)));
     }
     assert!(policy::initial_age(&facts, now - 5, now) <= MAX_DELTA);
     match policy::range(range, len) {

@@ -181,6 +181,9 @@ pub struct ZoneCache {
     /// past its freshness (when the origin's own `stale-if-error` says less). `must-revalidate`
     /// and `no-cache` objects are never served stale.
     pub stale_if_error_s: u64,
+    /// Heuristic freshness (RFC 9111 4.2.2) for responses that give none but carry
+    /// `Last-Modified`: this percent of the time since then, at most a day. 0: off (the default).
+    pub heuristic_percent: u64,
     /// Evaluated in order; the first whose expression matches decides. None matching: the
     /// origin's headers decide, with the default key.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -195,6 +198,7 @@ impl Default for ZoneCache {
             lock_timeout_ms: 5_000,
             stale_while_revalidate_s: 0,
             stale_if_error_s: 3_600,
+            heuristic_percent: 0,
             rules: Vec::new(),
         }
     }

@@ -472,6 +472,7 @@ fn check_zone_cache(
     c.range(format!("{p}.cache.lock_timeout_ms"), zc.lock_timeout_ms, range::CACHE_LOCK_TIMEOUT_MS);
     c.range(format!("{p}.cache.stale_while_revalidate_s"), zc.stale_while_revalidate_s, range::CACHE_STALE_S);
     c.range(format!("{p}.cache.stale_if_error_s"), zc.stale_if_error_s, range::CACHE_STALE_S);
+    c.range(format!("{p}.cache.heuristic_percent"), zc.heuristic_percent, (0, 100));
     c.count(format!("{p}.cache.rules"), &zc.rules, 0, limits::MAX_CACHE_RULES_PER_ZONE);
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut parsed = Vec::new();

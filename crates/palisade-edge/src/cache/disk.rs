@@ -206,18 +206,19 @@ impl Disk {
         }
     }
 
-    /// Removes every object `matches` picks (given url, zone, tags): a purge, kept across
-    /// restarts because the files go too.
-    pub fn purge(&self, matches: impl Fn(&str, &str, &[Box<str>]) -> bool) -> usize {
-        let victims: Vec<Name> = crate::lock(&self.index)
-            .iter()
-            .filter(|(_, e)| matches(&e.url, &e.zone, &e.tags))
-            .map(|(n, _)| *n)
-            .collect();
+    /// Forgets every object `matches` picks (given url, zone, tags) at once, and returns their
+    /// files, for the caller to delete off the request path ([`delete_files`]): a purge is
+    /// kept across restarts because the files go too.
+    pub fn purge(&self, matches: impl Fn(&str, &str, &[Box<str>]) -> bool) -> Vec<PathBuf> {
+        let mut index = crate::lock(&self.index);
+        let victims: Vec<Name> =
+            index.iter().filter(|(_, e)| matches(&e.url, &e.zone, &e.tags)).map(|(n, _)| *n).collect();
         for n in &victims {
-            self.remove(n);
+            if let Some(e) = index.remove(n) {
+                self.used_bytes.fetch_sub(e.size, Ordering::Relaxed);
+            }
         }
-        victims.len()
+        victims.iter().map(|n| self.path(n)).collect()
     }
 
     /// The metadata and whole body of an object, every block checked. A damaged file is
@@ -247,10 +248,15 @@ impl Disk {
 
     /// Passes a read's result through; a damaged file is dropped on the way.
     pub fn checked<T>(&self, n: &Name, r: Result<T, DiskError>) -> Result<T, DiskError> {
-        if let Err(DiskError::Corrupt(why)) = &r {
-            tracing::warn!(file = %self.path(n).display(), why, "damaged cache file dropped");
-            self.corrupt.fetch_add(1, Ordering::Relaxed);
-            self.remove(n);
+        match &r {
+            Err(DiskError::Corrupt(why)) => {
+                tracing::warn!(file = %self.path(n).display(), why, "damaged cache file dropped");
+                self.corrupt.fetch_add(1, Ordering::Relaxed);
+                self.remove(n);
+            }
+            // Deleted behind the index's back (a purge's deletion racing a new write): forgotten.
+            Err(DiskError::Io(e)) if e.kind() == io::ErrorKind::NotFound => self.remove(n),
+            _ => {}
         }
         r
     }
@@ -280,6 +286,19 @@ impl Disk {
         self.insert(n, meta, size);
         self.writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// Deletes files (of a purge), on a blocking thread when called on the runtime.
+pub fn delete_files(files: Vec<PathBuf>) {
+    let delete = move || {
+        for f in files {
+            let _ = std::fs::remove_file(f);
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => drop(rt.spawn_blocking(delete)),
+        Err(_) => delete(),
     }
 }
 
@@ -486,7 +505,10 @@ mod tests {
             w.push(&[0u8; 1000]).unwrap();
             disk.commit(w, &meta(&format!("k{i}"), 1000)).unwrap();
         }
-        assert_eq!(disk.purge(|url, _, _| url == "site.test/k3"), 1);
+        let files = disk.purge(|url, _, _| url == "site.test/k3");
+        assert_eq!(files.len(), 1);
+        delete_files(files.clone());
+        assert!(!files[0].exists());
         assert_eq!(disk.objects(), 9);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -415,7 +415,7 @@ impl Cache {
     /// deleted (so a restart does not bring them back).
     fn purge_disk(&self, zone: Option<&str>, what: &Purge) {
         let Some(disk) = &self.disk else { return };
-        disk.purge(|url, z, tags| {
+        let files = disk.purge(|url, z, tags| {
             zone.is_none_or(|want| want == z)
                 && match what {
                     Purge::Url(u) => url == u,
@@ -424,6 +424,7 @@ impl Cache {
                     Purge::Everything => true,
                 }
         });
+        disk::delete_files(files);
     }
 }
 
@@ -466,6 +467,7 @@ pub struct ZonePolicy {
     pub lock_timeout: Duration,
     pub stale_while_revalidate: u64,
     pub stale_if_error: u64,
+    pub heuristic_percent: u64,
     pub key: KeySpec,
 }
 
@@ -479,6 +481,7 @@ impl ZonePolicy {
             lock_timeout: Duration::from_millis(zc.lock_timeout_ms),
             stale_while_revalidate: zc.stale_while_revalidate_s,
             stale_if_error: zc.stale_if_error_s,
+            heuristic_percent: zc.heuristic_percent,
             key: KeySpec::from(&CacheKeySpec::default()),
         }
     }
@@ -897,7 +900,7 @@ impl ZonePolicy {
             }
             return not_stored(NotStored::Status);
         }
-        let fresh = match policy::storable(&facts, response_time, plan.edge_ttl, self.set_cookie) {
+        let fresh = match policy::storable(&facts, response_time, &self.allow(&plan)) {
             Ok(f) => f,
             Err(why) => {
                 // An error status may be gone next time: keep coalescing for it.
@@ -972,11 +975,21 @@ impl ZonePolicy {
         Judged::Record(Box::new(recorder), status_seen, browser_ttl)
     }
 
+    /// What this zone lets in for a plan, beyond the origin's explicit freshness.
+    fn allow(&self, plan: &Plan) -> policy::Allow {
+        policy::Allow {
+            ttl_override: plan.edge_ttl,
+            set_cookie: self.set_cookie,
+            heuristic_percent: self.heuristic_percent,
+        }
+    }
+
     /// Judges a response whose headers say nothing about caching (no `Cache-Control`, no
     /// `Expires`), found by one scan of the names: most responses of a site that does not
     /// cache. Not stored unless a rule gives a TTL, or it answers our validators (304).
     pub fn silent(&self, plan: &Plan, status: StatusCode) -> Option<Judged> {
-        if plan.edge_ttl.is_some() || status == StatusCode::NOT_MODIFIED {
+        // Heuristic freshness reads Last-Modified: such a zone judges every response in full.
+        if plan.edge_ttl.is_some() || status == StatusCode::NOT_MODIFIED || self.heuristic_percent > 0 {
             return None;
         }
         if !plan.passing {
@@ -1023,7 +1036,8 @@ impl ZonePolicy {
             set_cookie: false,
             vary_star: false,
         };
-        let fresh = policy::storable(&merged_facts, response_time, plan.edge_ttl, true).ok()?;
+        let allow = policy::Allow { set_cookie: true, ..self.allow(plan) };
+        let fresh = policy::storable(&merged_facts, response_time, &allow).ok()?;
         let stored = Stored::new(
             old.status,
             headers,

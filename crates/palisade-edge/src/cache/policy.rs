@@ -151,16 +151,29 @@ pub fn freshness_lifetime(f: &ResponseFacts<'_>, response_time: u64) -> Option<u
     Some(expires.saturating_sub(f.date.unwrap_or(response_time)))
 }
 
+/// What a zone lets into its cache beyond the origin's explicit freshness.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Allow {
+    /// A cache rule's edge TTL: replaces the origin's freshness, but never lets `no-store` or
+    /// `private` responses in.
+    pub ttl_override: Option<u64>,
+    /// Store responses that set cookies (without the cookie).
+    pub set_cookie: bool,
+    /// Heuristic freshness (RFC 9111 4.2.2) for responses without explicit freshness: this
+    /// percent of the time since `Last-Modified`, at most [`MAX_HEURISTIC`]. 0: off.
+    pub heuristic_percent: u64,
+}
+
+/// Longest heuristic freshness.
+pub const MAX_HEURISTIC: u64 = 86_400;
+
+/// Statuses RFC 9110 15.1 lets a cache give heuristic freshness.
+fn heuristically_cacheable(status: u16) -> bool {
+    matches!(status, 200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501)
+}
+
 /// Whether a shared cache may store the response, and for how long it is fresh (seconds).
-/// `ttl_override`: a cache rule's edge TTL, which replaces the origin's freshness but never
-/// lets `no-store` or `private` responses in. `allow_set_cookie`: the zone stores responses that
-/// set cookies (without the cookie).
-pub fn storable(
-    f: &ResponseFacts<'_>,
-    response_time: u64,
-    ttl_override: Option<u64>,
-    allow_set_cookie: bool,
-) -> Result<u64, NotStored> {
+pub fn storable(f: &ResponseFacts<'_>, response_time: u64, allow: &Allow) -> Result<u64, NotStored> {
     if f.directives.no_store {
         return Err(NotStored::NoStore);
     }
@@ -170,16 +183,21 @@ pub fn storable(
     if f.vary_star {
         return Err(NotStored::VaryStar);
     }
-    if f.set_cookie && !allow_set_cookie {
+    if f.set_cookie && !allow.set_cookie {
         return Err(NotStored::SetCookie);
     }
     if !status_storable(f.status) {
         return Err(NotStored::Status);
     }
-    if let Some(ttl) = ttl_override {
+    if let Some(ttl) = allow.ttl_override {
         return Ok(ttl);
     }
-    let lifetime = freshness_lifetime(f, response_time);
+    let lifetime = freshness_lifetime(f, response_time).or_else(|| {
+        let modified = f.last_modified.and_then(http_date)?;
+        let since = f.date.unwrap_or(response_time).saturating_sub(modified);
+        (allow.heuristic_percent > 0 && heuristically_cacheable(f.status))
+            .then(|| (since.saturating_mul(allow.heuristic_percent) / 100).min(MAX_HEURISTIC))
+    });
     let validator = f.etag.is_some() || f.last_modified.is_some();
     // Stored for revalidation only (fresh for 0 s) needs a validator to revalidate with.
     let fresh = if f.directives.no_cache { Some(0) } else { lifetime };
@@ -310,25 +328,28 @@ mod tests {
 
     #[test]
     fn what_a_shared_cache_stores() {
-        assert_eq!(storable(&facts("max-age=60"), 0, None, false), Ok(60));
-        assert_eq!(storable(&facts("max-age=60, s-maxage=10"), 0, None, false), Ok(10));
-        assert_eq!(storable(&facts("no-store, max-age=60"), 0, None, false), Err(NotStored::NoStore));
-        assert_eq!(storable(&facts("private, max-age=60"), 0, None, false), Err(NotStored::Private));
-        assert_eq!(storable(&facts(""), 0, None, false), Err(NotStored::NoFreshness));
+        assert_eq!(storable(&facts("max-age=60"), 0, &Allow::default()), Ok(60));
+        assert_eq!(storable(&facts("max-age=60, s-maxage=10"), 0, &Allow::default()), Ok(10));
+        assert_eq!(storable(&facts("no-store, max-age=60"), 0, &Allow::default()), Err(NotStored::NoStore));
+        assert_eq!(storable(&facts("private, max-age=60"), 0, &Allow::default()), Err(NotStored::Private));
+        assert_eq!(storable(&facts(""), 0, &Allow::default()), Err(NotStored::NoFreshness));
         // A rule's TTL replaces freshness, never no-store.
-        assert_eq!(storable(&facts(""), 0, Some(30), false), Ok(30));
-        assert_eq!(storable(&facts("no-store"), 0, Some(30), false), Err(NotStored::NoStore));
+        assert_eq!(storable(&facts(""), 0, &Allow { ttl_override: Some(30), ..Allow::default() }), Ok(30));
+        assert_eq!(
+            storable(&facts("no-store"), 0, &Allow { ttl_override: Some(30), ..Allow::default() }),
+            Err(NotStored::NoStore)
+        );
         let mut f = facts("max-age=60");
         f.set_cookie = true;
-        assert_eq!(storable(&f, 0, None, false), Err(NotStored::SetCookie));
-        assert_eq!(storable(&f, 0, None, true), Ok(60));
+        assert_eq!(storable(&f, 0, &Allow::default()), Err(NotStored::SetCookie));
+        assert_eq!(storable(&f, 0, &Allow { set_cookie: true, ..Allow::default() }), Ok(60));
         f.status = 500;
-        assert_eq!(storable(&f, 0, None, true), Err(NotStored::Status));
+        assert_eq!(storable(&f, 0, &Allow { set_cookie: true, ..Allow::default() }), Err(NotStored::Status));
         // no-cache with a validator: stored, revalidated on every use.
         let mut f = facts("no-cache, max-age=60");
-        assert_eq!(storable(&f, 0, None, false), Err(NotStored::NoFreshness));
+        assert_eq!(storable(&f, 0, &Allow::default()), Err(NotStored::NoFreshness));
         f.etag = Some(b"\"v1\"");
-        assert_eq!(storable(&f, 0, None, false), Ok(0));
+        assert_eq!(storable(&f, 0, &Allow::default()), Ok(0));
         // Expires: from Date; an unreadable one is already stale.
         let mut f = facts("");
         f.date = Some(1_000);
@@ -336,6 +357,15 @@ mod tests {
         assert_eq!(freshness_lifetime(&f, 2_000), Some(60));
         f.expires = Some(b"0");
         assert_eq!(freshness_lifetime(&f, 2_000), Some(0));
+        // Heuristic freshness: off unless asked for; a tenth of the time since Last-Modified.
+        let mut f = facts("");
+        f.date = Some(1_000_000);
+        f.last_modified = Some(b"Sun, 11 Jan 1970 10:00:00 GMT"); // 900_000
+        assert_eq!(storable(&f, 1_000_000, &Allow::default()), Err(NotStored::NoFreshness));
+        let heuristic = Allow { heuristic_percent: 10, ..Allow::default() };
+        assert_eq!(storable(&f, 1_000_000, &heuristic), Ok(10_000));
+        f.last_modified = Some(b"Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(storable(&f, 1_000_000, &heuristic), Ok(MAX_HEURISTIC));
     }
 
     #[test]
