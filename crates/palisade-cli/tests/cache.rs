@@ -592,3 +592,29 @@ async fn heuristic_freshness_only_when_a_zone_asks_for_it() {
     let (_, h, b) = fetch(&on, &url, &[]).await;
     assert_eq!((n(&b), status_of(&h).as_str()), (3, "palisade; hit"), "10 % of ten years, capped at a day");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_tier_stays_within_its_cap() {
+    let o = origin("o1");
+    let store = temp_dir("cache-disk-cap");
+    // 1 MiB on disk; twelve objects of 200 kB would need 2.4 MB.
+    let config = format!(
+        "[cache]\nmax_object_bytes = 65536\ndisk_path = \"{}\"\ndisk_bytes = 1048576\n{}",
+        store.join("cache").display(),
+        zone_config(&[HOST], &[o.addr], "")
+    );
+    let e = edge(&config);
+    for i in 0..12 {
+        let url = page(&format!("d{i}"), &["cache-control: max-age=600"], "bytes=200000");
+        assert_eq!(fetch(&e, &url, &[]).await.2.len(), 200000);
+        // One at a time: each write lands before the next object comes.
+        disk_writes_reach(&e, i + 1).await;
+    }
+    let bytes = e.metric("palisade_cache_disk_bytes").await.unwrap();
+    assert!(bytes <= 1_048_576.0, "{bytes} bytes on disk");
+    assert!(e.metric("palisade_cache_disk_evictions_total").await.unwrap() >= 6.0);
+    // The newest is still there and served from disk.
+    let last = page("d11", &["cache-control: max-age=600"], "bytes=200000");
+    let (_, h, b) = fetch(&e, &last, &[]).await;
+    assert_eq!((n(&b), status_of(&h).as_str()), (1, "palisade; hit"));
+}

@@ -138,3 +138,89 @@ async fn certificates_by_sni_alpn_and_misdirected_requests() {
     let out = read_all(&mut s, Duration::from_secs(5)).await;
     assert!(out.is_empty());
 }
+
+/// The TLS client fingerprint (JA4) is read from each ClientHello, split over many small
+/// writes or not, and rules and rate limits can use it; without TLS it is absent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_see_the_tls_client_fingerprint() {
+    let o = origin("a");
+    let dir = temp_dir("ja4");
+    let (za, tls_a) = write_cert(&dir, "a", &["a.test"]);
+    let rules = r#"
+[[zones.rules]]
+name = "tls13-h2-clients"
+expression = 'tls.ja4 matches "^t13d[0-9]{4}h2_[0-9a-f]{12}_[0-9a-f]{12}$"'
+action = "block"
+[[zones.rules]]
+name = "no-fingerprint"
+expression = 'tls.ja4 eq ""'
+action = "block"
+"#;
+    let cfg = format!(
+        "{}\n[[zones]]\nname = \"a\"\nhostnames = [\"a.test\"]\norigins = [{{ address = \"{}\" }}]\n{tls_a}\n{rules}",
+        listen_section(true),
+        o.addr
+    );
+    let path = dir.join("palisade.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let e = edge_with(dir, path, &[]);
+    // ALPN h2 first: the fingerprint says h2, the first rule refuses it.
+    let h2 = connector(&[&za], &[b"h2", b"http/1.1"]);
+    let (_, s, _, _) = tls_get(&e, &h2, "a.test", "a.test", true, "/").await.unwrap();
+    assert_eq!(s, 403);
+    // http/1.1 only: "h1", served.
+    let h1 = connector(&[&za], &[b"http/1.1"]);
+    let (_, s, o_name, _) = tls_get(&e, &h1, "a.test", "a.test", false, "/").await.unwrap();
+    assert_eq!((s, o_name.as_str()), (200, "a"));
+    // Without TLS there is no fingerprint: `eq ""` is false for an absent value.
+    assert_eq!(get_host(e.http(), "a.test", "/").await.0, 200);
+    // A ClientHello trickled a few bytes at a time is read whole all the same.
+    let tcp = tokio::net::TcpStream::connect(e.https.unwrap()).await.unwrap();
+    let slow = Trickle(tcp);
+    let stream = h2.connect(ServerName::try_from("a.test").unwrap(), slow).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let resp = send.send_request(Request::get("https://a.test/").body(Empty::<bytes::Bytes>::new()).unwrap()).await;
+    assert_eq!(resp.unwrap().status(), 403);
+}
+
+/// A TCP stream that writes at most 7 bytes at a time.
+struct Trickle(tokio::net::TcpStream);
+
+impl tokio::io::AsyncRead for Trickle {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Trickle {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let n = buf.len().min(7);
+        let r = std::pin::Pin::new(&mut self.0).poll_write(cx, &buf[..n]);
+        if r.is_ready() {
+            let _ = self.0.set_nodelay(true);
+        }
+        r
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}

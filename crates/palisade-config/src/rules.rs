@@ -50,6 +50,8 @@ pub enum Field {
     IpSrc,
     Ssl,
     BotScore,
+    /// The TLS client fingerprint (JA4); absent without TLS.
+    TlsJa4,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +142,10 @@ pub trait Request {
     fn ip(&self) -> IpAddr;
     fn ssl(&self) -> bool;
     fn bot_score(&self) -> Option<i64>;
+    /// The TLS client fingerprint (JA4); None without TLS (a comparison with it is false).
+    fn tls_ja4(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A request as plain data: for tools, tests, benches and the fuzzer.
@@ -235,6 +241,7 @@ impl Expr {
                     Field::Host => Some(r.host().into()),
                     Field::UserAgent => r.header("user-agent").map(String::from_utf8_lossy),
                     Field::Header(h) => r.header(h).map(String::from_utf8_lossy),
+                    Field::TlsJa4 => r.tls_ja4().map(Into::into),
                     _ => None,
                 };
                 value.is_some_and(|v| op.test(&v))
@@ -600,6 +607,7 @@ impl Parser {
             "ip.src" => Field::IpSrc,
             "ssl" => Field::Ssl,
             "bot.score" => Field::BotScore,
+            "tls.ja4" => Field::TlsJa4,
             "http.request.headers" => {
                 let key = match (self.next(), self.next(), self.next()) {
                     (Some(Tok::LBracket), Some(Tok::Str(k)), Some(Tok::RBracket)) => k,

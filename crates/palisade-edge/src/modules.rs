@@ -35,6 +35,8 @@ pub struct RequestView<'a> {
     pub raw_host: Option<&'a hyper::header::HeaderValue>,
     pub host: std::cell::OnceCell<std::borrow::Cow<'a, str>>,
     pub tls: bool,
+    /// The connection's TLS client fingerprint ([`crate::ja4`]).
+    pub ja4: Option<&'a str>,
     pub headers: &'a dyn Headers,
 }
 
@@ -76,6 +78,9 @@ impl palisade_config::rules::Request for RequestView<'_> {
     fn bot_score(&self) -> Option<i64> {
         // Absent until bot management computes one: never 0.
         None
+    }
+    fn tls_ja4(&self) -> Option<&str> {
+        self.ja4
     }
 }
 

@@ -38,6 +38,8 @@ pub struct ConnCtx {
     /// The client address as a header value (X-Forwarded-For when the client sent none).
     pub peer_value: HeaderValue,
     pub forwarded_for: String,
+    /// The TLS client fingerprint, read from the ClientHello ([`crate::ja4`]).
+    pub ja4: Option<Arc<str>>,
 }
 
 impl ConnCtx {
@@ -48,7 +50,7 @@ impl ConnCtx {
             IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
         };
         let peer_value = HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
-        Self { edge, conn, peer, tls, sni, peer_value, forwarded_for }
+        Self { edge, conn, peer, tls, sni, peer_value, forwarded_for, ja4: None }
     }
 }
 
@@ -201,7 +203,7 @@ impl crate::modules::Headers for Head {
 }
 
 /// What modules and cache rules see of a request.
-fn view<'a>(ctx: &ConnCtx, head: &'a Head) -> crate::modules::RequestView<'a> {
+fn view<'a>(ctx: &'a ConnCtx, head: &'a Head) -> crate::modules::RequestView<'a> {
     crate::modules::RequestView {
         client_ip: ctx.peer.ip(),
         method: &head.parts.method,
@@ -210,6 +212,7 @@ fn view<'a>(ctx: &ConnCtx, head: &'a Head) -> crate::modules::RequestView<'a> {
         raw_host: head.host.as_ref(),
         host: std::cell::OnceCell::new(),
         tls: ctx.tls,
+        ja4: ctx.ja4.as_deref(),
         headers: head,
     }
 }

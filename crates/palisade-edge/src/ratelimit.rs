@@ -156,6 +156,7 @@ impl Limit {
                 Characteristic::Path => req.uri.path().hash(&mut h),
                 Characteristic::QueryKey(k) => query_value(req.uri.query().unwrap_or(""), k).hash(&mut h),
                 Characteristic::HttpFingerprint => crate::ddos::fingerprint(req).hash(&mut h),
+                Characteristic::TlsJa4 => req.ja4.hash(&mut h),
             }
         }
         h.finish()

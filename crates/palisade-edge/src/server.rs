@@ -652,15 +652,27 @@ async fn accept_loop(
                     serve(shared, Guarded::new(stream, conn, limits), ctx, false, local_shutdown).await;
                 }
                 Some(acceptor) => {
-                    let Ok(Ok(tls_stream)) = tokio::time::timeout(limits.header_timeout, acceptor.accept(stream)).await
+                    // The ClientHello is read here first, for its fingerprint (crate::ja4),
+                    // then put back in front of the stream for rustls; one deadline for both.
+                    let deadline = tokio::time::Instant::now() + limits.header_timeout;
+                    let mut stream = stream;
+                    let Ok(Ok((hello, ja4))) =
+                        tokio::time::timeout_at(deadline, crate::ja4::read_hello(&mut stream)).await
                     else {
+                        shared.metrics.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    };
+                    let accepting = acceptor.accept(Rewind::new(hello, stream));
+                    let Ok(Ok(tls_stream)) = tokio::time::timeout_at(deadline, accepting).await else {
                         shared.metrics.tls_handshake_failures.fetch_add(1, Ordering::Relaxed);
                         return;
                     };
                     let (_, session) = tls_stream.get_ref();
                     let h2 = session.alpn_protocol() == Some(b"h2");
                     let sni = session.server_name().map(str::to_string);
-                    let ctx = Arc::new(ConnCtx::new(shared.clone(), conn.clone(), peer, true, sni));
+                    let mut ctx = ConnCtx::new(shared.clone(), conn.clone(), peer, true, sni);
+                    ctx.ja4 = ja4.map(Arc::from);
+                    let ctx = Arc::new(ctx);
                     let io = if h2 {
                         Guarded::passthrough(tls_stream, conn, limits)
                     } else {

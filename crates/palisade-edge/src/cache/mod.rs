@@ -278,7 +278,9 @@ impl Cache {
     pub fn new(settings: &CacheSection) -> Arc<Self> {
         // A disk tier that cannot be opened leaves the node serving, from memory only.
         let disk = settings.disk_path.as_deref().and_then(|dir| {
-            match disk::Disk::open(std::path::Path::new(dir), settings.disk_bytes, settings.disk_max_object_bytes) {
+            // An object larger than the whole tier could never be kept.
+            let max_object = settings.disk_max_object_bytes.min(settings.disk_bytes);
+            match disk::Disk::open(std::path::Path::new(dir), settings.disk_bytes, max_object) {
                 Ok(d) => Some(Arc::new(d)),
                 Err(e) => {
                     tracing::error!(dir, error = %e, "the cache's disk tier could not be opened; caching in memory only");
