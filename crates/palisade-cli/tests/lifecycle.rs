@@ -309,6 +309,9 @@ async fn metrics_and_access_log_describe_the_traffic() {
     assert_eq!(first["ClientRequestPath"], "/1k");
     assert_eq!(first["EdgeResponseBytes"], 1024);
     assert_eq!(first["ZoneName"], "site");
+    // Not cacheable (no Cache-Control from the origin): looked up, missed, not stored.
+    assert_eq!(first["CacheCacheStatus"], "miss");
+    assert!(first.get("JA4").is_none(), "no TLS, no fingerprint");
     assert!(text.contains("\"EdgeResponseStatus\":404"));
 }
 

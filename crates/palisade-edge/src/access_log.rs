@@ -35,6 +35,12 @@ pub struct AccessRecord {
     /// A module failed and was skipped for this request (its fail_open / fail_stale policy).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub security_degraded: bool,
+    /// What the cache did: hit, miss, expired, stale, updating, revalidated, bypass.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_cache_status: Option<&'static str>,
+    /// The TLS client fingerprint.
+    #[serde(rename = "JA4", skip_serializing_if = "Option::is_none")]
+    pub ja4: Option<String>,
 }
 
 pub struct AccessLog {

@@ -41,6 +41,8 @@ pub struct Finish {
     pub degraded: bool,
     /// The request's origin slot (`[zones.concurrency]`), given up when the response ends.
     pub slot: Option<crate::fairq::Permit>,
+    /// What the cache did for the request, when it looked.
+    pub cache: Option<crate::cache::CacheStatus>,
 }
 
 impl Drop for Finish {
@@ -82,6 +84,8 @@ impl Drop for Finish {
                 origin_response_time_ms: self.origin_duration.map(|d| d.as_secs_f64() * 1000.0),
                 edge_response_completed: self.completed,
                 security_degraded: self.degraded,
+                cache_cache_status: self.cache.and_then(|c| crate::cache::STATUS_NAMES.get(c as usize).copied()),
+                ja4: self.ctx.ja4.as_deref().map(String::from),
             };
             self.ctx.edge.access_log.send(record, &self.ctx.edge.metrics);
         }

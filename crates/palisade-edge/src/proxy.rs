@@ -374,10 +374,11 @@ fn cache_reply(
     browser_ttl: Option<u64>,
     zone: &crate::snapshot::ZoneRuntime,
     request_id: &HeaderValue,
-    finish: Box<Finish>,
+    mut finish: Box<Finish>,
 ) -> Reply {
     let stats = &zone.stats.cache;
     stats.count(status);
+    finish.cache = Some(status);
     let body = match served.body {
         Some(b) => {
             stats.hit_bytes.add(b.len());
@@ -477,6 +478,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
         total_timeout: false,
         degraded: false,
         slot: None,
+        cache: None,
     });
 
     if let Some(rejection) = ctx.conn.rejection_for(index).filter(|_| !background) {
@@ -555,13 +557,17 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
     if let (Some(policy), None) = (zone.cache.as_ref(), &plan) {
         if ctx.edge.kill.off(crate::kill::Switch::Cache) {
             zone.stats.cache.count(CacheStatus::Bypass);
+            finish.cache = Some(CacheStatus::Bypass);
         } else {
             match cache_lookup(&ctx, &head, &zone, policy).await {
                 CacheStep::Answer(served, status, browser_ttl) => {
                     return cache_reply(served, status, browser_ttl, &zone, &request_id_value, finish);
                 }
                 CacheStep::Fetch(p) => plan = Some(p),
-                CacheStep::Bypass => zone.stats.cache.count(CacheStatus::Bypass),
+                CacheStep::Bypass => {
+                    zone.stats.cache.count(CacheStatus::Bypass);
+                    finish.cache = Some(CacheStatus::Bypass);
+                }
             }
         }
     }
@@ -764,6 +770,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
                 Err(status) => {
                     if plan.is_some() {
                         zone.stats.cache.count(CacheStatus::Miss);
+                        finish.cache = Some(CacheStatus::Miss);
                     }
                     let close = matches!(status, StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE);
                     return respond(error_page(status, id(), close), finish);
@@ -818,6 +825,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
             }
             Judged::Record(mut r, status, browser_ttl) => {
                 zone.stats.cache.count(status);
+                finish.cache = Some(status);
                 r.count_in(zone.stats.clone());
                 recorder = Some(r);
                 set_browser_ttl(&mut parts.headers, &mut origin_headers, browser_ttl);
@@ -825,6 +833,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
             }
             Judged::NotStored(_, status, browser_ttl) => {
                 zone.stats.cache.count(status);
+                finish.cache = Some(status);
                 set_browser_ttl(&mut parts.headers, &mut origin_headers, browser_ttl);
                 parts.headers.insert(CACHE_STATUS.clone(), cache_status_value(status, false));
             }
