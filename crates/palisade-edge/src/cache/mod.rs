@@ -1196,27 +1196,6 @@ pub fn serve(
             .header("if-modified-since")
             .is_some_and(|ims| policy::not_modified_since(ims, s.last_modified.as_deref(), s.date)),
     };
-    let served = |status, range: Option<(u64, u64)>, content_range| {
-        let (start, end) = range.unwrap_or((0, len));
-        let body = match &s.body {
-            _ if head || status == StatusCode::NOT_MODIFIED => None,
-            BodyStore::Memory(b) => Some(ServedBody::Bytes(b.slice(start as usize..(end as usize).min(b.len())))),
-            BodyStore::Disk(name) => {
-                Some(ServedBody::Disk(tier::DiskRead::new(&policy.cache, object, *name, start, end - start)))
-            }
-        };
-        Served {
-            status,
-            headers: out_headers.clone(),
-            age,
-            content_range,
-            body,
-            length: (head && status != StatusCode::NOT_MODIFIED).then_some(end - start),
-        }
-    };
-    if not_modified && s.status == StatusCode::OK {
-        return Some(served(StatusCode::NOT_MODIFIED, None, None));
-    }
     let range = match headers.header("range") {
         Some(r)
             if s.status == StatusCode::OK
@@ -1228,21 +1207,37 @@ pub fn serve(
         }
         _ => RangeAnswer::Whole,
     };
-    Some(match range {
-        RangeAnswer::Whole => served(s.status, None, None),
-        RangeAnswer::Part { start, end } => served(
-            StatusCode::PARTIAL_CONTENT,
-            Some((start, end + 1)),
-            HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")).ok(),
-        ),
-        RangeAnswer::Unsatisfiable => Served {
-            status: StatusCode::RANGE_NOT_SATISFIABLE,
-            headers: out_headers,
-            age,
-            content_range: HeaderValue::from_str(&format!("bytes */{len}")).ok(),
-            body: Some(ServedBody::Bytes(Bytes::new())),
-            length: None,
-        },
+    // The status, the part of the body to send (start, end), and `Content-Range`.
+    let (status, (start, end), content_range) = if not_modified && s.status == StatusCode::OK {
+        (StatusCode::NOT_MODIFIED, (0, 0), None)
+    } else {
+        match range {
+            RangeAnswer::Whole => (s.status, (0, len), None),
+            RangeAnswer::Part { start, end } => (
+                StatusCode::PARTIAL_CONTENT,
+                (start, end + 1),
+                HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")).ok(),
+            ),
+            RangeAnswer::Unsatisfiable => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, (0, 0), HeaderValue::from_str(&format!("bytes */{len}")).ok())
+            }
+        }
+    };
+    let body = match &s.body {
+        _ if head || status == StatusCode::NOT_MODIFIED => None,
+        _ if start == end => Some(ServedBody::Bytes(Bytes::new())),
+        BodyStore::Memory(b) => Some(ServedBody::Bytes(b.slice(start as usize..(end as usize).min(b.len())))),
+        BodyStore::Disk(name) => {
+            Some(ServedBody::Disk(tier::DiskRead::new(&policy.cache, object, *name, start, end - start)))
+        }
+    };
+    Some(Served {
+        status,
+        headers: out_headers,
+        age,
+        content_range,
+        body,
+        length: (head && status != StatusCode::NOT_MODIFIED).then_some(end - start),
     })
 }
 
