@@ -7,12 +7,8 @@
 #   ROUNDS=5 DURATION=15 bench/cache.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-missing=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
-command -v wrk >/dev/null || missing+=(wrk)
-if ((${#missing[@]})); then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-fi
+. bench/need.sh
+need nginx nginx-light wrk wrk
 # 1000 client sockets at once, and as many on the servers' side.
 ulimit -n 65536 2>/dev/null || true
 PALISADE_BIN=$(scripts/build-release | tail -1)

@@ -7,7 +7,8 @@
 #   BREAKER=50 FAILURE=panic bench/modules.sh   # with the default circuit breaker
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
+. bench/need.sh
+need wrk wrk
 # Panic injection is compiled in only on request (shipped nodes never panic on purpose).
 cargo build --release --locked -p palisade-cli --features fault-panics >&2
 BIN=target/release/palisade

@@ -9,12 +9,8 @@
 # comparison with a plain hyper stack. Prints req/s, p50/p99 latency, peak RSS and the ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-missing=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
-command -v wrk >/dev/null || missing+=(wrk)
-if ((${#missing[@]})); then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-fi
+. bench/need.sh
+need nginx nginx-light wrk wrk
 # The binary as it ships: profile-guided (scripts/build-release; PGO=0 for a plain release build).
 PALISADE_BIN=$(scripts/build-release | tail -1)
 export PALISADE_BIN

@@ -17,12 +17,8 @@
 #   DURATION=10 ATTACKS=b bench/shield.sh     # a quick look at one attack
 set -euo pipefail
 cd "$(dirname "$0")/.."
-missing=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
-command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
-if [ ${#missing[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-fi
+. bench/need.sh
+need nginx nginx-light haproxy haproxy
 export PATH="$PATH:/usr/sbin"
 cargo build --release --locked -p palisade-cli -p palisade-loadgen >&2
 BIN=target/release/palisade
