@@ -98,10 +98,6 @@ pub struct Disk {
     pub evictions: AtomicU64,
 }
 
-fn hex_name(n: &Name) -> String {
-    hex::encode(n)
-}
-
 impl Disk {
     /// Opens (creating) the directory and indexes the files in it; damaged ones are deleted.
     pub fn open(dir: &Path, cap: u64, max_object: u64) -> io::Result<Self> {
@@ -142,7 +138,7 @@ impl Disk {
     }
 
     fn path(&self, n: &Name) -> PathBuf {
-        let h = hex_name(n);
+        let h = hex::encode(n);
         self.dir.join(h.get(..2).unwrap_or("00")).join(h)
     }
 

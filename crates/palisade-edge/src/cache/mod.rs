@@ -602,6 +602,15 @@ impl ZonePolicy {
                 return Lookup::Load(name);
             }
         }
+        // A fresh hit, the common case, needs no plan (no allocation, no clock read).
+        if let Some(object) = &found {
+            if let Kind::Response(s) = &object.kind {
+                if s.age_at(object.stored, now) < s.fresh {
+                    let object = object.clone();
+                    return Lookup::Hit { object, status: CacheStatus::Hit, revalidate: None, browser_ttl };
+                }
+            }
+        }
         let mut plan = Box::new(Plan {
             policy_key: key,
             hash,
@@ -620,12 +629,10 @@ impl ZonePolicy {
         if let Some(object) = found {
             match &object.kind {
                 Kind::Response(s) => {
+                    // Stale (a fresh one was answered above).
                     let age = s.age_at(object.stored, now);
-                    if age < s.fresh {
-                        return Lookup::Hit { object, status: CacheStatus::Hit, revalidate: None, browser_ttl };
-                    }
                     let swr = s.stale_while_revalidate.max(self.stale_while_revalidate);
-                    let serve_stale = !s.must_revalidate && age - s.fresh < swr && !ask.head;
+                    let serve_stale = !s.must_revalidate && age.saturating_sub(s.fresh) < swr && !ask.head;
                     plan.status = CacheStatus::Expired;
                     plan.stale = Some(object.clone());
                     if serve_stale {

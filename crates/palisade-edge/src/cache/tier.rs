@@ -9,7 +9,7 @@ use bytes::Bytes;
 use hyper::StatusCode;
 
 use super::disk::{self, Disk, Meta};
-use super::{BodyStore, Cache, Kind, Object, Stored};
+use super::{unix_now, BodyStore, Cache, Kind, Object, Stored};
 use crate::body::BoxError;
 use crate::codec::RawHeaders;
 
@@ -17,10 +17,6 @@ use crate::codec::RawHeaders;
 pub const MAX_WRITES: usize = 4;
 /// Body pieces queued for a spilling write; a disk that falls this far behind loses the object.
 const SPILL_QUEUE: usize = 256;
-
-fn unix_now() -> u64 {
-    super::unix_now()
-}
 
 /// What the disk keeps of a stored response (or a vary marker: `vary` set, no body).
 fn meta_of(key: &[u8], url: &str, zone: &str, s: Option<&Stored>, vary: Option<&[Box<str>]>) -> Meta {
