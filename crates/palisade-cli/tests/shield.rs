@@ -246,8 +246,11 @@ async fn each_kill_switch_turns_off_its_module_and_nothing_else() {
          [[zones.rules]]\nname = \"trusted\"\nexpression = 'http.request.headers[\"x-trusted\"] eq \"yes\"'\naction = \"allow\"\n\
          [[zones.rules]]\nname = \"blocked-page\"\nexpression = 'http.request.uri.path eq \"/bytes/3\"'\naction = \"block\"\n\
          [[zones.rules]]\nname = \"watch\"\nexpression = 'http.request.uri.path eq \"/bytes/4\"'\naction = \"log\"\n\
+         [[zones.rules]]\nname = \"gate\"\nexpression = 'http.request.uri.path eq \"/bytes/5\"'\naction = \"challenge\"\n\
          [[zones.rate_limits]]\nname = \"hot\"\nexpression = 'http.request.headers[\"x-rl\"] eq \"hot\"'\n\
          characteristics = [\"header:x-rl\"]\nperiod_s = 3600\nrequests = 1\n\
+         [[zones.rate_limits]]\nname = \"warm\"\nexpression = 'http.request.headers[\"x-rl\"] eq \"warm\"'\n\
+         characteristics = [\"header:x-rl\"]\nperiod_s = 3600\nrequests = 1\naction = \"challenge\"\n\
          \n[[artifacts]]\nname = \"deny\"\nkind = \"ip_list\"\nsha256 = \"{hash}\"\nfile = \"{}\"\n",
         listen_section(false),
         origin.addr,
@@ -259,13 +262,15 @@ async fn each_kill_switch_turns_off_its_module_and_nothing_else() {
     let addr = e.http();
     // (module whose action it shows, source address, path, extra header)
     type Probe = (&'static str, &'static str, &'static str, Option<(&'static str, &'static str)>);
-    let probes: [Probe; 7] = [
+    let probes: [Probe; 9] = [
         ("none", "127.0.0.2", "/", None),
         ("ip_lists", "127.0.0.66", "/", None),
         ("firewall", "127.0.0.2", "/bytes/3", None),
         ("none", "127.0.0.2", "/bytes/3", Some(("x-trusted", "yes"))),
         ("none", "127.0.0.2", "/bytes/4", None),
+        ("firewall", "127.0.0.2", "/bytes/5", None),
         ("rate_limits", "127.0.0.2", "/", Some(("x-rl", "hot"))),
+        ("rate_limits", "127.0.0.2", "/", Some(("x-rl", "warm"))),
         ("fault", "127.0.0.2", "/", Some((FAULT, "error"))),
     ];
     let run = || async {
@@ -279,14 +284,17 @@ async fn each_kill_switch_turns_off_its_module_and_nothing_else() {
             .await
             .unwrap();
             let text = read_all(&mut s, Duration::from_secs(5)).await;
-            out.push(text.get(9..12).and_then(|c| c.parse::<u16>().ok()).unwrap_or(0));
+            let status = text.get(9..12).and_then(|c| c.parse::<u16>().ok()).unwrap_or(0);
+            // A challenge page is told apart from a block.
+            let challenged = text.to_ascii_lowercase().contains("palisade-mitigated: challenge");
+            out.push(if challenged { 1403 } else { status });
         }
         out
     };
-    // The rate limit's one request for the "hot" key is spent first.
+    // The rate limits' one request for each key is spent first.
     run().await;
     let baseline = run().await;
-    assert_eq!(baseline, vec![200, 403, 403, 200, 200, 429, 503], "every module acts");
+    assert_eq!(baseline, vec![200, 403, 403, 200, 200, 1403, 429, 1403, 503], "every module acts (1403: challenged)");
     for switch in ["ip_lists", "firewall", "rate_limits", "fault", "ddos"] {
         let (s, _) = e.admin_json("POST", &format!("/killswitches/{switch}/off"), "").await;
         assert_eq!(s, 200, "{switch}");

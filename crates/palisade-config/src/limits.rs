@@ -73,6 +73,10 @@ pub mod range {
     pub const CACHE_LOCK_TIMEOUT_MS: (u64, u64) = (0, 60_000);
     pub const CACHE_STALE_S: (u64, u64) = (0, 31_536_000);
     pub const CACHE_TTL_S: (u64, u64) = (0, 31_536_000);
+    pub const CHALLENGE_CLEARANCE_TTL_S: (u64, u64) = (60, 604_800);
+    /// 24 bits is about 16 million hashes: seconds on a phone.
+    pub const CHALLENGE_DIFFICULTY: (u64, u64) = (1, 24);
+    pub const CHALLENGE_WAIT_S: (u64, u64) = (1, 60);
 }
 
 /// Cache rules in one zone.

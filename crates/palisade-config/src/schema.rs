@@ -310,6 +310,31 @@ pub struct Zone {
     /// HTTP caching (on unless switched off; stores only what the origin marks cacheable).
     #[serde(default)]
     pub cache: ZoneCache,
+    /// The challenge page that the `challenge` actions answer with.
+    #[serde(default)]
+    pub challenge: ChallengeSettings,
+}
+
+/// The challenge page (the `challenge` action of rules, rate limits and DDoS mitigations): a
+/// browser proves work (SHA-256, `difficulty` leading zero bits) in a few lines of JavaScript,
+/// or, without JavaScript, waits `wait_s` seconds; either way it gets a clearance cookie, signed
+/// by the node and bound to the client's address prefix (/24 or /64), its user agent and the
+/// zone, valid `clearance_ttl_s` seconds. A challenge never asks a person to solve a puzzle.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChallengeSettings {
+    pub clearance_ttl_s: u64,
+    /// Leading zero bits of the proof of work, unless the rule sets its own (each bit doubles
+    /// the browser's work: 16 is about 65 000 hashes, a fraction of a second).
+    pub difficulty: u64,
+    /// How long the no-JavaScript path (a meta refresh, or the page's plain link) waits.
+    pub wait_s: u64,
+}
+
+impl Default for ChallengeSettings {
+    fn default() -> Self {
+        Self { clearance_ttl_s: 1800, difficulty: 16, wait_s: 5 }
+    }
 }
 
 /// The origin's capacity, protected: at most `max_in_flight` requests at the origins at once;
@@ -346,6 +371,8 @@ pub enum DdosAction {
     RateLimit,
     /// Only count them (metrics and the admin API).
     Log,
+    /// The challenge page for clients without a clearance (browsers pass; scripts do not).
+    Challenge,
 }
 
 /// The node watches each zone's request rate against a baseline it learns, and which request
@@ -393,6 +420,9 @@ pub struct Rule {
     pub name: String,
     pub expression: String,
     pub action: RuleAction,
+    /// For `challenge`: the proof of work's difficulty (default: the zone's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub difficulty: Option<u64>,
 }
 
 /// A rate limit: requests that `expression` selects, counted per value of `characteristics`.
@@ -414,6 +444,9 @@ pub struct RateLimit {
     /// Once over the limit, a client stays limited this long (0: only while over).
     #[serde(default)]
     pub mitigation_timeout_s: u64,
+    /// For `challenge`: the proof of work's difficulty (default: the zone's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub difficulty: Option<u64>,
 }
 
 fn default_limit_action() -> LimitAction {
@@ -427,6 +460,8 @@ pub enum LimitAction {
     Block,
     /// Count it and let it through.
     Log,
+    /// The challenge page for a client without a clearance; a client with one passes.
+    Challenge,
 }
 
 /// What a matching rule does.
@@ -439,7 +474,8 @@ pub enum RuleAction {
     Block,
     /// Count the match and go on to the next rule.
     Log,
-    /// Not available yet: comes with the challenge pages of bot management.
+    /// The challenge page, unless the client holds a clearance: then it goes on to the next
+    /// rule.
     Challenge,
 }
 

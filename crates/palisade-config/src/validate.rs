@@ -389,6 +389,10 @@ pub fn validate(doc: Document, hash: String) -> Result<ValidConfig, Vec<Problem>
         c.range(format!("{p}.ddos.hold_s"), d.hold_s, range::DDOS_HOLD_S);
         c.range(format!("{p}.ddos.rate_limit_rps"), d.rate_limit_rps, range::DDOS_RATE_LIMIT_RPS);
         c.range(format!("{p}.ddos.learn_s"), d.learn_s, range::DDOS_LEARN_S);
+        let ch = &z.challenge;
+        c.range(format!("{p}.challenge.clearance_ttl_s"), ch.clearance_ttl_s, range::CHALLENGE_CLEARANCE_TTL_S);
+        c.range(format!("{p}.challenge.difficulty"), ch.difficulty, range::CHALLENGE_DIFFICULTY);
+        c.range(format!("{p}.challenge.wait_s"), ch.wait_s, range::CHALLENGE_WAIT_S);
         c.count(format!("{p}.rate_limits"), &z.rate_limits, 0, limits::MAX_RATE_LIMITS_PER_ZONE);
         let mut rate_limits = Vec::new();
         let mut limit_names: HashMap<&str, usize> = HashMap::new();
@@ -401,6 +405,7 @@ pub fn validate(doc: Document, hash: String) -> Result<ValidConfig, Vec<Problem>
             c.range(format!("{lp}.period_s"), l.period_s, range::RATE_PERIOD_S);
             c.range(format!("{lp}.requests"), l.requests, range::RATE_REQUESTS);
             c.range(format!("{lp}.mitigation_timeout_s"), l.mitigation_timeout_s, range::RATE_MITIGATION_S);
+            check_difficulty(&mut c, &lp, l.difficulty, l.action == crate::LimitAction::Challenge);
             c.count(format!("{lp}.characteristics"), &l.characteristics, 1, 4);
             let mut characteristics = Vec::new();
             for (ci, ch) in l.characteristics.iter().enumerate() {
@@ -433,9 +438,7 @@ pub fn validate(doc: Document, hash: String) -> Result<ValidConfig, Vec<Problem>
             if let Some(first) = rule_names.insert(r.name.as_str(), ri) {
                 c.err(format!("{rp}.name"), format!("`{}` is also the name of rules[{first}]", clip(&r.name)));
             }
-            if r.action == RuleAction::Challenge {
-                c.err(format!("{rp}.action"), "challenge is not available yet (it comes with bot management)");
-            }
+            check_difficulty(&mut c, &rp, r.difficulty, r.action == RuleAction::Challenge);
             match crate::rules::parse(&r.expression) {
                 Ok(e) => {
                     for list in e.lists() {
@@ -458,6 +461,16 @@ pub fn validate(doc: Document, hash: String) -> Result<ValidConfig, Vec<Problem>
         Ok(ValidConfig { doc, hash, http, https, admin, zones })
     } else {
         Err(c.problems)
+    }
+}
+
+/// A rule's or rate limit's own `difficulty`: in range, and only with the `challenge` action.
+fn check_difficulty(c: &mut Checker, p: &str, difficulty: Option<u64>, challenge: bool) {
+    let Some(d) = difficulty else { return };
+    if challenge {
+        c.range(format!("{p}.difficulty"), d, range::CHALLENGE_DIFFICULTY);
+    } else {
+        c.err(format!("{p}.difficulty"), "only a `challenge` action has a difficulty");
     }
 }
 

@@ -19,6 +19,12 @@ pub fn now() -> Instant {
     NOW.with(Cell::get).unwrap_or_else(Instant::now)
 }
 
+/// Seconds since the Unix epoch on the wall clock (what other machines and browsers agree on:
+/// cookie expiries, HTTP dates).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
 /// Puts back what [`NOW`] held before a poll, also when the poll panics.
 struct Restore(Option<Instant>);
 

@@ -481,6 +481,15 @@ pub fn eq_lowercase(name: &[u8], lower: &[u8]) -> bool {
     name.len() == lower.len() && name.iter().zip(lower).all(|(a, b)| a.to_ascii_lowercase() == *b)
 }
 
+/// The value of cookie `name` in one `Cookie` header value (`a=1; b=2`).
+pub fn cookie<'a>(header: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    header.split(|b| *b == b';').find_map(|pair| {
+        let pair = pair.trim_ascii();
+        let (k, v) = pair.split_at(pair.iter().position(|b| *b == b'=')?);
+        (k == name.as_bytes()).then(|| v.get(1..).unwrap_or_default())
+    })
+}
+
 /// Appends `name: value` and CRLF.
 pub fn write_line(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);

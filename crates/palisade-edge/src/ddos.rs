@@ -180,12 +180,13 @@ fn rate_limiter(rps: u64) -> crate::ratelimit::Limit {
         requests: rps.max(1),
         action: palisade_config::LimitAction::Block,
         mitigation_timeout_s: 0,
+        difficulty: None,
     };
     let valid = palisade_config::ValidRateLimit {
         expression: None,
         characteristics: vec![palisade_config::Characteristic::Ip { v4_prefix: 32, v6_prefix: 64 }],
     };
-    crate::ratelimit::Limit::new(&cfg, &valid, None, Arc::default())
+    crate::ratelimit::Limit::new(&cfg, &valid, None, 0, Arc::default())
 }
 
 impl Detector {
@@ -211,7 +212,9 @@ impl Detector {
         *s = settings.clone();
     }
 
-    fn observe(&self, req: &RequestView<'_>) -> Verdict {
+    /// Counts the request, and applies the mitigations in force (`difficulty`: the zone's, for
+    /// `challenge`).
+    fn observe(&self, req: &RequestView<'_>, difficulty: u8) -> Verdict {
         let any_active = self.any_active.load(Ordering::Relaxed);
         let mut fp_source = None;
         let w = crate::server::worker_index() % self.windows.len().max(1);
@@ -248,20 +251,21 @@ impl Detector {
             }
             let refuse = match m.action {
                 DdosAction::Log => None,
-                DdosAction::Block => Some(1),
+                DdosAction::Block => Some(Verdict::TooMany(1)),
                 DdosAction::RateLimit => {
                     let limiter = self.limiter.load();
                     let key = limiter.keyed(source ^ fp.get_or_insert_with(|| fingerprint(req)).rotate_left(17));
                     match limiter.check_key(key, crate::ratelimit::now_ns()) {
                         crate::ratelimit::Check::Pass => None,
-                        crate::ratelimit::Check::Limited(s) => Some(s),
+                        crate::ratelimit::Check::Limited(s) => Some(Verdict::TooMany(s)),
                     }
                 }
+                DdosAction::Challenge => (!req.cleared()).then_some(Verdict::Challenge(difficulty)),
             };
-            if let Some(retry_after) = refuse {
+            if let Some(verdict) = refuse {
                 m.refused.fetch_add(1, Ordering::Relaxed);
                 self.stats.ddos_refused.fetch_add(1, Ordering::Relaxed);
-                return Verdict::TooMany(retry_after);
+                return verdict;
             }
         }
         Verdict::Continue
@@ -433,11 +437,15 @@ pub struct MitigationReport {
 }
 
 /// The `ddos` module of a zone: counts, and applies the mitigations in force.
-pub struct DdosModule(pub Arc<Detector>);
+pub struct DdosModule {
+    pub detector: Arc<Detector>,
+    /// The zone's challenge difficulty.
+    pub difficulty: u8,
+}
 
 impl Module for DdosModule {
     fn on_request(&self, req: &RequestView<'_>) -> Result<Verdict, ModuleError> {
-        Ok(self.0.observe(req))
+        Ok(self.detector.observe(req, self.difficulty))
     }
 }
 
@@ -482,20 +490,28 @@ mod tests {
         fn names(&self, _: &mut dyn FnMut(&[u8])) {}
     }
 
-    fn flood(d: &Detector, n: usize) -> usize {
+    /// A request from 127.0.0.9 for /item/7, with or without a clearance.
+    fn with_view<T>(cleared: bool, f: impl FnOnce(&RequestView<'_>) -> T) -> T {
         let (method, uri) = (hyper::Method::GET, hyper::Uri::from_static("/item/7"));
-        let req = RequestView {
-            client_ip: IpAddr::from([127, 0, 0, 9]),
-            method: &method,
-            uri: &uri,
-            version: hyper::Version::HTTP_11,
-            raw_host: None,
-            host: std::cell::OnceCell::new(),
-            tls: false,
-            ja4: None,
-            headers: &Plain,
-        };
-        (0..n).filter(|_| d.observe(&req) != Verdict::Continue).count()
+        let mut req = RequestView::plain(IpAddr::from([127, 0, 0, 9]), &method, &uri, &Plain);
+        req.cleared = std::cell::OnceCell::from(cleared);
+        f(&req)
+    }
+
+    fn flood(d: &Detector, n: usize) -> usize {
+        with_view(false, |req| (0..n).filter(|_| d.observe(req, 16) != Verdict::Continue).count())
+    }
+
+    #[test]
+    fn a_challenge_mitigation_lets_cleared_clients_through() {
+        let settings = Ddos { min_rps: 10, learn_s: 0, action: DdosAction::Challenge, ..Ddos::default() };
+        let d = Detector::new(&settings, 1, Arc::default());
+        let t0 = crate::pool::now_ms() + 1_000;
+        d.tick("z", t0);
+        flood(&d, 400);
+        d.tick("z", t0 + 1_000);
+        assert_eq!(with_view(false, |r| d.observe(r, 12)), Verdict::Challenge(12));
+        assert_eq!(with_view(true, |r| d.observe(r, 12)), Verdict::Continue, "a cleared client passes");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod agent;
 pub mod artifacts;
 pub mod body;
 pub mod cache;
+pub mod challenge;
 pub mod clock;
 pub mod codec;
 pub mod crashloop;

@@ -140,6 +140,12 @@ pub struct ZoneStats {
     pub ddos_baseline_rps: AtomicU64,
     /// The zone's cache ([`crate::cache`]).
     pub cache: crate::cache::CacheCounts,
+    /// Challenge pages ([`crate::challenge`]): served, answered with the work done, answered
+    /// after the wait (no JavaScript), and answers refused.
+    pub challenges_issued: AtomicU64,
+    pub challenges_solved: AtomicU64,
+    pub challenges_waited: AtomicU64,
+    pub challenges_failed: AtomicU64,
 }
 
 /// Figures for one origin of one zone.
@@ -321,7 +327,7 @@ impl Metrics {
             );
         }
         type ZoneSeries = (&'static str, &'static str, fn(&ZoneStats) -> &AtomicU64);
-        let zone_series: [ZoneSeries; 11] = [
+        let zone_series: [ZoneSeries; 15] = [
             ("palisade_queue_waited_total", "Requests that waited for an origin slot.", |z| &z.queued),
             ("palisade_queue_full_total", "Requests refused (503): the queue was full of quieter sources.", |z| {
                 &z.queue_full
@@ -342,6 +348,14 @@ impl Metrics {
             ("palisade_ddos_rps", "The zone's request rate in the last full second.", |z| &z.ddos_rps),
             ("palisade_ddos_baseline_rps", "The request rate the DDoS detector has learned as normal.", |z| {
                 &z.ddos_baseline_rps
+            }),
+            ("palisade_challenges_issued_total", "Challenge pages served.", |z| &z.challenges_issued),
+            ("palisade_challenges_solved_total", "Challenges passed with the proof of work.", |z| &z.challenges_solved),
+            ("palisade_challenges_waited_total", "Challenges passed by waiting (no JavaScript).", |z| {
+                &z.challenges_waited
+            }),
+            ("palisade_challenges_failed_total", "Challenge answers refused (bad, stale or early).", |z| {
+                &z.challenges_failed
             }),
         ];
         for (name, help, get) in zone_series {

@@ -38,6 +38,37 @@ pub struct RequestView<'a> {
     /// The connection's TLS client fingerprint ([`crate::ja4`]).
     pub ja4: Option<&'a str>,
     pub headers: &'a dyn Headers,
+    /// The node's challenge key and the zone's name: what a clearance cookie is checked
+    /// against (see [`RequestView::cleared`]).
+    pub clearance: Option<(&'a crate::challenge::Keys, &'a str)>,
+    pub cleared: std::cell::OnceCell<bool>,
+}
+
+impl<'a> RequestView<'a> {
+    /// A plain HTTP/1.1 request: no TLS, no Host, no clearance keys (tests, fuzzing).
+    pub fn plain(client_ip: IpAddr, method: &'a hyper::Method, uri: &'a hyper::Uri, headers: &'a dyn Headers) -> Self {
+        RequestView {
+            client_ip,
+            method,
+            uri,
+            version: hyper::Version::HTTP_11,
+            raw_host: None,
+            host: std::cell::OnceCell::new(),
+            tls: false,
+            ja4: None,
+            headers,
+            clearance: None,
+            cleared: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// Whether the client holds a valid clearance (a passed challenge) for this zone; checked
+    /// once per request, and only when a `challenge` action asks.
+    pub fn cleared(&self) -> bool {
+        *self
+            .cleared
+            .get_or_init(|| self.clearance.is_some_and(|(keys, zone)| crate::challenge::cleared(keys, zone, self)))
+    }
 }
 
 impl palisade_config::rules::Request for RequestView<'_> {
@@ -88,6 +119,10 @@ impl palisade_config::rules::Request for RequestView<'_> {
 pub trait Headers {
     /// The first value of `name` (lowercase).
     fn header<'a>(&'a self, name: &'a str) -> Option<&'a [u8]>;
+    /// The value of cookie `name`, in whichever `Cookie` header it is.
+    fn cookie<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
+        self.header("cookie").and_then(|c| crate::codec::cookie(c, name))
+    }
     /// Every header name, in the order received (as received: case may vary).
     fn names(&self, f: &mut dyn FnMut(&[u8]));
 }
@@ -100,6 +135,8 @@ pub enum Verdict {
     Respond(u16),
     /// 429 Too Many Requests, retry after this many seconds.
     TooMany(u64),
+    /// The challenge page, with a proof of work of this many bits.
+    Challenge(u8),
 }
 
 /// A module failed this request (a panic is caught and counted apart).
@@ -200,6 +237,8 @@ pub enum Outcome {
     Respond(u16),
     /// 429 with `Retry-After` (seconds).
     TooMany(u64),
+    /// The challenge page ([`crate::challenge`]), with a proof of work of this many bits.
+    Challenge(u8),
 }
 
 /// Milliseconds on a monotonic clock (the connection's per-poll time).
@@ -264,6 +303,10 @@ impl Slot {
             Ok(Ok(Verdict::TooMany(retry_after))) => {
                 self.stats.answers.fetch_add(1, Ordering::Relaxed);
                 return Outcome::TooMany(retry_after);
+            }
+            Ok(Ok(Verdict::Challenge(difficulty))) => {
+                self.stats.answers.fetch_add(1, Ordering::Relaxed);
+                return Outcome::Challenge(difficulty);
             }
             Ok(Err(e)) => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -358,7 +401,8 @@ impl Module for IpLists {
 }
 
 /// The zone's firewall rules, in order: the first `allow` or `block` decides; `log` counts and
-/// goes on.
+/// goes on; `challenge` answers with the challenge page, unless the client holds a clearance:
+/// then it goes on.
 pub struct Firewall {
     pub rules: Vec<FirewallRule>,
 }
@@ -366,6 +410,8 @@ pub struct Firewall {
 pub struct FirewallRule {
     pub expr: palisade_config::rules::Expr,
     pub action: palisade_config::RuleAction,
+    /// For `challenge`: the proof of work's bits.
+    pub difficulty: u8,
     /// Requests this rule matched.
     pub matches: Arc<AtomicU64>,
 }
@@ -382,8 +428,8 @@ impl Module for Firewall {
                 RuleAction::Allow => return Ok(Verdict::Continue),
                 RuleAction::Block => return Ok(Verdict::Respond(403)),
                 RuleAction::Log => {}
-                // Refused at validation; here, only a failure of this module can explain it.
-                RuleAction::Challenge => return Err(ModuleError("challenge is not available".into())),
+                RuleAction::Challenge if req.cleared() => {}
+                RuleAction::Challenge => return Ok(Verdict::Challenge(r.difficulty)),
             }
         }
         Ok(Verdict::Continue)

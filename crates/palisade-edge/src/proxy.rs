@@ -192,6 +192,9 @@ impl crate::modules::Headers for Head {
     fn header<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
         self.values(name).next()
     }
+    fn cookie<'a>(&'a self, name: &'a str) -> Option<&'a [u8]> {
+        cookie(self.values(COOKIE.as_str()), name)
+    }
     fn names(&self, f: &mut dyn FnMut(&[u8])) {
         for n in self.parts.headers.keys() {
             f(n.as_str().as_bytes());
@@ -203,7 +206,7 @@ impl crate::modules::Headers for Head {
 }
 
 /// What modules and cache rules see of a request.
-fn view<'a>(ctx: &'a ConnCtx, head: &'a Head) -> crate::modules::RequestView<'a> {
+fn view<'a>(ctx: &'a ConnCtx, head: &'a Head, zone: &'a str) -> crate::modules::RequestView<'a> {
     crate::modules::RequestView {
         client_ip: ctx.peer.ip(),
         method: &head.parts.method,
@@ -214,6 +217,8 @@ fn view<'a>(ctx: &'a ConnCtx, head: &'a Head) -> crate::modules::RequestView<'a>
         tls: ctx.tls,
         ja4: ctx.ja4.as_deref(),
         headers: head,
+        clearance: Some((&ctx.edge.challenge_keys, zone)),
+        cleared: std::cell::OnceCell::new(),
     }
 }
 
@@ -226,7 +231,7 @@ fn run_modules(
     degraded: &mut bool,
     request_id: &str,
 ) -> Option<Response<EdgeBody>> {
-    let view = view(ctx, head);
+    let view = view(ctx, head, &zone.name);
     match crate::modules::run_all(&zone.modules, &view, &ctx.edge.kill, &zone.name, degraded) {
         crate::modules::Outcome::Continue => None,
         crate::modules::Outcome::Respond(status) => {
@@ -237,7 +242,32 @@ fn run_modules(
             page.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from(retry_after));
             Some(page)
         }
+        crate::modules::Outcome::Challenge(difficulty) => {
+            zone.stats.challenges_issued.fetch_add(1, Ordering::Relaxed);
+            let keys = &ctx.edge.challenge_keys;
+            Some(crate::challenge::page(keys, &zone.name, &zone.challenge, &view, difficulty, request_id))
+        }
     }
+}
+
+/// A browser's answer to a challenge page ([`crate::challenge::PATH`]).
+#[inline(never)]
+fn answer_challenge(
+    ctx: &ConnCtx,
+    head: &Head,
+    zone: &crate::snapshot::ZoneRuntime,
+    request_id: &str,
+) -> Response<EdgeBody> {
+    let view = view(ctx, head, &zone.name);
+    let (resp, how) =
+        crate::challenge::answer(&ctx.edge.challenge_keys, &zone.name, &zone.challenge, &view, request_id);
+    let counter = match how {
+        crate::challenge::Answer::Work => &zone.stats.challenges_solved,
+        crate::challenge::Answer::Waited => &zone.stats.challenges_waited,
+        crate::challenge::Answer::Early | crate::challenge::Answer::Failed => &zone.stats.challenges_failed,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    resp
 }
 
 static CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
@@ -307,7 +337,7 @@ async fn cache_lookup(
     let mut loads = 0;
     loop {
         let lookup = {
-            let view = view(ctx, head);
+            let view = view(ctx, head, &zone.name);
             policy.lookup(&crate::cache::Ask { view: &view, head: is_head }, !waited, loads < 2)
         };
         match lookup {
@@ -528,6 +558,11 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
     finish.zone = Some(zone.clone());
     let via = &zone.via;
 
+    // A challenge's answer comes before the modules: the rate limit that challenged a client
+    // must not refuse the answer that clears it.
+    if head.parts.uri.path() == crate::challenge::PATH && !background {
+        return respond(answer_challenge(&ctx, &head, &zone, id()), finish);
+    }
     // The security modules (early drop first), each behind its failure policy. Out of line: a
     // zone without modules pays one check, and the request path's code stays together.
     if !zone.modules.is_empty() && !background {
@@ -943,16 +978,10 @@ fn connection_has(head: &Head, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// The value of cookie `name` in `values`, the values of a request's `Cookie` headers.
+/// The value of cookie `name` in `values`, the values of a request's `Cookie` headers (an
+/// HTTP/2 client may send each cookie in a header of its own).
 fn cookie<'a>(mut values: impl Iterator<Item = &'a [u8]>, name: &str) -> Option<&'a [u8]> {
-    values.find_map(|v| {
-        v.split(|b| *b == b';').find_map(|pair| {
-            let pair = pair.trim_ascii();
-            let eq = pair.iter().position(|b| *b == b'=')?;
-            let (k, val) = pair.split_at(eq);
-            (k == name.as_bytes()).then(|| val.get(1..).unwrap_or(b""))
-        })
-    })
+    values.find_map(|v| codec::cookie(v, name))
 }
 
 /// Removes hop-by-hop headers (RFC 9110 7.6.1): the fixed set and any named in `Connection`.

@@ -70,6 +70,8 @@ pub struct Limit {
     tolerance: u64,
     mitigation: u64,
     action: LimitAction,
+    /// For `challenge`: the proof of work's bits.
+    difficulty: u8,
     shard_cap: usize,
     shards: Vec<Mutex<Shard>>,
     hasher: std::collections::hash_map::RandomState,
@@ -104,15 +106,6 @@ fn masked(ip: IpAddr, v4: u8, v6: u8) -> IpAddr {
     }
 }
 
-/// The value of cookie `name` in a Cookie header.
-fn cookie<'a>(header: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    header.split(|b| *b == b';').find_map(|pair| {
-        let pair = pair.trim_ascii();
-        let (k, v) = pair.split_at(pair.iter().position(|b| *b == b'=')?);
-        (k == name.as_bytes()).then(|| v.get(1..).unwrap_or_default())
-    })
-}
-
 fn query_value<'a>(query: &'a str, key: &str) -> Option<&'a str> {
     query.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
@@ -125,6 +118,7 @@ impl Limit {
         cfg: &palisade_config::RateLimit,
         valid: &palisade_config::ValidRateLimit,
         expression: Option<palisade_config::rules::Expr>,
+        difficulty: u8,
         stats: Arc<LimitStats>,
     ) -> Self {
         let period = cfg.period_s.max(1).saturating_mul(1_000_000_000);
@@ -137,6 +131,7 @@ impl Limit {
             tolerance: period.saturating_sub(interval),
             mitigation: cfg.mitigation_timeout_s.saturating_mul(1_000_000_000),
             action: cfg.action,
+            difficulty,
             shard_cap: (palisade_config::limits::MAX_RATE_LIMIT_KEYS / SHARDS).max(1),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: std::collections::hash_map::RandomState::new(),
@@ -152,7 +147,7 @@ impl Limit {
                     masked(req.client_ip, *v4_prefix, *v6_prefix).hash(&mut h)
                 }
                 Characteristic::Header(n) => req.headers.header(n).hash(&mut h),
-                Characteristic::Cookie(n) => req.headers.header("cookie").and_then(|c| cookie(c, n)).hash(&mut h),
+                Characteristic::Cookie(n) => req.headers.cookie(n).hash(&mut h),
                 Characteristic::Path => req.uri.path().hash(&mut h),
                 Characteristic::QueryKey(k) => query_value(req.uri.query().unwrap_or(""), k).hash(&mut h),
                 Characteristic::HttpFingerprint => crate::ddos::fingerprint(req).hash(&mut h),
@@ -227,7 +222,8 @@ pub(crate) fn now_ns() -> u64 {
 }
 
 /// The zone's rate limits: every limit whose expression selects the request counts it; the
-/// first that is over (with `block`) answers 429.
+/// first that is over answers: 429 with `block`, the challenge page with `challenge` (a client
+/// with a clearance passes).
 pub struct RateLimits {
     pub limits: Vec<Limit>,
 }
@@ -245,8 +241,10 @@ impl Module for RateLimits {
                 }
                 Check::Limited(retry_after) => {
                     l.stats.limited.fetch_add(1, Ordering::Relaxed);
-                    if l.action == LimitAction::Block {
-                        return Ok(Verdict::TooMany(retry_after));
+                    match l.action {
+                        LimitAction::Block => return Ok(Verdict::TooMany(retry_after)),
+                        LimitAction::Challenge if !req.cleared() => return Ok(Verdict::Challenge(l.difficulty)),
+                        LimitAction::Challenge | LimitAction::Log => {}
                     }
                 }
             }
@@ -268,12 +266,13 @@ mod tests {
             requests,
             action: LimitAction::Block,
             mitigation_timeout_s: mitigation_s,
+            difficulty: None,
         };
         let valid = palisade_config::ValidRateLimit {
             expression: None,
             characteristics: vec![Characteristic::Ip { v4_prefix: 32, v6_prefix: 128 }],
         };
-        Limit::new(&cfg, &valid, None, Arc::default())
+        Limit::new(&cfg, &valid, None, 16, Arc::default())
     }
 
     const S: u64 = 1_000_000_000;
@@ -321,8 +320,8 @@ mod tests {
 
     #[test]
     fn characteristics_read_the_request() {
-        assert_eq!(cookie(b"a=1; session=xyz; b=2", "session"), Some(b"xyz".as_slice()));
-        assert_eq!(cookie(b"a=1", "session"), None);
+        assert_eq!(crate::codec::cookie(b"a=1; session=xyz; b=2", "session"), Some(b"xyz".as_slice()));
+        assert_eq!(crate::codec::cookie(b"a=1", "session"), None);
         assert_eq!(query_value("x=1&key=abc", "key"), Some("abc"));
         assert_eq!(masked("192.0.2.77".parse().unwrap(), 24, 64), "192.0.2.0".parse::<IpAddr>().unwrap());
         assert_eq!(masked("2001:db8:1:2:3::9".parse().unwrap(), 32, 64), "2001:db8:1:2::".parse::<IpAddr>().unwrap());

@@ -105,6 +105,8 @@ pub struct EdgeShared {
     pub bound_http: std::sync::OnceLock<SocketAddr>,
     /// The artifacts this node has (fetched by hash, or read from `file`).
     pub artifacts: crate::artifacts::Store,
+    /// Signs challenge tokens and clearance cookies ([`crate::challenge`]).
+    pub challenge_keys: crate::challenge::Keys,
     workers: usize,
 }
 
@@ -415,6 +417,8 @@ impl Edge {
         let metrics = Arc::new(Metrics::default());
         let crash_guard = crate::crashloop::Guard::open(options.state_dir.as_deref());
         let artifacts = crate::artifacts::Store::new(options.state_dir.as_deref());
+        let challenge_keys = crate::challenge::Keys::open(options.state_dir.as_deref())
+            .map_err(|e| StartError::Io(format!("challenge key: {e}")))?;
         let (snapshot, bytes) = initial_config(&options, &metrics, workers, &crash_guard, &artifacts)?;
         let doc = snapshot.config.doc.clone();
         let (http, https, admin_addr) = (snapshot.config.http, snapshot.config.https, snapshot.config.admin);
@@ -441,6 +445,7 @@ impl Edge {
             crash_guard,
             bound_http: std::sync::OnceLock::new(),
             artifacts,
+            challenge_keys,
             workers,
         });
         shared.install(snapshot, &bytes);

@@ -46,6 +46,8 @@ pub struct ZoneRuntime {
     pub cache: Option<Arc<crate::cache::ZonePolicy>>,
     /// This node's `Via` entries.
     pub via: Via,
+    /// `[zones.challenge]`: the challenge page's settings.
+    pub challenge: palisade_config::ChallengeSettings,
 }
 
 /// Everything a request needs, immutable once built.
@@ -239,7 +241,11 @@ pub fn compile(
             d
         });
         if let Some(d) = &ddos {
-            slot("ddos", Box::new(crate::ddos::DdosModule(d.clone())), crate::kill::Switch::Ddos);
+            let module = crate::ddos::DdosModule {
+                detector: d.clone(),
+                difficulty: crate::challenge::difficulty(None, &z.challenge),
+            };
+            slot("ddos", Box::new(module), crate::kill::Switch::Ddos);
         }
         let queue = z.concurrency.as_ref().map(|c| {
             let q = old_queues
@@ -260,7 +266,8 @@ pub fn compile(
                     });
                 }
                 let stats = metrics.rate_limit(&z.name, &cfg.name);
-                limits.push(crate::ratelimit::Limit::new(cfg, valid, expression, stats));
+                let difficulty = crate::challenge::difficulty(cfg.difficulty, &z.challenge);
+                limits.push(crate::ratelimit::Limit::new(cfg, valid, expression, difficulty, stats));
             }
             slot("rate_limits", Box::new(crate::ratelimit::RateLimits { limits }), crate::kill::Switch::RateLimits);
         }
@@ -275,7 +282,8 @@ pub fn compile(
                     });
                 }
                 let matches = metrics.rule(&z.name, &rule.name);
-                rules.push(crate::modules::FirewallRule { expr, action: rule.action, matches });
+                let difficulty = crate::challenge::difficulty(rule.difficulty, &z.challenge);
+                rules.push(crate::modules::FirewallRule { expr, action: rule.action, difficulty, matches });
             }
             slot("firewall", Box::new(crate::modules::Firewall { rules }), crate::kill::Switch::Firewall);
         }
@@ -336,6 +344,7 @@ pub fn compile(
                 // Its own values per copy: a request clones them, and a value's reference
                 // count shared by every worker would pass its line between the cores.
                 via: Via::new(&config.doc.node.name),
+                challenge: z.challenge.clone(),
             })
         };
         zones.push(runtime());

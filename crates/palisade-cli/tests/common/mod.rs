@@ -2,6 +2,7 @@
 //! own "ready" lines (never by sleeping).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod etcd;
 pub mod fleet;
 
@@ -64,13 +65,18 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(bin())
+        Proc::spawn_program(bin(), args)
+    }
+
+    /// Any program, its stdout read line by line (as [`Proc::wait_line`] waits for).
+    pub fn spawn_program(program: &str, args: &[&str]) -> Proc {
+        let mut child = Command::new(program)
             .args(args)
             .env("PALISADE_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("spawn palisade");
+            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
         let out = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {

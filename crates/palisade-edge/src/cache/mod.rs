@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use hyper::header::HeaderValue;
@@ -547,9 +547,7 @@ pub struct Plan {
     passing: bool,
 }
 
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
+pub(crate) use crate::clock::unix_now;
 
 impl ZonePolicy {
     /// Looks a request up. Never waits: a [`Lookup::Wait`] is awaited by the caller, who then
@@ -748,23 +746,12 @@ fn build_key(out: &mut Vec<u8>, zone: &str, spec: &KeySpec, view: &crate::module
         out.push(b'=');
         out.extend_from_slice(view.headers.header(h).unwrap_or_default());
     }
-    if !spec.cookies.is_empty() {
-        let cookies = view.headers.header("cookie").unwrap_or_default();
-        for c in &spec.cookies {
-            out.push(0);
-            out.extend_from_slice(c.as_bytes());
-            out.push(b'=');
-            out.extend_from_slice(cookie_value(cookies, c.as_bytes()).unwrap_or_default());
-        }
+    for c in &spec.cookies {
+        out.push(0);
+        out.extend_from_slice(c.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(view.headers.cookie(c).unwrap_or_default());
     }
-}
-
-fn cookie_value<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    header.split(|b| *b == b';').find_map(|pair| {
-        let pair = pair.trim_ascii();
-        let eq = pair.iter().position(|b| *b == b'=')?;
-        (pair.get(..eq)? == name).then(|| pair.get(eq + 1..).unwrap_or_default())
-    })
 }
 
 /// The part of a variant's key that the request's values of the `Vary` headers make.
