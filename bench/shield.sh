@@ -129,13 +129,14 @@ start_proxy() {
   for _ in $(seq 200); do curl -s -o /dev/null -H "Host: site.example" "http://127.0.0.1:$PORT/" && return; kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
   echo "$1 did not start:" >&2; cat "$work/p.err" >&2; exit 1
 }
-# CPU ticks (user + system) of the proxy and its children.
+# CPU ticks of the proxy and its children: "user system".
 cpu_ticks() {
-  local t=0 p
+  local u=0 s=0 p
   for p in $pid $(pgrep -P "$pid" || true); do
-    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    read -r pu ps < <(awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null || echo 0 0)
+    u=$((u + pu)) s=$((s + ps))
   done
-  echo $t
+  echo "$u $s"
 }
 attack_args() {
   case $1 in
@@ -146,7 +147,7 @@ attack_args() {
 }
 
 echo "origin: 8 workers x 10 ms; 50 legitimate clients at 1 req/s; ${WARMUP}s warm-up, then ${DURATION}s of attack; $(nproc) cores"
-printf "%-9s %-6s %9s %9s %9s %14s %13s %10s %14s\n" proxy attack legit_ok% legit_p50 legit_p99 mitigated_after attack_2xx refused cpu_ms/1k_refused
+printf "%-9s %-6s %9s %9s %9s %14s %13s %10s %14s %10s\n" proxy attack legit_ok% legit_p50 legit_p99 mitigated_after attack_2xx refused cpu_ms/1k_refused user/sys
 for attack in $ATTACKS; do
   for proxy in $PROXIES; do
     start_proxy "$proxy"
@@ -167,14 +168,17 @@ for attack in $ATTACKS; do
     python3 - "$work/out.json" "$proxy" "$attack" "$before" "$after" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
 o = json.load(open(sys.argv[1])); proxy, attack = sys.argv[2], sys.argv[3]
-ticks = int(sys.argv[5]) - int(sys.argv[4]); hz = int(sys.argv[6])
+(u0, s0), (u1, s1) = (map(int, a.split()) for a in sys.argv[4:6]); hz = int(sys.argv[6])
+ticks = (u1 - u0) + (s1 - s0)
 a = o["attack_requests"]; l = o["legit"]
 # Refused: answered with an error, or the connection closed without an answer.
 refused = a["429"] + a["503"] + a["other"] + a["conn_errors"]
-cpu = "-" if refused == 0 else "%.1f" % (ticks * 1000.0 / hz / refused * 1000)
+per = lambda t: "-" if refused == 0 else "%.1f" % (t * 1000.0 / hz / refused * 1000)
+cpu = per(ticks)
+split = "-" if refused == 0 else "%s/%s" % (per(u1 - u0), per(s1 - s0))
 m = o["mitigated_after_s"]
-print("%-9s %-6s %9.2f %9.1f %9.1f %14s %13d %10d %14s" % (proxy, attack, l["success_pct"], l["p50_ms"], l["p99_ms"],
-      "-" if m is None else "%.2f s" % m, a["2xx"], refused, cpu))
+print("%-9s %-6s %9.2f %9.1f %9.1f %14s %13d %10d %14s %10s" % (proxy, attack, l["success_pct"], l["p50_ms"], l["p99_ms"],
+      "-" if m is None else "%.2f s" % m, a["2xx"], refused, cpu, split))
 if l["errors"]:
     print("          legit failures: %s" % json.dumps(l["errors"]))
 PY

@@ -90,6 +90,7 @@ pub const MODULES: &[(&str, &str)] = &[
     ("fault", "fault injection for drills (off unless [zones.fault] is set)"),
     ("ip_lists", "early drop: 403 for client addresses on the zone's ip_deny list"),
     ("rate_limits", "the zone's rate limits: 429 with Retry-After"),
+    ("bot", "bot scoring: signatures, verified bots and the feature-file model set bot.score"),
     ("firewall", "the zone's firewall rules"),
     ("ddos", "automatic L7 DDoS mitigation: counts fingerprints and sources, refuses a concentrated surge"),
 ];
@@ -98,6 +99,10 @@ pub const MODULES: &[(&str, &str)] = &[
 pub const MAX_RATE_LIMITS_PER_ZONE: usize = 50;
 /// Counters one rate limit keeps at most: a flood of new keys evicts, never grows memory.
 pub const MAX_RATE_LIMIT_KEYS: usize = 100_000;
+
+/// Verified bots in one zone, and address ranges of one.
+pub const MAX_VERIFIED_BOTS: usize = 50;
+pub const MAX_VERIFIED_BOT_RANGES: usize = 200;
 
 /// Firewall rules in one zone.
 pub const MAX_RULES_PER_ZONE: usize = 200;
@@ -114,4 +119,5 @@ pub const KILL_SWITCHES: &[(&str, &str)] = &[
     ("rate_limits", "stop rate limiting (every request passes)"),
     ("ddos", "stop automatic DDoS mitigation (nothing is counted or refused)"),
     ("cache", "stop caching: every request goes to the origin, nothing is stored"),
+    ("bot", "stop bot scoring (bot.score is absent, bot.verified false)"),
 ];

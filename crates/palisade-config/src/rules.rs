@@ -10,7 +10,8 @@
 //!
 //! - **Fields.** `http.request.method`, `http.request.uri` (path and query),
 //!   `http.request.uri.path`, `http.request.uri.query`, `http.request.headers["name"]`,
-//!   `http.request.version`, `http.host`, `http.user_agent`, `ip.src`, `ssl`, `bot.score`.
+//!   `http.request.version`, `http.host`, `http.user_agent`, `ip.src`, `ssl`, `bot.score`,
+//!   `bot.verified`, `tls.ja4`, `http.fingerprint`.
 //! - **Operators.** `eq ne lt le gt ge` (also `== != < <= > >=`), `contains`, `wildcard`
 //!   (`*` matches any run of characters, case-insensitive), `matches` (the `regex` crate: linear
 //!   time, compiled size limited), `in` (a list in braces, or `$name` of an `ip_list` artifact).
@@ -50,8 +51,13 @@ pub enum Field {
     IpSrc,
     Ssl,
     BotScore,
+    /// A verified bot (true or false on its own).
+    BotVerified,
     /// The TLS client fingerprint (JA4); absent without TLS.
     TlsJa4,
+    /// The request's HTTP fingerprint (16 hex digits: method, path shape, header names in order,
+    /// user agent, HTTP version, TLS fingerprint), as automatic DDoS mitigation counts it.
+    HttpFingerprint,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +72,7 @@ impl Field {
     fn kind(&self) -> Kind {
         match self {
             Field::IpSrc => Kind::Ip,
-            Field::Ssl => Kind::Bool,
+            Field::Ssl | Field::BotVerified => Kind::Bool,
             Field::BotScore => Kind::Int,
             _ => Kind::Text,
         }
@@ -90,7 +96,7 @@ pub enum Expr {
     And(Vec<Expr>),
     Or(Vec<Expr>),
     Xor(Box<Expr>, Box<Expr>),
-    /// A bool field on its own (`ssl`).
+    /// A bool field on its own (`ssl`, `bot.verified`).
     Flag(Field),
     Text(Field, TextOp),
     Ip(IpOp),
@@ -144,6 +150,14 @@ pub trait Request {
     fn bot_score(&self) -> Option<i64>;
     /// The TLS client fingerprint (JA4); None without TLS (a comparison with it is false).
     fn tls_ja4(&self) -> Option<&str> {
+        None
+    }
+    /// Whether the bot module found a verified bot.
+    fn bot_verified(&self) -> bool {
+        false
+    }
+    /// The HTTP fingerprint, when the node computes one.
+    fn http_fingerprint(&self) -> Option<String> {
         None
     }
 }
@@ -230,6 +244,7 @@ impl Expr {
             Expr::And(all) => all.iter().all(|e| e.eval(r)),
             Expr::Or(any) => any.iter().any(|e| e.eval(r)),
             Expr::Xor(a, b) => a.eval(r) != b.eval(r),
+            Expr::Flag(Field::BotVerified) => r.bot_verified(),
             Expr::Flag(_) => r.ssl(),
             Expr::Text(field, op) => {
                 let value: Option<std::borrow::Cow<'_, str>> = match field {
@@ -242,6 +257,7 @@ impl Expr {
                     Field::UserAgent => r.header("user-agent").map(String::from_utf8_lossy),
                     Field::Header(h) => r.header(h).map(String::from_utf8_lossy),
                     Field::TlsJa4 => r.tls_ja4().map(Into::into),
+                    Field::HttpFingerprint => r.http_fingerprint().map(Into::into),
                     _ => None,
                 };
                 value.is_some_and(|v| op.test(&v))
@@ -607,7 +623,9 @@ impl Parser {
             "ip.src" => Field::IpSrc,
             "ssl" => Field::Ssl,
             "bot.score" => Field::BotScore,
+            "bot.verified" => Field::BotVerified,
             "tls.ja4" => Field::TlsJa4,
+            "http.fingerprint" => Field::HttpFingerprint,
             "http.request.headers" => {
                 let key = match (self.next(), self.next(), self.next()) {
                     (Some(Tok::LBracket), Some(Tok::Str(k)), Some(Tok::RBracket)) => k,
@@ -659,7 +677,9 @@ impl Parser {
             _ => None,
         };
         match kind {
-            Kind::Bool => bad("ssl is true or false on its own: write `ssl` or `not ssl`".into()),
+            Kind::Bool => {
+                bad("a flag (ssl, bot.verified) is true or false on its own: write `ssl` or `not ssl`".into())
+            }
             Kind::Text => match (op.as_str(), cmp) {
                 (_, Some(c)) => Ok(Expr::Text(field, TextOp::Cmp(c, self.string()?))),
                 ("contains", _) => Ok(Expr::Text(field, TextOp::Contains(self.string()?))),

@@ -313,6 +313,33 @@ pub struct Zone {
     /// The challenge page that the `challenge` actions answer with.
     #[serde(default)]
     pub challenge: ChallengeSettings,
+    /// Bot scoring (the `bot` module): off unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bot: Option<BotSettings>,
+}
+
+/// `[zones.bot]`: every request gets a bot score, 1 (automated) to 99 (human), for rules to read
+/// as `bot.score`, or none when it cannot be computed. Known automation signatures score 1;
+/// otherwise the model (a `feature_file` artifact) decides. Verified bots (search engines,
+/// monitors) are known by address and user agent together: `bot.verified`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BotSettings {
+    /// The name of a `feature_file` artifact. Absent: only the signatures score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verified: Vec<VerifiedBot>,
+}
+
+/// A verified bot: its user agent contains `user_agent` and it comes from one of `ip_ranges`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifiedBot {
+    pub name: String,
+    pub user_agent: String,
+    /// Addresses or prefixes (`66.249.64.0/19`, `2001:4860:4801::/48`).
+    pub ip_ranges: Vec<String>,
 }
 
 /// The challenge page (the `challenge` action of rules, rate limits and DDoS mitigations): a

@@ -453,6 +453,9 @@ pub fn validate(doc: Document, hash: String) -> Result<ValidConfig, Vec<Problem>
             artifact_use(&mut c, &artifacts, format!("{p}.ip_deny"), list, ArtifactKind::IpList);
         }
 
+        if let Some(bot) = &z.bot {
+            check_bot(&mut c, &p, bot, &artifacts);
+        }
         let cache_rules = check_zone_cache(&mut c, &p, &z.cache, &artifacts);
         zones.push(ValidZone { rate_limits, rules, origin_addrs: addrs, hash_key, hostnames: zone_hosts, cache_rules });
     }
@@ -461,6 +464,28 @@ pub fn validate(doc: Document, hash: String) -> Result<ValidConfig, Vec<Problem>
         Ok(ValidConfig { doc, hash, http, https, admin, zones })
     } else {
         Err(c.problems)
+    }
+}
+
+/// `[zones.bot]`: the model is a feature_file artifact; verified bots have names, a user agent
+/// and address ranges that parse.
+fn check_bot(c: &mut Checker, p: &str, bot: &crate::BotSettings, artifacts: &HashMap<&str, ArtifactKind>) {
+    if let Some(model) = &bot.model {
+        artifact_use(c, artifacts, format!("{p}.bot.model"), model, ArtifactKind::FeatureFile);
+    }
+    c.count(format!("{p}.bot.verified"), &bot.verified, 0, limits::MAX_VERIFIED_BOTS);
+    for (i, v) in bot.verified.iter().enumerate().take(limits::MAX_VERIFIED_BOTS) {
+        let vp = format!("{p}.bot.verified[{i}]");
+        check_name(c, format!("{vp}.name"), &v.name);
+        if v.user_agent.trim().is_empty() || v.user_agent.len() > 128 {
+            c.err(format!("{vp}.user_agent"), "1..=128 characters (a part of the bot's user agent)");
+        }
+        c.count(format!("{vp}.ip_ranges"), &v.ip_ranges, 1, limits::MAX_VERIFIED_BOT_RANGES);
+        if let Err(problems) = crate::artifact::decode(ArtifactKind::IpList, v.ip_ranges.join("\n").as_bytes()) {
+            for problem in problems.into_iter().take(5) {
+                c.err(format!("{vp}.ip_ranges"), format!("{}: {}", problem.path, problem.message));
+            }
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use palisade_config::artifact::{self, Artifact, ArtifactKind, FeatureFile, IpSet};
+use palisade_config::artifact::{self, Artifact, ArtifactKind, IpSet};
 use palisade_config::{content_hash, ArtifactRef, Problem};
 use rustls::sign::CertifiedKey;
 
@@ -20,7 +20,8 @@ use rustls::sign::CertifiedKey;
 #[derive(Clone)]
 pub enum Compiled {
     IpList(Arc<IpSet>),
-    FeatureFile(Arc<FeatureFile>),
+    /// The bot model, compiled ([`crate::bot::Model`]).
+    FeatureFile(Arc<crate::bot::Model>),
     Cert(Arc<CertifiedKey>),
 }
 
@@ -153,7 +154,7 @@ pub fn load_all(
         };
         let compiled = match artifact::decode(r.kind, &bytes) {
             Ok(Artifact::IpList(set)) => Ok(Compiled::IpList(Arc::new(set))),
-            Ok(Artifact::FeatureFile(f)) => Ok(Compiled::FeatureFile(Arc::new(f))),
+            Ok(Artifact::FeatureFile(f)) => crate::bot::Model::compile(&f).map(|m| Compiled::FeatureFile(Arc::new(m))),
             Ok(Artifact::CertBundle(b)) => {
                 crate::tls::certified_key(b.chain, b.key).map(|k| Compiled::Cert(Arc::new(k)))
             }

@@ -17,12 +17,13 @@ pub enum Switch {
     RateLimits = 6,
     Ddos = 7,
     Cache = 8,
+    Bot = 9,
 }
 
 /// The fleet's switches (from the control plane) and this node's own (its admin API): a module
 /// is off when either says so.
 #[derive(Debug, Default)]
-pub struct KillSwitches([AtomicBool; 9], [AtomicBool; 9]);
+pub struct KillSwitches([AtomicBool; KILL_SWITCHES.len()], [AtomicBool; KILL_SWITCHES.len()]);
 
 impl KillSwitches {
     /// Whether `s` is switched off.
@@ -76,8 +77,10 @@ mod tests {
 
     #[test]
     fn switches_match_the_shared_list() {
-        assert_eq!(KILL_SWITCHES.len(), 9);
+        assert_eq!(KILL_SWITCHES.len(), 10);
         assert_eq!(KILL_SWITCHES[Switch::Cache as usize].0, "cache");
+        assert_eq!(KILL_SWITCHES[Switch::Bot as usize].0, "bot");
+        assert_eq!(KILL_SWITCHES[Switch::Ddos as usize].0, "ddos");
         assert_eq!(KILL_SWITCHES[Switch::AccessLog as usize].0, "access_log");
         assert_eq!(KILL_SWITCHES[Switch::Retries as usize].0, "retries");
         assert_eq!(KILL_SWITCHES[Switch::Splice as usize].0, "splice");

@@ -12,6 +12,7 @@ mod admin;
 pub mod agent;
 pub mod artifacts;
 pub mod body;
+pub mod bot;
 pub mod cache;
 pub mod challenge;
 pub mod clock;

@@ -42,6 +42,8 @@ pub struct RequestView<'a> {
     /// against (see [`RequestView::cleared`]).
     pub clearance: Option<(&'a crate::challenge::Keys, &'a str)>,
     pub cleared: std::cell::OnceCell<bool>,
+    /// Set by the `bot` module for the modules after it (the firewall's `bot.score`).
+    pub bot: std::cell::Cell<Option<crate::bot::BotResult>>,
 }
 
 impl<'a> RequestView<'a> {
@@ -59,6 +61,7 @@ impl<'a> RequestView<'a> {
             headers,
             clearance: None,
             cleared: std::cell::OnceCell::new(),
+            bot: std::cell::Cell::new(None),
         }
     }
 
@@ -106,12 +109,18 @@ impl palisade_config::rules::Request for RequestView<'_> {
     fn ssl(&self) -> bool {
         self.tls
     }
+    /// Absent unless the `bot` module computed one: never 0.
     fn bot_score(&self) -> Option<i64> {
-        // Absent until bot management computes one: never 0.
-        None
+        self.bot.get().map(|b| i64::from(b.score))
+    }
+    fn bot_verified(&self) -> bool {
+        self.bot.get().is_some_and(|b| b.verified)
     }
     fn tls_ja4(&self) -> Option<&str> {
         self.ja4
+    }
+    fn http_fingerprint(&self) -> Option<String> {
+        Some(format!("{:016x}", crate::ddos::fingerprint(self)))
     }
 }
 

@@ -219,6 +219,7 @@ fn view<'a>(ctx: &'a ConnCtx, head: &'a Head, zone: &'a str) -> crate::modules::
         headers: head,
         clearance: Some((&ctx.edge.challenge_keys, zone)),
         cleared: std::cell::OnceCell::new(),
+        bot: std::cell::Cell::new(None),
     }
 }
 

@@ -271,6 +271,27 @@ pub fn compile(
             }
             slot("rate_limits", Box::new(crate::ratelimit::RateLimits { limits }), crate::kill::Switch::RateLimits);
         }
+        if let Some(bot) = &z.bot {
+            let model = match bot.model.as_ref().map(|n| (n, artifacts.get(n).map(|l| &l.compiled))) {
+                None => None,
+                Some((_, Some(Compiled::FeatureFile(m)))) => Some(m.clone()),
+                Some((n, _)) => {
+                    problems.push(Problem {
+                        path: format!("zones[{zi}].bot.model"),
+                        message: format!("`{n}` is not a loaded feature_file"),
+                    });
+                    None
+                }
+            };
+            let mut verified = Vec::with_capacity(bot.verified.len());
+            for (vi, v) in bot.verified.iter().enumerate() {
+                match crate::bot::Verified::compile(v) {
+                    Ok(v) => verified.push(v),
+                    Err(message) => problems.push(Problem { path: format!("zones[{zi}].bot.verified[{vi}]"), message }),
+                }
+            }
+            slot("bot", Box::new(crate::bot::BotModule { model, verified }), crate::kill::Switch::Bot);
+        }
         if !vz.rules.is_empty() {
             let mut rules = Vec::with_capacity(vz.rules.len());
             for (ri, (rule, expr)) in z.rules.iter().zip(&vz.rules).enumerate() {
