@@ -60,7 +60,11 @@ async fn rules_act_on_the_bot_score_and_verified_bots() {
     let model_file = dir.join("model.json");
     std::fs::write(&model_file, MODEL).unwrap();
     let path = dir.join("palisade.toml");
-    std::fs::write(&path, config(origin.addr, &model_file, MODEL)).unwrap();
+    let log = dir.join("access.log");
+    let with_log = |c: String| {
+        c.replacen("\n[[artifacts]]", &format!("\n[access_log]\ntarget = \"{}\"\n[[artifacts]]", log.display()), 1)
+    };
+    std::fs::write(&path, with_log(config(origin.addr, &model_file, MODEL))).unwrap();
     let e = edge_with(dir.clone(), path, &[]);
     let addr = e.http();
 
@@ -81,6 +85,25 @@ async fn rules_act_on_the_bot_score_and_verified_bots() {
     let m = e.metrics().await;
     assert!(m.contains("palisade_rule_matches_total{zone=\"site\",rule=\"good-bots\"} 1"), "{m}");
     assert!(m.contains("palisade_rule_matches_total{zone=\"site\",rule=\"automated\"} 3"), "{m}");
+    // Scores in bands of ten: the browser's in the top band, the three signatures' in the
+    // bottom one with the bare browser name's.
+    assert!(m.contains("palisade_bot_scores_total{zone=\"site\",band=\"9\"} 1"), "{m}");
+    assert!(m.contains("palisade_bot_scores_total{zone=\"site\",band=\"0\"} 4"), "{m}");
+    // The access log carries each request's score.
+    eventually("five access-log records", Duration::from_secs(5), || {
+        let log = log.clone();
+        async move { std::fs::read_to_string(&log).unwrap_or_default().lines().count() >= 5 }
+    })
+    .await;
+    let records: Vec<serde_json::Value> =
+        std::fs::read_to_string(&log).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let scores: Vec<_> = records.iter().take(5).map(|r| (r["BotScore"].as_u64(), r["BotVerified"].as_bool())).collect();
+    assert!(scores[0].0.unwrap() >= 90 && scores[0].1.is_none(), "{scores:?}");
+    assert_eq!(
+        &scores[1..4],
+        &[(Some(1), None), (Some(scores[2].0.unwrap()), None), (Some(1), Some(true))],
+        "{scores:?}"
+    );
 
     // The kill switch: no score (absent, so `bot.score lt 30` is false), nobody verified.
     assert_eq!(e.admin_json("POST", "/killswitches/bot/off", "").await.0, 200);
@@ -92,7 +115,7 @@ async fn rules_act_on_the_bot_score_and_verified_bots() {
     // before keeps scoring.
     let unknown = MODEL.replace("\"few_headers\"", "\"mouse_moves\"");
     std::fs::write(&model_file, &unknown).unwrap();
-    e.write_config(&config(origin.addr, &model_file, &unknown));
+    e.write_config(&with_log(config(origin.addr, &model_file, &unknown)));
     let (s, v) = e.admin_json("POST", "/reload", "").await;
     assert_eq!(s, 422, "{v}");
     assert!(v.to_string().contains("`mouse_moves` is not an extractor this node has"), "{v}");

@@ -320,12 +320,12 @@ pub struct Zone {
 
 /// `[zones.bot]`: every request gets a bot score, 1 (automated) to 99 (human), for rules to read
 /// as `bot.score`, or none when it cannot be computed. Known automation signatures score 1;
-/// otherwise the model (a `feature_file` artifact) decides. Verified bots (search engines,
+/// otherwise the model (a `feature_file` artifact, or the node's built-in one) decides. Verified bots (search engines,
 /// monitors) are known by address and user agent together: `bot.verified`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BotSettings {
-    /// The name of a `feature_file` artifact. Absent: only the signatures score.
+    /// The name of a `feature_file` artifact. Absent: the built-in model (`builtin-1`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

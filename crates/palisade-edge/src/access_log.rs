@@ -41,6 +41,11 @@ pub struct AccessRecord {
     /// The TLS client fingerprint.
     #[serde(rename = "JA4", skip_serializing_if = "Option::is_none")]
     pub ja4: Option<String>,
+    /// 1 (automated) to 99 (human), when the bot module scored the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bot_score: Option<u8>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub bot_verified: bool,
 }
 
 pub struct AccessLog {

@@ -15,8 +15,9 @@
 //!   (with its name): the node keeps its previous version and the control plane gets the NACK.
 //!   Memory is sized from the checked file; nothing is indexed without a check.
 //!
-//! Without a model, a request no signature or verified bot decides has no score (absent: every
-//! comparison with it is false). Never 0.
+//! A zone that names no model gets the built-in one ([`builtin`]). A request is left without a
+//! score (absent: every comparison with it is false) only when the module is off or fails. Never
+//! 0.
 
 use std::sync::Arc;
 
@@ -64,10 +65,19 @@ pub enum Extractor {
     Tls,
     /// The TLS fingerprint offers h2 and at least 10 cipher suites (as browsers do).
     Ja4Browser,
+    /// Over TLS, a browser's user agent from a client whose TLS is not a browser's: a script
+    /// borrowing a browser's name and headers.
+    BrowserUaOtherTls,
+    /// Behaviour: more than [`BUSY_REQUESTS`] requests from the client (its address, or IPv6
+    /// /64) in the current [`WINDOW_S`]-second window.
+    Busy,
+    /// Behaviour: at least [`DIVERSE_PATHS`] different paths from the client in the window (a
+    /// crawl; a person reads a few pages).
+    ManyPaths,
 }
 
 impl Extractor {
-    pub const ALL: [(&'static str, Extractor); 14] = [
+    pub const ALL: [(&'static str, Extractor); 17] = [
         ("accept_language", Extractor::AcceptLanguage),
         ("accept_encoding", Extractor::AcceptEncoding),
         ("accept", Extractor::Accept),
@@ -82,6 +92,9 @@ impl Extractor {
         ("http2", Extractor::Http2),
         ("tls", Extractor::Tls),
         ("ja4_browser", Extractor::Ja4Browser),
+        ("browser_ua_other_tls", Extractor::BrowserUaOtherTls),
+        ("busy", Extractor::Busy),
+        ("many_paths", Extractor::ManyPaths),
     ];
 
     fn named(name: &str) -> Option<Extractor> {
@@ -212,6 +225,9 @@ impl Signals {
         if req.ja4.is_some_and(ja4_browser_like) {
             bits |= Extractor::Ja4Browser.bit();
         }
+        if req.tls && bits & Extractor::UaBrowser.bit() != 0 && bits & Extractor::Ja4Browser.bit() == 0 {
+            bits |= Extractor::BrowserUaOtherTls.bit();
+        }
         Signals { bits, tool }
     }
 
@@ -308,6 +324,100 @@ impl Model {
     }
 }
 
+/// The model a zone gets when `[zones.bot]` names none (`builtin-1`): browsers' typical
+/// headers count for a human, a missing user agent and a bare request against. Shipped as a
+/// feature file and loaded through the same checks as any other.
+pub fn builtin() -> Option<Arc<Model>> {
+    static BUILTIN: std::sync::OnceLock<Option<Arc<Model>>> = std::sync::OnceLock::new();
+    BUILTIN
+        .get_or_init(|| {
+            let bytes = include_bytes!("bot-model.json");
+            match palisade_config::artifact::decode(palisade_config::artifact::ArtifactKind::FeatureFile, bytes) {
+                Ok(palisade_config::artifact::Artifact::FeatureFile(f)) => Model::compile(&f).ok().map(Arc::new),
+                _ => None,
+            }
+        })
+        .clone()
+}
+
+/// The behaviour window, in seconds.
+pub const WINDOW_S: u64 = 10;
+/// Requests in a window over which a client is [`Extractor::Busy`] (5 a second).
+pub const BUSY_REQUESTS: u32 = 50;
+/// Different paths in a window from which a client makes [`Extractor::ManyPaths`].
+pub const DIVERSE_PATHS: u32 = 16;
+/// Clients tracked per shard; [`SHARDS`] shards: 65 536 clients, about 2 MiB at most.
+const SHARD_CAP: usize = 4096;
+const SHARDS: usize = 16;
+
+/// One client's current window.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    window: u64,
+    requests: u32,
+    /// One bit per path hash (mod 64): distinct paths, estimated by counting bits.
+    paths: u64,
+}
+
+/// Per-client request rate and path diversity over short windows, in bounded memory: a full
+/// shard drops the clients of past windows, then an eighth of the rest (a flood of new
+/// addresses costs O(1) per request and never grows the table).
+pub struct Behaviour {
+    shards: Box<[std::sync::Mutex<std::collections::HashMap<u64, Seen>>]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            shards: (0..SHARDS).map(|_| std::sync::Mutex::new(std::collections::HashMap::new())).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+}
+
+impl Behaviour {
+    /// Counts the request; the behaviour signals of its client, this window.
+    pub fn observe(&self, req: &RequestView<'_>, now_s: u64) -> u32 {
+        use std::hash::BuildHasher;
+        let client = crate::ddos::source_key(req.client_ip);
+        let h = self.hasher.hash_one(client);
+        let path_bit = 1u64 << (self.hasher.hash_one(req.uri.path()) % 64);
+        let Some(shard) = self.shards.get(h as usize % SHARDS) else { return 0 };
+        let mut shard = crate::lock(shard);
+        let window = now_s / WINDOW_S;
+        if shard.len() >= SHARD_CAP && !shard.contains_key(&client) {
+            shard.retain(|_, s| s.window == window);
+            if shard.len() >= SHARD_CAP {
+                let mut n = 0usize;
+                shard.retain(|_, _| {
+                    n += 1;
+                    !n.is_multiple_of(8)
+                });
+            }
+        }
+        let seen = shard.entry(client).or_insert(Seen { window, requests: 0, paths: 0 });
+        if seen.window != window {
+            *seen = Seen { window, requests: 0, paths: 0 };
+        }
+        seen.requests = seen.requests.saturating_add(1);
+        seen.paths |= path_bit;
+        let mut bits = 0;
+        if seen.requests > BUSY_REQUESTS {
+            bits |= Extractor::Busy.bit();
+        }
+        if seen.paths.count_ones() >= DIVERSE_PATHS {
+            bits |= Extractor::ManyPaths.bit();
+        }
+        bits
+    }
+
+    /// Clients tracked now.
+    pub fn clients(&self) -> usize {
+        self.shards.iter().map(|s| crate::lock(s).len()).sum()
+    }
+}
+
 /// One verified bot, compiled.
 pub struct Verified {
     pub name: String,
@@ -331,6 +441,8 @@ impl Verified {
 pub struct BotModule {
     pub model: Option<Arc<Model>>,
     pub verified: Vec<Verified>,
+    /// The zone's behaviour table, kept across reloads.
+    pub behaviour: Arc<Behaviour>,
 }
 
 impl BotModule {
@@ -342,7 +454,8 @@ impl BotModule {
                 return Some(BotResult { score: 1, verified: true });
             }
         }
-        let signals = Signals::of(req);
+        let mut signals = Signals::of(req);
+        signals.bits |= self.behaviour.observe(req, crate::clock::unix_now());
         if signals.tool {
             return Some(BotResult { score: 1, verified: false });
         }
@@ -417,6 +530,7 @@ mod tests {
         let m = BotModule {
             model: Some(Arc::new(Model::compile(&file).unwrap())),
             verified: vec![Verified::compile(&google).unwrap()],
+            behaviour: Arc::default(),
         };
         let browser = judge(&m, [192, 0, 2, 1], BROWSER.to_vec()).unwrap();
         assert!(browser.score >= 90 && !browser.verified, "{browser:?}");
@@ -428,7 +542,7 @@ mod tests {
         assert_eq!(judge(&m, [66, 249, 66, 1], gb.clone()), Some(BotResult { score: 1, verified: true }));
         assert!(!judge(&m, [192, 0, 2, 1], gb).unwrap().verified, "the user agent alone is not enough");
         // Without a model, only signatures and verified bots score: never 0.
-        let plain = BotModule { model: None, verified: Vec::new() };
+        let plain = BotModule { model: None, verified: Vec::new(), behaviour: Arc::default() };
         assert_eq!(judge(&plain, [192, 0, 2, 1], BROWSER.to_vec()), None);
         assert_eq!(
             judge(&plain, [192, 0, 2, 1], vec![("user-agent", "python-requests/2.31")]).map(|r| r.score),
@@ -459,6 +573,7 @@ mod tests {
                     .unwrap(),
             )),
             verified: Vec::new(),
+            behaviour: Arc::default(),
         };
         let score = |h: Vec<(&'static str, &'static str)>| judge(&m, [192, 0, 2, 1], h).unwrap().score;
         assert_eq!(score(vec![("user-agent", "other")]), 1, "sigmoid(-6) rounds to the bottom");
@@ -473,6 +588,63 @@ mod tests {
         for bad in ["header_present:", "ua_contains", "cookie_value:x"] {
             assert!(Model::compile(&model(&[(bad, 1.0)], 0.0)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_builtin_model_loads_and_tells_a_browser_from_a_bare_client() {
+        let m = BotModule { model: builtin(), verified: Vec::new(), behaviour: Arc::default() };
+        assert_eq!(m.model.as_ref().map(|m| m.version.as_str()), Some("builtin-1"));
+        assert!(judge(&m, [192, 0, 2, 1], BROWSER.to_vec()).unwrap().score >= 90);
+        // wrk and HTTP libraries by default: a host and nothing else.
+        assert!(judge(&m, [192, 0, 2, 1], vec![("host", "a")]).unwrap().score < 10);
+        // A browser's name and a library's headers (python-requests with a borrowed user agent).
+        let spoof = vec![
+            ("host", "a"),
+            ("user-agent", "Mozilla/5.0 (Windows NT 10.0) AppleWebKit/537.36 Chrome/156.0 Safari/537.36"),
+            ("accept-encoding", "gzip, deflate"),
+            ("accept", "*/*"),
+            ("connection", "keep-alive"),
+        ];
+        assert!(judge(&m, [192, 0, 2, 1], spoof).unwrap().score < 30);
+    }
+
+    #[test]
+    fn behaviour_counts_rate_and_paths_per_client_in_bounded_memory() {
+        let b = Behaviour::default();
+        let h = Hs(vec![]);
+        let method = hyper::Method::GET;
+        let ask = |ip: [u8; 4], path: &str, now: u64| {
+            let uri: hyper::Uri = path.parse().unwrap();
+            b.observe(&RequestView::plain(std::net::IpAddr::from(ip), &method, &uri, &h), now)
+        };
+        let t = 1_000_000 * WINDOW_S;
+        for i in 0..BUSY_REQUESTS {
+            assert_eq!(ask([192, 0, 2, 1], "/", t), 0, "request {i}");
+        }
+        assert_eq!(ask([192, 0, 2, 1], "/", t), Extractor::Busy.bit(), "over the rate");
+        assert_eq!(ask([192, 0, 2, 2], "/", t), 0, "another client");
+        assert_eq!(ask([192, 0, 2, 1], "/", t + WINDOW_S), 0, "a new window");
+        // A crawl: many paths in a window (bits of a 64-bit hash set; a few may collide).
+        let hits =
+            (0..40).filter(|i| ask([192, 0, 2, 3], &format!("/page/{i}"), t) & Extractor::ManyPaths.bit() != 0).count();
+        assert!(hits >= 10, "{hits}");
+        // A flood of new addresses never grows the table past its cap.
+        for i in 0..200_000u32 {
+            ask([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], "/", t);
+        }
+        assert!(b.clients() <= SHARD_CAP * SHARDS, "{}", b.clients());
+    }
+
+    #[test]
+    fn a_browser_name_over_a_script_tls_stack_is_told_apart() {
+        let (method, uri) = (hyper::Method::GET, hyper::Uri::from_static("/"));
+        let h = Hs(BROWSER.to_vec());
+        let mut req = RequestView::plain(std::net::IpAddr::from([192, 0, 2, 1]), &method, &uri, &h);
+        req.tls = true;
+        req.ja4 = Some("t13d1516h2_8daaf6152771_e5627efa2ab1");
+        assert!(!Signals::of(&req).has(Extractor::BrowserUaOtherTls));
+        req.ja4 = Some("t13d0510h1_2b729b4bf6f3_97f6f5f2cd3a");
+        assert!(Signals::of(&req).has(Extractor::BrowserUaOtherTls));
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct Finish {
     pub slot: Option<crate::fairq::Permit>,
     /// What the cache did for the request, when it looked.
     pub cache: Option<crate::cache::CacheStatus>,
+    /// The bot module's finding, when it ran.
+    pub bot: Option<crate::bot::BotResult>,
 }
 
 impl Drop for Finish {
@@ -86,6 +88,8 @@ impl Drop for Finish {
                 security_degraded: self.degraded,
                 cache_cache_status: self.cache.and_then(|c| crate::cache::STATUS_NAMES.get(c as usize).copied()),
                 ja4: self.ctx.ja4.as_deref().map(String::from),
+                bot_score: self.bot.map(|b| b.score),
+                bot_verified: self.bot.is_some_and(|b| b.verified),
             };
             self.ctx.edge.access_log.send(record, &self.ctx.edge.metrics);
         }

@@ -146,6 +146,17 @@ pub struct ZoneStats {
     pub challenges_solved: AtomicU64,
     pub challenges_waited: AtomicU64,
     pub challenges_failed: AtomicU64,
+    /// Bot scores given ([`crate::bot`]), in bands of ten: 1-9, 10-19, ..., 90-99.
+    pub bot_scores: [AtomicU64; 10],
+}
+
+impl ZoneStats {
+    /// Counts a bot score in its band.
+    pub fn bot_score(&self, score: u8) {
+        if let Some(band) = self.bot_scores.get(usize::from(score / 10)) {
+            band.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Figures for one origin of one zone.
@@ -363,6 +374,15 @@ impl Metrics {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (zone, z) in &zones {
                 let _ = writeln!(o, "{name}{{zone=\"{}\"}} {}", esc(zone), ld(get(z)));
+            }
+        }
+        o.push_str("# HELP palisade_bot_scores_total Requests scored by the bot module, by band of ten (band 0: 1-9, band 9: 90-99).\n# TYPE palisade_bot_scores_total counter\n");
+        for (zone, z) in &zones {
+            if z.bot_scores.iter().all(|b| ld(b) == 0) {
+                continue;
+            }
+            for (band, n) in z.bot_scores.iter().enumerate() {
+                let _ = writeln!(o, "palisade_bot_scores_total{{zone=\"{}\",band=\"{band}\"}} {}", esc(zone), ld(n));
             }
         }
         o.push_str("# HELP palisade_cache_requests_total Requests the cache looked at, by what it did (hit, miss, expired, stale, updating, revalidated, bypass).\n# TYPE palisade_cache_requests_total counter\n");

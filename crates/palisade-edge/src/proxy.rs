@@ -229,11 +229,16 @@ fn run_modules(
     ctx: &ConnCtx,
     head: &Head,
     zone: &crate::snapshot::ZoneRuntime,
-    degraded: &mut bool,
+    finish: &mut Finish,
     request_id: &str,
 ) -> Option<Response<EdgeBody>> {
     let view = view(ctx, head, &zone.name);
-    match crate::modules::run_all(&zone.modules, &view, &ctx.edge.kill, &zone.name, degraded) {
+    let outcome = crate::modules::run_all(&zone.modules, &view, &ctx.edge.kill, &zone.name, &mut finish.degraded);
+    finish.bot = view.bot.get();
+    if let Some(bot) = finish.bot {
+        zone.stats.bot_score(bot.score);
+    }
+    match outcome {
         crate::modules::Outcome::Continue => None,
         crate::modules::Outcome::Respond(status) => {
             Some(error_page(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), request_id, false))
@@ -510,6 +515,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
         degraded: false,
         slot: None,
         cache: None,
+        bot: None,
     });
 
     if let Some(rejection) = ctx.conn.rejection_for(index).filter(|_| !background) {
@@ -567,7 +573,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
     // The security modules (early drop first), each behind its failure policy. Out of line: a
     // zone without modules pays one check, and the request path's code stays together.
     if !zone.modules.is_empty() && !background {
-        if let Some(page) = run_modules(&ctx, &head, &zone, &mut finish.degraded, id()) {
+        if let Some(page) = run_modules(&ctx, &head, &zone, &mut finish, id()) {
             return respond(page, finish);
         }
     }

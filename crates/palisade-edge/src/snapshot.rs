@@ -40,6 +40,8 @@ pub struct ZoneRuntime {
     pub modules: Arc<[crate::modules::Slot]>,
     /// The zone's DDoS detector (also in `modules`), for the once-a-second analysis.
     pub ddos: Option<Arc<crate::ddos::Detector>>,
+    /// The bot module's behaviour table (also in `modules`), lent to the next snapshot.
+    pub bot_behaviour: Option<Arc<crate::bot::Behaviour>>,
     /// `[zones.concurrency]`: the origin slots and their fair queue, shared by every worker.
     pub queue: Option<Arc<crate::fairq::FairQueue>>,
     /// The zone's cache settings and the node's cache; None when the zone does not cache.
@@ -148,8 +150,12 @@ pub fn compile(
     // What a zone's detector learned and who holds its origin slots outlive a reload.
     let mut old_ddos: HashMap<&str, Arc<crate::ddos::Detector>> = HashMap::new();
     let mut old_queues: HashMap<&str, Arc<crate::fairq::FairQueue>> = HashMap::new();
+    let mut old_behaviour: HashMap<&str, Arc<crate::bot::Behaviour>> = HashMap::new();
     if let Some(prev) = previous {
         for z in &prev.zones {
+            if let Some(b) = &z.bot_behaviour {
+                old_behaviour.insert(&z.name, b.clone());
+            }
             if let Some(d) = &z.ddos {
                 old_ddos.insert(&z.name, d.clone());
             }
@@ -271,9 +277,10 @@ pub fn compile(
             }
             slot("rate_limits", Box::new(crate::ratelimit::RateLimits { limits }), crate::kill::Switch::RateLimits);
         }
+        let mut bot_behaviour = None;
         if let Some(bot) = &z.bot {
             let model = match bot.model.as_ref().map(|n| (n, artifacts.get(n).map(|l| &l.compiled))) {
-                None => None,
+                None => crate::bot::builtin(),
                 Some((_, Some(Compiled::FeatureFile(m)))) => Some(m.clone()),
                 Some((n, _)) => {
                     problems.push(Problem {
@@ -290,7 +297,9 @@ pub fn compile(
                     Err(message) => problems.push(Problem { path: format!("zones[{zi}].bot.verified[{vi}]"), message }),
                 }
             }
-            slot("bot", Box::new(crate::bot::BotModule { model, verified }), crate::kill::Switch::Bot);
+            let behaviour = old_behaviour.get(z.name.as_str()).cloned().unwrap_or_default();
+            bot_behaviour = Some(behaviour.clone());
+            slot("bot", Box::new(crate::bot::BotModule { model, verified, behaviour }), crate::kill::Switch::Bot);
         }
         if !vz.rules.is_empty() {
             let mut rules = Vec::with_capacity(vz.rules.len());
@@ -360,6 +369,7 @@ pub fn compile(
                 cert: cert.clone(),
                 modules: modules.clone(),
                 ddos: ddos.clone(),
+                bot_behaviour: bot_behaviour.clone(),
                 queue: queue.clone(),
                 cache: zone_cache.clone(),
                 // Its own values per copy: a request clones them, and a value's reference
