@@ -226,7 +226,8 @@ async fn a_certificate_bundle_is_served_from_an_artifact() {
     assert!(v.to_string().contains("do not match"), "{v}");
 }
 
-/// Three nodes under steady traffic, all running a config that pins the feature file `first`.
+/// Three nodes under steady traffic, all running a config whose zone scores every request with
+/// the feature file `first`.
 struct ModelFleet {
     a: SocketAddr,
     /// The config version every node runs at the start.
@@ -239,10 +240,17 @@ impl ModelFleet {
         let fleet = Fleet::start(tag).await;
         let a = fleet.a;
         assert_eq!(push_artifact(a, "feature_file", "bot-model", first, "").await.0, 201);
-        let config = format!("{}{}", fleet.doc(""), pins(&[("bot-model", "feature_file", first)]));
+        // The zone scores every request with the model, as the outage's proxies did.
+        let zone = fleet.doc("[zones.bot]\nmodel = \"bot-model\"\n");
+        let config = format!("{zone}{}", pins(&[("bot-model", "feature_file", first)]));
         let v1 = push(a, ALICE, &config, "bot model", None).await.1["version"]["number"].as_u64().unwrap();
         let out = rollout_outcome(a, start_rollout_baking(a, v1, 300).await).await;
         assert_eq!(out["rollout"]["state"], "done", "{out}");
+        let berlin = &fleet.nodes[0].1;
+        eventually("berlin scores requests with the model", Duration::from_secs(10), || async move {
+            berlin.metrics().await.contains("palisade_bot_scores_total{zone=")
+        })
+        .await;
         Self { a, v1, fleet }
     }
 
