@@ -201,15 +201,21 @@ pub async fn push(remote: &Remote, file: &Path, message: &str, parent: Option<u6
     }
 }
 
-/// `palisade artifact push KIND NAME FILE -m MESSAGE [--unchecked] [--rollout]`.
+/// How an artifact push is made: `--unchecked`, `--rollout`, `--approved`.
+pub struct PushFlags {
+    pub unchecked: bool,
+    pub rollout: bool,
+    pub approved: bool,
+}
+
+/// `palisade artifact push KIND NAME FILE -m MESSAGE [--unchecked] [--rollout] [--approved]`.
 pub async fn artifact_push(
     remote: &Remote,
     kind: &str,
     name: &str,
     file: &Path,
     message: &str,
-    unchecked: bool,
-    rollout: bool,
+    PushFlags { unchecked, rollout, approved }: PushFlags,
 ) -> anyhow::Result<()> {
     let bytes = std::fs::read(file).with_context(|| file.display().to_string())?;
     let mut query = form_urlencoded::Serializer::new(String::new());
@@ -219,6 +225,9 @@ pub async fn artifact_push(
     }
     if rollout {
         query.append_pair("rollout", "true");
+    }
+    if approved {
+        query.append_pair("approved", "true");
     }
     let path = format!("/v1/artifacts/{kind}/{name}?{}", query.finish());
     let (status, v) = remote.send(Method::POST, &path, Some(("application/octet-stream", Bytes::from(bytes)))).await?;
@@ -256,6 +265,9 @@ pub async fn artifact_push(
                 eprintln!("  {}", v["error"].as_str().unwrap_or(""));
             }
             bail!("nothing stored")
+        }
+        StatusCode::CONFLICT if v["error"] == "needs approval" => {
+            bail!("held, nothing stored: {}", v["detail"].as_str().unwrap_or(""))
         }
         s => Err(api_error(s, &v)),
     }

@@ -271,6 +271,10 @@ enum ArtifactCommand {
         /// Start a staged rollout of the config version that pins it.
         #[arg(long)]
         rollout: bool,
+        /// Approve a feature file that changes more than 50% (features or bytes) from the one
+        /// the fleet runs: without it, such a push is held.
+        #[arg(long)]
+        approved: bool,
         #[command(flatten)]
         remote: control_cli::Remote,
     },
@@ -501,8 +505,9 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             RolloutCommand::Resume { id, remote } => control_cli::rollout_pause(&remote, id, false).await,
         },
         Command::Artifact { command } => match command {
-            ArtifactCommand::Push { kind, name, file, message, unchecked, rollout, remote } => {
-                control_cli::artifact_push(&remote, &kind, &name, &file, &message, unchecked, rollout).await
+            ArtifactCommand::Push { kind, name, file, message, unchecked, rollout, approved, remote } => {
+                let flags = control_cli::PushFlags { unchecked, rollout, approved };
+                control_cli::artifact_push(&remote, &kind, &name, &file, &message, flags).await
             }
             ArtifactCommand::Sources { remote } => control_cli::artifact_sources(&remote).await,
         },

@@ -389,3 +389,32 @@ async fn replay_a_flapping_generator_never_moves_the_fleet_off_good_versions() {
     let (_, audit) = api(a, "GET", "/v1/audit", Some(ALICE), None).await;
     assert!(audit["records"].as_array().unwrap().iter().any(|r| r["result"] == "flapping"), "{audit}");
 }
+
+/// A feature file that moves far from the one the fleet runs (here, 60 features to 100, within
+/// every limit) is held until an operator approves it: the outage's file doubled in size. The
+/// hold is audited; the approved push rolls out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_change_of_the_model_waits_for_an_approval() {
+    let mut f = ModelFleet::start("approval", &model("m1", 60)).await;
+    let a = f.a;
+    // A small change passes the gate.
+    let (s, v) = push_artifact(a, "feature_file", "bot-model", &model("m2", 70), "&rollout=true&bake_ms=300").await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(rolled_out(a, &v).await["rollout"]["state"], "done");
+
+    let bigger = model("m3", 120);
+    let (s, v) = push_artifact(a, "feature_file", "bot-model", &bigger, "&rollout=true&bake_ms=300").await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["error"], "needs approval");
+    let why = v["detail"].as_str().unwrap();
+    assert!(why.contains("features 70 -> 120") && why.contains("approved=true"), "{why}");
+    let (_, audit) = api(a, "GET", "/v1/audit", Some(ALICE), None).await;
+    assert!(audit.to_string().contains("held for approval"), "{audit}");
+
+    let (s, v) =
+        push_artifact(a, "feature_file", "bot-model", &bigger, "&rollout=true&bake_ms=300&approved=true").await;
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(rolled_out(a, &v).await["rollout"]["state"], "done");
+    assert!(v["version"]["message"].as_str().unwrap().contains("(approved: features 70 -> 120"), "{v}");
+    f.no_failed_requests().await;
+}

@@ -32,7 +32,7 @@
 //! `GET /v1/nodes/self/purges?after=S&wait_ms=M` (long poll), `POST /v1/nodes/self/purges/ack`
 //! `{"seq"}`.
 //!
-//! Artifacts: `POST /v1/artifacts/{kind}/{name}?message=...&unchecked=&rollout=&bake_ms=` (raw
+//! Artifacts: `POST /v1/artifacts/{kind}/{name}?message=...&unchecked=&rollout=&bake_ms=&approved=` (raw
 //! bytes; operators): decoded like a node would, stored, re-pinned in a new config version when the
 //! head config lists it, and rolled out on request. `GET /v1/artifacts/{sha256}/content` (nodes
 //! and operators), `GET /v1/artifacts/sources` (operators).
@@ -796,6 +796,9 @@ struct ArtifactPushQuery {
     #[serde(default)]
     rollout: bool,
     bake_ms: Option<u64>,
+    /// An operator's approval of a feature file that changes more than the gate allows.
+    #[serde(default)]
+    approved: bool,
 }
 
 async fn push_artifact(
@@ -846,8 +849,22 @@ async fn push_artifact(
             ));
         }
     }
+    // A model that grows or shrinks a lot (the outage's file doubled) waits for a person.
+    let mut message = q.message.clone();
+    if k == ArtifactKind::FeatureFile && !q.unchecked {
+        let (kind_s, name_s) = (kind.clone(), name.clone());
+        let running = blocking(&app, move |s| s.running_artifact(&kind_s, &name_s)).await?;
+        if let Some(why) = running.and_then(|r| crate::artifacts::needs_approval(&r, &body)) {
+            if !q.approved {
+                let (actor, target, detail) = (who.clone(), format!("{kind} {name}"), format!("{}: {why}", q.message));
+                blocking(&app, move |s| s.audit(&actor, "push", &target, "held for approval", &detail)).await?;
+                return Err(ApiError(StatusCode::CONFLICT, json!({ "error": "needs approval", "detail": why })));
+            }
+            message = format!("{message} (approved: {})", why.split(':').next().unwrap_or(""));
+        }
+    }
     let plan = crate::artifacts::Plan { unchecked: q.unchecked, rollout };
-    let pushed = blocking(&app, move |s| s.push_artifact(&who, k, &name, &body, &q.message, plan)).await?;
+    let pushed = blocking(&app, move |s| s.push_artifact(&who, k, &name, &body, &message, plan)).await?;
     let status = if pushed.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(json!(pushed))).into_response())
 }

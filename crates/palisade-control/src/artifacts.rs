@@ -110,7 +110,62 @@ fn judged(
     Ok(after)
 }
 
+/// A generated or pushed feature file whose feature count or size moves by more than this, in
+/// percent of the one the fleet runs, waits for an operator's explicit approval (`approved=true`).
+pub const MAX_UNAPPROVED_CHANGE_PERCENT: u64 = 50;
+
+/// Why a new feature file needs an approval (its change from the one the fleet runs), if it does.
+pub fn needs_approval(running: &[u8], new: &[u8]) -> Option<String> {
+    use palisade_config::artifact::{decode, Artifact, ArtifactKind};
+    let features = |b: &[u8]| match decode(ArtifactKind::FeatureFile, b) {
+        Ok(Artifact::FeatureFile(f)) => Some(f.features.len() as u64),
+        _ => None,
+    };
+    let change = |old: u64, new: u64| new.abs_diff(old).saturating_mul(100) / old.max(1);
+    let mut why = Vec::new();
+    if let (Some(old), Some(new)) = (features(running), features(new)) {
+        if change(old, new) > MAX_UNAPPROVED_CHANGE_PERCENT {
+            why.push(format!("features {old} -> {new}"));
+        }
+    }
+    let (old, new) = (running.len() as u64, new.len() as u64);
+    if change(old, new) > MAX_UNAPPROVED_CHANGE_PERCENT {
+        why.push(format!("bytes {old} -> {new}"));
+    }
+    (!why.is_empty()).then(|| {
+        format!(
+            "{}: more than {MAX_UNAPPROVED_CHANGE_PERCENT}% from the file the fleet runs; an operator approves it by pushing it with approved=true",
+            why.join(", ")
+        )
+    })
+}
+
 impl Store {
+    /// The bytes of artifact `name` that the fleet runs: pinned by the config version most
+    /// nodes last applied; without nodes, its newest version.
+    pub fn running_artifact(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut applied: Vec<u64> = self.nodes()?.iter().filter_map(|n| n.applied).collect();
+        applied.sort_unstable();
+        let mut most = None;
+        let mut best = 0;
+        for chunk in applied.chunk_by(|a, b| a == b) {
+            if chunk.len() > best {
+                best = chunk.len();
+                most = chunk.first().copied();
+            }
+        }
+        if let Some((_, text)) = most.map(|v| self.get(v)).transpose()?.flatten() {
+            if let Ok(valid) = palisade_config::load(&text) {
+                let pin = valid.doc.artifacts.iter().find(|a| a.name == name && a.kind.as_str() == kind);
+                if let Some(pin) = pin {
+                    return Ok(self.artifact_by_hash(&pin.sha256)?.map(|(_, bytes)| bytes));
+                }
+            }
+        }
+        let Some(head) = self.head(kind, name)? else { return Ok(None) };
+        Ok(self.get(head.number)?.map(|(_, bytes)| bytes))
+    }
+
     /// An artifact's bytes by their hash, checked.
     pub fn artifact_by_hash(&self, hash: &str) -> Result<Option<(Version, Vec<u8>)>, StoreError> {
         use rusqlite::OptionalExtension;

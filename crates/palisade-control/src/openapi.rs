@@ -281,7 +281,7 @@ const OPS: &[Op] = &[
         method: "post",
         path: "/v1/artifacts/{kind}/{name}",
         role: Role::Operator,
-        summary: "Store an artifact version (raw bytes in the body; kind ip_list, feature_file or cert_bundle; query: message, unchecked, rollout, bake_ms). When the head config lists the artifact, a config version pinning the new hash is made, and with rollout=true rolled out",
+        summary: "Store an artifact version (raw bytes in the body; kind ip_list, feature_file or cert_bundle; query: message, unchecked, rollout, bake_ms, approved). When the head config lists the artifact, a config version pinning the new hash is made, and with rollout=true rolled out. A feature file whose feature count or size moves more than 50% from the one the fleet runs is held (409) unless approved=true",
         body: &[],
         responses: &[
             ("201", "stored; with the config version and rollout it led to"),
