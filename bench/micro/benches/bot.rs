@@ -33,11 +33,7 @@ fn bench(c: &mut Criterion) {
             .map(|(i, (name, _))| Feature { name: format!("f{i}"), extractor: (*name).into(), weight: 0.5 })
             .collect(),
     };
-    let module = BotModule {
-        model: Some(Arc::new(Model::compile(&file).unwrap())),
-        verified: Vec::new(),
-        behaviour: Arc::default(),
-    };
+    let module = BotModule::new(Some(Arc::new(Model::compile(&file).unwrap())), Vec::new());
     let headers = Lines(vec![
         ("host", "shop.example"),
         (

@@ -231,6 +231,29 @@ pub async fn artifact_push(
     }
     let path = format!("/v1/artifacts/{kind}/{name}?{}", query.finish());
     let (status, v) = remote.send(Method::POST, &path, Some(("application/octet-stream", Bytes::from(bytes)))).await?;
+    pushed(kind, name, status, &v)
+}
+
+/// `palisade artifact generate NAME [-m MESSAGE] [--rollout] [--approved]`.
+pub async fn artifact_generate(remote: &Remote, name: &str, message: &str, flags: PushFlags) -> anyhow::Result<()> {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    query.append_pair("message", message);
+    if flags.rollout {
+        query.append_pair("rollout", "true");
+    }
+    if flags.approved {
+        query.append_pair("approved", "true");
+    }
+    let path = format!("/v1/bot/generate/{name}?{}", query.finish());
+    let (status, v) = remote.send(Method::POST, &path, Some(("application/octet-stream", Bytes::new()))).await?;
+    if status == StatusCode::CONFLICT && v["error"] != "needs approval" {
+        bail!("nothing generated: {}", v["error"].as_str().unwrap_or(""));
+    }
+    pushed("feature_file", name, status, &v)
+}
+
+/// What a push (or a generated file's push) came to.
+fn pushed(kind: &str, name: &str, status: StatusCode, v: &Value) -> anyhow::Result<()> {
     match status {
         StatusCode::CREATED | StatusCode::OK => {
             let a = &v["version"];
@@ -257,7 +280,7 @@ pub async fn artifact_push(
         }
         StatusCode::UNPROCESSABLE_ENTITY | StatusCode::PAYLOAD_TOO_LARGE => {
             let problems = v["problems"].as_array().cloned().unwrap_or_default();
-            eprintln!("{}: rejected, {} problem(s)", file.display(), problems.len().max(1));
+            eprintln!("{kind} {name}: rejected, {} problem(s)", problems.len().max(1));
             for p in &problems {
                 eprintln!("  {}: {}", p["path"].as_str().unwrap_or(""), p["message"].as_str().unwrap_or(""));
             }
@@ -269,7 +292,7 @@ pub async fn artifact_push(
         StatusCode::CONFLICT if v["error"] == "needs approval" => {
             bail!("held, nothing stored: {}", v["detail"].as_str().unwrap_or(""))
         }
-        s => Err(api_error(s, &v)),
+        s => Err(api_error(s, v)),
     }
 }
 

@@ -268,13 +268,19 @@ enum ArtifactCommand {
         /// Store it without decoding it on the control plane (the nodes still refuse a bad one).
         #[arg(long)]
         unchecked: bool,
-        /// Start a staged rollout of the config version that pins it.
-        #[arg(long)]
-        rollout: bool,
-        /// Approve a feature file that changes more than 50% (features or bytes) from the one
-        /// the fleet runs: without it, such a push is held.
-        #[arg(long)]
-        approved: bool,
+        #[command(flatten)]
+        then: Then,
+        #[command(flatten)]
+        remote: control_cli::Remote,
+    },
+    /// Generate feature file NAME from the nodes' labelled bot traffic (its learned
+    /// header_present features replaced), pushed as the `generator` through the same checks.
+    Generate {
+        name: String,
+        #[arg(long, short, default_value = "")]
+        message: String,
+        #[command(flatten)]
+        then: Then,
         #[command(flatten)]
         remote: control_cli::Remote,
     },
@@ -283,6 +289,18 @@ enum ArtifactCommand {
         #[command(flatten)]
         remote: control_cli::Remote,
     },
+}
+
+/// What follows a stored artifact version.
+#[derive(clap::Args)]
+struct Then {
+    /// Start a staged rollout of the config version that pins it.
+    #[arg(long)]
+    rollout: bool,
+    /// Approve a feature file that changes more than 50% (features or bytes) from the one the
+    /// fleet runs: without it, such a push is held.
+    #[arg(long)]
+    approved: bool,
 }
 
 #[derive(Subcommand)]
@@ -505,11 +523,15 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             RolloutCommand::Resume { id, remote } => control_cli::rollout_pause(&remote, id, false).await,
         },
         Command::Artifact { command } => match command {
-            ArtifactCommand::Push { kind, name, file, message, unchecked, rollout, approved, remote } => {
-                let flags = control_cli::PushFlags { unchecked, rollout, approved };
+            ArtifactCommand::Push { kind, name, file, message, unchecked, then, remote } => {
+                let flags = control_cli::PushFlags { unchecked, rollout: then.rollout, approved: then.approved };
                 control_cli::artifact_push(&remote, &kind, &name, &file, &message, flags).await
             }
             ArtifactCommand::Sources { remote } => control_cli::artifact_sources(&remote).await,
+            ArtifactCommand::Generate { name, message, then, remote } => {
+                let flags = control_cli::PushFlags { unchecked: false, rollout: then.rollout, approved: then.approved };
+                control_cli::artifact_generate(&remote, &name, &message, flags).await
+            }
         },
         Command::Config { command } => match command {
             ConfigCommand::Validate { .. } => Ok(()),

@@ -241,7 +241,10 @@ impl ModelFleet {
         let a = fleet.a;
         assert_eq!(push_artifact(a, "feature_file", "bot-model", first, "").await.0, 201);
         // The zone scores every request with the model, as the outage's proxies did.
-        let zone = fleet.doc("[zones.bot]\nmodel = \"bot-model\"\n");
+        let zone = fleet.doc(
+            "[zones.bot]\nmodel = \"bot-model\"\n[[zones.rules]]\nname = \"gate\"\n\
+             expression = 'http.request.uri.path eq \"/challenge-me\"'\naction = \"challenge\"\n",
+        );
         let config = format!("{zone}{}", pins(&[("bot-model", "feature_file", first)]));
         let v1 = push(a, ALICE, &config, "bot model", None).await.1["version"]["number"].as_u64().unwrap();
         let out = rollout_outcome(a, start_rollout_baking(a, v1, 300).await).await;
@@ -416,5 +419,86 @@ async fn a_large_change_of_the_model_waits_for_an_approval() {
     assert_eq!(s, 201, "{v}");
     assert_eq!(rolled_out(a, &v).await["rollout"]["state"], "done");
     assert!(v["version"]["message"].as_str().unwrap().contains("(approved: features 70 -> 120"), "{v}");
+    f.no_failed_requests().await;
+}
+
+/// One GET to `node` for site.example with these header lines; (status, head and body).
+async fn get_with(node: SocketAddr, path: &str, lines: &[(&str, &str)]) -> (u16, String) {
+    let mut s = tokio::net::TcpStream::connect(node).await.unwrap();
+    let mut head = format!("GET {path} HTTP/1.1\r\nhost: site.example\r\n");
+    for (k, v) in lines {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("connection: close\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut s, head.as_bytes()).await.unwrap();
+    let text = read_all(&mut s, Duration::from_secs(5)).await;
+    (text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0), text)
+}
+
+/// The control plane generates the bot model from what the nodes learn: requests of clients
+/// that passed a challenge (people) and of automation signatures (scripts), header by header.
+/// The generated file replaces the learned features of the one the fleet runs and goes through
+/// the same checks and staged rollout as a person's push, under the `generator` source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_generates_the_model_from_labelled_traffic() {
+    let base = br#"{"model_version": "m1", "bias": -3.0, "features": [
+        {"name": "lang", "extractor": "accept_language", "weight": 2.0},
+        {"name": "fetch", "extractor": "sec_fetch", "weight": 2.0},
+        {"name": "browser", "extractor": "ua_browser", "weight": 1.5},
+        {"name": "sparse", "extractor": "few_headers", "weight": -2.0},
+        {"name": "learned-x-old1", "extractor": "header_present:x-old1", "weight": 1.0},
+        {"name": "learned-x-old2", "extractor": "header_present:x-old2", "weight": -1.0}]}"#;
+    let mut f = ModelFleet::start("generate", base).await;
+    let a = f.a;
+    let (s, v) = api(a, "POST", "/v1/bot/generate/bot-model", Some(ALICE), None).await;
+    assert_eq!(s, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("not enough labelled traffic"), "{v}");
+
+    // A person: passes berlin's challenge, then browses with the clearance.
+    let berlin = f.fleet.nodes[0].1.http();
+    const UA: &str = "Mozilla/5.0 (X11; Linux x86_64) Firefox/133.0";
+    let (s, page) = get_with(berlin, "/challenge-me", &[("user-agent", UA)]).await;
+    assert_eq!(s, 403);
+    let start = page.find("data-t=\"").unwrap() + 8;
+    let token = page[start..].split('"').next().unwrap().to_string();
+    let difficulty: u32 = page.split("data-d=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+    let nonce = (0u64..).find(|n| palisade_edge::challenge::work(&token, &n.to_string()) >= difficulty).unwrap();
+    let (s, answer) =
+        get_with(berlin, &format!("/.palisade/challenge?t={token}&n={nonce}&r=/"), &[("user-agent", UA)]).await;
+    assert_eq!(s, 303, "{answer}");
+    let cookie = answer.lines().find_map(|l| l.strip_prefix("set-cookie: ")).unwrap().split(';').next().unwrap();
+    for _ in 0..60 {
+        let (s, _) = get_with(berlin, "/", &[("user-agent", UA), ("cookie", cookie), ("x-person", "1")]).await;
+        assert_eq!(s, 200);
+    }
+    // A script.
+    for _ in 0..60 {
+        assert_eq!(get_with(berlin, "/", &[("user-agent", "curl/8.5.0"), ("x-script", "1")]).await.0, 200);
+    }
+    eventually("the control plane has berlin's counts", Duration::from_secs(10), || async move {
+        let (_, v) = api(a, "GET", "/v1/bot/learning", Some(ALICE), None).await;
+        v["learning"]["human"].as_u64() >= Some(60) && v["learning"]["bot"].as_u64() >= Some(60)
+    })
+    .await;
+
+    let (s, v) = api(a, "POST", "/v1/bot/generate/bot-model?rollout=true&bake_ms=300", Some(ALICE), None).await;
+    assert_eq!(s, 201, "{v}");
+    let message = v["version"]["message"].as_str().unwrap();
+    assert!(message.starts_with("gen-") && message.contains("generated from 1 node(s)"), "{message}");
+    assert_eq!(rolled_out(a, &v).await["rollout"]["state"], "done");
+    // The file the fleet runs now: people's header up, scripts' down, the old learned ones gone,
+    // the base's own features kept.
+    let hash = v["version"]["hash"].as_str().unwrap();
+    let (_, _, text) = api_full(a, "GET", &format!("/v1/artifacts/{hash}/content"), Some(ALICE), None).await;
+    let file: Value = serde_json::from_str(&text).unwrap();
+    let weight = |x: &str| {
+        file["features"].as_array().unwrap().iter().find(|f| f["extractor"] == x).map(|f| f["weight"].as_f64().unwrap())
+    };
+    assert!(weight("header_present:x-person").unwrap() > 2.0, "{file}");
+    assert!(weight("header_present:x-script").unwrap() < -2.0, "{file}");
+    assert_eq!(weight("header_present:x-old1"), None, "{file}");
+    assert_eq!(weight("accept_language"), Some(2.0), "{file}");
+    let (_, sources) = api(a, "GET", "/v1/artifacts/sources", Some(ALICE), None).await;
+    assert!(sources["sources"].as_array().unwrap().iter().any(|s| s["author"] == "generator"), "{sources}");
     f.no_failed_requests().await;
 }

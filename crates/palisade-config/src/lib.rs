@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod artifact;
+pub mod botlearn;
 pub mod limits;
 pub mod purge;
 pub mod rules;

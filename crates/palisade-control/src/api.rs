@@ -330,6 +330,8 @@ fn router(app: Shared) -> Router {
         .route("/v1/artifacts/sources", get(artifact_sources))
         .route("/v1/artifacts/{hash}/content", get(artifact_content))
         .route("/v1/artifacts/{kind}/{name}", post(push_artifact))
+        .route("/v1/bot/learning", get(bot_learning))
+        .route("/v1/bot/generate/{name}", post(bot_generate))
         .route("/v1/replication", get(replication))
         .route("/v1/internal/blobs/{hash}", get(get_blob).put(put_blob))
         .route("/openapi.json", get(|| async { Json(crate::openapi::document()) }))
@@ -731,6 +733,9 @@ async fn report(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> A
     for m in r.modules.keys() {
         bounded("modules", m)?;
     }
+    if let Some(learning) = &r.bot {
+        learning.check().map_err(bad_request)?;
+    }
     if let Some(repl) = app.store.replication() {
         // Every replica applies it (and the leader judges by it), whichever received it.
         let unavailable = |e: String| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("replication: {e}"));
@@ -788,6 +793,7 @@ async fn start_rollout(State(app): State<Shared>, headers: HeaderMap, body: Byte
 
 #[derive(Deserialize)]
 struct ArtifactPushQuery {
+    #[serde(default)]
     message: String,
     /// Store it without decoding it here (the nodes still decode it, and refuse it if bad).
     #[serde(default)]
@@ -826,12 +832,28 @@ async fn push_artifact(
     if q.message.trim().is_empty() || q.message.len() > MAX_MESSAGE_BYTES {
         return Err(bad_request(format!("message: must say what the change is, in at most {MAX_MESSAGE_BYTES} bytes")));
     }
+    store_artifact(&app, who, k, &kind, name, body, q).await
+}
+
+/// An artifact push, from a person or the model generator: decoded and checked (unless
+/// unchecked), held for approval when a feature file moves too far, stored, re-pinned, and
+/// rolled out when asked.
+async fn store_artifact(
+    app: &Shared,
+    who: String,
+    k: ArtifactKind,
+    kind: &str,
+    name: String,
+    body: Bytes,
+    q: ArtifactPushQuery,
+) -> ApiResult {
+    let kind = kind.to_string();
     let rollout = if q.rollout { Some(rollout_plan(None, q.bake_ms, false)?) } else { None };
     if !q.unchecked {
         if let Err(problems) = palisade_config::artifact::decode(k, &body) {
             let detail = truncate(&palisade_config::render_problems(&problems), 4096);
             let (actor, name, message) = (who.clone(), name.clone(), q.message.clone());
-            let state = blocking(&app, move |s| {
+            let state = blocking(app, move |s| {
                 s.audit(&actor, "push", &format!("{kind} {name}"), "rejected", &format!("{message}:\n{detail}"))?;
                 s.artifact_outcome(&actor, &kind, &name, false, &format!("refused at push: {detail}"), None)
             })
@@ -853,20 +875,71 @@ async fn push_artifact(
     let mut message = q.message.clone();
     if k == ArtifactKind::FeatureFile && !q.unchecked {
         let (kind_s, name_s) = (kind.clone(), name.clone());
-        let running = blocking(&app, move |s| s.running_artifact(&kind_s, &name_s)).await?;
+        let running = blocking(app, move |s| s.running_artifact(&kind_s, &name_s)).await?;
         if let Some(why) = running.and_then(|r| crate::artifacts::needs_approval(&r, &body)) {
             if !q.approved {
                 let (actor, target, detail) = (who.clone(), format!("{kind} {name}"), format!("{}: {why}", q.message));
-                blocking(&app, move |s| s.audit(&actor, "push", &target, "held for approval", &detail)).await?;
+                blocking(app, move |s| s.audit(&actor, "push", &target, "held for approval", &detail)).await?;
                 return Err(ApiError(StatusCode::CONFLICT, json!({ "error": "needs approval", "detail": why })));
             }
             message = format!("{message} (approved: {})", why.split(':').next().unwrap_or(""));
         }
     }
     let plan = crate::artifacts::Plan { unchecked: q.unchecked, rollout };
-    let pushed = blocking(&app, move |s| s.push_artifact(&who, k, &name, &body, &message, plan)).await?;
+    let pushed = blocking(app, move |s| s.push_artifact(&who, k, &name, &body, &message, plan)).await?;
     let status = if pushed.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(json!(pushed))).into_response())
+}
+
+/// The nodes' labelled bot traffic, summed.
+async fn bot_learning(State(app): State<Shared>, headers: HeaderMap) -> ApiResult {
+    reader(&app, &headers)?;
+    let (nodes, learning) = blocking(&app, |s| s.bot_learning()).await?;
+    Ok(Json(json!({ "nodes": nodes, "learning": learning })).into_response())
+}
+
+/// Generates feature file `name` from the nodes' labelled traffic and the file the fleet runs,
+/// then pushes it as the `generator` through the same checks as any push (query: message,
+/// rollout, bake_ms, approved).
+async fn bot_generate(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<ArtifactPushQuery>,
+) -> ApiResult {
+    let who = actor(&app, &headers)?;
+    if !palisade_config::is_name(&name) {
+        return Err(bad_request("name: 1 to 64 characters of a-z, A-Z, 0-9, `-`, `_`, `.`"));
+    }
+    if q.message.len() > MAX_MESSAGE_BYTES {
+        return Err(bad_request(format!("message: at most {MAX_MESSAGE_BYTES} bytes")));
+    }
+    let kind = ArtifactKind::FeatureFile;
+    let n = name.clone();
+    let (running, (nodes, learning)) =
+        blocking(&app, move |s| Ok((s.running_artifact(kind.as_str(), &n)?, s.bot_learning()?))).await?;
+    let running = running.ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, format!("no feature_file `{name}`: push a first one (it is the base)"))
+    })?;
+    let base = match palisade_config::artifact::decode(kind, &running) {
+        Ok(palisade_config::artifact::Artifact::FeatureFile(f)) => f,
+        _ => return Err(ApiError::new(StatusCode::CONFLICT, format!("the running `{name}` does not decode"))),
+    };
+    let version = format!("gen-{}", crate::store::now_ms());
+    let generated = palisade_config::botlearn::generate(&base, &learning, &version)
+        .map_err(|why| ApiError::new(StatusCode::CONFLICT, why))?;
+    let body = Bytes::from(serde_json::to_vec(&generated).map_err(|e| bad_request(e.to_string()))?);
+    let q = ArtifactPushQuery {
+        message: format!(
+            "{version}: generated from {nodes} node(s): {} requests of people, {} of scripts (asked by {who}){}",
+            learning.human,
+            learning.bot,
+            if q.message.is_empty() { String::new() } else { format!(": {}", q.message) }
+        ),
+        unchecked: false,
+        ..q
+    };
+    store_artifact(&app, "generator".into(), kind, kind.as_str(), name, body, q).await
 }
 
 async fn artifact_content(State(app): State<Shared>, headers: HeaderMap, Path(hash): Path<String>) -> ApiResult {

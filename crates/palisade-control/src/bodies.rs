@@ -61,6 +61,9 @@ pub struct Report {
     /// Per security module, cumulative since the node started.
     #[serde(default)]
     pub modules: std::collections::BTreeMap<String, ModuleReport>,
+    /// Labelled bot traffic, for the model generator.
+    #[serde(default)]
+    pub bot: Option<palisade_config::botlearn::Learning>,
 }
 
 /// One module's cumulative figures on a node.

@@ -286,8 +286,30 @@ const OPS: &[Op] = &[
         responses: &[
             ("201", "stored; with the config version and rollout it led to"),
             ("200", "the content equals the head's"),
+            ("409", "needs approval: a feature file moving more than 50% from the one the fleet runs"),
             ("413", "over the kind's size limit"),
             ("422", "refused by the kind's decoder, every problem listed"),
+        ],
+    },
+    Op {
+        method: "get",
+        path: "/v1/bot/learning",
+        role: Role::Operator,
+        summary: "The nodes' labelled bot traffic, summed: requests of people (a clearance) and of scripts (a signature), and of each per header name",
+        body: &[],
+        responses: &[("200", "nodes and learning")],
+    },
+    Op {
+        method: "post",
+        path: "/v1/bot/generate/{name}",
+        role: Role::Operator,
+        summary: "Generate feature file `name` from the nodes' labelled traffic (its header_present features replaced) and push it as the `generator` through the same checks (query: message, rollout, bake_ms, approved)",
+        body: &[],
+        responses: &[
+            ("201", "stored; with the config version and rollout it led to"),
+            ("404", "no such feature file to start from"),
+            ("409", "not enough labelled traffic, or needs approval"),
+            ("422", "the generated file was refused by the decoder"),
         ],
     },
     Op {

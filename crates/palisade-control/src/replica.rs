@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS captured (
 ";
 
 /// Tables that stay local: the replica's bookkeeping, and node reports.
-const LOCAL_TABLES: &[&str] = &["replication", "captured", "reports", "sqlite_sequence"];
+const LOCAL_TABLES: &[&str] = &["replication", "captured", "reports", "bot_learning", "sqlite_sequence"];
 
 /// A replicated table: its columns (name, whether BLOB) and its one-column primary key.
 struct Table {

@@ -193,12 +193,36 @@ impl Store {
             "UPDATE nodes SET last_seen_ms = ?2, running_hash = coalesce(?3, running_hash) WHERE name = ?1",
             params![node, to_i64(at)?, running_hash],
         )?;
+        if let Some(learning) = &r.bot {
+            let json = serde_json::to_string(learning).map_err(|e| StoreError::Range(e.to_string()))?;
+            conn.execute(
+                "INSERT INTO bot_learning (node, at_ms, learning) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(node) DO UPDATE SET at_ms = excluded.at_ms, learning = excluded.learning",
+                params![node, to_i64(at)?, json],
+            )?;
+        }
         // Ten minutes of reports are enough for any bake window kept here.
         conn.execute(
             "DELETE FROM reports WHERE node = ?1 AND at_ms < ?2",
             params![node, to_i64(at.saturating_sub(600_000))?],
         )?;
         Ok(())
+    }
+
+    /// Every node's latest counts of labelled bot traffic, summed: (nodes, counts).
+    pub fn bot_learning(&self) -> Result<(usize, palisade_config::botlearn::Learning), StoreError> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached("SELECT learning FROM bot_learning")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+        let mut sum = palisade_config::botlearn::Learning::default();
+        let mut nodes = 0;
+        for row in rows {
+            if let Ok(l) = serde_json::from_str::<palisade_config::botlearn::Learning>(&row) {
+                sum.add(&l);
+                nodes += 1;
+            }
+        }
+        Ok((nodes, sum))
     }
 
     /// What `node` served between `from` and now (a counter that went down means a restart).

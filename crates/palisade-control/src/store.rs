@@ -153,6 +153,12 @@ CREATE TABLE IF NOT EXISTS reports (
     module_panics INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS reports_node ON reports(node, at_ms);
+-- Each node's latest counts of labelled bot traffic (JSON, palisade_config::botlearn::Learning).
+CREATE TABLE IF NOT EXISTS bot_learning (
+    node     TEXT    PRIMARY KEY,
+    at_ms    INTEGER NOT NULL,
+    learning TEXT    NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rollouts (
     id               INTEGER PRIMARY KEY AUTOINCREMENT,
     version          INTEGER NOT NULL REFERENCES versions(number),

@@ -667,7 +667,9 @@ impl Channel {
             let (le_ms, latency) = self.shared.metrics.latency_buckets();
             let hash = self.shared.snapshot.load().hash().to_string();
             let modules = self.shared.metrics.module_totals();
-            let body = json!({ "requests": requests, "errors": errors, "latency_le_ms": le_ms, "latency": latency, "hash": hash, "modules": modules });
+            let learning = crate::lock(&self.shared.metrics.bot_learning).clone();
+            let bot = (learning.human + learning.bot > 0).then_some(learning);
+            let body = json!({ "requests": requests, "errors": errors, "latency_le_ms": le_ms, "latency": latency, "hash": hash, "modules": modules, "bot": bot });
             match self.call(Method::POST, "/v1/nodes/self/report", Some(body), Duration::from_secs(5)).await {
                 Ok((StatusCode::OK, b)) => {
                     let asked = serde_json::from_slice::<Value>(&b).ok().and_then(|v| v.get("probe")?.as_u64());

@@ -443,6 +443,8 @@ pub struct BotModule {
     pub verified: Vec<Verified>,
     /// The zone's behaviour table, kept across reloads.
     pub behaviour: Arc<Behaviour>,
+    /// The node's counts of labelled traffic, for the control plane's model generator.
+    pub learning: Arc<std::sync::Mutex<palisade_config::botlearn::Learning>>,
 }
 
 impl BotModule {
@@ -457,9 +459,37 @@ impl BotModule {
         let mut signals = Signals::of(req);
         signals.bits |= self.behaviour.observe(req, crate::clock::unix_now());
         if signals.tool {
+            self.learn(req, false);
             return Some(BotResult { score: 1, verified: false });
         }
+        if req.cleared() {
+            self.learn(req, true);
+        }
         self.model.as_ref().map(|m| BotResult { score: m.score(req, signals), verified: false })
+    }
+}
+
+impl BotModule {
+    /// A module with fresh behaviour and learning tables (benches, tests).
+    pub fn new(model: Option<Arc<Model>>, verified: Vec<Verified>) -> Self {
+        BotModule { model, verified, behaviour: Arc::default(), learning: Arc::default() }
+    }
+
+    /// Counts a request whose kind is sure: a script (a signature) or a person (a clearance).
+    fn learn(&self, req: &RequestView<'_>, human: bool) {
+        let mut learning = crate::lock(&self.learning);
+        learning.count_request(human);
+        let mut lower = [0u8; palisade_config::botlearn::MAX_HEADER_NAME_LEN];
+        req.headers.names(&mut |name| {
+            if let Some(buf) = lower.get_mut(..name.len()) {
+                for (l, c) in buf.iter_mut().zip(name) {
+                    *l = c.to_ascii_lowercase();
+                }
+                if let Ok(name) = std::str::from_utf8(buf) {
+                    learning.count_name(human, name);
+                }
+            }
+        });
     }
 }
 
@@ -527,11 +557,8 @@ mod tests {
             user_agent: "Googlebot".into(),
             ip_ranges: vec!["66.249.64.0/19".into()],
         };
-        let m = BotModule {
-            model: Some(Arc::new(Model::compile(&file).unwrap())),
-            verified: vec![Verified::compile(&google).unwrap()],
-            behaviour: Arc::default(),
-        };
+        let m =
+            BotModule::new(Some(Arc::new(Model::compile(&file).unwrap())), vec![Verified::compile(&google).unwrap()]);
         let browser = judge(&m, [192, 0, 2, 1], BROWSER.to_vec()).unwrap();
         assert!(browser.score >= 90 && !browser.verified, "{browser:?}");
         let curl = judge(&m, [192, 0, 2, 1], vec![("host", "a"), ("user-agent", "curl/8.5.0"), ("accept", "*/*")]);
@@ -542,7 +569,7 @@ mod tests {
         assert_eq!(judge(&m, [66, 249, 66, 1], gb.clone()), Some(BotResult { score: 1, verified: true }));
         assert!(!judge(&m, [192, 0, 2, 1], gb).unwrap().verified, "the user agent alone is not enough");
         // Without a model, only signatures and verified bots score: never 0.
-        let plain = BotModule { model: None, verified: Vec::new(), behaviour: Arc::default() };
+        let plain = BotModule::new(None, Vec::new());
         assert_eq!(judge(&plain, [192, 0, 2, 1], BROWSER.to_vec()), None);
         assert_eq!(
             judge(&plain, [192, 0, 2, 1], vec![("user-agent", "python-requests/2.31")]).map(|r| r.score),
@@ -567,14 +594,13 @@ mod tests {
 
     #[test]
     fn probes_read_the_request() {
-        let m = BotModule {
-            model: Some(Arc::new(
+        let m = BotModule::new(
+            Some(Arc::new(
                 Model::compile(&model(&[("header_present:X-Requested-With", 6.0), ("ua_contains:MyApp", 6.0)], -6.0))
                     .unwrap(),
             )),
-            verified: Vec::new(),
-            behaviour: Arc::default(),
-        };
+            Vec::new(),
+        );
         let score = |h: Vec<(&'static str, &'static str)>| judge(&m, [192, 0, 2, 1], h).unwrap().score;
         assert_eq!(score(vec![("user-agent", "other")]), 1, "sigmoid(-6) rounds to the bottom");
         assert_eq!(score(vec![("x-requested-with", "x"), ("user-agent", "other")]), 50);
@@ -592,7 +618,7 @@ mod tests {
 
     #[test]
     fn the_builtin_model_loads_and_tells_a_browser_from_a_bare_client() {
-        let m = BotModule { model: builtin(), verified: Vec::new(), behaviour: Arc::default() };
+        let m = BotModule::new(builtin(), Vec::new());
         assert_eq!(m.model.as_ref().map(|m| m.version.as_str()), Some("builtin-1"));
         assert!(judge(&m, [192, 0, 2, 1], BROWSER.to_vec()).unwrap().score >= 90);
         // wrk and HTTP libraries by default: a host and nothing else.

@@ -171,6 +171,9 @@ pub struct OriginStats {
 /// Node-wide figures.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// What the bot modules learn from labelled traffic ([`palisade_config::botlearn`]),
+    /// reported to the control plane.
+    pub bot_learning: Arc<std::sync::Mutex<palisade_config::botlearn::Learning>>,
     pub connections_total: AtomicU64,
     pub connections_active: AtomicU64,
     pub connections_rejected_total_limit: AtomicU64,

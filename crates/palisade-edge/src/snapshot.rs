@@ -299,7 +299,9 @@ pub fn compile(
             }
             let behaviour = old_behaviour.get(z.name.as_str()).cloned().unwrap_or_default();
             bot_behaviour = Some(behaviour.clone());
-            slot("bot", Box::new(crate::bot::BotModule { model, verified, behaviour }), crate::kill::Switch::Bot);
+            let learning = metrics.bot_learning.clone();
+            let module = crate::bot::BotModule { model, verified, behaviour, learning };
+            slot("bot", Box::new(module), crate::kill::Switch::Bot);
         }
         if !vz.rules.is_empty() {
             let mut rules = Vec::with_capacity(vz.rules.len());
