@@ -295,6 +295,13 @@ async fn each_kill_switch_turns_off_its_module_and_nothing_else() {
     run().await;
     let baseline = run().await;
     assert_eq!(baseline, vec![200, 403, 403, 200, 200, 1403, 429, 1403, 503], "every module acts (1403: challenged)");
+    // The answer to a challenge meets the early drop too: a denied address gets the plain 403.
+    let mut s = connect_from("127.0.0.66", addr).await.unwrap();
+    s.write_all(b"GET /.palisade/challenge?t=x HTTP/1.1\r\nhost: site.example\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_all(&mut s, Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 403") && !text.to_ascii_lowercase().contains("palisade-mitigated"), "{text}");
     for switch in ["ip_lists", "firewall", "rate_limits", "fault", "ddos"] {
         let (s, _) = e.admin_json("POST", &format!("/killswitches/{switch}/off"), "").await;
         assert_eq!(s, 200, "{switch}");

@@ -476,8 +476,14 @@ impl BotModule {
     }
 
     /// Counts a request whose kind is sure: a script (a signature) or a person (a clearance).
+    /// Skipped when another worker holds the counts: a sample is enough, and a flood of
+    /// scripts must not queue every worker on one lock.
     fn learn(&self, req: &RequestView<'_>, human: bool) {
-        let mut learning = crate::lock(&self.learning);
+        let mut learning = match self.learning.try_lock() {
+            Ok(l) => l,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
         learning.count_request(human);
         let mut lower = [0u8; palisade_config::botlearn::MAX_HEADER_NAME_LEN];
         req.headers.names(&mut |name| {

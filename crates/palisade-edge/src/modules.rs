@@ -389,9 +389,20 @@ pub fn install_panic_hook() {
     });
 }
 
-/// Runs a zone's modules in order; the first answer wins.
-pub fn run_all(slots: &[Slot], req: &RequestView<'_>, kill: &KillSwitches, zone: &str, degraded: &mut bool) -> Outcome {
+/// Runs a zone's modules in order; the first answer wins. With `early_only`, only the early-drop
+/// modules run (the answer to a challenge page meets those, not the ones that challenge).
+pub fn run_all(
+    slots: &[Slot],
+    req: &RequestView<'_>,
+    kill: &KillSwitches,
+    zone: &str,
+    degraded: &mut bool,
+    early_only: bool,
+) -> Outcome {
     for slot in slots {
+        if early_only && !EARLY.contains(&slot.name) {
+            continue;
+        }
         match slot.run(req, kill, zone, degraded) {
             Outcome::Continue => {}
             answer => return answer,
@@ -399,6 +410,9 @@ pub fn run_all(slots: &[Slot], req: &RequestView<'_>, kill: &KillSwitches, zone:
     }
     Outcome::Continue
 }
+
+/// The modules that drop a request early, before anything looks at what it asks.
+const EARLY: [&str; 3] = ["fault", "ip_lists", "ddos"];
 
 /// Early drop: 403 for a client address on the zone's `ip_deny` list.
 pub struct IpLists(pub Arc<IpSet>);

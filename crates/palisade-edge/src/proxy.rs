@@ -231,9 +231,11 @@ fn run_modules(
     zone: &crate::snapshot::ZoneRuntime,
     finish: &mut Finish,
     request_id: &str,
+    answering: bool,
 ) -> Option<Response<EdgeBody>> {
     let view = view(ctx, head, &zone.name);
-    let outcome = crate::modules::run_all(&zone.modules, &view, &ctx.edge.kill, &zone.name, &mut finish.degraded);
+    let (kill, name) = (&ctx.edge.kill, &zone.name);
+    let outcome = crate::modules::run_all(&zone.modules, &view, kill, name, &mut finish.degraded, answering);
     finish.bot = view.bot.get();
     if let Some(bot) = finish.bot {
         zone.stats.bot_score(bot.score);
@@ -248,6 +250,8 @@ fn run_modules(
             page.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from(retry_after));
             Some(page)
         }
+        // The answer to a challenge is what a challenged client must be able to send.
+        crate::modules::Outcome::Challenge(_) if answering => None,
         crate::modules::Outcome::Challenge(difficulty) => {
             zone.stats.challenges_issued.fetch_add(1, Ordering::Relaxed);
             let keys = &ctx.edge.challenge_keys;
@@ -565,17 +569,19 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
     finish.zone = Some(zone.clone());
     let via = &zone.via;
 
-    // A challenge's answer comes before the modules: the rate limit that challenged a client
-    // must not refuse the answer that clears it.
-    if head.parts.uri.path() == crate::challenge::PATH && !background {
-        return respond(answer_challenge(&ctx, &head, &zone, id()), finish);
-    }
+    // A challenge's answer meets the early-drop modules only (a flood of answers is counted
+    // and dropped like any other): the rate limit or rule that challenged a client must not
+    // refuse the answer that clears it.
+    let answering = !background && head.parts.uri.path() == crate::challenge::PATH;
     // The security modules (early drop first), each behind its failure policy. Out of line: a
     // zone without modules pays one check, and the request path's code stays together.
     if !zone.modules.is_empty() && !background {
-        if let Some(page) = run_modules(&ctx, &head, &zone, &mut finish, id()) {
+        if let Some(page) = run_modules(&ctx, &head, &zone, &mut finish, id(), answering) {
             return respond(page, finish);
         }
+    }
+    if answering {
+        return respond(answer_challenge(&ctx, &head, &zone, id()), finish);
     }
     if head.parts.method == Method::CONNECT {
         return respond(error_page(StatusCode::METHOD_NOT_ALLOWED, id(), false), finish);

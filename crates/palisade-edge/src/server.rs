@@ -417,8 +417,15 @@ impl Edge {
         let metrics = Arc::new(Metrics::default());
         let crash_guard = crate::crashloop::Guard::open(options.state_dir.as_deref());
         let artifacts = crate::artifacts::Store::new(options.state_dir.as_deref());
-        let challenge_keys = crate::challenge::Keys::open(options.state_dir.as_deref())
-            .map_err(|e| StartError::Io(format!("challenge key: {e}")))?;
+        // A key that cannot be kept does not stop the node: clearances then last as long as the
+        // process.
+        let challenge_keys = match crate::challenge::Keys::open(options.state_dir.as_deref()) {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::warn!(error = %e, "challenge key not kept; clearances end when this process does");
+                crate::challenge::Keys::random().map_err(|e| StartError::Io(format!("challenge key: {e}")))?
+            }
+        };
         let (snapshot, bytes) = initial_config(&options, &metrics, workers, &crash_guard, &artifacts)?;
         let doc = snapshot.config.doc.clone();
         let (http, https, admin_addr) = (snapshot.config.http, snapshot.config.https, snapshot.config.admin);
