@@ -185,6 +185,60 @@ action = "block"
     assert_eq!(resp.unwrap().status(), 403);
 }
 
+/// The HTTP/2 client fingerprint: a real Chromium and hyper's client each have their own; rules
+/// and the access log see it, and HTTP/1.1 has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_fingerprints_tell_chromium_from_a_library() {
+    let o = origin("h2fp");
+    let dir = temp_dir("h2fp");
+    let (za, tls_a) = write_cert(&dir, "a", &["a.test"]);
+    let log = dir.join("access.log");
+    let rules = "[[zones.rules]]\nname = \"chromium-order\"\nexpression = 'http2.fingerprint wildcard \"*|m,a,s,p\"'\naction = \"log\"\n";
+    let cfg = format!(
+        "{}\n[access_log]\ntarget = \"{}\"\n[[zones]]\nname = \"a\"\nhostnames = [\"a.test\"]\norigins = [{{ address = \"{}\" }}]\n{tls_a}\n{rules}",
+        listen_section(true),
+        log.display(),
+        o.addr
+    );
+    let path = dir.join("palisade.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let e = edge_with(dir, path, &[]);
+    let h2 = connector(&[&za], &[b"h2"]);
+    assert_eq!(tls_get(&e, &h2, "a.test", "a.test", true, "/bytes/1").await.unwrap().1, 200);
+    let h1 = connector(&[&za], &[b"http/1.1"]);
+    assert_eq!(tls_get(&e, &h1, "a.test", "a.test", false, "/bytes/2").await.unwrap().1, 200);
+
+    let browser = common::browser::Browser::start_with(true, &["--ignore-certificate-errors"]).await;
+    browser.goto(&format!("https://a.test:{}/bytes/5", e.https.unwrap().port())).await;
+    browser.wait_for("xxxxx", Duration::from_secs(20)).await;
+
+    let records = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log).unwrap_or_default().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    eventually("three records", Duration::from_secs(5), || {
+        let n = records().iter().filter(|r| r["ClientRequestPath"].as_str().unwrap().starts_with("/bytes/")).count();
+        async move { n >= 3 }
+    })
+    .await;
+    let fp = |path: &str| {
+        records()
+            .into_iter()
+            .find(|r| r["ClientRequestPath"] == path)
+            .map(|r| r["H2Fingerprint"].as_str().map(String::from))
+    };
+    let library = fp("/bytes/1").unwrap().expect("hyper's fingerprint");
+    let chromium = fp("/bytes/5").unwrap().expect("Chromium's fingerprint");
+    assert_eq!(fp("/bytes/2").unwrap(), None, "HTTP/1.1 has none");
+    // Chromium's SETTINGS start with a 64 KiB header table and push off; its pseudo-headers
+    // come method, authority, scheme, path.
+    assert!(chromium.starts_with("1:65536;2:0;") && chromium.ends_with("|m,a,s,p"), "{chromium}");
+    assert_ne!(library, chromium);
+    assert_eq!(library.split('|').count(), 4, "{library}");
+    let m = e.metrics().await;
+    assert!(m.contains("palisade_rule_matches_total{zone=\"a\",rule=\"chromium-order\"}"), "{m}");
+    eprintln!("HTTP/2 fingerprints: hyper {library}, Chromium {chromium}");
+}
+
 /// A TCP stream that writes at most 7 bytes at a time.
 struct Trickle(tokio::net::TcpStream);
 

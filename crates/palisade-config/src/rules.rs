@@ -11,7 +11,7 @@
 //! - **Fields.** `http.request.method`, `http.request.uri` (path and query),
 //!   `http.request.uri.path`, `http.request.uri.query`, `http.request.headers["name"]`,
 //!   `http.request.version`, `http.host`, `http.user_agent`, `ip.src`, `ssl`, `bot.score`,
-//!   `bot.verified`, `tls.ja4`, `http.fingerprint`.
+//!   `bot.verified`, `tls.ja4`, `http.fingerprint`, `http2.fingerprint`.
 //! - **Operators.** `eq ne lt le gt ge` (also `== != < <= > >=`), `contains`, `wildcard`
 //!   (`*` matches any run of characters, case-insensitive), `matches` (the `regex` crate: linear
 //!   time, compiled size limited), `in` (a list in braces, or `$name` of an `ip_list` artifact).
@@ -56,8 +56,11 @@ pub enum Field {
     /// The TLS client fingerprint (JA4); absent without TLS.
     TlsJa4,
     /// The request's HTTP fingerprint (16 hex digits: method, path shape, header names in order,
-    /// user agent, HTTP version, TLS fingerprint), as automatic DDoS mitigation counts it.
+    /// user agent, HTTP version, TLS and HTTP/2 fingerprints), as automatic DDoS mitigation
+    /// counts it.
     HttpFingerprint,
+    /// The HTTP/2 client fingerprint (Akamai's form); absent for HTTP/1.
+    Http2Fingerprint,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +163,10 @@ pub trait Request {
     fn http_fingerprint(&self) -> Option<String> {
         None
     }
+    /// The HTTP/2 client fingerprint; None for HTTP/1.
+    fn http2_fingerprint(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A request as plain data: for tools, tests, benches and the fuzzer.
@@ -258,6 +265,7 @@ impl Expr {
                     Field::Header(h) => r.header(h).map(String::from_utf8_lossy),
                     Field::TlsJa4 => r.tls_ja4().map(Into::into),
                     Field::HttpFingerprint => r.http_fingerprint().map(Into::into),
+                    Field::Http2Fingerprint => r.http2_fingerprint().map(Into::into),
                     _ => None,
                 };
                 value.is_some_and(|v| op.test(&v))
@@ -626,6 +634,7 @@ impl Parser {
             "bot.verified" => Field::BotVerified,
             "tls.ja4" => Field::TlsJa4,
             "http.fingerprint" => Field::HttpFingerprint,
+            "http2.fingerprint" => Field::Http2Fingerprint,
             "http.request.headers" => {
                 let key = match (self.next(), self.next(), self.next()) {
                     (Some(Tok::LBracket), Some(Tok::Str(k)), Some(Tok::RBracket)) => k,

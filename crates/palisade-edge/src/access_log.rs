@@ -41,6 +41,9 @@ pub struct AccessRecord {
     /// The TLS client fingerprint.
     #[serde(rename = "JA4", skip_serializing_if = "Option::is_none")]
     pub ja4: Option<String>,
+    /// The HTTP/2 client fingerprint (Akamai's form).
+    #[serde(rename = "H2Fingerprint", skip_serializing_if = "Option::is_none")]
+    pub h2_fingerprint: Option<String>,
     /// 1 (automated) to 99 (human), when the bot module scored the request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bot_score: Option<u8>,

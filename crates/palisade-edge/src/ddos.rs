@@ -152,6 +152,7 @@ pub fn fingerprint(req: &RequestView<'_>) -> u64 {
     // The TLS client behind it, where TLS is used: one tool's flood looks alike however it
     // varies its headers.
     req.ja4.hash(&mut h);
+    req.h2.hash(&mut h);
     h.finish()
 }
 

@@ -88,6 +88,7 @@ impl Drop for Finish {
                 security_degraded: self.degraded,
                 cache_cache_status: self.cache.and_then(|c| crate::cache::STATUS_NAMES.get(c as usize).copied()),
                 ja4: self.ctx.ja4.as_deref().map(String::from),
+                h2_fingerprint: self.ctx.h2.get().map(|f| f.to_string()),
                 bot_score: self.bot.map(|b| b.score),
                 bot_verified: self.bot.is_some_and(|b| b.verified),
             };

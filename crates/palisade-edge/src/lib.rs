@@ -23,6 +23,7 @@ pub mod fairq;
 pub mod finish;
 pub mod guard;
 pub mod h1;
+pub mod h2fp;
 mod health;
 pub mod ja4;
 pub mod kill;

@@ -37,6 +37,8 @@ pub struct RequestView<'a> {
     pub tls: bool,
     /// The connection's TLS client fingerprint ([`crate::ja4`]).
     pub ja4: Option<&'a str>,
+    /// The connection's HTTP/2 client fingerprint ([`crate::h2fp`]).
+    pub h2: Option<&'a str>,
     pub headers: &'a dyn Headers,
     /// The node's challenge key and the zone's name: what a clearance cookie is checked
     /// against (see [`RequestView::cleared`]).
@@ -58,6 +60,7 @@ impl<'a> RequestView<'a> {
             host: std::cell::OnceCell::new(),
             tls: false,
             ja4: None,
+            h2: None,
             headers,
             clearance: None,
             cleared: std::cell::OnceCell::new(),
@@ -118,6 +121,9 @@ impl palisade_config::rules::Request for RequestView<'_> {
     }
     fn tls_ja4(&self) -> Option<&str> {
         self.ja4
+    }
+    fn http2_fingerprint(&self) -> Option<&str> {
+        self.h2
     }
     fn http_fingerprint(&self) -> Option<String> {
         Some(format!("{:016x}", crate::ddos::fingerprint(self)))

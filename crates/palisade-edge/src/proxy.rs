@@ -40,6 +40,8 @@ pub struct ConnCtx {
     pub forwarded_for: String,
     /// The TLS client fingerprint, read from the ClientHello ([`crate::ja4`]).
     pub ja4: Option<Arc<str>>,
+    /// The HTTP/2 client fingerprint, read from the connection's first frames ([`crate::h2fp`]).
+    pub h2: std::sync::OnceLock<Arc<str>>,
 }
 
 impl ConnCtx {
@@ -50,7 +52,7 @@ impl ConnCtx {
             IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
         };
         let peer_value = HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"));
-        Self { edge, conn, peer, tls, sni, peer_value, forwarded_for, ja4: None }
+        Self { edge, conn, peer, tls, sni, peer_value, forwarded_for, ja4: None, h2: std::sync::OnceLock::new() }
     }
 }
 
@@ -216,6 +218,7 @@ fn view<'a>(ctx: &'a ConnCtx, head: &'a Head, zone: &'a str) -> crate::modules::
         host: std::cell::OnceCell::new(),
         tls: ctx.tls,
         ja4: ctx.ja4.as_deref(),
+        h2: ctx.h2.get().map(|f| &**f),
         headers: head,
         clearance: Some((&ctx.edge.challenge_keys, zone)),
         cleared: std::cell::OnceCell::new(),

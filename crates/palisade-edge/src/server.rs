@@ -716,6 +716,34 @@ where
     }
 }
 
+/// How long a client that has sent its SETTINGS gets to send its first request, before the
+/// connection is served without a fingerprint (a client may wait for the server's SETTINGS).
+const H2_FIRST_REQUEST_WAIT: Duration = Duration::from_millis(100);
+
+/// Reads an HTTP/2 client's opening (preface, SETTINGS, ... the first HEADERS) for its
+/// fingerprint, within `wait` and [`crate::h2fp::MAX_BYTES`]; returns the bytes read, to be
+/// put back in front of the stream.
+async fn h2_opening(io: &mut Rewind<Box<dyn Io>>, wait: Duration) -> (Bytes, Option<String>) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = bytes::BytesMut::with_capacity(4096);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if let crate::h2fp::Read::Done(fp) = crate::h2fp::fingerprint(&buf) {
+            return (buf.freeze(), fp);
+        }
+        // Past the preface, the first request is not waited for long.
+        let until = if buf.len() > crate::h2fp::PREFACE.len() {
+            deadline.min(tokio::time::Instant::now() + H2_FIRST_REQUEST_WAIT)
+        } else {
+            deadline
+        };
+        match tokio::time::timeout_at(until, io.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return (buf.freeze(), None),
+        }
+    }
+}
+
 /// HTTP/2 (ALPN h2, or h2c with prior knowledge) is served by hyper.
 async fn serve_h2(
     shared: Arc<EdgeShared>,
@@ -724,6 +752,13 @@ async fn serve_h2(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let limits = shared.snapshot.load().config.doc.limits.clone();
+    // The client's opening frames first, for its fingerprint (crate::h2fp); then put back.
+    let mut io = io;
+    let (opening, fingerprint) = h2_opening(&mut io, Duration::from_millis(limits.header_timeout_ms)).await;
+    if let Some(fp) = fingerprint {
+        let _ = ctx.h2.set(Arc::from(fp));
+    }
+    let io = Rewind::new(opening, io);
     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let ctx = ctx.clone();
         async move {

@@ -39,6 +39,11 @@ async fn call(driver: SocketAddr, method: &str, path: &str, body: Option<Value>)
 impl Browser {
     /// Starts chromedriver and a Chromium session; `javascript` false switches scripts off.
     pub async fn start(javascript: bool) -> Browser {
+        Browser::start_with(javascript, &[]).await
+    }
+
+    /// As [`Browser::start`], with more Chromium flags.
+    pub async fn start_with(javascript: bool, extra: &[&str]) -> Browser {
         for tool in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
             assert!(
                 std::path::Path::new(tool).exists(),
@@ -67,6 +72,7 @@ impl Browser {
             "--host-resolver-rules=MAP * 127.0.0.1".into(),
             format!("--user-data-dir={}", profile.display()),
         ];
+        let args: Vec<String> = args.into_iter().chain(extra.iter().map(|a| a.to_string())).collect();
         let mut options = json!({ "binary": "/usr/bin/chromium", "args": args });
         if !javascript {
             options["prefs"] = json!({ "profile.managed_default_content_settings.javascript": 2 });
