@@ -192,7 +192,7 @@ pub async fn serve(
                 }
                 Ok(HeadRead::Invalid) => {
                     // The guard refuses malformed heads before they get here; this is the backstop.
-                    let resp = error_page(StatusCode::BAD_REQUEST, "-", true);
+                    let resp = error_page(StatusCode::BAD_REQUEST, &hyper::header::HeaderValue::from_static("-"), true);
                     let _ = write_response(&wire, resp.into(), false, Version::HTTP_11, false, false).await;
                     break;
                 }

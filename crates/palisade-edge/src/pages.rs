@@ -33,8 +33,10 @@ fn reason(status: StatusCode) -> (&'static str, &'static str) {
 }
 
 /// An HTML error page. `close` adds `Connection: close` (after a framing error, the rest of the
-/// connection cannot be trusted).
-pub fn error_page(status: StatusCode, request_id: &str, close: bool) -> Response<EdgeBody> {
+/// connection cannot be trusted). Refusals under a flood are many: the header map comes from
+/// the worker's spares, and the request ID's value is shared, not copied.
+pub fn error_page(status: StatusCode, request_id_value: &HeaderValue, close: bool) -> Response<EdgeBody> {
+    let request_id = request_id_value.to_str().unwrap_or("-");
     let (title, text) = reason(status);
     let code = status.as_str();
     // Put together piece by piece (no formatting machinery): refusals under a flood are many.
@@ -62,12 +64,11 @@ code{background:#f3f3f3;padding:.1rem .3rem}</style></head>\n<body><h1>";
     }
     let mut resp = Response::new(EdgeBody::full(html));
     *resp.status_mut() = status;
+    *resp.headers_mut() = crate::codec::spare_map();
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        h.insert(hyper::header::HeaderName::from_static("x-request-id"), v);
-    }
+    h.insert(hyper::header::HeaderName::from_static("x-request-id"), request_id_value.clone());
     if close {
         h.insert(CONNECTION, HeaderValue::from_static("close"));
     }

@@ -233,7 +233,7 @@ fn run_modules(
     head: &Head,
     zone: &crate::snapshot::ZoneRuntime,
     finish: &mut Finish,
-    request_id: &str,
+    request_id_value: &HeaderValue,
     answering: bool,
 ) -> Option<Response<EdgeBody>> {
     let view = view(ctx, head, &zone.name);
@@ -246,10 +246,10 @@ fn run_modules(
     match outcome {
         crate::modules::Outcome::Continue => None,
         crate::modules::Outcome::Respond(status) => {
-            Some(error_page(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), request_id, false))
+            Some(error_page(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), request_id_value, false))
         }
         crate::modules::Outcome::TooMany(retry_after) => {
-            let mut page = error_page(StatusCode::TOO_MANY_REQUESTS, request_id, false);
+            let mut page = error_page(StatusCode::TOO_MANY_REQUESTS, request_id_value, false);
             page.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from(retry_after));
             Some(page)
         }
@@ -258,6 +258,7 @@ fn run_modules(
         crate::modules::Outcome::Challenge(difficulty) => {
             zone.stats.challenges_issued.fetch_add(1, Ordering::Relaxed);
             let keys = &ctx.edge.challenge_keys;
+            let request_id = request_id_value.to_str().unwrap_or_default();
             Some(crate::challenge::page(keys, &zone.name, &zone.challenge, &view, difficulty, request_id))
         }
     }
@@ -528,7 +529,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
     if let Some(rejection) = ctx.conn.rejection_for(index).filter(|_| !background) {
         ctx.edge.metrics.reject(rejection);
         let status = StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::BAD_REQUEST);
-        return respond(error_page(status, id(), true), finish);
+        return respond(error_page(status, &request_id_value, true), finish);
     }
 
     if !lines_forwardable(&head.lines) {
@@ -550,21 +551,21 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
             finish.host = host.to_string();
         }
         if host.is_empty() {
-            return respond(error_page(StatusCode::BAD_REQUEST, id(), false), finish);
+            return respond(error_page(StatusCode::BAD_REQUEST, &request_id_value, false), finish);
         }
         let snap = ctx.edge.snapshot.load();
         let Some(zone_index) = snap.zone_index(&host) else {
             ctx.edge.metrics.unknown_host.fetch_add(1, Ordering::Relaxed);
-            return respond(error_page(StatusCode::NOT_FOUND, id(), false), finish);
+            return respond(error_page(StatusCode::NOT_FOUND, &request_id_value, false), finish);
         };
         if let Some(sni) = &ctx.sni {
             if snap.zone_index(&normalize_host(sni)) != Some(zone_index) {
                 ctx.edge.metrics.misdirected.fetch_add(1, Ordering::Relaxed);
-                return respond(error_page(StatusCode::MISDIRECTED_REQUEST, id(), false), finish);
+                return respond(error_page(StatusCode::MISDIRECTED_REQUEST, &request_id_value, false), finish);
             }
         }
         let Some(zone) = snap.zone_for_worker(zone_index).cloned() else {
-            return respond(error_page(StatusCode::NOT_FOUND, id(), false), finish);
+            return respond(error_page(StatusCode::NOT_FOUND, &request_id_value, false), finish);
         };
         zone
     };
@@ -579,7 +580,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
     // The security modules (early drop first), each behind its failure policy. Out of line: a
     // zone without modules pays one check, and the request path's code stays together.
     if !zone.modules.is_empty() && !background {
-        if let Some(page) = run_modules(&ctx, &head, &zone, &mut finish, id(), answering) {
+        if let Some(page) = run_modules(&ctx, &head, &zone, &mut finish, &request_id_value, answering) {
             return respond(page, finish);
         }
     }
@@ -587,12 +588,12 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
         return respond(answer_challenge(&ctx, &head, &zone, id()), finish);
     }
     if head.parts.method == Method::CONNECT {
-        return respond(error_page(StatusCode::METHOD_NOT_ALLOWED, id(), false), finish);
+        return respond(error_page(StatusCode::METHOD_NOT_ALLOWED, &request_id_value, false), finish);
     }
     // An origin that points back at the fleet would multiply every request without end.
     if loop_hops(&head) >= MAX_LOOP_HOPS {
         ctx.edge.metrics.loops.fetch_add(1, Ordering::Relaxed);
-        return respond(error_page(StatusCode::LOOP_DETECTED, id(), true), finish);
+        return respond(error_page(StatusCode::LOOP_DETECTED, &request_id_value, true), finish);
     }
 
     // Refuse an oversized body before reading any of it.
@@ -600,7 +601,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
         head.first(Special::ContentLength, CONTENT_LENGTH.as_str()).and_then(codec::parse_content_length);
     if declared_len.is_some_and(|n| n > zone.max_body_bytes) {
         zone.stats.body_too_large.fetch_add(1, Ordering::Relaxed);
-        return respond(error_page(StatusCode::PAYLOAD_TOO_LARGE, id(), true), finish);
+        return respond(error_page(StatusCode::PAYLOAD_TOO_LARGE, &request_id_value, true), finish);
     }
 
     // The cache answers before the origins' capacity is asked for (crate::cache).
@@ -628,7 +629,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
         match queue.acquire(ctx.peer.ip()).await {
             Ok(permit) => finish.slot = Some(permit),
             Err(_) => {
-                let mut page = error_page(StatusCode::SERVICE_UNAVAILABLE, id(), false);
+                let mut page = error_page(StatusCode::SERVICE_UNAVAILABLE, &request_id_value, false);
                 page.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
                 return respond(page, finish);
             }
@@ -824,7 +825,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
                         finish.cache = Some(CacheStatus::Miss);
                     }
                     let close = matches!(status, StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE);
-                    return respond(error_page(status, id(), close), finish);
+                    return respond(error_page(status, &request_id_value, close), finish);
                 }
             }
         }
@@ -838,7 +839,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
         // The client connection's task takes the origin connection out of the body and
         // becomes the tunnel once this 101 is written.
         if !is_upgrade {
-            return respond(error_page(StatusCode::BAD_GATEWAY, id(), true), finish);
+            return respond(error_page(StatusCode::BAD_GATEWAY, &request_id_value, true), finish);
         }
         ctx.conn.upgraded.store(true, Ordering::Relaxed);
     }
@@ -871,7 +872,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
                     Some(served) => {
                         cache_reply(served, CacheStatus::Revalidated, browser_ttl, &zone, &request_id_value, finish)
                     }
-                    None => respond(error_page(StatusCode::BAD_GATEWAY, id(), false), finish),
+                    None => respond(error_page(StatusCode::BAD_GATEWAY, &request_id_value, false), finish),
                 };
             }
             Judged::Record(mut r, status, browser_ttl) => {
