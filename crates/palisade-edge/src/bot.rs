@@ -467,9 +467,7 @@ impl BotModule {
         }
         self.model.as_ref().map(|m| BotResult { score: m.score(req, signals), verified: false })
     }
-}
 
-impl BotModule {
     /// A module with fresh behaviour and learning tables (benches, tests).
     pub fn new(model: Option<Arc<Model>>, verified: Vec<Verified>) -> Self {
         BotModule { model, verified, behaviour: Arc::default(), learning: Arc::default() }

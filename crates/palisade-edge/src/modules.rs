@@ -242,6 +242,8 @@ pub struct Slot {
     kill: Switch,
     breaker: Breaker,
     pub stats: Arc<ModuleStats>,
+    /// An early-drop module ([`EARLY`]): it also meets the answers to challenge pages.
+    early: bool,
 }
 
 /// What the pipeline decided for a request.
@@ -279,6 +281,7 @@ impl Slot {
             kill,
             breaker: Breaker::new(settings),
             stats,
+            early: EARLY.contains(&name),
         }
     }
 
@@ -406,7 +409,7 @@ pub fn run_all(
     early_only: bool,
 ) -> Outcome {
     for slot in slots {
-        if early_only && !EARLY.contains(&slot.name) {
+        if early_only && !slot.early {
             continue;
         }
         match slot.run(req, kill, zone, degraded) {
