@@ -65,6 +65,18 @@ pub async fn control(
     .map_err(anyhow::Error::msg)
 }
 
+/// `palisade status`: the status page, until SIGTERM or Ctrl-C.
+pub async fn status(config: &std::path::Path) -> anyhow::Result<()> {
+    let config = palisade_status::load_config(config).map_err(anyhow::Error::msg)?;
+    let targets = config.zones.len() * config.cities.len();
+    palisade_status::serve(config, move |addr| println!("palisade status ready http={addr} targets={targets}"), async {
+        shutdown_signal().await;
+        tracing::info!("status page shutting down");
+    })
+    .await
+    .map_err(anyhow::Error::msg)
+}
+
 async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -12,6 +12,7 @@ use palisade_control::tokens::{random_token, Tokens};
 use palisade_edge::agent::ControlLink;
 use palisade_edge::{Edge, EdgeOptions, ListenOverride};
 use serde_json::json;
+use tokio::io::AsyncBufReadExt;
 
 use crate::control_cli::{write_private, Remote};
 
@@ -23,7 +24,49 @@ fn port_addr(base: u16, i: usize) -> anyhow::Result<SocketAddr> {
     Ok(SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
-pub async fn run(port: u16, admin_port: u16, control_port: u16, nodes: usize) -> anyhow::Result<()> {
+/// The status page: `palisade status` in a process of its own (its own failure domain, as in
+/// production), probing the demo zone through every node. Killed with the demo.
+async fn spawn_status(
+    dir: &std::path::Path,
+    status_port: u16,
+    edges: &[(String, Edge)],
+    operator: &str,
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    let mut config = format!(
+        "# Written by `palisade demo`: the status page's own config.\ntitle = \"Palisade demo status\"\n\
+listen = \"127.0.0.1:{status_port}\"\ndata_dir = \"status-data\"\ntokens_file = \"status.tokens\"\n\
+interval_ms = 2000\n[[zones]]\nname = \"demo\"\nhost = \"demo.localhost\"\nbody_contains = \"Hello\"\n"
+    );
+    for (city, e) in edges {
+        let http = e.bound.http.context("a node without an HTTP listener")?;
+        config.push_str(&format!("[[cities]]\nname = \"{city}\"\naddress = \"{http}\"\n"));
+    }
+    let path = dir.join("status.toml");
+    std::fs::write(&path, config)?;
+    write_private(&dir.join("status.tokens"), &format!("operator {operator}\n"))?;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["status", "--config"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the status page")?;
+    let stdout = child.stdout.take().context("the status page's output")?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let ready = async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(addr) = line.strip_prefix("palisade status ready http=") {
+                return Ok::<_, anyhow::Error>(addr.split_whitespace().next().unwrap_or_default().to_string());
+            }
+        }
+        anyhow::bail!("the status page exited")
+    };
+    let addr =
+        tokio::time::timeout(Duration::from_secs(20), ready).await.context("the status page did not start")??;
+    Ok((child, format!("http://{addr}")))
+}
+
+pub async fn run(port: u16, admin_port: u16, control_port: u16, status_port: u16, nodes: usize) -> anyhow::Result<()> {
     let nodes = nodes.clamp(1, CITIES.len());
     let (origin_a, _) = palisade_origin::spawn("127.0.0.1:0".parse()?, "demo-origin-a").await?;
     let (origin_b, _) = palisade_origin::spawn("127.0.0.1:0".parse()?, "demo-origin-b").await?;
@@ -110,6 +153,8 @@ interval_ms = 2000
         edges.push((city.clone(), edge));
     }
 
+    let (mut status_page, status_url) = spawn_status(&dir, status_port, &edges, &operator).await?;
+
     // Version 1 is the config the nodes booted with, rolled out in stages like any change.
     let remote = Remote::new(control_url.clone(), operator);
     let (status, v) =
@@ -155,6 +200,7 @@ interval_ms = 2000
         println!("  Node {city:<12}     http://127.0.0.1:{http}/   metrics http://127.0.0.1:{admin}/metrics");
     }
     println!("  Control plane:          {control_url}   (operator token in {})", token_file.display());
+    println!("  Status page:            {status_url}/   (a process of its own; JSON at /api/v2/summary.json)");
     println!(
         "  Config file:            {}  (each node's boot config; version {version} on the control plane)",
         path.display()
@@ -176,6 +222,7 @@ interval_ms = 2000
         edge.run_until_shutdown().await;
     }
     visitor.abort();
+    let _ = status_page.kill().await;
     let _ = stop_tx.send(true);
     let _ = control.await;
     // The demo's config and state are scratch: a run leaves nothing behind in the temp dir.

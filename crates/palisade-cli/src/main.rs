@@ -160,6 +160,14 @@ enum Command {
         workers: usize,
     },
     /// Everything on one machine with embedded defaults: a demo origin and an edge node in front of it.
+    /// Run the status page: probes every zone through every city from outside, and serves the
+    /// components, incidents and uptime it derives (HTML, JSON, Atom, webhooks). A process of
+    /// its own, with its own config and storage: it asks neither the control plane nor a node.
+    Status {
+        /// The status page's config (TOML): cities, zones, webhooks, listen address, data dir.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     Demo {
         /// The first node's HTTP port on 127.0.0.1 (the next nodes take the ports after it).
         #[arg(long, default_value_t = 8080)]
@@ -170,6 +178,9 @@ enum Command {
         /// The control plane's port on 127.0.0.1.
         #[arg(long, default_value_t = 9800)]
         control_port: u16,
+        /// The status page's port on 127.0.0.1.
+        #[arg(long, default_value_t = 9700)]
+        status_port: u16,
         /// How many edge nodes (1 to 5), each named after a city.
         #[arg(long, default_value_t = 3)]
         nodes: usize,
@@ -468,8 +479,9 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             tokio::signal::ctrl_c().await?;
             Ok(())
         }
-        Command::Demo { port, admin_port, control_port, nodes } => {
-            demo::run(port, admin_port, control_port, nodes).await
+        Command::Status { config } => control_cli::status(&config).await,
+        Command::Demo { port, admin_port, control_port, status_port, nodes } => {
+            demo::run(port, admin_port, control_port, status_port, nodes).await
         }
         Command::Control {
             listen,

@@ -9,7 +9,7 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_serves_the_site_through_the_edge() {
-    let mut p = Proc::spawn(&["demo", "--port", "0", "--admin-port", "0", "--control-port", "0"]);
+    let mut p = Proc::spawn(&["demo", "--port", "0", "--admin-port", "0", "--control-port", "0", "--status-port", "0"]);
     let line = p.wait_line("palisade edge ready");
     let addr = |key: &str| -> std::net::SocketAddr {
         line.split_whitespace().find_map(|w| w.strip_prefix(&format!("{key}="))).unwrap().parse().unwrap()
@@ -62,6 +62,22 @@ async fn demo_serves_the_site_through_the_edge() {
             let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
             assert_ne!(v["rollout"]["state"], "rolled_back", "{v}");
             v["rollout"]["state"] == "done"
+        }
+    })
+    .await;
+    // The status page, a process of its own, probes the demo zone through every node.
+    let status = p.wait_line("Status page:");
+    let status =
+        status.split_whitespace().find(|w| w.starts_with("http://")).unwrap().trim_end_matches('/').to_string();
+    eventually("the status page has probed every node", Duration::from_secs(20), || {
+        let status = status.clone();
+        async move {
+            let (s, body) = get(&format!("{status}/api/v2/summary.json")).await;
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let cities = v["components"].as_array().map_or(0, |c| {
+                c.iter().filter(|c| c["group_id"] == "group:locations" && c["status"] == "operational").count()
+            });
+            s == 200 && !v["page"]["updated_at"].is_null() && cities == 3 && v["status"]["indicator"] == "none"
         }
     })
     .await;

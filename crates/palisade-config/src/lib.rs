@@ -14,6 +14,7 @@ pub mod limits;
 pub mod purge;
 pub mod rules;
 mod schema;
+pub mod time;
 mod validate;
 
 pub use schema::*;

@@ -18,6 +18,7 @@ pub mod purge;
 pub mod replica;
 pub mod rollout;
 pub mod store;
-pub mod tokens;
 
 pub use api::{serve, ControlOptions, EtcdOptions};
+/// The tokens file (shared with the status page, hence its own crate).
+pub use palisade_tokens as tokens;

@@ -1,8 +1,14 @@
+//! palisade-tokens: bearer tokens, shared by the control plane and the status page (which must not
+//! depend on each other). It depends on nothing.
+//!
 //! Operator tokens: who may change the fleet. Each token has a name, and the name is the author
 //! and actor recorded for what it does, so a version's author cannot be claimed by the caller.
 //!
 //! File format, one per line: `NAME TOKEN` (`#` starts a comment). Tokens are compared in
 //! constant time.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
+#![forbid(unsafe_code)]
 
 use std::path::Path;
 
