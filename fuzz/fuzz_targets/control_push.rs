@@ -1,7 +1,7 @@
 //! Any bytes as a push to the control plane: the body decoder answers a request or a 400, never
 //! panics, and keeps its limits; a config it would store diffs cleanly against itself and
 //! against another document. The same bytes go through every other request body's decoder
-//! (node hello, answer, report, assignment, rollout, kill switch) and the stage parser.
+//! (node hello, answer, report, analytics, assignment, rollout, kill switch) and the stage parser.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
@@ -15,6 +15,14 @@ fuzz_target!(|data: &[u8]| {
     let _ = serde_json::from_slice::<Report>(data);
     let _ = serde_json::from_slice::<Engage>(data);
     let _ = serde_json::from_slice::<Ack>(data);
+    if let Ok(report) = serde_json::from_slice::<palisade_config::analytics::Report>(data) {
+        if report.check().is_ok() {
+            for z in report.zones.values() {
+                assert_eq!(z.counts.len(), palisade_config::analytics::COUNTS);
+                let _ = palisade_config::analytics::latency_quantile(&z.counts, 0.99);
+            }
+        }
+    }
     if let Ok(start) = serde_json::from_slice::<Start>(data) {
         for stage in start.stages.iter().flatten() {
             let _ = palisade_control::rollout::parse_stage(stage);

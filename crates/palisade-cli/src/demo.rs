@@ -140,6 +140,7 @@ interval_ms = 2000
                 token: token.clone(),
                 city: city.clone(),
                 report_every: Duration::from_secs(1),
+                analytics_every: Duration::from_secs(palisade_config::analytics::INTERVAL_S),
                 ca_file: None,
             }),
             listen: ListenOverride {

@@ -62,6 +62,9 @@ enum Command {
         /// How often to report counters to the control plane, in milliseconds.
         #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
         report_interval_ms: u64,
+        /// How often to send traffic analytics to the control plane, in milliseconds.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+        analytics_interval_ms: u64,
     },
     /// Run the control plane: the versioned config store, its audit log and the operator API.
     Control {
@@ -441,6 +444,7 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
             control_ca,
             city,
             report_interval_ms,
+            analytics_interval_ms,
             http,
             https,
             admin,
@@ -453,6 +457,7 @@ async fn run(cmd: Command) -> anyhow::Result<()> {
                         token: token.trim().to_string(),
                         city,
                         report_every: std::time::Duration::from_millis(report_interval_ms),
+                        analytics_every: std::time::Duration::from_millis(analytics_interval_ms),
                         ca_file: control_ca,
                     })
                 }

@@ -8,6 +8,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
 
+pub mod analytics;
 pub mod artifact;
 pub mod botlearn;
 pub mod limits;

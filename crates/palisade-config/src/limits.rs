@@ -120,4 +120,5 @@ pub const KILL_SWITCHES: &[(&str, &str)] = &[
     ("ddos", "stop automatic DDoS mitigation (nothing is counted or refused)"),
     ("cache", "stop caching: every request goes to the origin, nothing is stored"),
     ("bot", "stop bot scoring (bot.score is absent, bot.verified false)"),
+    ("analytics", "stop counting heavy hitters (top addresses, paths, fingerprints) for the dashboard"),
 ];

@@ -20,6 +20,9 @@
 //! - `POST /v1/nodes/self/answer` `{"version", "ok", "problems"}`: ACK or NACK with reasons
 //!   (`version` null: back on the node's boot config).
 //! - `POST /v1/nodes/self/report` `{"requests", "errors"}`: cumulative counters, every few seconds.
+//! - `POST /v1/nodes/self/analytics`: an interval of traffic analytics
+//!   ([`palisade_config::analytics::Report`]); operators read them with `GET
+//!   /v1/analytics?zone=&city=&from=&to=` (Unix seconds; counters per step, totals, heavy hitters).
 //! - Operators: `GET /v1/nodes`, `PUT /v1/nodes/{name}/assignment` `{"version"}`.
 //!
 //! Kill switches (operators): `GET /v1/killswitches`, `POST /v1/killswitches` `{"name",
@@ -154,9 +157,9 @@ async fn serve_tls(
     }
 }
 
-struct App {
-    store: Store,
-    tokens: Tokens,
+pub(crate) struct App {
+    pub(crate) store: Store,
+    pub(crate) tokens: Tokens,
     node_tokens: Tokens,
     /// Bumped on every assignment change: wakes the long polls, which then read their own.
     assignments: tokio::sync::watch::Sender<u64>,
@@ -166,15 +169,26 @@ struct App {
     purges: tokio::sync::watch::Sender<u64>,
     /// Nodes to ask for synthetic requests in answer to their next report.
     probe: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Traffic analytics (their own file; see [`crate::analytics`]).
+    pub(crate) analytics: Arc<crate::analytics::Analytics>,
+    /// DDoS mitigations each node last said were active, by (zone, node): (count, city, when).
+    /// Logged-in dashboard operators ([`crate::dashboard`]).
+    pub(crate) sessions: crate::dashboard::Sessions,
+    /// Served over TLS (the dashboard's cookie is then `Secure`).
+    pub(crate) tls: bool,
+    pub(crate) mitigations: std::sync::Mutex<Mitigations>,
 }
 
-type Shared = Arc<App>;
+pub(crate) type Shared = Arc<App>;
+
+/// DDoS mitigations active per (zone, node), as last reported: (count, the node's city, when in ms).
+pub(crate) type Mitigations = std::collections::BTreeMap<(String, String), (u64, String, u64)>;
 
 /// An error as the API answers it: a status and `{"error": ...}` plus any details.
-struct ApiError(StatusCode, Value);
+pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) Value);
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         Self(status, json!({ "error": message.into() }))
     }
 }
@@ -202,7 +216,7 @@ impl From<StoreError> for ApiError {
 type ApiResult = Result<Response, ApiError>;
 
 /// Runs a store call off the async threads (SQLite blocks, and a commit waits for the disk).
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     app: &Shared,
     f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -258,6 +272,10 @@ pub async fn serve(
     let store = tokio::task::spawn_blocking(move || Store::open(&path).map_err(|e| format!("{}: {e}", path.display())))
         .await
         .map_err(|e| e.to_string())??;
+    let analytics_path = opts.data_dir.join("analytics.db");
+    let analytics = tokio::task::spawn_blocking(move || crate::analytics::Analytics::open(&analytics_path))
+        .await
+        .map_err(|e| e.to_string())??;
     let (assignments, _) = tokio::sync::watch::channel(0);
     let (kills, _) = tokio::sync::watch::channel(0);
     let (purges, _) = tokio::sync::watch::channel(0);
@@ -269,6 +287,10 @@ pub async fn serve(
         kills,
         purges,
         probe: std::sync::Mutex::default(),
+        analytics: Arc::new(analytics),
+        mitigations: std::sync::Mutex::default(),
+        sessions: crate::dashboard::Sessions::default(),
+        tls: opts.tls.is_some(),
     });
     let tls = match &opts.tls {
         Some((cert, key)) => Some(tls_config(cert, key)?),
@@ -292,6 +314,7 @@ pub async fn serve(
         tokio::spawn(follow_log(app.clone(), repl));
     }
     tokio::spawn(rollout_engine(app.clone()));
+    tokio::spawn(analytics_upkeep(app.analytics.clone()));
     ready(addr);
     match tls {
         Some(config) => serve_tls(listener, router(app), config, shutdown).await,
@@ -314,6 +337,8 @@ fn router(app: Shared) -> Router {
         .route("/v1/nodes/self/answer", post(answer))
         .route("/v1/nodes/{name}/assignment", axum::routing::put(assign))
         .route("/v1/nodes/self/report", post(report))
+        .route("/v1/nodes/self/analytics", post(node_analytics))
+        .route("/v1/analytics", get(analytics))
         .route("/v1/killswitches", post(engage).get(kill_switches))
         .route("/v1/killswitches/{name}", axum::routing::delete(release))
         .route("/v1/nodes/self/killswitches", get(node_kill_switches))
@@ -335,6 +360,7 @@ fn router(app: Shared) -> Router {
         .route("/v1/replication", get(replication))
         .route("/v1/internal/blobs/{hash}", get(get_blob).put(put_blob))
         .route("/openapi.json", get(|| async { Json(crate::openapi::document()) }))
+        .merge(crate::dashboard::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(app)
 }
@@ -752,6 +778,81 @@ async fn report(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> A
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Downsampling and retention of the analytics, every minute.
+async fn analytics_upkeep(analytics: Arc<crate::analytics::Analytics>) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let a = analytics.clone();
+        match tokio::task::spawn_blocking(move || a.maintain(crate::store::now_ms() / 1000)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "analytics upkeep"),
+            Err(e) => tracing::warn!(error = %e, "analytics upkeep task"),
+        }
+    }
+}
+
+/// `POST /v1/nodes/self/analytics`: a node's interval ([`palisade_config::analytics::Report`]).
+async fn node_analytics(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    let name = node_actor(&app, &headers)?;
+    let report: palisade_config::analytics::Report = json_body(&body)?;
+    report.check().map_err(bad_request)?;
+    let nodes = blocking(&app, |s| s.nodes()).await?;
+    let city = nodes.into_iter().find(|n| n.name == name).map(|n| n.city).unwrap_or_else(|| "unknown".into());
+    {
+        let mut m = crate::store::lock_or_recover(&app.mitigations);
+        for (zone, z) in &report.zones {
+            m.insert((zone.clone(), name.clone()), (z.mitigations, city.clone(), crate::store::now_ms()));
+        }
+    }
+    let analytics = app.analytics.clone();
+    tokio::task::spawn_blocking(move || analytics.ingest(&city, &report))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("analytics: {e}")))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+pub(crate) struct AnalyticsQuery {
+    pub(crate) zone: Option<String>,
+    pub city: Option<String>,
+    /// Unix seconds; default the last hour.
+    pub from: Option<u64>,
+    pub to: Option<u64>,
+}
+
+/// The longest range one query may ask for.
+pub const MAX_ANALYTICS_RANGE_S: u64 = 31 * 86_400;
+
+/// Checks a range query and runs it (the API's and the dashboard's).
+pub(crate) async fn analytics_series(
+    analytics: &Arc<crate::analytics::Analytics>,
+    q: AnalyticsQuery,
+) -> Result<crate::analytics::Series, ApiError> {
+    let now = crate::store::now_ms() / 1000;
+    let to = q.to.unwrap_or(now + 1);
+    let from = q.from.unwrap_or(to.saturating_sub(3600));
+    if from >= to || to - from > MAX_ANALYTICS_RANGE_S {
+        return Err(bad_request(format!("from, to: from before to, at most {MAX_ANALYTICS_RANGE_S} s apart")));
+    }
+    let a = analytics.clone();
+    tokio::task::spawn_blocking(move || a.query(q.zone.as_deref(), q.city.as_deref(), from, to, now))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("analytics: {e}")))
+}
+
+/// `GET /v1/analytics?zone=&city=&from=&to=`: counters per step, totals, heavy hitters.
+async fn analytics(State(app): State<Shared>, headers: HeaderMap, Query(q): Query<AnalyticsQuery>) -> ApiResult {
+    actor(&app, &headers)?;
+    let series = analytics_series(&app.analytics, q).await?;
+    let fields: Vec<String> =
+        (0..palisade_config::analytics::COUNTS).map(palisade_config::analytics::count_name).collect();
+    Ok(Json(json!({ "fields": fields, "series": series })).into_response())
+}
+
 /// Stages, bake time and lane of a rollout, from what the operator gave and the lane's defaults.
 fn rollout_plan(
     stages: Option<Vec<String>>,
@@ -783,12 +884,22 @@ fn rollout_plan(
 async fn start_rollout(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let who = actor(&app, &headers)?;
     let req: crate::bodies::Start = json_body(&body)?;
-    let (stages, bake_ms, lane) = rollout_plan(req.stages, req.bake_ms, req.emergency)?;
-    let started = blocking(&app, move |s| s.start_rollout(&who, req.version, &stages, bake_ms, lane)).await?;
-    match started {
-        Ok(r) => Ok((StatusCode::CREATED, Json(json!({ "rollout": r }))).into_response()),
-        Err(why) => Err(ApiError::new(StatusCode::CONFLICT, why)),
-    }
+    let r = begin_rollout(&app, who, req.version, req.stages, req.bake_ms, req.emergency).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "rollout": r }))).into_response())
+}
+
+/// Starts a rollout of `version`, as `who` (the API's and the dashboard's).
+pub(crate) async fn begin_rollout(
+    app: &Shared,
+    who: String,
+    version: u64,
+    stages: Option<Vec<String>>,
+    bake_ms: Option<u64>,
+    emergency: bool,
+) -> Result<crate::rollout::Rollout, ApiError> {
+    let (stages, bake_ms, lane) = rollout_plan(stages, bake_ms, emergency)?;
+    let started = blocking(app, move |s| s.start_rollout(&who, version, &stages, bake_ms, lane)).await?;
+    started.map_err(|why| ApiError::new(StatusCode::CONFLICT, why))
 }
 
 #[derive(Deserialize)]
@@ -1021,31 +1132,39 @@ async fn rollout(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<u
 
 async fn abort_rollout(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<u64>) -> ApiResult {
     let who = actor(&app, &headers)?;
+    abort(&app, who, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Aborts a running rollout (it rolls back), as `who` (the API's and the dashboard's).
+pub(crate) async fn abort(app: &Shared, who: String, id: u64) -> Result<(), ApiError> {
     let reason = format!("aborted by {who}");
-    let actor_name = who.clone();
-    let done = blocking(&app, move |s| s.roll_back(id, &actor_name, &reason)).await?;
+    let done = blocking(app, move |s| s.roll_back(id, &who, &reason)).await?;
     if !done {
         return Err(ApiError::new(StatusCode::CONFLICT, format!("rollout {id} is not running")));
     }
     app.assignments.send_modify(|g| *g = g.wrapping_add(1));
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(())
 }
 
 async fn pause_rollout(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<u64>) -> ApiResult {
-    pause_or_resume(app, headers, id, true).await
+    let who = actor(&app, &headers)?;
+    pause_or_resume(&app, who, id, true).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 async fn resume_rollout(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<u64>) -> ApiResult {
-    pause_or_resume(app, headers, id, false).await
+    let who = actor(&app, &headers)?;
+    pause_or_resume(&app, who, id, false).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn pause_or_resume(app: Shared, headers: HeaderMap, id: u64, pause: bool) -> ApiResult {
-    let who = actor(&app, &headers)?;
-    if !blocking(&app, move |s| s.pause(id, &who, pause)).await? {
+pub(crate) async fn pause_or_resume(app: &Shared, who: String, id: u64, pause: bool) -> Result<(), ApiError> {
+    if !blocking(app, move |s| s.pause(id, &who, pause)).await? {
         let state = if pause { "running" } else { "paused" };
         return Err(ApiError::new(StatusCode::CONFLICT, format!("rollout {id} is not {state}")));
     }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(())
 }
 
 async fn kill_switches(State(app): State<Shared>, headers: HeaderMap) -> ApiResult {
@@ -1069,26 +1188,36 @@ fn known_switch(name: &str) -> Result<(), ApiError> {
 async fn engage(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> ApiResult {
     let who = actor(&app, &headers)?;
     let e: crate::bodies::Engage = json_body(&body)?;
-    known_switch(&e.name)?;
-    if e.reason.trim().is_empty() {
-        return Err(bad_request("reason: say why"));
-    }
-    bounded("reason", &e.reason)?;
-    let generation = blocking(&app, move |s| s.set_kill_switch(&who, &e.name, Some(&e.reason))).await?;
-    if let Some(g) = generation {
-        app.kills.send_replace(g);
-    }
+    let generation = switch(&app, who, e.name, Some(e.reason)).await?;
     Ok(Json(json!({ "generation": generation, "changed": generation.is_some() })).into_response())
 }
 
 async fn release(State(app): State<Shared>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
     let who = actor(&app, &headers)?;
+    let generation = switch(&app, who, name, None).await?;
+    Ok(Json(json!({ "generation": generation, "changed": generation.is_some() })).into_response())
+}
+
+/// Switches kill switch `name` off fleet-wide (`reason` given) or releases it, as `who`; the new
+/// generation when something changed (the API's and the dashboard's).
+pub(crate) async fn switch(
+    app: &Shared,
+    who: String,
+    name: String,
+    reason: Option<String>,
+) -> Result<Option<u64>, ApiError> {
     known_switch(&name)?;
-    let generation = blocking(&app, move |s| s.set_kill_switch(&who, &name, None)).await?;
+    if let Some(reason) = &reason {
+        if reason.trim().is_empty() {
+            return Err(bad_request("reason: say why"));
+        }
+        bounded("reason", reason)?;
+    }
+    let generation = blocking(app, move |s| s.set_kill_switch(&who, &name, reason.as_deref())).await?;
     if let Some(g) = generation {
         app.kills.send_replace(g);
     }
-    Ok(Json(json!({ "generation": generation, "changed": generation.is_some() })).into_response())
+    Ok(generation)
 }
 
 async fn node_kill_switches(

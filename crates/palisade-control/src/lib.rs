@@ -7,11 +7,14 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
 
+pub mod analytics;
 pub mod api;
 pub mod artifacts;
 pub mod bodies;
+pub mod dashboard;
 pub mod diff;
 pub mod etcd;
+pub mod health;
 pub mod killswitch;
 pub mod openapi;
 pub mod purge;

@@ -160,6 +160,26 @@ const OPS: &[Op] = &[
     },
     Op {
         method: "post",
+        path: "/v1/nodes/self/analytics",
+        role: Role::Node,
+        summary: "An interval of traffic analytics: per zone, the counters of the layout `fields` names (requests, status classes, actions, cache hits, latency and bot score histograms) and the heaviest clients, paths and fingerprints",
+        body: &[
+            ("start", "integer", true, "Unix seconds the interval started"),
+            ("seconds", "integer", true, "its length"),
+            ("zones", "object", true, "by zone: counts (array), top {ips, paths, fingerprints}, mitigations"),
+        ],
+        responses: &[("204", "stored"), ("400", "not in the layout, or over a limit")],
+    },
+    Op {
+        method: "get",
+        path: "/v1/analytics",
+        role: Role::Operator,
+        summary: "Traffic over a range (query: zone, city, from, to in Unix seconds; default the last hour): counters per step (10 s for the last day, 1 min for 30 days), totals over the range, the heaviest hitters; `fields` names the counters",
+        body: &[],
+        responses: &[("200", "fields and series"), ("400", "a bad range")],
+    },
+    Op {
+        method: "post",
         path: "/v1/killswitches",
         role: Role::Operator,
         summary: "Switch a module off on every node",

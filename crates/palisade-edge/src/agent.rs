@@ -32,6 +32,8 @@ pub struct ControlLink {
     pub city: String,
     /// How often the node reports its counters (the control plane's health gates read them).
     pub report_every: Duration,
+    /// How often the node sends its traffic analytics ([`crate::analytics`]).
+    pub analytics_every: Duration,
     /// The CA to trust for an `https://` control plane.
     pub ca_file: Option<std::path::PathBuf>,
 }
@@ -248,6 +250,7 @@ pub async fn run(shared: Arc<EdgeShared>, link: ControlLink) {
     };
     let ch = Channel { client, link, shared, current: Arc::default() };
     tokio::spawn(ch.clone().report_loop());
+    tokio::spawn(ch.clone().analytics_loop());
     tokio::spawn(ch.clone().kill_loop());
     tokio::spawn(ch.clone().purge_loop());
     let mut agent = Watch { ch, registered: false, known: None };
@@ -650,6 +653,67 @@ impl Channel {
             return Err(format!("answer: {s} {}", text(&b)));
         }
         Ok(())
+    }
+
+    /// Traffic analytics every `analytics_every`, until shutdown. An interval the control plane
+    /// did not take is added to the next (up to an hour of them), so a short outage of the
+    /// control plane leaves no hole in the charts.
+    async fn analytics_loop(self) {
+        use palisade_config::analytics::{add_counts, merge_top, Report, TOP_K};
+        let mut shutdown = self.shared.shutdown.subscribe();
+        let mut every = tokio::time::interval(self.link.analytics_every);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut before = self.shared.metrics.zone_counts();
+        let mut start = crate::clock::unix_now();
+        let mut pending: Option<Report> = None;
+        every.tick().await;
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let now = crate::clock::unix_now();
+            let counts = self.shared.metrics.zone_counts();
+            let top = self.shared.metrics.take_top();
+            let mut report =
+                crate::analytics::interval(start, now.saturating_sub(start).max(1), &mut before, counts, top);
+            start = now;
+            if let Some(old) = pending.take().filter(|old| now.saturating_sub(old.start) < 3600) {
+                for (zone, z) in old.zones {
+                    let into = report.zones.entry(zone).or_default();
+                    add_counts(&mut into.counts, &z.counts);
+                    into.top.ips = merge_top([into.top.ips.as_slice(), z.top.ips.as_slice()], TOP_K);
+                    into.top.paths = merge_top([into.top.paths.as_slice(), z.top.paths.as_slice()], TOP_K);
+                    into.top.fingerprints =
+                        merge_top([into.top.fingerprints.as_slice(), z.top.fingerprints.as_slice()], TOP_K);
+                }
+                report.seconds = now.saturating_sub(old.start).max(1);
+                report.start = old.start;
+            }
+            for (zone, z) in report.zones.iter_mut() {
+                z.mitigations = self.shared.metrics.zone(zone).ddos_active.load(std::sync::atomic::Ordering::Relaxed);
+            }
+            if report.zones.is_empty() {
+                continue;
+            }
+            let body = match serde_json::to_value(&report) {
+                Ok(b) => b,
+                Err(_) => continue,
+            };
+            match self.call(Method::POST, "/v1/nodes/self/analytics", Some(body), Duration::from_secs(5)).await {
+                Ok((s, _)) if s.is_success() => {}
+                Ok((s, b)) => {
+                    tracing::debug!(status = %s, body = %text(&b), "analytics refused");
+                    if s.is_server_error() {
+                        pending = Some(report);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "analytics not delivered");
+                    pending = Some(report);
+                }
+            }
+        }
     }
 
     /// Cumulative responses and 5xx every `report_every`, until shutdown. Failures are quiet:

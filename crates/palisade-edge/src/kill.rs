@@ -18,6 +18,7 @@ pub enum Switch {
     Ddos = 7,
     Cache = 8,
     Bot = 9,
+    Analytics = 10,
 }
 
 /// The fleet's switches (from the control plane) and this node's own (its admin API): a module
@@ -77,9 +78,10 @@ mod tests {
 
     #[test]
     fn switches_match_the_shared_list() {
-        assert_eq!(KILL_SWITCHES.len(), 10);
+        assert_eq!(KILL_SWITCHES.len(), 11);
         assert_eq!(KILL_SWITCHES[Switch::Cache as usize].0, "cache");
         assert_eq!(KILL_SWITCHES[Switch::Bot as usize].0, "bot");
+        assert_eq!(KILL_SWITCHES[Switch::Analytics as usize].0, "analytics");
         assert_eq!(KILL_SWITCHES[Switch::Ddos as usize].0, "ddos");
         assert_eq!(KILL_SWITCHES[Switch::AccessLog as usize].0, "access_log");
         assert_eq!(KILL_SWITCHES[Switch::Retries as usize].0, "retries");

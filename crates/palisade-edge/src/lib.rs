@@ -10,6 +10,7 @@
 pub mod access_log;
 mod admin;
 pub mod agent;
+pub mod analytics;
 pub mod artifacts;
 pub mod body;
 pub mod bot;

@@ -148,6 +148,11 @@ pub struct ZoneStats {
     pub challenges_failed: AtomicU64,
     /// Bot scores given ([`crate::bot`]), in bands of ten: 1-9, 10-19, ..., 90-99.
     pub bot_scores: [AtomicU64; 10],
+    /// Requests a module refused (its own status), and those a rate limit answered 429.
+    pub blocked: WorkerGauge,
+    pub rate_limited: WorkerGauge,
+    /// Heaviest clients, paths and fingerprints since the last analytics interval.
+    pub top: crate::analytics::TopTalkers,
 }
 
 impl ZoneStats {
@@ -264,6 +269,60 @@ impl Metrics {
     }
 
     /// Responses sent so far, all zones and origins: (all, 5xx). What a node reports upward.
+    /// Per zone, the analytics counters ([`palisade_config::analytics`]) since the node started.
+    pub fn zone_counts(&self) -> BTreeMap<String, Vec<u64>> {
+        use palisade_config::analytics as a;
+        let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for (name, z) in crate::lock(&self.zones).iter() {
+            let mut c = vec![0u64; a::COUNTS];
+            let mut set = |i: usize, n: u64| {
+                if let Some(x) = c.get_mut(i) {
+                    *x = x.saturating_add(n);
+                }
+            };
+            for class in 0..5 {
+                set(a::STATUS + class, z.local.get(class));
+            }
+            set(a::BLOCKED, z.blocked.get());
+            set(a::RATE_LIMITED, z.rate_limited.get());
+            set(a::CHALLENGED, z.challenges_issued.load(Ordering::Relaxed));
+            set(a::CACHE_HITS, z.cache.by_status.first().map(WorkerGauge::get).unwrap_or(0));
+            let mut counted = 0;
+            for i in 0..LATENCY_BUCKETS.len() {
+                let n = z.latency.sum(|s| s.buckets.get(i).map(|b| b.load(Ordering::Relaxed)).unwrap_or(0));
+                counted += n;
+                set(a::LATENCY + i, n);
+            }
+            let total = z.latency.sum(|s| s.count.load(Ordering::Relaxed));
+            set(a::LATENCY + LATENCY_BUCKETS.len(), total.saturating_sub(counted));
+            for (i, band) in z.bot_scores.iter().enumerate() {
+                set(a::BOT + i, band.load(Ordering::Relaxed));
+            }
+            out.insert(name.clone(), c);
+        }
+        for ((zone, _), o) in crate::lock(&self.origins).iter() {
+            if let Some(c) = out.get_mut(zone) {
+                for class in 0..5 {
+                    if let Some(x) = c.get_mut(a::STATUS + class) {
+                        *x = x.saturating_add(o.responses.get(class));
+                    }
+                }
+            }
+        }
+        for c in out.values_mut() {
+            let requests: u64 = c.get(a::STATUS..a::STATUS + 5).map(|s| s.iter().sum()).unwrap_or(0);
+            if let Some(r) = c.get_mut(a::REQUESTS) {
+                *r = requests;
+            }
+        }
+        out
+    }
+
+    /// Per zone, the heavy hitters since the last call.
+    pub fn take_top(&self) -> BTreeMap<String, palisade_config::analytics::Top> {
+        crate::lock(&self.zones).iter().map(|(name, z)| (name.clone(), z.top.take())).collect()
+    }
+
     pub fn response_totals(&self) -> (u64, u64) {
         let mut all = 0;
         let mut errors = 0;
@@ -597,6 +656,20 @@ fn esc(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn analytics_buckets_are_the_histogram_buckets() {
+        let ms: Vec<f64> = LATENCY_BUCKETS.iter().map(|s| s * 1000.0).collect();
+        assert_eq!(ms, palisade_config::analytics::LATENCY_LE_MS.to_vec());
+        let m = Metrics::default();
+        let z = m.zone("demo");
+        z.local.add(503);
+        z.latency.observe(std::time::Duration::from_millis(7));
+        z.blocked.add(1);
+        let c = &m.zone_counts()["demo"];
+        use palisade_config::analytics as a;
+        assert_eq!((c[a::REQUESTS], c[a::STATUS + 4], c[a::BLOCKED], c[a::LATENCY + 4]), (1, 1, 1, 1));
+    }
 
     #[test]
     fn a_worker_gauge_sums_its_shards_even_when_one_wraps() {

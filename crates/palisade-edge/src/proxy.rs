@@ -246,9 +246,11 @@ fn run_modules(
     match outcome {
         crate::modules::Outcome::Continue => None,
         crate::modules::Outcome::Respond(status) => {
+            zone.stats.blocked.add(1);
             Some(error_page(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), request_id_value, false))
         }
         crate::modules::Outcome::TooMany(retry_after) => {
+            zone.stats.rate_limited.add(1);
             let mut page = error_page(StatusCode::TOO_MANY_REQUESTS, request_id_value, false);
             page.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from(retry_after));
             Some(page)
@@ -570,6 +572,10 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
         zone
     };
     zone.budget.requests_in_flight.add(1);
+    if ctx.edge.analytics_on() {
+        let fingerprint = ctx.ja4.as_deref().or_else(|| ctx.h2.get().map(|f| &**f));
+        zone.stats.top.observe(ctx.peer.ip(), head.parts.uri.path(), fingerprint);
+    }
     finish.zone = Some(zone.clone());
     let via = &zone.via;
 

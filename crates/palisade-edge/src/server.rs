@@ -216,6 +216,12 @@ impl EdgeShared {
         }
     }
 
+    /// Whether heavy hitters are counted for the control plane's analytics: linked to one, and
+    /// not switched off.
+    pub fn analytics_on(&self) -> bool {
+        self.options.control.is_some() && !self.kill.off(crate::kill::Switch::Analytics)
+    }
+
     /// Whether requests are written to the access log: configured, and not switched off.
     pub fn access_log_on(&self) -> bool {
         self.access_log.enabled() && !self.kill.off(crate::kill::Switch::AccessLog)

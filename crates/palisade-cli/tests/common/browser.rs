@@ -110,6 +110,25 @@ impl Browser {
         v.as_str().unwrap_or_default().to_string()
     }
 
+    /// The first element matching a CSS selector (WebDriver's element ID).
+    async fn element(&self, css: &str) -> String {
+        let v = self.call("POST", "/element", Some(json!({ "using": "css selector", "value": css }))).await;
+        v.as_object().and_then(|o| o.values().next()).and_then(|id| id.as_str()).unwrap_or_default().to_string()
+    }
+
+    /// Replaces the value of the element matching `css` with `text`, typed.
+    pub async fn fill(&self, css: &str, text: &str) {
+        let id = self.element(css).await;
+        self.call("POST", &format!("/element/{id}/clear"), Some(json!({}))).await;
+        self.call("POST", &format!("/element/{id}/value"), Some(json!({ "text": text }))).await;
+    }
+
+    /// Clicks the element matching `css` (a button submits its form, as a person's click would).
+    pub async fn click(&self, css: &str) {
+        let id = self.element(css).await;
+        self.call("POST", &format!("/element/{id}/click"), Some(json!({}))).await;
+    }
+
     /// The page's source (works with scripts switched off).
     pub async fn source(&self) -> String {
         self.call("GET", "/source", None).await.as_str().unwrap_or_default().to_string()
@@ -122,7 +141,10 @@ impl Browser {
             if self.source().await.contains(needle) {
                 return start.elapsed();
             }
-            assert!(start.elapsed() < within, "the page never showed {needle:?}; it is at {}", self.url().await);
+            if start.elapsed() >= within {
+                let text = self.text().await;
+                panic!("the page never showed {needle:?}; it is at {}, showing:\n{text}", self.url().await);
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

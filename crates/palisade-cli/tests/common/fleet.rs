@@ -125,6 +125,8 @@ pub fn fleet_node_at(url: &str, name: &str, token: &str, boot: &str) -> EdgeProc
         name,
         "--report-interval-ms",
         "200",
+        "--analytics-interval-ms",
+        "500",
     ];
     edge_with(dir, config, &args)
 }
