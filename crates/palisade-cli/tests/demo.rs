@@ -65,6 +65,24 @@ async fn demo_serves_the_site_through_the_edge() {
         }
     })
     .await;
+    // The dashboard, on the control plane: log in with the operator token, see the three nodes.
+    let form = format!("token={token}");
+    let (s, h, _) = request_full(
+        &client(),
+        "POST",
+        &format!("{url}/dashboard/login"),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        form.into_bytes(),
+    )
+    .await;
+    assert_eq!(s, 303);
+    let cookie = h.get("set-cookie").unwrap().to_str().unwrap().split(';').next().unwrap().to_string();
+    let (s, _, page) =
+        request_full(&client(), "GET", &format!("{url}/dashboard"), &[("cookie", &cookie)], Vec::new()).await;
+    assert_eq!(s, 200);
+    for city in ["amsterdam", "singapore", "sao-paulo"] {
+        assert!(page.contains(&format!("data-node=\"{city}\"")), "{page}");
+    }
     // The status page, a process of its own, probes the demo zone through every node.
     let status = p.wait_line("Status page:");
     let status =

@@ -148,8 +148,8 @@ async fn probe_loop(app: Arc<App>, mut tracker: Tracker, prober: Arc<Prober>) {
             };
         let mut probes = tokio::task::JoinSet::new();
         for (i, t) in tracker.targets.iter().enumerate() {
-            let city = app.config.cities.iter().find(|c| c.name == t.city).cloned();
-            let zone = app.config.zones.iter().find(|z| z.name == t.zone).cloned();
+            let city = app.config.cities.get(t.city_index).cloned();
+            let zone = app.config.zones.get(t.zone_index).cloned();
             let (Some(city), Some(zone)) = (city, zone) else { continue };
             let (prober, limit) = (prober.clone(), limit.clone());
             probes.spawn(async move {

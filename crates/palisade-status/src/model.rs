@@ -99,6 +99,9 @@ pub fn overall(components: &[Component]) -> (&'static str, &'static str) {
 pub struct Target {
     pub zone: String,
     pub city: String,
+    /// Where they are in the config (the prober's round reads them there).
+    pub zone_index: usize,
+    pub city_index: usize,
     /// The judged state (changes only after a streak).
     pub health: Verdict,
     streak_of: Verdict,
@@ -160,12 +163,14 @@ impl Tracker {
         now: u64,
     ) -> Self {
         let mut targets = Vec::new();
-        for zone in &config.zones {
-            for city in &config.cities {
+        for (zone_index, zone) in config.zones.iter().enumerate() {
+            for (city_index, city) in config.cities.iter().enumerate() {
                 let health = saved_targets.get(&target_key(&zone.name, &city.name)).copied().unwrap_or(Verdict::Ok);
                 targets.push(Target {
                     zone: zone.name.clone(),
                     city: city.name.clone(),
+                    zone_index,
+                    city_index,
                     health,
                     streak_of: health,
                     streak: 0,
