@@ -426,7 +426,7 @@ It takes a few seconds and needs nothing from you.</p>\
     h.insert(hyper::header::CONTENT_SECURITY_POLICY, csp().clone());
     h.insert(MITIGATED.clone(), HeaderValue::from_static("challenge"));
     if let Ok(v) = HeaderValue::from_str(request_id) {
-        h.insert(HeaderName::from_static("x-request-id"), v);
+        h.insert(crate::proxy::X_REQUEST_ID.clone(), v);
     }
     resp
 }

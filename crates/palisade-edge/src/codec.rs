@@ -516,6 +516,22 @@ pub fn header_slots<'s, 'b>(
     }
 }
 
+/// `n` in decimal, written into `buf` (no allocation): the digits' slice of it.
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        if let Some(d) = buf.get_mut(at) {
+            *d = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || at == 0 {
+            break;
+        }
+    }
+    buf.get(at..).unwrap_or_default()
+}
+
 /// A `Content-Length` value, strictly: digits only (no sign, no list such as `5, 5`, no spaces
 /// inside), at most 19 of them, so that it fits a u64.
 pub fn parse_content_length(v: &[u8]) -> Option<u64> {
@@ -1120,6 +1136,13 @@ impl RawHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals() {
+        for n in [0u64, 7, 10, 1234, u64::MAX] {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string().as_bytes());
+        }
+    }
 
     #[test]
     fn raw_headers_keep_order_and_spelling_and_drop_lines() {

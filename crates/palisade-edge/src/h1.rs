@@ -438,7 +438,7 @@ fn write_head(
         Framing::Length(n)
     } else if let Some(n) = body.size_hint().exact() {
         out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(n.to_string().as_bytes());
+        out.extend_from_slice(codec::decimal(n, &mut [0; 20]));
         out.extend_from_slice(b"\r\n");
         Framing::Length(n)
     } else if request_version == Version::HTTP_11 {
@@ -516,20 +516,24 @@ async fn write_spliced(
 }
 
 thread_local! {
-    /// The current second's HTTP date, formatted once per second per thread.
-    static DATE_CACHE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((0, String::new())) };
+    /// The current second's HTTP date, formatted once per second per thread, and the instant
+    /// (on the poll's clock) until which it holds: a response reads no wall clock of its own.
+    static DATE_CACHE: std::cell::RefCell<(Option<tokio::time::Instant>, String)> =
+        const { std::cell::RefCell::new((None, String::new())) };
 }
 
 fn date_now(out: &mut BytesMut) {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = crate::clock::now();
     DATE_CACHE.with(|c| match c.try_borrow_mut() {
         Ok(mut c) => {
-            if c.0 != secs || c.1.is_empty() {
-                *c = (secs, crate::finish::http_date(secs));
+            if c.0.is_none_or(|until| now >= until) || c.1.is_empty() {
+                let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                let left = std::time::Duration::from_nanos(1_000_000_000 - u64::from(wall.subsec_nanos()));
+                *c = (Some(now + left), crate::finish::http_date(wall.as_secs()));
             }
             out.extend_from_slice(c.1.as_bytes());
         }
-        Err(_) => out.extend_from_slice(crate::finish::http_date(secs).as_bytes()),
+        Err(_) => out.extend_from_slice(crate::finish::http_date(crate::clock::unix_now()).as_bytes()),
     });
 }
 

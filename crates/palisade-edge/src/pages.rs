@@ -32,45 +32,84 @@ fn reason(status: StatusCode) -> (&'static str, &'static str) {
     }
 }
 
-/// An HTML error page. `close` adds `Connection: close` (after a framing error, the rest of the
-/// connection cannot be trusted). Refusals under a flood are many: the header map comes from
-/// the worker's spares, and the request ID's value is shared, not copied.
-pub fn error_page(status: StatusCode, request_id_value: &HeaderValue, close: bool) -> Response<EdgeBody> {
-    let request_id = request_id_value.to_str().unwrap_or("-");
+// The page, put together from pieces (no formatting machinery).
+const HEAD: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>";
+const STYLE: &str = "</title><style>body{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}\
+code{background:#f3f3f3;padding:.1rem .3rem}</style></head>\n<body><h1>";
+const TAIL: &str = "</code></p><hr><p><small>palisade</small></p></body></html>\n";
+
+/// The statuses with a page of their own (the rest share "Error").
+const KNOWN: [u16; 14] = [400, 403, 404, 405, 408, 413, 421, 429, 431, 501, 502, 503, 504, 508];
+
+/// A status's page up to the request ID.
+fn prefix(status: StatusCode) -> String {
     let (title, text) = reason(status);
     let code = status.as_str();
-    // Put together piece by piece (no formatting machinery): refusals under a flood are many.
-    const HEAD: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>";
-    const STYLE: &str = "</title><style>body{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}\
-code{background:#f3f3f3;padding:.1rem .3rem}</style></head>\n<body><h1>";
-    const TAIL: &str = "</code></p><hr><p><small>palisade</small></p></body></html>\n";
-    let mut html = String::with_capacity(HEAD.len() + STYLE.len() + TAIL.len() + 2 * title.len() + text.len() + 64);
-    for part in [
-        HEAD,
-        code,
-        " ",
-        title,
-        STYLE,
-        code,
-        " ",
-        title,
-        "</h1><p>",
-        text,
-        "</p><p>Request ID: <code>",
-        request_id,
-        TAIL,
-    ] {
+    let mut html = String::with_capacity(HEAD.len() + STYLE.len() + 2 * title.len() + text.len() + 48);
+    for part in [HEAD, code, " ", title, STYLE, code, " ", title, "</h1><p>", text, "</p><p>Request ID: <code>"] {
         html.push_str(part);
     }
+    html
+}
+
+/// The known statuses' prefixes, built once: under a flood, a refusal copies three pieces.
+static PREFIXES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    KNOWN.iter().map(|c| prefix(StatusCode::from_u16(*c).unwrap_or(StatusCode::BAD_REQUEST))).collect()
+});
+
+/// An HTML error page. `close` adds `Connection: close` (after a framing error, the rest of the
+/// connection cannot be trusted). Refusals under a flood are many: the page's text up to the
+/// request ID is built once per status, the header map comes from the worker's spares, and the
+/// request ID's value is shared, not copied.
+pub fn error_page(status: StatusCode, request_id_value: &HeaderValue, close: bool) -> Response<EdgeBody> {
+    let request_id = request_id_value.to_str().unwrap_or("-");
+    let built;
+    let head = match KNOWN.iter().position(|c| *c == status.as_u16()).and_then(|i| PREFIXES.get(i)) {
+        Some(p) => p.as_str(),
+        None => {
+            built = prefix(status);
+            built.as_str()
+        }
+    };
+    let mut html = String::with_capacity(head.len() + request_id.len() + TAIL.len());
+    html.push_str(head);
+    html.push_str(request_id);
+    html.push_str(TAIL);
     let mut resp = Response::new(EdgeBody::full(html));
     *resp.status_mut() = status;
     *resp.headers_mut() = crate::codec::spare_map();
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(hyper::header::HeaderName::from_static("x-request-id"), request_id_value.clone());
+    h.insert(crate::proxy::X_REQUEST_ID.clone(), request_id_value.clone());
     if close {
         h.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn page(status: u16) -> String {
+        let id = HeaderValue::from_static("0123456789abcdef");
+        let resp = error_page(StatusCode::from_u16(status).unwrap(), &id, false);
+        assert_eq!(resp.headers()["x-request-id"], "0123456789abcdef");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn pages_built_once_and_on_demand_read_the_same() {
+        let known = page(429).await;
+        assert!(known.starts_with("<!doctype html>"), "{known}");
+        assert!(known.contains("<title>429 Too many requests</title>"), "{known}");
+        assert!(known.contains("Request ID: <code>0123456789abcdef</code>"), "{known}");
+        assert!(known.ends_with("</html>\n"));
+        assert_eq!(known, format!("{}0123456789abcdef{TAIL}", prefix(StatusCode::TOO_MANY_REQUESTS)));
+        let other = page(418).await;
+        assert!(other.contains("<title>418 Error</title>") && other.contains("0123456789abcdef"), "{other}");
+    }
 }

@@ -56,7 +56,7 @@ impl ConnCtx {
     }
 }
 
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// RFC 8586: each CDN a request passes through appends its token, so loops can be seen.
 static CDN_LOOP: HeaderName = HeaderName::from_static("cdn-loop");
 const CDN_LOOP_TOKEN: &str = "palisade";
@@ -71,13 +71,11 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let r = fast_random();
-    arena_value(16, |out| {
-        for i in 0..16 {
-            let nibble = ((r >> (60 - 4 * i)) & 0xf) as usize;
-            out.extend_from_slice(&[HEX.get(nibble).copied().unwrap_or(b'0')]);
-        }
-    })
-    .unwrap_or(HeaderValue::from_static("0000000000000000"))
+    let mut hex = [0u8; 16];
+    for (i, h) in hex.iter_mut().enumerate() {
+        *h = HEX.get(((r >> (60 - 4 * i)) & 0xf) as usize).copied().unwrap_or(b'0');
+    }
+    arena_value(16, |out| out.extend_from_slice(&hex)).unwrap_or(HeaderValue::from_static("0000000000000000"))
 }
 
 thread_local! {
