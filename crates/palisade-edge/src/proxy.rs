@@ -570,7 +570,8 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
         zone
     };
     zone.budget.requests_in_flight.add(1);
-    if ctx.edge.analytics_on() {
+    // A background revalidation is the edge's own request, not a client's.
+    if !background && ctx.edge.analytics_on() {
         let fingerprint = ctx.ja4.as_deref().or_else(|| ctx.h2.get().map(|f| &**f));
         zone.stats.top.observe(ctx.peer.ip(), head.parts.uri.path(), fingerprint);
     }

@@ -19,7 +19,7 @@ pub mod store;
 mod web;
 mod webhook;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -38,7 +38,13 @@ pub(crate) struct View {
     pub targets: Vec<TargetView>,
     /// Unix seconds of the last finished round (0: none yet).
     pub checked_at: u64,
+    /// Per component, its days over the bars' range (read once per round).
+    pub days: Arc<HashMap<String, BTreeMap<String, model::Day>>>,
 }
+
+/// Incidents kept in memory for the pages and the API, newest first (older ones are read from
+/// the store when asked for by number).
+pub(crate) const CACHED_INCIDENTS: u32 = 1000;
 
 #[derive(Clone, serde::Serialize)]
 pub(crate) struct TargetView {
@@ -62,6 +68,31 @@ pub(crate) struct App {
     pub public_url: String,
     /// Wakes the webhook sender after a change is committed.
     pub outbox: tokio::sync::Notify,
+    /// The newest incidents, as the store has them: the pages and the API read these, never the
+    /// store, so a crowd at the page during an outage costs no disk reads.
+    pub incidents: RwLock<Arc<Vec<store::Incident>>>,
+}
+
+impl App {
+    pub(crate) fn view(&self) -> View {
+        self.view.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    pub(crate) fn incidents(&self) -> Arc<Vec<store::Incident>> {
+        self.incidents.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Reads the incidents again after a change (on a blocking thread).
+    pub(crate) fn reload_incidents(&self) -> rusqlite::Result<()> {
+        let list = self.store.incidents(CACHED_INCIDENTS)?;
+        *self.incidents.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(list);
+        Ok(())
+    }
+}
+
+/// The first day of the uptime bars as of `now`.
+pub(crate) fn bars_from(now: u64) -> String {
+    palisade_config::time::day(now.saturating_sub((web::BAR_DAYS - 1) * 86_400))
 }
 
 pub(crate) fn now() -> u64 {
@@ -104,7 +135,8 @@ pub async fn serve(
     let tracker = Tracker::new(&config, &saved_targets, &saved_components, now());
     let app = Arc::new(App {
         hooks: config.webhooks.iter().map(|w| w.url.clone()).collect(),
-        view: RwLock::new(View { components: tracker.components.clone(), targets: Vec::new(), checked_at: 0 }),
+        view: RwLock::new(View { components: tracker.components.clone(), ..View::default() }),
+        incidents: RwLock::default(),
         config,
         store,
         tokens,
@@ -112,6 +144,15 @@ pub async fn serve(
         public_url,
         outbox: tokio::sync::Notify::new(),
     });
+    let a = app.clone();
+    let days = tokio::task::spawn_blocking(move || {
+        a.reload_incidents()?;
+        a.store.days(&bars_from(now()))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    app.view.write().unwrap_or_else(std::sync::PoisonError::into_inner).days = Arc::new(days);
     let prober = Arc::new(Prober::new(tls, Duration::from_millis(app.config.timeout_ms)));
     let probing = tokio::spawn(probe_loop(app.clone(), tracker, prober.clone()));
     let sending = tokio::spawn(webhook::send_loop(app.clone(), prober));
@@ -134,18 +175,25 @@ async fn probe_loop(app: Arc<App>, mut tracker: Tracker, prober: Arc<Prober>) {
         every.tick().await;
         let started = now();
         let a = app.clone();
-        let maintenance =
-            match tokio::task::spawn_blocking(move || a.store.maintenance_tick(started, &a.hooks, &a.page)).await {
-                Ok(Ok(m)) => m.into_iter().collect::<HashSet<String>>(),
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "status store");
-                    HashSet::new()
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "status store task");
-                    HashSet::new()
-                }
-            };
+        let maintenance = match tokio::task::spawn_blocking(move || {
+            let (active, changed) = a.store.maintenance_tick(started, &a.hooks, &a.page)?;
+            if changed {
+                a.reload_incidents()?;
+            }
+            Ok::<_, rusqlite::Error>(active)
+        })
+        .await
+        {
+            Ok(Ok(m)) => m.into_iter().collect::<HashSet<String>>(),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "status store");
+                HashSet::new()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "status store task");
+                HashSet::new()
+            }
+        };
         let mut probes = tokio::task::JoinSet::new();
         for (i, t) in tracker.targets.iter().enumerate() {
             let city = app.config.cities.get(t.city_index).cloned();
@@ -178,21 +226,32 @@ async fn probe_loop(app: Arc<App>, mut tracker: Tracker, prober: Arc<Prober>) {
             tracker.components.iter().map(|c| (c.id.clone(), c.status, c.since)).collect::<Vec<_>>(),
         );
         let a = app.clone();
+        let incidents_change = !matches!(plan, model::IncidentPlan::Nothing);
         let committed = tokio::task::spawn_blocking(move || {
             let round = Round { now: finished, targets: round.0, components: round.1, transitions: &transitions, plan };
-            a.store.commit_round(round, &a.hooks, &a.page)
+            let queued = a.store.commit_round(round, &a.hooks, &a.page)?;
+            if incidents_change {
+                a.reload_incidents()?;
+            }
+            Ok::<_, rusqlite::Error>((queued, a.store.days(&bars_from(finished))?))
         })
         .await;
+        let mut days = None;
         match committed {
-            Ok(Ok(queued)) if queued > 0 => app.outbox.notify_one(),
-            Ok(Ok(_)) => {}
+            Ok(Ok((queued, d))) => {
+                days = Some(Arc::new(d));
+                if queued > 0 {
+                    app.outbox.notify_one();
+                }
+            }
             Ok(Err(e)) => tracing::error!(error = %e, "status store: round not saved"),
             Err(e) => tracing::error!(error = %e, "status store task"),
         }
         let targets =
             tracker.targets.iter().map(|t| target_view(&t.zone, &t.city, t.health, t.last.as_ref())).collect();
-        let view = View { components: tracker.components.clone(), targets, checked_at: finished };
-        *app.view.write().unwrap_or_else(std::sync::PoisonError::into_inner) = view;
+        let mut view = app.view.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let days = days.unwrap_or_else(|| view.days.clone());
+        *view = View { components: tracker.components.clone(), targets, checked_at: finished, days };
     }
 }
 

@@ -297,15 +297,28 @@ impl Store {
     /// Newest first: open ones, maintenance not yet completed, and at most `limit` others.
     pub fn incidents(&self, limit: u32) -> Sql<Vec<Incident>> {
         let conn = self.conn();
-        let mut q = conn.prepare("SELECT id FROM incidents ORDER BY id DESC LIMIT ?1")?;
-        let ids: Vec<u64> = q.query_map([limit], |r| r.get(0))?.collect::<Sql<_>>()?;
-        ids.into_iter().filter_map(|id| read_incident(&conn, id).transpose()).collect()
+        // Two queries, whatever the number: the incidents, then every update of them.
+        let mut q = conn.prepare(&format!("SELECT {INCIDENT_COLUMNS} FROM incidents ORDER BY id DESC LIMIT ?1"))?;
+        let mut list: Vec<Incident> = q.query_map([limit], incident_row)?.collect::<Sql<_>>()?;
+        let Some(oldest) = list.last().map(|i| i.id) else { return Ok(list) };
+        let mut q = conn.prepare(&format!(
+            "SELECT incident, {UPDATE_COLUMNS} FROM updates WHERE incident >= ?1 ORDER BY id DESC"
+        ))?;
+        let mut by_incident: HashMap<u64, Vec<Update>> = HashMap::new();
+        for row in q.query_map([oldest], |r| Ok((r.get::<_, u64>(0)?, update_row(r, 1)?)))? {
+            let (incident, update) = row?;
+            by_incident.entry(incident).or_default().push(update);
+        }
+        for i in &mut list {
+            i.updates = by_incident.remove(&i.id).unwrap_or_default();
+        }
+        Ok(list)
     }
 
     /// Maintenance whose state should change at `now` (scheduled -> in_progress, or ->
     /// completed); applies it with an update each; returns the component IDs under
-    /// maintenance now.
-    pub fn maintenance_tick(&self, now: u64, hooks: &[String], page: &serde_json::Value) -> Sql<Vec<String>> {
+    /// maintenance now, and whether any maintenance changed.
+    pub fn maintenance_tick(&self, now: u64, hooks: &[String], page: &serde_json::Value) -> Sql<(Vec<String>, bool)> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let mut q = tx.prepare(
@@ -316,6 +329,7 @@ impl Store {
             q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<Sql<_>>()?;
         drop(q);
         let mut active = Vec::new();
+        let mut changed = false;
         for (id, status, from, until) in open {
             let next = if now >= until {
                 Some(("completed", "The scheduled maintenance is completed."))
@@ -325,6 +339,7 @@ impl Store {
                 None
             };
             if let Some((status, body)) = next {
+                changed = true;
                 insert_update(&tx, id, status, body, &[], now)?;
                 if let Some(i) = read_incident(&tx, id)? {
                     enqueue(&tx, hooks, &[serde_json::json!({ "page": page, "incident": i })], now)?;
@@ -337,7 +352,7 @@ impl Store {
             }
         }
         tx.commit()?;
-        Ok(active)
+        Ok((active, changed))
     }
 
     /// Per component, its days from `from_day` on.
@@ -445,44 +460,46 @@ fn insert_update(
     Ok(())
 }
 
+const INCIDENT_COLUMNS: &str =
+    "id, name, status, impact, automatic, created_at, updated_at, resolved_at, scheduled_for, \
+    scheduled_until, components";
+const UPDATE_COLUMNS: &str = "id, status, body, created_at, affected";
+
+fn incident_row(r: &rusqlite::Row<'_>) -> Sql<Incident> {
+    Ok(Incident {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        status: r.get(2)?,
+        impact: r.get(3)?,
+        automatic: r.get(4)?,
+        created_at: r.get(5)?,
+        updated_at: r.get(6)?,
+        resolved_at: r.get(7)?,
+        scheduled_for: r.get(8)?,
+        scheduled_until: r.get(9)?,
+        components: serde_json::from_str(&r.get::<_, String>(10)?).unwrap_or_default(),
+        updates: Vec::new(),
+    })
+}
+
+/// An update from its [`UPDATE_COLUMNS`], starting at column `at`.
+fn update_row(r: &rusqlite::Row<'_>, at: usize) -> Sql<Update> {
+    Ok(Update {
+        id: r.get(at)?,
+        status: r.get(at + 1)?,
+        body: r.get(at + 2)?,
+        created_at: r.get(at + 3)?,
+        affected_components: serde_json::from_str(&r.get::<_, String>(at + 4)?).unwrap_or_default(),
+    })
+}
+
 fn read_incident(conn: &Connection, id: u64) -> Sql<Option<Incident>> {
     let found = conn
-        .query_row(
-            "SELECT id, name, status, impact, automatic, created_at, updated_at, resolved_at, scheduled_for,
-             scheduled_until, components FROM incidents WHERE id = ?1",
-            [id],
-            |r| {
-                Ok(Incident {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    status: r.get(2)?,
-                    impact: r.get(3)?,
-                    automatic: r.get(4)?,
-                    created_at: r.get(5)?,
-                    updated_at: r.get(6)?,
-                    resolved_at: r.get(7)?,
-                    scheduled_for: r.get(8)?,
-                    scheduled_until: r.get(9)?,
-                    components: serde_json::from_str(&r.get::<_, String>(10)?).unwrap_or_default(),
-                    updates: Vec::new(),
-                })
-            },
-        )
+        .query_row(&format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE id = ?1"), [id], incident_row)
         .optional()?;
     let Some(mut incident) = found else { return Ok(None) };
-    let mut q = conn
-        .prepare("SELECT id, status, body, created_at, affected FROM updates WHERE incident = ?1 ORDER BY id DESC")?;
-    incident.updates = q
-        .query_map([id], |r| {
-            Ok(Update {
-                id: r.get(0)?,
-                status: r.get(1)?,
-                body: r.get(2)?,
-                created_at: r.get(3)?,
-                affected_components: serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default(),
-            })
-        })?
-        .collect::<Sql<_>>()?;
+    let mut q = conn.prepare(&format!("SELECT {UPDATE_COLUMNS} FROM updates WHERE incident = ?1 ORDER BY id DESC"))?;
+    incident.updates = q.query_map([id], |r| update_row(r, 0))?.collect::<Sql<_>>()?;
     Ok(Some(incident))
 }
 

@@ -31,7 +31,7 @@ type Shared = Arc<App>;
 pub(crate) const PAGE_ID: &str = "palisade";
 
 /// Days of history on the page.
-const BAR_DAYS: u64 = 90;
+pub(crate) const BAR_DAYS: u64 = 90;
 /// Incidents in the JSON lists and the feed.
 const LIST: u32 = 50;
 const MAX_NAME: usize = 200;
@@ -86,7 +86,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 fn view(app: &App) -> crate::View {
-    app.view.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    app.view()
 }
 
 // ---- JSON -----------------------------------------------------------------------------------
@@ -161,13 +161,14 @@ fn page_json(app: &App, v: &crate::View) -> Value {
     page
 }
 
-async fn all_incidents(app: &Shared) -> Result<Vec<Incident>, Error> {
-    blocking(app, |a| a.store.incidents(LIST)).await
+/// The newest [`LIST`] incidents (from memory).
+fn all_incidents(app: &Shared) -> Vec<Incident> {
+    app.incidents().iter().take(LIST as usize).cloned().collect()
 }
 
 async fn summary(State(app): State<Shared>) -> Result<Response, Error> {
     let v = view(&app);
-    let list = all_incidents(&app).await?;
+    let list = all_incidents(&app);
     let open = |m: bool| -> Vec<Value> {
         list.iter()
             .filter(|i| i.is_open() && i.is_maintenance() == m)
@@ -199,7 +200,7 @@ async fn targets(State(app): State<Shared>) -> Json<Value> {
 
 async fn incident_list(app: Shared, keep: impl Fn(&Incident) -> bool, key: &str) -> Result<Response, Error> {
     let v = view(&app);
-    let list = all_incidents(&app).await?;
+    let list = all_incidents(&app);
     let items: Vec<Value> = list.iter().filter(|i| keep(i)).map(|i| incident_json(&app, i, &v.components)).collect();
     Ok(Json(json!({ "page": page_json(&app, &v), key: items })).into_response())
 }
@@ -320,7 +321,12 @@ async fn create_incident(State(app): State<Shared>, headers: HeaderMap, body: By
     one_of("impact", &impact, IMPACTS)?;
     let new = NewIncident { name: req.name, status, impact, body: req.body, components: req.components, scheduled };
     tracing::info!(operator = %who, name = %new.name, "incident posted");
-    let incident = blocking(&app, move |a| a.store.create(&new, crate::now(), &a.hooks, &a.page)).await?;
+    let incident = blocking(&app, move |a| {
+        let created = a.store.create(&new, crate::now(), &a.hooks, &a.page)?;
+        a.reload_incidents()?;
+        Ok(created)
+    })
+    .await?;
     app.outbox.notify_one();
     Ok((StatusCode::CREATED, Json(json!({ "incident": incident_json(&app, &incident, &known) }))).into_response())
 }
@@ -345,9 +351,13 @@ async fn add_update(
     let Some(existing) = existing else { return Err(Error(StatusCode::NOT_FOUND, format!("no incident {id}"))) };
     one_of("status", &req.status, if existing.is_maintenance() { MAINTENANCE_STATUSES } else { INCIDENT_STATUSES })?;
     tracing::info!(operator = %who, incident = id, status = %req.status, "incident update");
-    let updated = blocking(&app, move |a| a.store.update(id, &req.status, &req.body, crate::now(), &a.hooks, &a.page))
-        .await?
-        .ok_or_else(|| Error(StatusCode::NOT_FOUND, format!("no incident {id}")))?;
+    let updated = blocking(&app, move |a| {
+        let updated = a.store.update(id, &req.status, &req.body, crate::now(), &a.hooks, &a.page)?;
+        a.reload_incidents()?;
+        Ok(updated)
+    })
+    .await?
+    .ok_or_else(|| Error(StatusCode::NOT_FOUND, format!("no incident {id}")))?;
     app.outbox.notify_one();
     Ok((StatusCode::CREATED, Json(json!({ "incident": incident_json(&app, &updated, &view(&app).components) })))
         .into_response())
@@ -492,8 +502,8 @@ fn incident_card(i: &Incident, full: bool) -> String {
 async fn index(State(app): State<Shared>) -> Result<Response, Error> {
     let v = view(&app);
     let today = crate::now();
-    let from = palisade_config::time::day(today.saturating_sub((BAR_DAYS - 1) * 86_400));
-    let (list, days) = blocking(&app, move |a| Ok((a.store.incidents(LIST)?, a.store.days(&from)?))).await?;
+    let list = all_incidents(&app);
+    let days = v.days.clone();
     let (indicator, description) = overall(&v.components);
     let mut body = String::new();
     let banner = match indicator {
@@ -556,13 +566,13 @@ async fn index(State(app): State<Shared>) -> Result<Response, Error> {
 }
 
 async fn history(State(app): State<Shared>) -> Result<Response, Error> {
-    let list = blocking(&app, |a| a.store.incidents(1000)).await?;
+    let list = app.incidents();
     let mut body = String::from("<h1>Incident history</h1>");
     if list.is_empty() {
         body.push_str("<p class=\"quiet\">No incidents yet.</p>");
     }
     let mut month = String::new();
-    for i in &list {
+    for i in list.iter() {
         let m = palisade_config::time::day(i.created_at).get(..7).unwrap_or_default().to_string();
         if m != month {
             let _ = write!(body, "<h2>{m}</h2>");
@@ -574,7 +584,11 @@ async fn history(State(app): State<Shared>) -> Result<Response, Error> {
 }
 
 async fn incident_page(State(app): State<Shared>, Path(id): Path<u64>) -> Result<Response, Error> {
-    let found = blocking(&app, move |a| a.store.incident(id)).await?;
+    let cached = app.incidents().iter().find(|i| i.id == id).cloned();
+    let found = match cached {
+        Some(i) => Some(i),
+        None => blocking(&app, move |a| a.store.incident(id)).await?,
+    };
     let Some(i) = found else {
         let mut r = html(&app, "Not found", "<h1>No such incident</h1>");
         *r.status_mut() = StatusCode::NOT_FOUND;
@@ -599,7 +613,7 @@ async fn incident_page(State(app): State<Shared>, Path(id): Path<u64>) -> Result
 }
 
 async fn atom(State(app): State<Shared>) -> Result<Response, Error> {
-    let list = all_incidents(&app).await?;
+    let list = all_incidents(&app);
     let updated = list.iter().map(|i| i.updated_at).max().unwrap_or(0);
     let mut feed = format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<feed xmlns=\"http://www.w3.org/2005/Atom\">\
