@@ -526,7 +526,8 @@ pub struct ModuleSettings {
     pub enabled: bool,
     /// Default: fail_open for every module today (scoring and rules must not take a site down).
     pub failure_policy: FailurePolicy,
-    /// Failures within `breaker_window_ms` that open the module's circuit breaker.
+    /// Failures within `breaker_window_ms` that open the module's circuit breaker. Panics open
+    /// it at 50 whatever this says (a panicking module is never kept running).
     pub breaker_threshold: u32,
     pub breaker_window_ms: u64,
     /// How long an open breaker keeps the module off; then it is tried again, and one more

@@ -184,6 +184,11 @@ pub struct ModuleStats {
 #[derive(Debug)]
 pub struct Breaker {
     threshold: u32,
+    /// Panics within the window that open it: `threshold`, but never more than
+    /// [`MAX_PANICS_PER_WINDOW`]. An error may be a verdict a module cannot reach (and costs
+    /// nothing to contain); a panic is a bug, and unwinding one costs microseconds.
+    panic_threshold: u32,
+    panics: AtomicU32,
     window_ms: u64,
     cooldown_ms: u64,
     failures: AtomicU32,
@@ -197,6 +202,8 @@ impl Breaker {
     pub fn new(s: &ModuleSettings) -> Self {
         Self {
             threshold: s.breaker_threshold.max(1),
+            panic_threshold: s.breaker_threshold.clamp(1, MAX_PANICS_PER_WINDOW),
+            panics: AtomicU32::new(0),
             window_ms: s.breaker_window_ms,
             cooldown_ms: s.breaker_cooldown_ms,
             failures: AtomicU32::new(0),
@@ -210,15 +217,17 @@ impl Breaker {
         now < self.open_until_ms.load(Ordering::Relaxed)
     }
 
-    /// Records a failure; true when it opened the breaker.
-    fn failure(&self, now: u64) -> bool {
+    /// Records a failure (`panicked`: a panic); true when it opened the breaker.
+    fn failure(&self, now: u64, panicked: bool) -> bool {
         let on_probation = now < self.probation_until_ms.load(Ordering::Relaxed);
         if now.saturating_sub(self.window_start_ms.load(Ordering::Relaxed)) > self.window_ms {
             self.window_start_ms.store(now, Ordering::Relaxed);
             self.failures.store(0, Ordering::Relaxed);
+            self.panics.store(0, Ordering::Relaxed);
         }
         let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if n < self.threshold && !on_probation {
+        let panics = if panicked { self.panics.fetch_add(1, Ordering::Relaxed) + 1 } else { 0 };
+        if n < self.threshold && panics < self.panic_threshold && !on_probation {
             return false;
         }
         let until = now + self.cooldown_ms;
@@ -227,6 +236,7 @@ impl Breaker {
             return false;
         }
         self.failures.store(0, Ordering::Relaxed);
+        self.panics.store(0, Ordering::Relaxed);
         self.window_start_ms.store(until, Ordering::Relaxed);
         self.probation_until_ms.store(until + self.window_ms, Ordering::Relaxed);
         true
@@ -312,6 +322,7 @@ impl Slot {
             return self.fail(degraded);
         }
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        let mut panicked = false;
         let failure = match catch_unwind(AssertUnwindSafe(|| self.module.on_request(req))) {
             Ok(Ok(Verdict::Continue)) => return Outcome::Continue,
             Ok(Ok(Verdict::Respond(status))) => {
@@ -331,6 +342,7 @@ impl Slot {
                 e.0
             }
             Err(payload) => {
+                panicked = true;
                 self.stats.panics.fetch_add(1, Ordering::Relaxed);
                 let what = payload
                     .downcast_ref::<&str>()
@@ -340,7 +352,7 @@ impl Slot {
                 format!("panicked: {what}")
             }
         };
-        if self.breaker.failure(now) {
+        if self.breaker.failure(now, panicked) {
             self.stats.breaker_trips.fetch_add(1, Ordering::Relaxed);
             self.stats.breaker_open.store(true, Ordering::Relaxed);
             if log_budget() {
@@ -367,6 +379,11 @@ impl Slot {
         }
     }
 }
+
+/// Panics within a breaker's window that open it, whatever its `breaker_threshold`: a
+/// configuration can tolerate a module's errors at any rate, never a panicking module for
+/// long. 50 is the shipped threshold.
+pub const MAX_PANICS_PER_WINDOW: u32 = 50;
 
 /// Lines of module-failure logging allowed per second on this node; the rest are counted only.
 const LOG_PER_SECOND: u64 = 5;
@@ -532,21 +549,40 @@ mod tests {
     #[test]
     fn the_breaker_opens_cools_down_and_reopens_on_probation() {
         let b = Breaker::new(&settings(3));
-        assert!(!b.failure(100) && !b.failure(200));
-        assert!(b.failure(300), "the third failure within the window opens it");
+        assert!(!b.failure(100, false) && !b.failure(200, false));
+        assert!(b.failure(300, false), "the third failure within the window opens it");
         assert!(b.is_open(300) && b.is_open(5299) && !b.is_open(5300));
-        assert!(b.failure(5400), "one failure right after the cool-down opens it again");
+        assert!(b.failure(5400, false), "one failure right after the cool-down opens it again");
         assert!(b.is_open(5400));
         // Long after, failures count from zero again.
-        assert!(!b.failure(20_000) && !b.failure(20_001));
+        assert!(!b.failure(20_000, false) && !b.failure(20_001, false));
     }
 
     #[test]
     fn failures_outside_the_window_do_not_add_up() {
         let b = Breaker::new(&settings(3));
-        assert!(!b.failure(100) && !b.failure(200));
-        assert!(!b.failure(2000), "a new window");
-        assert!(!b.failure(2100));
-        assert!(b.failure(2200));
+        assert!(!b.failure(100, false) && !b.failure(200, false));
+        assert!(!b.failure(2000, false), "a new window");
+        assert!(!b.failure(2100, false));
+        assert!(b.failure(2200, false));
+    }
+
+    #[test]
+    fn a_panicking_module_is_switched_off_whatever_the_threshold_says() {
+        // A threshold no error rate reaches: errors never open it.
+        let b = Breaker::new(&settings(1_000_000));
+        for t in 0..500 {
+            assert!(!b.failure(t, false));
+        }
+        // Panics do, at the ceiling.
+        let b = Breaker::new(&settings(1_000_000));
+        for t in 0..u64::from(MAX_PANICS_PER_WINDOW) - 1 {
+            assert!(!b.failure(t, true), "panic {t}");
+        }
+        assert!(b.failure(100, true), "the 50th panic in the window opens it");
+        assert!(b.is_open(101));
+        // A lower threshold still counts panics as failures.
+        let b = Breaker::new(&settings(3));
+        assert!(!b.failure(1, true) && !b.failure(2, false) && b.failure(3, true));
     }
 }
