@@ -248,12 +248,14 @@ impl Analytics {
             lists.entry(kind).or_default().push((key, u64::try_from(n).unwrap_or(0)));
         }
         let top = lists.into_iter().map(|(k, l)| (k, merge_top([l.as_slice()], TOP_K))).collect();
-        // Every step in the range is a point, with zeros where nothing was reported; a step
-        // still under way is left out of the points (it would show as a dip), not the totals.
+        // Every step in the range is a point, with zeros where nothing was reported. A step whose
+        // reports may still be on their way (a node sends an interval when it ends) is left out
+        // of the points, where it would show as a dip, not out of the totals.
         let first = from - from % step;
+        let settled = now.saturating_sub(palisade_config::analytics::INTERVAL_S) + 1;
         let all: Vec<Point> = (0..)
             .map(|n| first + n * step)
-            .take_while(|t| *t < to && t + step <= now + 1)
+            .take_while(|t| *t < to && t + step <= settled)
             .map(|t| Point { t, counts: points.remove(&t).unwrap_or_else(|| vec![0; COUNTS]) })
             .collect();
         Ok(Series {
@@ -319,7 +321,8 @@ mod tests {
         a.ingest("paris", &report(now - 20, 1, "192.0.2.9")).unwrap();
         let s = a.query(None, None, now - 60, now, now).unwrap();
         assert_eq!(s.step, 10);
-        assert_eq!(s.points.len(), 6);
+        // The last step (now - 10) is left out: its reports may still be on their way.
+        assert_eq!(s.points.len(), 5);
         assert_eq!(s.total[REQUESTS], 13);
         assert_eq!(s.cities, vec!["berlin", "paris"]);
         assert_eq!(s.top["ip"][0], ("192.0.2.1".to_string(), 12));

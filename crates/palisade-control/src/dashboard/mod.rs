@@ -833,7 +833,7 @@ async fn kill_page(State(app): State<Shared>, headers: HeaderMap) -> Response {
                 ),
             ),
         };
-        let _ = write!(body, "<tr data-switch=\"{name}\" data-off=\"{}\"><td><b>{name}</b></td><td>{}</td><td>{state}</td><td>{action}</td></tr>", on.is_some(), esc(what));
+        let _ = write!(body, "<tr data-switch=\"{name}\" data-off=\"{}\"><td><b>{name}</b></td><td>{}</td><td class=\"wrap\">{state}</td><td>{action}</td></tr>", on.is_some(), esc(what));
     }
     body.push_str("</tbody></table></section>");
     // Failure policies, from the newest config version.
