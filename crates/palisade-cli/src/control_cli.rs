@@ -70,11 +70,35 @@ pub async fn status(config: &std::path::Path) -> anyhow::Result<()> {
     let config = palisade_status::load_config(config).map_err(anyhow::Error::msg)?;
     let targets = config.zones.len() * config.cities.len();
     palisade_status::serve(config, move |addr| println!("palisade status ready http={addr} targets={targets}"), async {
-        shutdown_signal().await;
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = parent_gone() => {}
+        }
         tracing::info!("status page shutting down");
     })
     .await
     .map_err(anyhow::Error::msg)
+}
+
+/// Set by `palisade demo` for its status page: the child ends when the demo does, even when the
+/// demo is killed outright (nothing else would stop it, and it would keep the demo's port).
+pub const EXIT_WITH_PARENT: &str = "PALISADE_EXIT_WITH_PARENT";
+
+/// Resolves when the process that started this one is gone (with [`EXIT_WITH_PARENT`] set);
+/// never otherwise.
+async fn parent_gone() {
+    if std::env::var_os(EXIT_WITH_PARENT).is_none() {
+        return std::future::pending().await;
+    }
+    let parent = std::os::unix::process::parent_id();
+    let mut every = tokio::time::interval(std::time::Duration::from_millis(250));
+    loop {
+        every.tick().await;
+        if std::os::unix::process::parent_id() != parent {
+            tracing::warn!("the process that started the status page is gone");
+            return;
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -48,6 +48,7 @@ interval_ms = 2000\n[[zones]]\nname = \"demo\"\nhost = \"demo.localhost\"\nbody_
         .args(["status", "--config"])
         .arg(&path)
         .stdout(std::process::Stdio::piped())
+        .env(crate::control_cli::EXIT_WITH_PARENT, "1")
         .kill_on_drop(true)
         .spawn()
         .context("starting the status page")?;

@@ -104,6 +104,29 @@ async fn demo_serves_the_site_through_the_edge() {
     assert!(std::path::Path::new(&file).exists(), "{config}");
     p.signal("INT");
     assert!(p.wait_exit(Duration::from_secs(20)).success());
+    // Its status page, a process of its own, went with it.
+    eventually("the status page stops with the demo", Duration::from_secs(5), || {
+        let status = status.clone();
+        async move { tokio::net::TcpStream::connect(status.trim_start_matches("http://")).await.is_err() }
+    })
+    .await;
     // Its scratch directory (config, last-known-good) goes with it.
     assert!(!std::path::Path::new(&file).parent().unwrap().exists(), "{file} left behind");
+}
+
+/// A demo killed outright (no Ctrl-C, nothing runs in it) still takes its status page along:
+/// the child sees its parent gone, and the port is free for the next demo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_demo_leaves_no_status_page_behind() {
+    let p = Proc::spawn(&["demo", "--port", "0", "--admin-port", "0", "--control-port", "0", "--status-port", "0"]);
+    let line = p.wait_line("Status page:");
+    let status = line.split_whitespace().find(|w| w.starts_with("http://")).unwrap().trim_end_matches('/');
+    let addr = status.trim_start_matches("http://").to_string();
+    assert!(tokio::net::TcpStream::connect(&addr).await.is_ok(), "serving at {addr}");
+    p.signal("KILL");
+    eventually("the status page ends with its demo", Duration::from_secs(10), || {
+        let addr = addr.clone();
+        async move { tokio::net::TcpStream::connect(&addr).await.is_err() }
+    })
+    .await;
 }
