@@ -132,15 +132,18 @@ fn form(body: &[u8]) -> HashMap<String, String> {
     form_urlencoded::parse(body).into_owned().collect()
 }
 
+/// A POST from this site: no `Origin` (an older browser), or one naming this host.
+fn same_site(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else { return true };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host)
+}
+
 /// A change: a live session, a POST from this site, and the session's CSRF token.
 fn changer(app: &Shared, headers: &HeaderMap, fields: &HashMap<String, String>) -> Result<Session, Box<Response>> {
     let Some((_, s)) = session(app, headers) else { return Err(Box::new(redirect("/dashboard/login"))) };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let same = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host);
-        if !same {
-            return Err(Box::new(message(StatusCode::FORBIDDEN, "Refused", "This change came from another site.")));
-        }
+    if !same_site(headers) {
+        return Err(Box::new(message(StatusCode::FORBIDDEN, "Refused", "This change came from another site.")));
     }
     let presented = fields.get("csrf").map(String::as_bytes).unwrap_or_default();
     if !crate::tokens::constant_time_eq(presented, s.csrf.as_bytes()) {
@@ -271,11 +274,8 @@ fn login_form(error: &str) -> Response {
 }
 
 async fn login(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
-        if origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) != Some(host) {
-            return message(StatusCode::FORBIDDEN, "Refused", "A login from another site.");
-        }
+    if !same_site(&headers) {
+        return message(StatusCode::FORBIDDEN, "Refused", "A login from another site.");
     }
     let fields = form(&body);
     let token = fields.get("token").map(String::as_str).unwrap_or("");
