@@ -192,8 +192,9 @@ pub async fn serve(
                 }
                 Ok(HeadRead::Invalid) => {
                     // The guard refuses malformed heads before they get here; this is the backstop.
-                    let resp = error_page(StatusCode::BAD_REQUEST, &hyper::header::HeaderValue::from_static("-"), true);
-                    let _ = write_response(&wire, resp.into(), false, Version::HTTP_11, false, false).await;
+                    let page =
+                        error_page(StatusCode::BAD_REQUEST, &hyper::header::HeaderValue::from_static("-"), true, None);
+                    let _ = write_response(&wire, page, false, Version::HTTP_11, false, false).await;
                     break;
                 }
                 Ok(HeadRead::Eof) | Err(_) => break,
@@ -212,11 +213,15 @@ pub async fn serve(
                 w.continue_owed = expect_continue.then_some(0);
                 ClientBody::H1(H1RequestBody { wire: wire.clone() })
             };
-            proxy::handle(ctx.clone(), hyper::Request::from_parts(parts, client_body), lines)
+            proxy::begin(ctx.clone(), hyper::Request::from_parts(parts, client_body), lines)
         };
         // The same for the reply, which moves into the future that writes it.
         let writing = {
-            let reply = handling.await;
+            // A request answered in its first steps (a refusal) has no future to wait for.
+            let reply = match handling {
+                proxy::Begun::Answered(reply) => reply,
+                proxy::Begun::Going(going) => going.await,
+            };
             let body_read = {
                 let mut w = crate::lock(&wire);
                 w.continue_owed = None;

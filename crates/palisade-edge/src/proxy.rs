@@ -78,38 +78,9 @@ fn new_request_id() -> HeaderValue {
     arena_value(16, |out| out.extend_from_slice(&hex)).unwrap_or(HeaderValue::from_static("0000000000000000"))
 }
 
-thread_local! {
-    /// Where this thread writes the header values it makes per request (request ID, Forwarded):
-    /// one allocation serves many values, and the values clone without allocating. A block
-    /// lives until the last value cut from it is dropped; values live while a head is written.
-    static ARENA: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
-}
-
-const ARENA_BLOCK: usize = 16 * 1024;
-
-/// At most `len` bytes written by `write`, carved out of this thread's arena.
-fn arena_bytes(len: usize, write: impl FnOnce(&mut BytesMut)) -> bytes::Bytes {
-    ARENA.with(|arena| {
-        let mut own;
-        let mut borrowed = arena.try_borrow_mut().ok();
-        let buf = match borrowed.as_deref_mut() {
-            Some(b) => b,
-            None => {
-                own = BytesMut::new();
-                &mut own
-            }
-        };
-        if buf.capacity() < len {
-            *buf = BytesMut::with_capacity(ARENA_BLOCK.max(len));
-        }
-        write(buf);
-        buf.split().freeze()
-    })
-}
-
 /// A header value of at most `len` bytes written by `write`, carved out of this thread's arena.
 fn arena_value(len: usize, write: impl FnOnce(&mut BytesMut)) -> Option<HeaderValue> {
-    HeaderValue::from_maybe_shared(arena_bytes(len, write)).ok()
+    HeaderValue::from_maybe_shared(codec::arena_bytes(len, write)).ok()
 }
 
 fn protocol(v: Version) -> &'static str {
@@ -146,10 +117,11 @@ impl From<Response<EdgeBody>> for Reply {
     }
 }
 
-fn respond(mut resp: Response<EdgeBody>, mut finish: Box<Finish>) -> Reply {
-    finish.status = resp.status().as_u16();
-    resp.body_mut().set_finish(finish);
-    resp.into()
+fn respond(reply: impl Into<Reply>, mut finish: Box<Finish>) -> Reply {
+    let mut reply = reply.into();
+    finish.status = reply.resp.status().as_u16();
+    reply.resp.body_mut().set_finish(finish);
+    reply
 }
 
 /// A request: its head's parts, an HTTP/1.1 client's header lines as received, and its body;
@@ -233,7 +205,7 @@ fn run_modules(
     finish: &mut Finish,
     request_id_value: &HeaderValue,
     answering: bool,
-) -> Option<Response<EdgeBody>> {
+) -> Option<Reply> {
     let view = view(ctx, head, &zone.name);
     let (kill, name) = (&ctx.edge.kill, &zone.name);
     let outcome = crate::modules::run_all(&zone.modules, &view, kill, name, &mut finish.degraded, answering);
@@ -245,13 +217,12 @@ fn run_modules(
         crate::modules::Outcome::Continue => None,
         crate::modules::Outcome::Respond(status) => {
             zone.stats.blocked.add(1);
-            Some(error_page(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), request_id_value, false))
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+            Some(error_page(status, request_id_value, false, None))
         }
         crate::modules::Outcome::TooMany(retry_after) => {
             zone.stats.rate_limited.add(1);
-            let mut page = error_page(StatusCode::TOO_MANY_REQUESTS, request_id_value, false);
-            page.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from(retry_after));
-            Some(page)
+            Some(error_page(StatusCode::TOO_MANY_REQUESTS, request_id_value, false, Some(retry_after)))
         }
         // The answer to a challenge is what a challenged client must be able to send.
         crate::modules::Outcome::Challenge(_) if answering => None,
@@ -259,7 +230,7 @@ fn run_modules(
             zone.stats.challenges_issued.fetch_add(1, Ordering::Relaxed);
             let keys = &ctx.edge.challenge_keys;
             let request_id = request_id_value.to_str().unwrap_or_default();
-            Some(crate::challenge::page(keys, &zone.name, &zone.challenge, &view, difficulty, request_id))
+            Some(crate::challenge::page(keys, &zone.name, &zone.challenge, &view, difficulty, request_id).into())
         }
     }
 }
@@ -487,14 +458,68 @@ pub fn handle(
     req: Request<ClientBody>,
     lines: RawHeaders,
 ) -> impl std::future::Future<Output = Reply> + Send {
+    let begun = begin(ctx, req, lines);
+    async move {
+        match begun {
+            Begun::Answered(reply) => reply,
+            Begun::Going(going) => going.await,
+        }
+    }
+}
+
+/// A request after its first steps: answered already, or on its way (to the cache and origin).
+#[allow(clippy::large_enum_variant)] // Transient, once per request: boxing it costs an allocation.
+pub enum Begun<F> {
+    Answered(Reply),
+    Going(F),
+}
+
+/// Takes a request's first steps, which are all synchronous: its zone, the early checks and
+/// the security modules. A request refused there (a flood's requests) is answered without the
+/// future that takes a request to its origin ever being made (see [`handle`] for the rest).
+pub fn begin(
+    ctx: Arc<ConnCtx>,
+    req: Request<ClientBody>,
+    lines: RawHeaders,
+) -> Begun<impl std::future::Future<Output = Reply> + Send> {
     let (parts, body) = req.into_parts();
     // The request travels boxed: an `async fn` keeps its arguments twice (as captured and as
     // locals) for its whole life, in the connection's task memory, which is cache-cold at
     // hundreds of connections; a box this size comes back warm from the allocator's cache.
-    handle_head(ctx, Box::new(Head { parts, lines, body, host: None, revalidate: None }))
+    match front(&ctx, Box::new(Head { parts, lines, body, host: None, revalidate: None })) {
+        Front::Answer(reply) => Begun::Answered(reply),
+        Front::Go(going) => Begun::Going(forward(ctx, going)),
+    }
 }
 
-async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
+async fn handle_head(ctx: Arc<ConnCtx>, head: Box<Head>) -> Reply {
+    match front(&ctx, head) {
+        Front::Answer(reply) => reply,
+        Front::Go(going) => forward(ctx, going).await,
+    }
+}
+
+/// What [`front`] decided.
+#[allow(clippy::large_enum_variant)] // Transient, once per request.
+enum Front {
+    Answer(Reply),
+    Go(Going),
+}
+
+/// A request that passed its first steps, with what they found out.
+struct Going {
+    head: Box<Head>,
+    zone: Arc<crate::snapshot::ZoneRuntime>,
+    finish: Box<Finish>,
+    request_id_value: HeaderValue,
+    /// Its place in the connection's request order.
+    index: u64,
+    /// Whether the access log is on.
+    log: bool,
+}
+
+/// A request's first steps (see [`begin`]).
+fn front(ctx: &Arc<ConnCtx>, mut head: Box<Head>) -> Front {
     let background = head.revalidate.is_some();
     // A background revalidation takes no place in the connection's request order.
     let index = if background { u64::MAX } else { ctx.conn.next_request.fetch_add(1, Ordering::Relaxed) };
@@ -529,7 +554,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
     if let Some(rejection) = ctx.conn.rejection_for(index).filter(|_| !background) {
         ctx.edge.metrics.reject(rejection);
         let status = StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::BAD_REQUEST);
-        return respond(error_page(status, &request_id_value, true), finish);
+        return Front::Answer(respond(error_page(status, &request_id_value, true, None), finish));
     }
 
     if !lines_forwardable(&head.lines) {
@@ -551,21 +576,24 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
             finish.host = host.to_string();
         }
         if host.is_empty() {
-            return respond(error_page(StatusCode::BAD_REQUEST, &request_id_value, false), finish);
+            return Front::Answer(respond(error_page(StatusCode::BAD_REQUEST, &request_id_value, false, None), finish));
         }
         let snap = ctx.edge.snapshot.load();
         let Some(zone_index) = snap.zone_index(&host) else {
             ctx.edge.metrics.unknown_host.fetch_add(1, Ordering::Relaxed);
-            return respond(error_page(StatusCode::NOT_FOUND, &request_id_value, false), finish);
+            return Front::Answer(respond(error_page(StatusCode::NOT_FOUND, &request_id_value, false, None), finish));
         };
         if let Some(sni) = &ctx.sni {
             if snap.zone_index(&normalize_host(sni)) != Some(zone_index) {
                 ctx.edge.metrics.misdirected.fetch_add(1, Ordering::Relaxed);
-                return respond(error_page(StatusCode::MISDIRECTED_REQUEST, &request_id_value, false), finish);
+                return Front::Answer(respond(
+                    error_page(StatusCode::MISDIRECTED_REQUEST, &request_id_value, false, None),
+                    finish,
+                ));
             }
         }
         let Some(zone) = snap.zone_for_worker(zone_index).cloned() else {
-            return respond(error_page(StatusCode::NOT_FOUND, &request_id_value, false), finish);
+            return Front::Answer(respond(error_page(StatusCode::NOT_FOUND, &request_id_value, false, None), finish));
         };
         zone
     };
@@ -576,7 +604,6 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
         zone.stats.top.observe(ctx.peer.ip(), head.parts.uri.path(), fingerprint);
     }
     finish.zone = Some(zone.clone());
-    let via = &zone.via;
 
     // A challenge's answer meets the early-drop modules only (a flood of answers is counted
     // and dropped like any other): the rate limit or rule that challenged a client must not
@@ -585,20 +612,23 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
     // The security modules (early drop first), each behind its failure policy. Out of line: a
     // zone without modules pays one check, and the request path's code stays together.
     if !zone.modules.is_empty() && !background {
-        if let Some(page) = run_modules(&ctx, &head, &zone, &mut finish, &request_id_value, answering) {
-            return respond(page, finish);
+        if let Some(page) = run_modules(ctx, &head, &zone, &mut finish, &request_id_value, answering) {
+            return Front::Answer(respond(page, finish));
         }
     }
     if answering {
-        return respond(answer_challenge(&ctx, &head, &zone, id()), finish);
+        return Front::Answer(respond(answer_challenge(ctx, &head, &zone, id()), finish));
     }
     if head.parts.method == Method::CONNECT {
-        return respond(error_page(StatusCode::METHOD_NOT_ALLOWED, &request_id_value, false), finish);
+        return Front::Answer(respond(
+            error_page(StatusCode::METHOD_NOT_ALLOWED, &request_id_value, false, None),
+            finish,
+        ));
     }
     // An origin that points back at the fleet would multiply every request without end.
     if loop_hops(&head) >= MAX_LOOP_HOPS {
         ctx.edge.metrics.loops.fetch_add(1, Ordering::Relaxed);
-        return respond(error_page(StatusCode::LOOP_DETECTED, &request_id_value, true), finish);
+        return Front::Answer(respond(error_page(StatusCode::LOOP_DETECTED, &request_id_value, true, None), finish));
     }
 
     // Refuse an oversized body before reading any of it.
@@ -606,8 +636,19 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
         head.first(Special::ContentLength, CONTENT_LENGTH.as_str()).and_then(codec::parse_content_length);
     if declared_len.is_some_and(|n| n > zone.max_body_bytes) {
         zone.stats.body_too_large.fetch_add(1, Ordering::Relaxed);
-        return respond(error_page(StatusCode::PAYLOAD_TOO_LARGE, &request_id_value, true), finish);
+        return Front::Answer(respond(
+            error_page(StatusCode::PAYLOAD_TOO_LARGE, &request_id_value, true, None),
+            finish,
+        ));
     }
+
+    Front::Go(Going { head, zone, finish, request_id_value, index, log })
+}
+
+/// A request on its way to the cache and the origins, after [`front`].
+async fn forward(ctx: Arc<ConnCtx>, going: Going) -> Reply {
+    let Going { mut head, zone, mut finish, request_id_value, index, log } = going;
+    let via = &zone.via;
 
     // The cache answers before the origins' capacity is asked for (crate::cache).
     let mut plan = head.revalidate.take();
@@ -634,9 +675,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
         match queue.acquire(ctx.peer.ip()).await {
             Ok(permit) => finish.slot = Some(permit),
             Err(_) => {
-                let mut page = error_page(StatusCode::SERVICE_UNAVAILABLE, &request_id_value, false);
-                page.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
-                return respond(page, finish);
+                return respond(error_page(StatusCode::SERVICE_UNAVAILABLE, &request_id_value, false, Some(1)), finish);
             }
         }
     }
@@ -830,7 +869,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
                         finish.cache = Some(CacheStatus::Miss);
                     }
                     let close = matches!(status, StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE);
-                    return respond(error_page(status, &request_id_value, close), finish);
+                    return respond(error_page(status, &request_id_value, close, None), finish);
                 }
             }
         }
@@ -844,7 +883,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
         // The client connection's task takes the origin connection out of the body and
         // becomes the tunnel once this 101 is written.
         if !is_upgrade {
-            return respond(error_page(StatusCode::BAD_GATEWAY, &request_id_value, true), finish);
+            return respond(error_page(StatusCode::BAD_GATEWAY, &request_id_value, true, None), finish);
         }
         ctx.conn.upgraded.store(true, Ordering::Relaxed);
     }
@@ -877,7 +916,7 @@ async fn handle_head(ctx: Arc<ConnCtx>, mut head: Box<Head>) -> Reply {
                     Some(served) => {
                         cache_reply(served, CacheStatus::Revalidated, browser_ttl, &zone, &request_id_value, finish)
                     }
-                    None => respond(error_page(StatusCode::BAD_GATEWAY, &request_id_value, false), finish),
+                    None => respond(error_page(StatusCode::BAD_GATEWAY, &request_id_value, false, None), finish),
                 };
             }
             Judged::Record(mut r, status, browser_ttl) => {
@@ -1119,7 +1158,7 @@ fn forwarding(
     let host_end = if host.is_empty() { 0 } else { "host: ".len() + host.len() + 2 };
     let earlier_len: usize = replaced.iter().map(|n| earlier(n).map(|v| v.len() + 2).sum::<usize>()).sum();
     let len = 400 + 3 * host.len() + earlier_len;
-    let text = arena_bytes(len, |out| {
+    let text = codec::arena_bytes(len, |out| {
         // The host we routed by is the host the origin sees (RFC 9112 3.2.2: an absolute-form
         // target or :authority wins over a received Host), so no request reaches one zone's
         // origin claiming to be for another.

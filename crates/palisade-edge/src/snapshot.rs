@@ -52,14 +52,17 @@ pub struct ZoneRuntime {
     pub challenge: palisade_config::ChallengeSettings,
 }
 
+/// Zones by hostname. The keys are the config's, so a fast hash serves (no request adds one).
+type HostMap = HashMap<String, usize, foldhash::fast::RandomState>;
+
 /// Everything a request needs, immutable once built.
 pub struct Snapshot {
     pub config: ValidConfig,
     pub zones: Vec<Arc<ZoneRuntime>>,
     /// `zones` again for each data-plane worker, in the same order.
     worker_zones: Vec<Vec<Arc<ZoneRuntime>>>,
-    exact: HashMap<String, usize>,
-    wildcard: HashMap<String, usize>,
+    exact: HostMap,
+    wildcard: HostMap,
     pub guard_limits: GuardLimits,
     /// The document's artifacts by name, compiled.
     pub artifacts: HashMap<String, Loaded>,
@@ -174,8 +177,8 @@ pub fn compile(
     };
     let mut zones = Vec::with_capacity(config.doc.zones.len());
     let mut worker_zones: Vec<Vec<Arc<ZoneRuntime>>> = vec![Vec::with_capacity(config.doc.zones.len()); workers];
-    let mut exact = HashMap::new();
-    let mut wildcard = HashMap::new();
+    let mut exact = HostMap::default();
+    let mut wildcard = HostMap::default();
     for (zi, (z, vz)) in config.doc.zones.iter().zip(&config.zones).enumerate() {
         let origins = z
             .origins
