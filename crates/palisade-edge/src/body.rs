@@ -119,8 +119,12 @@ impl Body for RequestBody {
 }
 
 enum Source {
-    Full(Option<Bytes>),
-    Upstream(UpstreamBody),
+    /// A body in hand, in up to two pieces (an error page: its text made once, and the part
+    /// with the request ID), taken in order.
+    Full(Option<Bytes>, Option<Bytes>),
+    /// Boxed: an origin's body is 144 bytes, and every response moves through a few functions
+    /// by value; a local page (a flood's refusals) need not carry that much.
+    Upstream(Box<UpstreamBody>),
     /// Pieces from another task (a cache body read from disk), `remaining` bytes still to come.
     Channel(tokio::sync::mpsc::Receiver<Result<Bytes, BoxError>>, u64),
 }
@@ -143,8 +147,15 @@ pub struct EdgeBody {
 
 impl EdgeBody {
     pub fn full(bytes: impl Into<Bytes>) -> Self {
+        Self::pieces(bytes.into(), Bytes::new())
+    }
+
+    /// A body in hand in two pieces, sent in order (`first` can be static text, never copied
+    /// to be made a body).
+    pub fn pieces(first: Bytes, second: Bytes) -> Self {
+        let piece = |b: Bytes| (!b.is_empty()).then_some(b);
         Self {
-            source: Source::Full(Some(bytes.into())),
+            source: Source::Full(piece(first), piece(second)),
             deadline_at: None,
             deadline: None,
             finish: None,
@@ -153,7 +164,7 @@ impl EdgeBody {
     }
 
     pub fn empty() -> Self {
-        Self { source: Source::Full(None), deadline_at: None, deadline: None, finish: None, recorder: None }
+        Self { source: Source::Full(None, None), deadline_at: None, deadline: None, finish: None, recorder: None }
     }
 
     /// A body of `len` bytes whose pieces arrive on `rx`; fewer is an error.
@@ -162,7 +173,7 @@ impl EdgeBody {
     }
 
     pub fn upstream(body: UpstreamBody, deadline_at: Option<tokio::time::Instant>) -> Self {
-        Self { source: Source::Upstream(body), deadline_at, deadline: None, finish: None, recorder: None }
+        Self { source: Source::Upstream(Box::new(body)), deadline_at, deadline: None, finish: None, recorder: None }
     }
 
     /// Stores this body in the cache as it streams to the client (never spliced then).
@@ -182,7 +193,7 @@ impl EdgeBody {
     pub fn take_tunnel(&mut self) -> Option<(tokio::net::TcpStream, Bytes)> {
         match &mut self.source {
             Source::Upstream(b) => b.take_tunnel(),
-            Source::Full(_) | Source::Channel(..) => None,
+            Source::Full(..) | Source::Channel(..) => None,
         }
     }
 }
@@ -206,13 +217,15 @@ impl EdgeBody {
 
     /// Whether the rest of this body can be spliced to the client ([`crate::splice`]).
     pub fn can_splice(&self) -> bool {
-        self.recorder.is_none() && matches!(&self.source, Source::Upstream(UpstreamBody::H1(body)) if body.can_splice())
+        self.recorder.is_none()
+            && matches!(&self.source, Source::Upstream(b) if matches!(&**b, UpstreamBody::H1(body) if body.can_splice()))
     }
 
     /// Starts splicing a body that [`Self::can_splice`]: what was already read past the head
     /// (counted as sent).
     pub fn splice_start(&mut self) -> Option<Bytes> {
-        let Source::Upstream(UpstreamBody::H1(body)) = &mut self.source else { return None };
+        let Source::Upstream(b) = &mut self.source else { return None };
+        let UpstreamBody::H1(body) = &mut **b else { return None };
         let buffered = body.splice_start();
         if let (Some(b), Some(f)) = (&buffered, self.finish.as_mut()) {
             f.bytes_sent += b.len() as u64;
@@ -227,7 +240,10 @@ impl EdgeBody {
         cx: &mut Context<'_>,
         pipe: &mut crate::splice::Pipe,
     ) -> Poll<Result<usize, BoxError>> {
-        let Source::Upstream(UpstreamBody::H1(body)) = &mut self.source else {
+        let Some(UpstreamBody::H1(body)) = (match &mut self.source {
+            Source::Upstream(b) => Some(&mut **b),
+            Source::Full(..) | Source::Channel(..) => None,
+        }) else {
             return Poll::Ready(Err("not a spliceable body".into()));
         };
         match body.poll_splice_into(cx, pipe) {
@@ -260,7 +276,7 @@ impl Body for EdgeBody {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         let polled = match &mut this.source {
-            Source::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Source::Full(a, b) => Poll::Ready(a.take().or_else(|| b.take()).map(|b| Ok(Frame::data(b)))),
             Source::Channel(rx, remaining) => match rx.poll_recv(cx) {
                 Poll::Ready(Some(Ok(b))) => {
                     *remaining = remaining.saturating_sub(b.len() as u64);
@@ -306,7 +322,7 @@ impl Body for EdgeBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.source {
-            Source::Full(b) => b.is_none(),
+            Source::Full(a, b) => a.is_none() && b.is_none(),
             Source::Channel(_, remaining) => *remaining == 0,
             Source::Upstream(b) => b.is_end_stream(),
         }
@@ -314,7 +330,9 @@ impl Body for EdgeBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.source {
-            Source::Full(b) => SizeHint::with_exact(b.as_ref().map(|b| b.len() as u64).unwrap_or(0)),
+            Source::Full(a, b) => {
+                SizeHint::with_exact([a, b].iter().map(|b| b.as_ref().map_or(0, |b| b.len() as u64)).sum())
+            }
             Source::Channel(_, remaining) => SizeHint::with_exact(*remaining),
             Source::Upstream(b) => b.size_hint(),
         }

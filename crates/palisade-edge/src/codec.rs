@@ -48,8 +48,9 @@ pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {
 /// lands in the connection's own, cache-cold head buffer, while the body sits in a warm shared
 /// read buffer. Tiny frames (chunked drips) are still gathered.
 const COALESCE: usize = 256;
-/// A whole message (head and its body's only frame) up to this size goes out in one piece, in
-/// one plain write: an error page under a flood is one `send`, not a `writev` of two pieces.
+/// A whole message (head and a body of known length) up to this size is gathered into one
+/// piece and goes out in one plain write: an error page under a flood is one `send`, not a
+/// `writev` of pieces.
 const WHOLE: usize = 1024;
 /// Most bytes gathered before a write.
 const GATHER: usize = 16 * 1024;
@@ -895,7 +896,10 @@ where
     B::Error: Into<crate::body::BoxError>,
 {
     let step = if slot.is_some() && framing != Framing::Empty { Step::Body } else { Step::Flush(After::End) };
+    let whole = framing != Framing::Chunked
+        && slot.as_ref().and_then(|b| b.size_hint().exact()).is_some_and(|n| head.len() as u64 + n <= WHOLE as u64);
     WriteMessage {
+        whole,
         pending: head.len(),
         w,
         head,
@@ -914,6 +918,8 @@ pub struct WriteMessage<'a, W: ?Sized, B> {
     head: &'a mut BytesMut,
     slot: &'a mut Option<B>,
     chunked: bool,
+    /// The whole message is small: gather all of it into one piece (see [`WHOLE`]).
+    whole: bool,
     /// Body bytes taken so far.
     written: u64,
     /// Queued output, in order, before whatever is in `head`.
@@ -945,15 +951,13 @@ enum After {
 
 impl<W: ?Sized, B> WriteMessage<'_, W, B> {
     /// Adds one data frame to the output: small ones copied behind the head, large ones queued.
-    /// `last`: the body has nothing after it.
-    fn gather(&mut self, data: Bytes, last: bool) {
-        let whole = last && self.written == 0 && self.queued.is_empty() && self.head.len() + data.len() <= WHOLE;
+    fn gather(&mut self, data: Bytes) {
         self.written += data.len() as u64;
         self.pending += data.len();
         if self.chunked {
             write_chunk_size(self.head, data.len());
         }
-        if whole || data.len() <= COALESCE && self.head.len() + data.len() <= GATHER {
+        if self.whole || data.len() <= COALESCE && self.head.len() + data.len() <= GATHER {
             self.head.extend_from_slice(&data);
         } else {
             if !self.head.is_empty() {
@@ -1009,8 +1013,7 @@ where
                     if data.is_empty() {
                         continue;
                     }
-                    let last = this.slot.as_ref().is_some_and(|b| b.is_end_stream());
-                    this.gather(data, last);
+                    this.gather(data);
                     if this.pending >= MAX_GATHERED || this.queued.len() >= MAX_QUEUED {
                         this.step = Step::Flush(After::Body);
                     }

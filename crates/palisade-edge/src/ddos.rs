@@ -27,7 +27,7 @@ use arc_swap::ArcSwap;
 use palisade_config::{Ddos, DdosAction};
 use serde::Serialize;
 
-use crate::metrics::ZoneStats;
+use crate::metrics::{WorkerGauge, ZoneStats};
 use crate::modules::{Module, ModuleError, RequestView, Verdict};
 
 /// Entries in each worker's top-k tables.
@@ -82,8 +82,9 @@ pub struct Mitigation {
     last_surge_ms: AtomicU64,
     /// A readable account of the first request it matched (method, path, user agent...).
     sample: OnceLock<String>,
-    pub refused: AtomicU64,
-    pub matched: AtomicU64,
+    /// Per worker: every refused request of a flood counts here, from both cores.
+    pub refused: WorkerGauge,
+    pub matched: WorkerGauge,
     /// `matched` at the last analysis: its traffic in the second since is exact.
     matched_before: AtomicU64,
 }
@@ -246,7 +247,7 @@ impl Detector {
             if !hit {
                 continue;
             }
-            m.matched.fetch_add(1, Ordering::Relaxed);
+            m.matched.add(1);
             if m.sample.get().is_none() {
                 let _ = m.sample.set(describe(req));
             }
@@ -264,8 +265,8 @@ impl Detector {
                 DdosAction::Challenge => (!req.cleared()).then_some(Verdict::Challenge(difficulty)),
             };
             if let Some(verdict) = refuse {
-                m.refused.fetch_add(1, Ordering::Relaxed);
-                self.stats.ddos_refused.fetch_add(1, Ordering::Relaxed);
+                m.refused.add(1);
+                self.stats.ddos_refused.add(1);
                 return verdict;
             }
         }
@@ -311,7 +312,7 @@ impl Detector {
             // Still surging: its own traffic alone is over the concentration share of the
             // threshold. Counted exactly when it matched, else estimated from the samples (a
             // request refused by an earlier mitigation is not matched against the later ones).
-            let matched = m.matched.load(Ordering::Relaxed);
+            let matched = m.matched.get();
             let since = matched.saturating_sub(m.matched_before.swap(matched, Ordering::Relaxed));
             let sampled_count = match m.target {
                 Target::Fingerprint(f) => fps.get(&f),
@@ -325,7 +326,7 @@ impl Detector {
             if now_ms.saturating_sub(m.last_surge_ms.load(Ordering::Relaxed)) <= hold_ms && settings.enabled {
                 next.push(m.clone());
             } else {
-                tracing::info!(zone, target = %target_text(m.target), refused = m.refused.load(Ordering::Relaxed),
+                tracing::info!(zone, target = %target_text(m.target), refused = m.refused.get(),
                     "automatic DDoS mitigation ended");
             }
         }
@@ -351,8 +352,8 @@ impl Detector {
                     started_ms: now_ms,
                     last_surge_ms: AtomicU64::new(now_ms),
                     sample: OnceLock::new(),
-                    refused: AtomicU64::new(0),
-                    matched: AtomicU64::new(0),
+                    refused: WorkerGauge::default(),
+                    matched: WorkerGauge::default(),
                     matched_before: AtomicU64::new(0),
                 }));
             }
@@ -400,8 +401,8 @@ impl Detector {
                     ends_in_s: (m.last_surge_ms.load(Ordering::Relaxed) + hold_ms)
                         .saturating_sub(now_ms)
                         .div_ceil(1000),
-                    matched: m.matched.load(Ordering::Relaxed),
-                    refused: m.refused.load(Ordering::Relaxed),
+                    matched: m.matched.get(),
+                    refused: m.refused.get(),
                 })
                 .collect(),
         }

@@ -131,8 +131,6 @@ pub enum Ended {
     H2(Rewind<Box<dyn Io>>),
 }
 
-// Transient, returned once per request: boxing it would cost an allocation per request.
-#[allow(clippy::large_enum_variant)]
 enum HeadRead {
     Head(Parsed),
     Preface,
@@ -200,20 +198,18 @@ pub async fn serve(
                 Ok(HeadRead::Eof) | Err(_) => break,
             };
             first = false;
-            let Parsed { method, version: v, keep_alive: k, framing, expect_continue, parts, lines } = request;
+            let Parsed { version: v, keep_alive: k, framing, expect_continue, mut head } = request;
             version = v;
             keep_alive = k;
-            head_request = method == Method::HEAD;
-            let client_body = if framing == Framing::Empty {
-                ClientBody::Empty
-            } else {
+            head_request = *head.method() == Method::HEAD;
+            if framing != Framing::Empty {
                 let mut w = crate::lock(&wire);
                 w.body = Some(BodyReader::new(framing, limits.max_header_bytes, codec::CLIENT_READ_SIZE));
                 w.cut = false;
                 w.continue_owed = expect_continue.then_some(0);
-                ClientBody::H1(H1RequestBody { wire: wire.clone() })
-            };
-            proxy::begin(ctx.clone(), hyper::Request::from_parts(parts, client_body), lines)
+                head.set_body(ClientBody::H1(H1RequestBody { wire: wire.clone() }));
+            }
+            proxy::begin(ctx.clone(), head)
         };
         // The same for the reply, which moves into the future that writes it.
         let writing = {
@@ -306,15 +302,12 @@ fn poll_head(wire: &SharedWire, cx: &mut Context<'_>, first: bool, max_headers: 
 }
 
 struct Parsed {
-    method: Method,
     version: Version,
     keep_alive: bool,
     framing: Framing,
     expect_continue: bool,
-    /// The request line's parts; the header map is empty: the headers are in `lines`.
-    parts: hyper::http::request::Parts,
-    /// The header lines as received (see [`proxy::handle`]).
-    lines: RawHeaders,
+    /// The request line's parts, and the header lines as received (the header map is empty).
+    head: Box<proxy::Head>,
 }
 
 /// Parses the request head at the start of `buf` (once) and takes it out. Ok(None): incomplete;
@@ -352,10 +345,10 @@ fn parse_request(buf: &mut BytesMut, max_headers: usize) -> Result<Option<Parsed
     let expect_continue = version == Version::HTTP_11
         && lines.special(Special::Expect).next().is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue"));
     let (mut parts, ()) = hyper::Request::new(()).into_parts();
-    parts.method = method.clone();
+    parts.method = method;
     parts.uri = uri;
     parts.version = version;
-    Ok(Some(Parsed { method, version, keep_alive, framing, expect_continue, parts, lines }))
+    Ok(Some(Parsed { version, keep_alive, framing, expect_continue, head: proxy::Head::boxed(parts, lines) }))
 }
 
 enum Next {

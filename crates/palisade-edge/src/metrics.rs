@@ -134,7 +134,7 @@ pub struct ZoneStats {
     /// Automatic DDoS mitigation ([`crate::ddos`]): mitigations started, requests they
     /// refused, mitigations active now, and the last second's rate beside the baseline.
     pub ddos_mitigations: AtomicU64,
-    pub ddos_refused: AtomicU64,
+    pub ddos_refused: WorkerGauge,
     pub ddos_active: AtomicU64,
     pub ddos_rps: AtomicU64,
     pub ddos_baseline_rps: AtomicU64,
@@ -240,7 +240,7 @@ impl Metrics {
         let mut out: BTreeMap<String, ModuleTotals> = BTreeMap::new();
         for ((_, name), m) in crate::lock(&self.modules).iter() {
             let t = out.entry(name.clone()).or_default();
-            t.calls += m.calls.load(Ordering::Relaxed);
+            t.calls += m.calls.get();
             t.errors += m.errors.load(Ordering::Relaxed);
             t.panics += m.panics.load(Ordering::Relaxed);
             t.breaker_trips += m.breaker_trips.load(Ordering::Relaxed);
@@ -399,43 +399,61 @@ impl Metrics {
                 ld(&z.body_too_large)
             );
         }
-        type ZoneSeries = (&'static str, &'static str, fn(&ZoneStats) -> &AtomicU64);
+        type ZoneSeries = (&'static str, &'static str, fn(&ZoneStats) -> u64);
         let zone_series: [ZoneSeries; 15] = [
-            ("palisade_queue_waited_total", "Requests that waited for an origin slot.", |z| &z.queued),
+            ("palisade_queue_waited_total", "Requests that waited for an origin slot.", |z| {
+                z.queued.load(Ordering::Relaxed)
+            }),
             ("palisade_queue_full_total", "Requests refused (503): the queue was full of quieter sources.", |z| {
-                &z.queue_full
+                z.queue_full.load(Ordering::Relaxed)
             }),
             (
                 "palisade_queue_pushed_out_total",
                 "Waiting requests refused (503) to make room for a quieter source.",
-                |z| &z.queue_pushed_out,
+                |z| z.queue_pushed_out.load(Ordering::Relaxed),
             ),
-            ("palisade_queue_timeouts_total", "Requests refused (503) after queue_timeout_ms.", |z| &z.queue_timeouts),
-            ("palisade_queue_waiting", "Requests waiting for an origin slot now.", |z| &z.queue_waiting),
+            ("palisade_queue_timeouts_total", "Requests refused (503) after queue_timeout_ms.", |z| {
+                z.queue_timeouts.load(Ordering::Relaxed)
+            }),
+            ("palisade_queue_waiting", "Requests waiting for an origin slot now.", |z| {
+                z.queue_waiting.load(Ordering::Relaxed)
+            }),
             ("palisade_origin_in_flight", "Requests holding an origin slot now ([zones.concurrency]).", |z| {
-                &z.origin_in_flight
+                z.origin_in_flight.load(Ordering::Relaxed)
             }),
-            ("palisade_ddos_mitigations_total", "Automatic DDoS mitigations started.", |z| &z.ddos_mitigations),
-            ("palisade_ddos_refused_total", "Requests refused by an automatic DDoS mitigation.", |z| &z.ddos_refused),
-            ("palisade_ddos_active", "Automatic DDoS mitigations in force now.", |z| &z.ddos_active),
-            ("palisade_ddos_rps", "The zone's request rate in the last full second.", |z| &z.ddos_rps),
+            ("palisade_ddos_mitigations_total", "Automatic DDoS mitigations started.", |z| {
+                z.ddos_mitigations.load(Ordering::Relaxed)
+            }),
+            ("palisade_ddos_refused_total", "Requests refused by an automatic DDoS mitigation.", |z| {
+                z.ddos_refused.get()
+            }),
+            ("palisade_ddos_active", "Automatic DDoS mitigations in force now.", |z| {
+                z.ddos_active.load(Ordering::Relaxed)
+            }),
+            ("palisade_ddos_rps", "The zone's request rate in the last full second.", |z| {
+                z.ddos_rps.load(Ordering::Relaxed)
+            }),
             ("palisade_ddos_baseline_rps", "The request rate the DDoS detector has learned as normal.", |z| {
-                &z.ddos_baseline_rps
+                z.ddos_baseline_rps.load(Ordering::Relaxed)
             }),
-            ("palisade_challenges_issued_total", "Challenge pages served.", |z| &z.challenges_issued),
-            ("palisade_challenges_solved_total", "Challenges passed with the proof of work.", |z| &z.challenges_solved),
+            ("palisade_challenges_issued_total", "Challenge pages served.", |z| {
+                z.challenges_issued.load(Ordering::Relaxed)
+            }),
+            ("palisade_challenges_solved_total", "Challenges passed with the proof of work.", |z| {
+                z.challenges_solved.load(Ordering::Relaxed)
+            }),
             ("palisade_challenges_waited_total", "Challenges passed by waiting (no JavaScript).", |z| {
-                &z.challenges_waited
+                z.challenges_waited.load(Ordering::Relaxed)
             }),
             ("palisade_challenges_failed_total", "Challenge answers refused (bad, stale or early).", |z| {
-                &z.challenges_failed
+                z.challenges_failed.load(Ordering::Relaxed)
             }),
         ];
         for (name, help, get) in zone_series {
             let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (zone, z) in &zones {
-                let _ = writeln!(o, "{name}{{zone=\"{}\"}} {}", esc(zone), ld(get(z)));
+                let _ = writeln!(o, "{name}{{zone=\"{}\"}} {}", esc(zone), get(z));
             }
         }
         o.push_str("# HELP palisade_bot_scores_total Requests scored by the bot module, by band of ten (band 0: 1-9, band 9: 90-99).\n# TYPE palisade_bot_scores_total counter\n");
@@ -508,12 +526,8 @@ impl Metrics {
             crate::lock(&self.modules).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         type ModuleSeries = (&'static str, &'static str, fn(&crate::modules::ModuleStats) -> u64);
         let series: [ModuleSeries; 8] = [
-            ("palisade_module_calls_total", "Requests a security module was called for.", |m| {
-                m.calls.load(Ordering::Relaxed)
-            }),
-            ("palisade_module_answers_total", "Requests a module answered itself (a block).", |m| {
-                m.answers.load(Ordering::Relaxed)
-            }),
+            ("palisade_module_calls_total", "Requests a security module was called for.", |m| m.calls.get()),
+            ("palisade_module_answers_total", "Requests a module answered itself (a block).", |m| m.answers.get()),
             ("palisade_module_errors_total", "Errors a module returned.", |m| m.errors.load(Ordering::Relaxed)),
             ("palisade_module_panics_total", "Panics caught at a module's boundary.", |m| {
                 m.panics.load(Ordering::Relaxed)
@@ -542,10 +556,8 @@ impl Metrics {
         }
         type LimitSeries = (&'static str, &'static str, fn(&crate::ratelimit::LimitStats) -> u64);
         let limit_series: [LimitSeries; 4] = [
-            ("palisade_rate_limit_passed_total", "Requests a rate limit counted and let through.", |l| {
-                l.passed.load(Ordering::Relaxed)
-            }),
-            ("palisade_rate_limit_limited_total", "Requests over a rate limit.", |l| l.limited.load(Ordering::Relaxed)),
+            ("palisade_rate_limit_passed_total", "Requests a rate limit counted and let through.", |l| l.passed.get()),
+            ("palisade_rate_limit_limited_total", "Requests over a rate limit.", |l| l.limited.get()),
             ("palisade_rate_limit_evicted_total", "Keys dropped to stay within the cap.", |l| {
                 l.evicted.load(Ordering::Relaxed)
             }),

@@ -24,6 +24,7 @@ use palisade_config::artifact::IpSet;
 use palisade_config::{FailurePolicy, Fault, ModuleSettings};
 
 use crate::kill::{KillSwitches, Switch};
+use crate::metrics::WorkerGauge;
 
 /// What a module sees of a request.
 pub struct RequestView<'a> {
@@ -166,9 +167,10 @@ pub trait Module: Send + Sync {
 /// keeps them.
 #[derive(Debug, Default)]
 pub struct ModuleStats {
-    pub calls: AtomicU64,
+    /// Per worker, as the answers: every request counts here, from every core.
+    pub calls: WorkerGauge,
     /// Requests the module answered itself (a block, say).
-    pub answers: AtomicU64,
+    pub answers: WorkerGauge,
     pub errors: AtomicU64,
     pub panics: AtomicU64,
     pub breaker_trips: AtomicU64,
@@ -302,7 +304,7 @@ impl Slot {
             "enabled": self.enabled,
             "failure_policy": self.policy,
             "breaker_open": self.breaker.is_open(now_ms()),
-            "calls": self.stats.calls.load(Ordering::Relaxed),
+            "calls": self.stats.calls.get(),
             "errors": self.stats.errors.load(Ordering::Relaxed),
             "panics": self.stats.panics.load(Ordering::Relaxed),
             "breaker_trips": self.stats.breaker_trips.load(Ordering::Relaxed),
@@ -317,24 +319,27 @@ impl Slot {
         }
         let now = now_ms();
         let open = self.breaker.is_open(now);
-        self.stats.breaker_open.store(open, Ordering::Relaxed);
+        // Written when it changes only: a store per request would pass its line between cores.
+        if self.stats.breaker_open.load(Ordering::Relaxed) != open {
+            self.stats.breaker_open.store(open, Ordering::Relaxed);
+        }
         if open {
             return self.fail(degraded);
         }
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
+        self.stats.calls.add(1);
         let mut panicked = false;
         let failure = match catch_unwind(AssertUnwindSafe(|| self.module.on_request(req))) {
             Ok(Ok(Verdict::Continue)) => return Outcome::Continue,
             Ok(Ok(Verdict::Respond(status))) => {
-                self.stats.answers.fetch_add(1, Ordering::Relaxed);
+                self.stats.answers.add(1);
                 return Outcome::Respond(status);
             }
             Ok(Ok(Verdict::TooMany(retry_after))) => {
-                self.stats.answers.fetch_add(1, Ordering::Relaxed);
+                self.stats.answers.add(1);
                 return Outcome::TooMany(retry_after);
             }
             Ok(Ok(Verdict::Challenge(difficulty))) => {
-                self.stats.answers.fetch_add(1, Ordering::Relaxed);
+                self.stats.answers.add(1);
                 return Outcome::Challenge(difficulty);
             }
             Ok(Err(e)) => {

@@ -1,6 +1,7 @@
 //! Local responses: error pages with the request ID and nothing internal (no origin addresses,
 //! no node names, no error chains).
 
+use bytes::Bytes;
 use hyper::header::{HeaderValue, CONNECTION};
 use hyper::{Response, StatusCode};
 
@@ -54,9 +55,11 @@ fn prefix(status: StatusCode) -> String {
     html
 }
 
-/// The known statuses' prefixes, built once: under a flood, a refusal copies three pieces.
-static PREFIXES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
-    KNOWN.iter().map(|c| prefix(StatusCode::from_u16(*c).unwrap_or(StatusCode::BAD_REQUEST))).collect()
+/// The known statuses' prefixes, built once and kept for the life of the process (a few KiB):
+/// under a flood, a refusal's page is this text as it is and a small second piece.
+static PREFIXES: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    let built = KNOWN.iter().map(|c| prefix(StatusCode::from_u16(*c).unwrap_or(StatusCode::BAD_REQUEST)));
+    built.map(|p| &*Box::leak(p.into_boxed_str())).collect()
 });
 
 /// An HTML error page. `close` adds `Connection: close` (after a framing error, the rest of the
@@ -66,19 +69,14 @@ static PREFIXES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| 
 /// a fifth of a refusal's own work: callgrind, `bench/refusal.sh`).
 pub fn error_page(status: StatusCode, request_id_value: &HeaderValue, close: bool, retry_after: Option<u64>) -> Reply {
     let request_id = request_id_value.to_str().unwrap_or("-");
-    let built;
     let head = match KNOWN.iter().position(|c| *c == status.as_u16()).and_then(|i| PREFIXES.get(i)) {
-        Some(p) => p.as_str(),
-        None => {
-            built = prefix(status);
-            built.as_str()
-        }
+        Some(p) => Bytes::from_static(p.as_bytes()),
+        None => Bytes::from(prefix(status)),
     };
-    let mut html = String::with_capacity(head.len() + request_id.len() + TAIL.len());
-    html.push_str(head);
-    html.push_str(request_id);
-    html.push_str(TAIL);
-    let mut resp = Response::new(EdgeBody::full(html));
+    let mut rest = String::with_capacity(request_id.len() + TAIL.len());
+    rest.push_str(request_id);
+    rest.push_str(TAIL);
+    let mut resp = Response::new(EdgeBody::pieces(head, Bytes::from(rest)));
     *resp.status_mut() = status;
     if close {
         resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));

@@ -126,8 +126,12 @@ fn respond(reply: impl Into<Reply>, mut finish: Box<Finish>) -> Reply {
 
 /// A request: its head's parts, an HTTP/1.1 client's header lines as received, and its body;
 /// then the host it is routed by. What the request's future needs only until the origin
-/// request is built lives here, not in that future (see [`handle`]).
-struct Head {
+/// request is built lives here, not in that future (see [`handle`]). It travels boxed, boxed
+/// where it is parsed: an `async fn` keeps its arguments twice (as captured and as locals) for
+/// its whole life, in the connection's task memory, which is cache-cold at hundreds of
+/// connections, and every move of a head this size is a copy; a box this size comes back warm
+/// from the allocator's cache.
+pub struct Head {
     parts: hyper::http::request::Parts,
     lines: RawHeaders,
     body: ClientBody,
@@ -138,6 +142,24 @@ struct Head {
 }
 
 impl Head {
+    /// A request's head, boxed, with no body yet (see [`Head::set_body`]). `lines`: an
+    /// HTTP/1.1 client's header lines, as received, with the header map of `parts` left empty;
+    /// they are forwarded to an HTTP/1.1 origin as lines, as the origin's response lines are
+    /// forwarded back (see [`RawHeaders`]), unless one of them needs what only the map path does
+    /// (see [`lines_forwardable`]). An HTTP/2 client's headers are in the map, and `lines` is
+    /// empty.
+    pub fn boxed(parts: hyper::http::request::Parts, lines: RawHeaders) -> Box<Head> {
+        Box::new(Head { parts, lines, body: ClientBody::Empty, host: None, revalidate: None })
+    }
+
+    pub fn set_body(&mut self, body: ClientBody) {
+        self.body = body;
+    }
+
+    pub fn method(&self) -> &Method {
+        &self.parts.method
+    }
+
     /// The values of the headers named `name` in the map (lowercase), and of the lines of
     /// `kind`, the special header so named (found by the kind recorded when the head was read).
     fn special<'a>(&'a self, kind: Special, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
@@ -448,17 +470,8 @@ fn judge(policy: &ZonePolicy, plan: Box<Plan>, parts: &hyper::http::response::Pa
 }
 
 /// Handles one request. Never fails: every problem becomes a response.
-///
-/// `lines`: an HTTP/1.1 client's header lines, as received, with the header map of `req` left
-/// empty; they are forwarded to an HTTP/1.1 origin as lines, as the origin's response lines are
-/// forwarded back (see [`RawHeaders`]), unless one of them needs what only the map path does
-/// (see [`lines_forwardable`]). An HTTP/2 client's headers are in the map, and `lines` is empty.
-pub fn handle(
-    ctx: Arc<ConnCtx>,
-    req: Request<ClientBody>,
-    lines: RawHeaders,
-) -> impl std::future::Future<Output = Reply> + Send {
-    let begun = begin(ctx, req, lines);
+pub fn handle(ctx: Arc<ConnCtx>, head: Box<Head>) -> impl std::future::Future<Output = Reply> + Send {
+    let begun = begin(ctx, head);
     async move {
         match begun {
             Begun::Answered(reply) => reply,
@@ -477,16 +490,8 @@ pub enum Begun<F> {
 /// Takes a request's first steps, which are all synchronous: its zone, the early checks and
 /// the security modules. A request refused there (a flood's requests) is answered without the
 /// future that takes a request to its origin ever being made (see [`handle`] for the rest).
-pub fn begin(
-    ctx: Arc<ConnCtx>,
-    req: Request<ClientBody>,
-    lines: RawHeaders,
-) -> Begun<impl std::future::Future<Output = Reply> + Send> {
-    let (parts, body) = req.into_parts();
-    // The request travels boxed: an `async fn` keeps its arguments twice (as captured and as
-    // locals) for its whole life, in the connection's task memory, which is cache-cold at
-    // hundreds of connections; a box this size comes back warm from the allocator's cache.
-    match front(&ctx, Box::new(Head { parts, lines, body, host: None, revalidate: None })) {
+pub fn begin(ctx: Arc<ConnCtx>, head: Box<Head>) -> Begun<impl std::future::Future<Output = Reply> + Send> {
+    match front(&ctx, head) {
         Front::Answer(reply) => Begun::Answered(reply),
         Front::Go(going) => Begun::Going(forward(ctx, going)),
     }

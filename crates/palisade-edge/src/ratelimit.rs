@@ -55,8 +55,9 @@ struct State {
 /// Counters of one rate limit, in the node's metrics registry.
 #[derive(Debug, Default)]
 pub struct LimitStats {
-    pub passed: AtomicU64,
-    pub limited: AtomicU64,
+    /// Per worker: every request a rule looks at counts here, from every core.
+    pub passed: crate::metrics::WorkerGauge,
+    pub limited: crate::metrics::WorkerGauge,
     pub keys: AtomicU64,
     pub evicted: AtomicU64,
 }
@@ -237,10 +238,10 @@ impl Module for RateLimits {
             }
             match l.check_key(l.key(req), now) {
                 Check::Pass => {
-                    l.stats.passed.fetch_add(1, Ordering::Relaxed);
+                    l.stats.passed.add(1);
                 }
                 Check::Limited(retry_after) => {
-                    l.stats.limited.fetch_add(1, Ordering::Relaxed);
+                    l.stats.limited.add(1);
                     match l.action {
                         LimitAction::Block => return Ok(Verdict::TooMany(retry_after)),
                         LimitAction::Challenge if !req.cleared() => return Ok(Verdict::Challenge(l.difficulty)),

@@ -767,11 +767,10 @@ async fn serve_h2(
     let io = Rewind::new(opening, io);
     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let ctx = ctx.clone();
-        async move {
-            Ok::<_, Infallible>(
-                proxy::handle(ctx, req.map(ClientBody::H2), RawHeaders::default()).await.into_response(),
-            )
-        }
+        let (parts, body) = req.into_parts();
+        let mut head = proxy::Head::boxed(parts, RawHeaders::default());
+        head.set_body(ClientBody::H2(body));
+        async move { Ok::<_, Infallible>(proxy::handle(ctx, head).await.into_response()) }
     });
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
