@@ -209,14 +209,14 @@ pub async fn serve(
                 w.continue_owed = expect_continue.then_some(0);
                 head.set_body(ClientBody::H1(H1RequestBody { wire: wire.clone() }));
             }
-            proxy::begin(ctx.clone(), head)
+            proxy::begin(&ctx, head)
         };
         // The same for the reply, which moves into the future that writes it.
         let writing = {
             // A request answered in its first steps (a refusal) has no future to wait for.
             let reply = match handling {
-                proxy::Begun::Answered(reply) => reply,
-                proxy::Begun::Going(going) => going.await,
+                proxy::Begun::Answered(reply) => *reply,
+                proxy::Begun::Going(going) => proxy::forward(ctx.clone(), going).await,
             };
             let body_read = {
                 let mut w = crate::lock(&wire);

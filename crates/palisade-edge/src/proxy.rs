@@ -392,7 +392,7 @@ fn revalidate_in_background(ctx: Arc<ConnCtx>, head: &Head, plan: Box<Plan>) {
         revalidate: Some(plan),
     };
     let fetch: std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>> =
-        Box::pin(handle_head(ctx, Box::new(copy)));
+        Box::pin(handle(ctx, Box::new(copy)));
     tokio::spawn(async move {
         // Reading the body to its end stores it (crate::cache::Recorder).
         let mut body = fetch.await.resp.into_body();
@@ -470,49 +470,30 @@ fn judge(policy: &ZonePolicy, plan: Box<Plan>, parts: &hyper::http::response::Pa
 }
 
 /// Handles one request. Never fails: every problem becomes a response.
-pub fn handle(ctx: Arc<ConnCtx>, head: Box<Head>) -> impl std::future::Future<Output = Reply> + Send {
-    let begun = begin(ctx, head);
-    async move {
-        match begun {
-            Begun::Answered(reply) => reply,
-            Begun::Going(going) => going.await,
-        }
+pub async fn handle(ctx: Arc<ConnCtx>, head: Box<Head>) -> Reply {
+    match begin(&ctx, head) {
+        Begun::Answered(reply) => *reply,
+        Begun::Going(going) => forward(ctx, going).await,
     }
 }
 
-/// A request after its first steps: answered already, or on its way (to the cache and origin).
-#[allow(clippy::large_enum_variant)] // Transient, once per request: boxing it costs an allocation.
-pub enum Begun<F> {
-    Answered(Reply),
-    Going(F),
+/// A request after its first steps: answered already (boxed: the answer travels through a few
+/// functions, and a refusal's is a few hundred bytes), or on its way to the cache and origins
+/// ([`forward`]).
+pub enum Begun {
+    Answered(Box<Reply>),
+    Going(Going),
 }
 
 /// Takes a request's first steps, which are all synchronous: its zone, the early checks and
 /// the security modules. A request refused there (a flood's requests) is answered without the
-/// future that takes a request to its origin ever being made (see [`handle`] for the rest).
-pub fn begin(ctx: Arc<ConnCtx>, head: Box<Head>) -> Begun<impl std::future::Future<Output = Reply> + Send> {
-    match front(&ctx, head) {
-        Front::Answer(reply) => Begun::Answered(reply),
-        Front::Go(going) => Begun::Going(forward(ctx, going)),
-    }
-}
-
-async fn handle_head(ctx: Arc<ConnCtx>, head: Box<Head>) -> Reply {
-    match front(&ctx, head) {
-        Front::Answer(reply) => reply,
-        Front::Go(going) => forward(ctx, going).await,
-    }
-}
-
-/// What [`front`] decided.
-#[allow(clippy::large_enum_variant)] // Transient, once per request.
-enum Front {
-    Answer(Reply),
-    Go(Going),
+/// future that takes a request to its origin ([`forward`]) ever being made.
+pub fn begin(ctx: &Arc<ConnCtx>, head: Box<Head>) -> Begun {
+    front(ctx, head)
 }
 
 /// A request that passed its first steps, with what they found out.
-struct Going {
+pub struct Going {
     head: Box<Head>,
     zone: Arc<crate::snapshot::ZoneRuntime>,
     finish: Box<Finish>,
@@ -524,7 +505,7 @@ struct Going {
 }
 
 /// A request's first steps (see [`begin`]).
-fn front(ctx: &Arc<ConnCtx>, mut head: Box<Head>) -> Front {
+fn front(ctx: &Arc<ConnCtx>, mut head: Box<Head>) -> Begun {
     let background = head.revalidate.is_some();
     // A background revalidation takes no place in the connection's request order.
     let index = if background { u64::MAX } else { ctx.conn.next_request.fetch_add(1, Ordering::Relaxed) };
@@ -559,7 +540,7 @@ fn front(ctx: &Arc<ConnCtx>, mut head: Box<Head>) -> Front {
     if let Some(rejection) = ctx.conn.rejection_for(index).filter(|_| !background) {
         ctx.edge.metrics.reject(rejection);
         let status = StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::BAD_REQUEST);
-        return Front::Answer(respond(error_page(status, &request_id_value, true, None), finish));
+        return Begun::Answered(Box::new(respond(error_page(status, &request_id_value, true, None), finish)));
     }
 
     if !lines_forwardable(&head.lines) {
@@ -581,24 +562,33 @@ fn front(ctx: &Arc<ConnCtx>, mut head: Box<Head>) -> Front {
             finish.host = host.to_string();
         }
         if host.is_empty() {
-            return Front::Answer(respond(error_page(StatusCode::BAD_REQUEST, &request_id_value, false, None), finish));
+            return Begun::Answered(Box::new(respond(
+                error_page(StatusCode::BAD_REQUEST, &request_id_value, false, None),
+                finish,
+            )));
         }
         let snap = ctx.edge.snapshot.load();
         let Some(zone_index) = snap.zone_index(&host) else {
             ctx.edge.metrics.unknown_host.fetch_add(1, Ordering::Relaxed);
-            return Front::Answer(respond(error_page(StatusCode::NOT_FOUND, &request_id_value, false, None), finish));
+            return Begun::Answered(Box::new(respond(
+                error_page(StatusCode::NOT_FOUND, &request_id_value, false, None),
+                finish,
+            )));
         };
         if let Some(sni) = &ctx.sni {
             if snap.zone_index(&normalize_host(sni)) != Some(zone_index) {
                 ctx.edge.metrics.misdirected.fetch_add(1, Ordering::Relaxed);
-                return Front::Answer(respond(
+                return Begun::Answered(Box::new(respond(
                     error_page(StatusCode::MISDIRECTED_REQUEST, &request_id_value, false, None),
                     finish,
-                ));
+                )));
             }
         }
         let Some(zone) = snap.zone_for_worker(zone_index).cloned() else {
-            return Front::Answer(respond(error_page(StatusCode::NOT_FOUND, &request_id_value, false, None), finish));
+            return Begun::Answered(Box::new(respond(
+                error_page(StatusCode::NOT_FOUND, &request_id_value, false, None),
+                finish,
+            )));
         };
         zone
     };
@@ -618,22 +608,25 @@ fn front(ctx: &Arc<ConnCtx>, mut head: Box<Head>) -> Front {
     // zone without modules pays one check, and the request path's code stays together.
     if !zone.modules.is_empty() && !background {
         if let Some(page) = run_modules(ctx, &head, &zone, &mut finish, &request_id_value, answering) {
-            return Front::Answer(respond(page, finish));
+            return Begun::Answered(Box::new(respond(page, finish)));
         }
     }
     if answering {
-        return Front::Answer(respond(answer_challenge(ctx, &head, &zone, id()), finish));
+        return Begun::Answered(Box::new(respond(answer_challenge(ctx, &head, &zone, id()), finish)));
     }
     if head.parts.method == Method::CONNECT {
-        return Front::Answer(respond(
+        return Begun::Answered(Box::new(respond(
             error_page(StatusCode::METHOD_NOT_ALLOWED, &request_id_value, false, None),
             finish,
-        ));
+        )));
     }
     // An origin that points back at the fleet would multiply every request without end.
     if loop_hops(&head) >= MAX_LOOP_HOPS {
         ctx.edge.metrics.loops.fetch_add(1, Ordering::Relaxed);
-        return Front::Answer(respond(error_page(StatusCode::LOOP_DETECTED, &request_id_value, true, None), finish));
+        return Begun::Answered(Box::new(respond(
+            error_page(StatusCode::LOOP_DETECTED, &request_id_value, true, None),
+            finish,
+        )));
     }
 
     // Refuse an oversized body before reading any of it.
@@ -641,17 +634,17 @@ fn front(ctx: &Arc<ConnCtx>, mut head: Box<Head>) -> Front {
         head.first(Special::ContentLength, CONTENT_LENGTH.as_str()).and_then(codec::parse_content_length);
     if declared_len.is_some_and(|n| n > zone.max_body_bytes) {
         zone.stats.body_too_large.fetch_add(1, Ordering::Relaxed);
-        return Front::Answer(respond(
+        return Begun::Answered(Box::new(respond(
             error_page(StatusCode::PAYLOAD_TOO_LARGE, &request_id_value, true, None),
             finish,
-        ));
+        )));
     }
 
-    Front::Go(Going { head, zone, finish, request_id_value, index, log })
+    Begun::Going(Going { head, zone, finish, request_id_value, index, log })
 }
 
 /// A request on its way to the cache and the origins, after [`front`].
-async fn forward(ctx: Arc<ConnCtx>, going: Going) -> Reply {
+pub async fn forward(ctx: Arc<ConnCtx>, going: Going) -> Reply {
     let Going { mut head, zone, mut finish, request_id_value, index, log } = going;
     let via = &zone.via;
 
