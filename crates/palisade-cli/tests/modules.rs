@@ -272,6 +272,18 @@ async fn rate_limits_pass_exactly_the_limit_and_answer_429_with_retry_after() {
         assert_ne!(send("/api/x", "a").await.0, 429);
     }
     assert_eq!(send("/api/x", "a").await, (429, Some(120)));
+    // The page of a refusal: its own header lines and its text, its request ID in both.
+    let url = format!("http://{}/api/x", e.http());
+    let (s, h, body) =
+        request_full(&client(), "GET", &url, &[("host", "site.example"), ("x-api-key", "a")], Vec::new()).await;
+    let id = h["x-request-id"].to_str().unwrap();
+    assert_eq!((s, id.len()), (429, 16), "{h:?}");
+    assert!(body.contains(&format!("Request ID: <code>{id}</code>")) && body.ends_with("</html>\n"), "{body}");
+    assert_eq!(h["content-length"].to_str().unwrap(), body.len().to_string());
+    assert_eq!(
+        (h["content-type"].to_str().unwrap(), h["cache-control"].to_str().unwrap()),
+        ("text/html; charset=utf-8", "no-store")
+    );
     assert_ne!(send("/api/x", "b").await.0, 429);
     let m = e.metrics().await;
     assert!(m.contains("palisade_rate_limit_limited_total{zone=\"site\",limit=\"login\"} 7"), "{m}");

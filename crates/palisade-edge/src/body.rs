@@ -189,6 +189,27 @@ impl EdgeBody {
         self.finish.as_deref_mut()
     }
 
+    /// Appends the whole body to `out` when it is in hand and `len` bytes long (a local page),
+    /// counted as sent and complete as if its frames had been taken; false (nothing taken)
+    /// for any other body.
+    pub fn take_in_hand(&mut self, len: u64, out: &mut bytes::BytesMut) -> bool {
+        let Source::Full(a, b) = &mut self.source else { return false };
+        let pieces = [a.as_ref(), b.as_ref()];
+        let total: u64 = pieces.iter().map(|p| p.map_or(0, |p| p.len() as u64)).sum();
+        if total != len || self.recorder.is_some() {
+            return false;
+        }
+        for piece in pieces.into_iter().flatten() {
+            out.extend_from_slice(piece);
+        }
+        (*a, *b) = (None, None);
+        if let Some(f) = self.finish.as_mut() {
+            f.bytes_sent += total;
+            f.completed = true;
+        }
+        true
+    }
+
     /// The origin side of an upgraded connection (after a 101 from the origin).
     pub fn take_tunnel(&mut self) -> Option<(tokio::net::TcpStream, Bytes)> {
         match &mut self.source {

@@ -51,7 +51,7 @@ const COALESCE: usize = 256;
 /// A whole message (head and a body of known length) up to this size is gathered into one
 /// piece and goes out in one plain write: an error page under a flood is one `send`, not a
 /// `writev` of pieces.
-const WHOLE: usize = 1024;
+pub const WHOLE: usize = 1024;
 /// Most bytes gathered before a write.
 const GATHER: usize = 16 * 1024;
 
@@ -409,22 +409,24 @@ impl RawHeaders {
         Some(RawHeaders::new(head.slice(..len.min(head.len())), lines))
     }
 
-    /// Lines the edge writes itself, `(name, value)` in order (lowercase names, values a header
-    /// value may hold), in a head of their own cut from this worker's arena: no parse and no
-    /// header map. None if they would not fit a head (never for the edge's own few lines).
-    pub fn of(pairs: &[(&[u8], &[u8])]) -> Option<Self> {
-        let len = pairs.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    /// Lines the edge writes itself, `(kind, name, value)` in order (the kind [`Special::of`]
+    /// the name, lowercase names, values a header value may hold), in a head of their own cut
+    /// from this worker's arena: no parse and no header map. None if they would not fit a head
+    /// (never for the edge's own few lines).
+    pub fn of(pairs: &[(Special, &[u8], &[u8])]) -> Option<Self> {
+        let len = pairs.iter().map(|(_, n, v)| n.len() + v.len() + 4).sum();
         let mut lines = SPANS.try_with(|s| s.take(Vec::new)).unwrap_or_default();
         lines.reserve(pairs.len().max(16));
         let mut at = 0usize;
-        for (name, value) in pairs {
+        for (kind, name, value) in pairs {
+            debug_assert_eq!(*kind, Special::of(name));
             let span = [at, name.len(), at + name.len() + 2, value.len()].map(u32::try_from);
             let [Ok(ns), Ok(nl), Ok(vs), Ok(vl)] = span else { return None };
-            lines.push(Line { at: [ns, nl, vs, vl], kind: Special::of(name) });
+            lines.push(Line { at: [ns, nl, vs, vl], kind: *kind });
             at += name.len() + value.len() + 4;
         }
         let head = arena_bytes(len, |out| {
-            for (name, value) in pairs {
+            for (_, name, value) in pairs {
                 write_line(out, name, value);
             }
         });

@@ -380,11 +380,21 @@ fn write_response(
     splice: bool,
 ) -> impl std::future::Future<Output = Result<Next, codec::WriteError>> + Send + '_ {
     let mut head = codec::HeadBuf::take();
-    let (Framed { framing, keep_alive, switching }, body) =
+    let (Framed { framing, keep_alive, switching }, mut body) =
         write_head(&mut head, reply, keep_alive, request_version, head_request);
+    // A small body in hand (an error page, a refusal under a flood) goes out with its head in
+    // one piece, without the frame-by-frame writer.
+    let in_hand = match framing {
+        Framing::Length(n) if head.len() as u64 + n <= codec::WHOLE as u64 => body.take_in_hand(n, &mut head),
+        _ => false,
+    };
     let mut slot = Some(body);
     async move {
         let out = &mut *head;
+        if in_hand {
+            codec::flush(&mut WireWriter(wire), &mut Vec::new(), out).await?;
+            return Ok(if keep_alive { Next::KeepAlive } else { Next::Close });
+        }
         if let (Framing::Length(_), true) = (framing, splice) {
             if write_spliced(wire, out, &mut slot).await? {
                 return Ok(if keep_alive { Next::KeepAlive } else { Next::Close });

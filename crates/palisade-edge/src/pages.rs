@@ -6,7 +6,7 @@ use hyper::header::{HeaderValue, CONNECTION};
 use hyper::{Response, StatusCode};
 
 use crate::body::EdgeBody;
-use crate::codec::RawHeaders;
+use crate::codec::{RawHeaders, Special};
 use crate::proxy::Reply;
 
 fn reason(status: StatusCode) -> (&'static str, &'static str) {
@@ -82,15 +82,15 @@ pub fn error_page(status: StatusCode, request_id_value: &HeaderValue, close: boo
         resp.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
     }
     let mut digits = [0; 20];
-    let mut lines: [(&[u8], &[u8]); 4] = [
-        (b"content-type", b"text/html; charset=utf-8"),
-        (b"cache-control", b"no-store"),
-        (b"x-request-id", request_id.as_bytes()),
-        (b"retry-after", b""),
+    let mut lines: [(Special, &[u8], &[u8]); 4] = [
+        (Special::Other, b"content-type", b"text/html; charset=utf-8"),
+        (Special::Other, b"cache-control", b"no-store"),
+        (Special::XRequestId, b"x-request-id", request_id.as_bytes()),
+        (Special::Other, b"retry-after", b""),
     ];
     let mut count = 3;
     if let (Some(seconds), Some(line)) = (retry_after, lines.get_mut(3)) {
-        line.1 = crate::codec::decimal(seconds, &mut digits);
+        line.2 = crate::codec::decimal(seconds, &mut digits);
         count = 4;
     }
     let origin_headers = RawHeaders::of(lines.get(..count).unwrap_or_default()).unwrap_or_default();
