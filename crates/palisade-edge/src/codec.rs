@@ -49,8 +49,8 @@ pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {
 /// read buffer. Tiny frames (chunked drips) are still gathered.
 const COALESCE: usize = 256;
 /// A whole message (head and a body of known length) up to this size is gathered into one
-/// piece and goes out in one plain write: an error page under a flood is one `send`, not a
-/// `writev` of pieces.
+/// piece and goes out in one plain write, a `send`, not a `writev` of pieces. A body already in
+/// hand (an error page under a flood) skips the frame loop too (`h1::write_response`).
 pub const WHOLE: usize = 1024;
 /// Most bytes gathered before a write.
 const GATHER: usize = 16 * 1024;
