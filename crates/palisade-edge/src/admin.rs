@@ -200,8 +200,13 @@ async fn route(shared: Arc<EdgeShared>, req: Request<Incoming>) -> Response<Full
                 Ok(r) => r,
                 Err(e) => return envelope_error(StatusCode::BAD_REQUEST, 1005, &format!("purge request: {e}")),
             };
-            match shared.snapshot.load().cache.purge_request(&request) {
-                Ok(n) => envelope_ok(json!({ "purges": n })),
+            let purged = shared.snapshot.load().cache.purge_request(&request);
+            match purged {
+                Ok((n, files)) => {
+                    // Answered once the files are gone: a purge answered survives a crash.
+                    crate::cache::disk::delete_files(files).await;
+                    envelope_ok(json!({ "purges": n }))
+                }
                 Err(e) => envelope_error(StatusCode::BAD_REQUEST, 1005, &e),
             }
         }

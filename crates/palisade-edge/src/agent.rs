@@ -585,11 +585,17 @@ impl Channel {
             if !feed.complete {
                 tracing::warn!("cache purges were missed and are no longer kept: purging everything");
                 let everything = crate::cache::PurgeRequest { purge_everything: true, ..Default::default() };
-                let _ = cache.purge_request(&everything);
+                if let Ok((_, files)) = cache.purge_request(&everything) {
+                    tokio::spawn(crate::cache::disk::delete_files(files));
+                }
             }
             for p in &feed.purges {
                 match cache.purge_request(&p.request) {
-                    Ok(_) => tracing::info!(seq = p.seq, purge = %p.request.summary(), "cache purge applied"),
+                    Ok((_, files)) => {
+                        // Off this loop; the acknowledgement may go before the files do.
+                        tokio::spawn(crate::cache::disk::delete_files(files));
+                        tracing::info!(seq = p.seq, purge = %p.request.summary(), "cache purge applied")
+                    }
                     Err(e) => tracing::warn!(seq = p.seq, error = %e, "cache purge refused"),
                 }
             }

@@ -285,16 +285,18 @@ impl Disk {
     }
 }
 
-/// Deletes files (of a purge), on a blocking thread when called on the runtime.
-pub fn delete_files(files: Vec<PathBuf>) {
-    let delete = move || {
-        for f in files {
-            let _ = std::fs::remove_file(f);
-        }
-    };
-    match tokio::runtime::Handle::try_current() {
-        Ok(rt) => drop(rt.spawn_blocking(delete)),
-        Err(_) => delete(),
+/// Deletes files (of a purge) on a blocking thread, and returns when they are gone: a purge is
+/// answered only then, so that a purge answered stays done across a crash.
+pub async fn delete_files(files: Vec<PathBuf>) {
+    if !files.is_empty() {
+        let _ = tokio::task::spawn_blocking(move || delete_now(files)).await;
+    }
+}
+
+/// Deletes files here and now (blocking).
+pub fn delete_now(files: Vec<PathBuf>) {
+    for f in files {
+        let _ = std::fs::remove_file(f);
     }
 }
 
@@ -503,7 +505,7 @@ mod tests {
         }
         let files = disk.purge(|url, _, _| url == "site.test/k3");
         assert_eq!(files.len(), 1);
-        delete_files(files.clone());
+        delete_now(files.clone());
         assert!(!files[0].exists());
         assert_eq!(disk.objects(), 9);
         let _ = std::fs::remove_dir_all(&dir);

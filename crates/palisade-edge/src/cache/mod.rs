@@ -389,9 +389,11 @@ impl Cache {
     }
 
     /// Records a purge; `zone` None: every zone. Returns at once: objects it matches are
-    /// misses from now on, and are dropped from memory as they are looked up or evicted.
-    pub fn purge(&self, zone: Option<Arc<str>>, what: Purge) {
-        self.purge_disk(zone.as_deref(), &what);
+    /// misses from now on, and are dropped from memory as they are looked up or evicted. The
+    /// disk tier's files it dropped are returned, for the caller to delete
+    /// ([`disk::delete_files`]) before it answers.
+    pub fn purge(&self, zone: Option<Arc<str>>, what: Purge) -> Vec<std::path::PathBuf> {
+        let files = self.purge_disk(zone.as_deref(), &what);
         let mut bans = crate::lock(&self.bans);
         let at = self.sequence.fetch_add(1, Ordering::AcqRel);
         if zone.is_none() && what == Purge::Everything {
@@ -411,13 +413,14 @@ impl Cache {
         drop(bans);
         self.newest_ban.store(at, Ordering::Release);
         self.purges.fetch_add(1, Ordering::Relaxed);
+        files
     }
 
-    /// The disk tier's part of a purge: its matching objects are forgotten now and their files
-    /// deleted (so a restart does not bring them back).
-    fn purge_disk(&self, zone: Option<&str>, what: &Purge) {
-        let Some(disk) = &self.disk else { return };
-        let files = disk.purge(|url, z, tags| {
+    /// The disk tier's part of a purge: its matching objects are forgotten now; their files,
+    /// returned, are to be deleted (so that a restart does not bring them back).
+    fn purge_disk(&self, zone: Option<&str>, what: &Purge) -> Vec<std::path::PathBuf> {
+        let Some(disk) = &self.disk else { return Vec::new() };
+        disk.purge(|url, z, tags| {
             zone.is_none_or(|want| want == z)
                 && match what {
                     Purge::Url(u) => url == u,
@@ -425,8 +428,7 @@ impl Cache {
                     Purge::Tag(t) => tags.iter().any(|x| **x == **t),
                     Purge::Everything => true,
                 }
-        });
-        disk::delete_files(files);
+        })
     }
 }
 
@@ -1252,15 +1254,17 @@ fn purges_of(req: &PurgeRequest) -> Result<Vec<Purge>, String> {
 }
 
 impl Cache {
-    /// Applies a purge request; returns how many purges it recorded.
-    pub fn purge_request(&self, req: &PurgeRequest) -> Result<usize, String> {
+    /// Applies a purge request; returns how many purges it recorded, and the disk tier's files
+    /// to delete ([`disk::delete_files`]) before the purge is answered.
+    pub fn purge_request(&self, req: &PurgeRequest) -> Result<(usize, Vec<std::path::PathBuf>), String> {
         let purges = purges_of(req)?;
         let zone: Option<Arc<str>> = req.zone.as_deref().map(Arc::from);
         let n = purges.len();
+        let mut files = Vec::new();
         for p in purges {
-            self.purge(zone.clone(), p);
+            files.extend(self.purge(zone.clone(), p));
         }
-        Ok(n)
+        Ok((n, files))
     }
 
     /// Storage figures for the admin API and metrics.
