@@ -485,13 +485,6 @@ pub enum Begun {
     Going(Going),
 }
 
-/// Takes a request's first steps, which are all synchronous: its zone, the early checks and
-/// the security modules. A request refused there (a flood's requests) is answered without the
-/// future that takes a request to its origin ([`forward`]) ever being made.
-pub fn begin(ctx: &Arc<ConnCtx>, head: Box<Head>) -> Begun {
-    front(ctx, head)
-}
-
 /// A request that passed its first steps, with what they found out.
 pub struct Going {
     head: Box<Head>,
@@ -504,8 +497,10 @@ pub struct Going {
     log: bool,
 }
 
-/// A request's first steps (see [`begin`]).
-fn front(ctx: &Arc<ConnCtx>, mut head: Box<Head>) -> Begun {
+/// Takes a request's first steps, which are all synchronous: its zone, the early checks and
+/// the security modules. A request refused there (a flood's requests) is answered without the
+/// future that takes a request to its origin ([`forward`]) ever being made.
+pub fn begin(ctx: &Arc<ConnCtx>, mut head: Box<Head>) -> Begun {
     let background = head.revalidate.is_some();
     // A background revalidation takes no place in the connection's request order.
     let index = if background { u64::MAX } else { ctx.conn.next_request.fetch_add(1, Ordering::Relaxed) };
@@ -643,7 +638,7 @@ fn front(ctx: &Arc<ConnCtx>, mut head: Box<Head>) -> Begun {
     Begun::Going(Going { head, zone, finish, request_id_value, index, log })
 }
 
-/// A request on its way to the cache and the origins, after [`front`].
+/// A request on its way to the cache and the origins, after [`begin`].
 pub async fn forward(ctx: Arc<ConnCtx>, going: Going) -> Reply {
     let Going { mut head, zone, mut finish, request_id_value, index, log } = going;
     let via = &zone.via;
