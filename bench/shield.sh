@@ -15,6 +15,7 @@
 # JSON is kept in target/shield/PROXY-ATTACK.json.
 #   bench/shield.sh                          # DURATION=30 WARMUP=12 PROXIES="palisade nginx haproxy" ATTACKS="a b c"
 #   DURATION=10 ATTACKS=b bench/shield.sh     # a quick look at one attack
+#   DDOS_ACTION=drop ATTACKS=a bench/shield.sh  # mitigated floods dropped, not answered
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/need.sh
@@ -24,7 +25,7 @@ cargo build --release --locked -p palisade-cli -p palisade-loadgen >&2
 BIN=target/release/palisade
 GEN=target/release/palisade-loadgen
 DURATION=${DURATION:-30} WARMUP=${WARMUP:-12}
-PROXIES=${PROXIES:-"palisade nginx haproxy"} ATTACKS=${ATTACKS:-"a b c"}
+PROXIES=${PROXIES:-"palisade nginx haproxy"} ATTACKS=${ATTACKS:-"a b c"} DDOS_ACTION=${DDOS_ACTION:-block}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
@@ -57,6 +58,10 @@ requests = 10
 max_in_flight = 8
 max_queue = 512
 queue_timeout_ms = 2000
+# What a mitigated flood gets: 429 (the default, DDOS_ACTION=block), or DDOS_ACTION=drop: no
+# answer (a reset), and a mitigated source's new connections reset at accept.
+[zones.ddos]
+action = "$DDOS_ACTION"
 TOML
 
 cat > "$work/nginx.conf" <<NGINX

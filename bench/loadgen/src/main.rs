@@ -232,7 +232,7 @@ async fn flood_conn(
     let mut buf = Vec::new();
     let mut due = Instant::now();
     while Instant::now() < end {
-        let Ok(mut s) = connect(src, args.target).await else {
+        let Ok(Ok(mut s)) = tokio::time::timeout_at(end, connect(src, args.target)).await else {
             stats.errors.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
@@ -270,7 +270,7 @@ async fn flood_conn(
 async fn slowloris_conn(src: IpAddr, args: Arc<Args>, end: Instant, stats: Arc<AttackStats>, offset: Duration) {
     tokio::time::sleep(offset).await;
     while Instant::now() < end {
-        let Ok(mut s) = connect(src, args.target).await else {
+        let Ok(Ok(mut s)) = tokio::time::timeout_at(end, connect(src, args.target)).await else {
             stats.errors.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;

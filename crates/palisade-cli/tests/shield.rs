@@ -39,7 +39,8 @@ async fn ask(s: &mut tokio::net::TcpStream, host: &str, path: &str, ua: &str) ->
 }
 
 /// A closed-loop flood: `conns` connections from each of `ips`, each sending `path` as fast as
-/// answers come, until `stop`. Counts answers by class into (2xx, 429, 503, other).
+/// answers come, until `stop`. Counts answers by class into (2xx, 429, 503, other, and
+/// connections that ended without an answer).
 fn flood(
     edge: SocketAddr,
     ips: Vec<String>,
@@ -48,8 +49,8 @@ fn flood(
     path: &'static str,
     ua: &'static str,
     stop: Arc<AtomicBool>,
-) -> (Arc<[AtomicU64; 4]>, Vec<tokio::task::JoinHandle<()>>) {
-    let counts: Arc<[AtomicU64; 4]> = Arc::new(Default::default());
+) -> (Arc<[AtomicU64; 5]>, Vec<tokio::task::JoinHandle<()>>) {
+    let counts: Arc<[AtomicU64; 5]> = Arc::new(Default::default());
     let mut tasks = Vec::new();
     for ip in ips {
         for _ in 0..conns {
@@ -61,7 +62,10 @@ fn flood(
                         continue;
                     };
                     while !stop.load(Ordering::Relaxed) {
-                        let Some(status) = ask(&mut s, host, path, ua).await else { break };
+                        let Some(status) = ask(&mut s, host, path, ua).await else {
+                            counts[4].fetch_add(1, Ordering::Relaxed);
+                            break;
+                        };
                         let i = match status {
                             200..=299 => 0,
                             429 => 1,
@@ -226,6 +230,143 @@ async fn a_concentrated_surge_is_mitigated_within_two_seconds_and_released_after
     legit.await.unwrap();
     assert_eq!(legit_fail.load(Ordering::Relaxed), 0, "the legitimate client had failures");
     assert!(legit_ok.load(Ordering::Relaxed) > 50);
+}
+
+/// What a connection from `src` gets before it sends anything: None when the node closed it
+/// (a reset or an end) without a byte, within a second.
+async fn closed_unasked(src: &str, edge: SocketAddr) -> bool {
+    let Ok(mut s) = connect_from(src, edge).await else { return true };
+    let mut byte = [0u8; 1];
+    matches!(tokio::time::timeout(Duration::from_secs(1), s.read(&mut byte)).await, Ok(Ok(0) | Err(_)))
+}
+
+/// An HTTP/2 (prior knowledge) connection from `src`.
+async fn h2_from(
+    src: &str,
+    edge: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+    let s = connect_from(src, edge).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(s))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+/// One HTTP/2 request; its status, or None when its stream (or the connection) failed.
+async fn h2_ask(
+    send: &mut hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+) -> Option<u16> {
+    let req = hyper::Request::get("http://site.example/")
+        .header("user-agent", "Mozilla/5.0 browser")
+        .body(http_body_util::Empty::new())
+        .ok()?;
+    let resp = tokio::time::timeout(Duration::from_secs(5), send.send_request(req)).await.ok()?.ok()?;
+    Some(resp.status().as_u16())
+}
+
+/// `action = "drop"`: a flood's requests get no answer (the connection is reset), and once its
+/// source is mitigated, its new connections are reset as soon as they are accepted, before a
+/// byte is read. Those attempts keep the mitigation alive while the flood goes on; the kill
+/// switch lets the source in on its next connection; other clients never notice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drop_mitigation_resets_the_flood_and_its_new_connections_at_accept() {
+    let origin = origin("ddos-drop-origin");
+    let config = format!(
+        "{}\n[[zones]]\nname = \"site\"\nhostnames = [\"site.example\"]\norigins = [{{ address = \"{}\" }}]\n\
+         [zones.ddos]\nmin_rps = 100\nlearn_s = 1\nhold_s = 2\naction = \"drop\"\n",
+        listen_section(false),
+        origin.addr
+    );
+    let e = edge(&config);
+    let legit_stop = Arc::new(AtomicBool::new(false));
+    let legit_fail = Arc::new(AtomicU64::new(0));
+    let legit = {
+        let (stop, fail, addr) = (legit_stop.clone(), legit_fail.clone(), e.http());
+        tokio::spawn(async move {
+            let mut s = connect_from("127.0.0.5", addr).await.unwrap();
+            let mut ok = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                match ask(&mut s, "site.example", "/", "Mozilla/5.0 browser").await {
+                    Some(200) => ok += 1,
+                    _ => {
+                        fail.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            ok
+        })
+    };
+    eventually("the detector has learned", Duration::from_secs(10), || async {
+        let (_, body) = e.admin_json("GET", "/ddos", "").await;
+        body["result"]["zones"][0]["learning"] == false
+    })
+    .await;
+
+    // An HTTP/2 connection the source opened before its flood: a dropped request's stream is reset.
+    let mut h2 = h2_from("127.0.0.7", e.http()).await;
+    assert_eq!(h2_ask(&mut h2).await, Some(200));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (counts, tasks) =
+        flood(e.http(), vec!["127.0.0.7".into()], 32, "site.example", "/bytes/16", "attack-tool/2.1", stop.clone());
+    eventually("the flood is dropped", Duration::from_secs(2), || async {
+        e.metric("palisade_connections_rejected_total{reason=\"ddos_drop\"}").await.unwrap_or(0.0) > 0.0
+    })
+    .await;
+    let active = mitigations(&e).await;
+    assert!(
+        active.iter().any(|m| m["kind"] == "source" && m["target"] == "127.0.0.7" && m["action"] == "drop"),
+        "{active:?}"
+    );
+    let (_, body) = e.admin_json("GET", "/ddos", "").await;
+    assert_eq!(body["result"]["dropped_at_accept"]["sources"], 1, "{body}");
+    // The same request from another address is dropped too (its fingerprint is mitigated), at
+    // the request: the connection is accepted, and reset after the request, with no answer.
+    assert!(active.iter().any(|m| m["kind"] == "fingerprint" && m["action"] == "drop"), "{active:?}");
+    let mut s = connect_from("127.0.0.9", e.http()).await.unwrap();
+    assert_eq!(ask(&mut s, "site.example", "/bytes/16", "attack-tool/2.1").await, None);
+    let mut s = connect_from("127.0.0.9", e.http()).await.unwrap();
+    assert_eq!(ask(&mut s, "site.example", "/bytes/16", "Mozilla/5.0 browser").await, Some(200));
+    assert_eq!(h2_ask(&mut h2).await, None, "an HTTP/2 request from the mitigated source was answered");
+    // A new connection from the source is reset unasked; the flood gets no answers at all now.
+    assert!(closed_unasked("127.0.0.7", e.http()).await, "a mitigated source's connection was kept");
+    let answered = counts.iter().take(4).map(|c| c.load(Ordering::Relaxed)).sum::<u64>();
+    let unanswered = counts[4].load(Ordering::Relaxed);
+    // Past hold_s, the attempts alone keep the mitigation in force.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let answered_since = counts.iter().take(4).map(|c| c.load(Ordering::Relaxed)).sum::<u64>() - answered;
+    assert!(answered_since <= 1, "{answered_since} flood requests were answered under the mitigation");
+    assert!(counts[4].load(Ordering::Relaxed) - unanswered > 200, "the flood stopped trying?");
+    // (The fingerprint's mitigation sees no more of the flood's requests, and ends.)
+    assert!(mitigations(&e).await.iter().any(|m| m["target"] == "127.0.0.7"), "the mitigation ended mid-flood");
+
+    // The kill switch: the source's next connection is served, though the mitigation stands.
+    let (status, _) = e.admin_json("POST", "/killswitches/ddos/off", "").await;
+    assert_eq!(status, 200);
+    let mut s = connect_from("127.0.0.7", e.http()).await.unwrap();
+    assert_eq!(ask(&mut s, "site.example", "/", "Mozilla/5.0 browser").await, Some(200));
+    let (status, _) = e.admin_json("POST", "/killswitches/ddos/release", "").await;
+    assert_eq!(status, 200);
+    assert!(closed_unasked("127.0.0.7", e.http()).await, "released, the switch lets the mitigation work again");
+
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    eventually("the mitigation ends", Duration::from_secs(8), || async { mitigations(&e).await.is_empty() }).await;
+    let (_, body) = e.admin_json("GET", "/ddos", "").await;
+    assert_eq!(body["result"]["dropped_at_accept"]["sources"], 0, "{body}");
+    let mut s = connect_from("127.0.0.7", e.http()).await.unwrap();
+    assert_eq!(ask(&mut s, "site.example", "/bytes/16", "attack-tool/2.1").await, Some(200));
+    assert!(e.metric("palisade_ddos_refused_total{zone=\"site\"}").await.unwrap_or(0.0) > 200.0);
+
+    legit_stop.store(true, Ordering::Relaxed);
+    let ok = legit.await.unwrap();
+    assert_eq!(legit_fail.load(Ordering::Relaxed), 0, "the legitimate client had failures");
+    assert!(ok > 50);
 }
 
 /// Every security module beside the others, each with its action in force, and each kill switch

@@ -400,6 +400,10 @@ pub enum DdosAction {
     Log,
     /// The challenge page for clients without a clearance (browsers pass; scripts do not).
     Challenge,
+    /// Close the connection without an answer (a reset). A *source* under a `drop` mitigation
+    /// also has its new connections closed as soon as the node accepts them, before anything is
+    /// read: no zone is known then, so that is node-wide, for every zone on the node.
+    Drop,
 }
 
 /// The node watches each zone's request rate against a baseline it learns, and which request

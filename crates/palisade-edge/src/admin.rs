@@ -159,7 +159,12 @@ async fn route(shared: Arc<EdgeShared>, req: Request<Incoming>) -> Response<Full
             let now = crate::pool::now_ms();
             let zones: Vec<_> =
                 snap.zones.iter().filter_map(|z| z.ddos.as_ref().map(|d| d.report(&z.name, now))).collect();
-            envelope_ok(json!({ "zones": zones }))
+            // Node-wide: the sources whose new connections are reset at accept, and how many so far.
+            let accept = json!({
+                "sources": shared.drops.sources(),
+                "dropped": shared.metrics.connections_rejected_ddos.get(),
+            });
+            envelope_ok(json!({ "zones": zones, "dropped_at_accept": accept }))
         }
         (&Method::GET, "/modules") => {
             let snap = shared.snapshot.load();

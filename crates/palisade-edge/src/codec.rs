@@ -31,6 +31,10 @@ pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {
         tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
     }
 
+    /// Makes the coming close a reset (`SO_LINGER` 0): a dropped connection ([`crate::pages::dropped`])
+    /// ends at once on both sides, with no FIN exchange and no TIME_WAIT left here.
+    fn abort(&self) {}
+
     /// Whether [`Self::poll_splice_from`] works here (a plain TCP socket underneath).
     fn can_splice(&self) -> bool {
         false
@@ -1153,6 +1157,10 @@ pub struct Rewind<IO> {
 impl<IO> Rewind<IO> {
     pub fn new(prefix: Bytes, io: IO) -> Self {
         Self { prefix, io }
+    }
+
+    pub fn get_ref(&self) -> &IO {
+        &self.io
     }
 }
 

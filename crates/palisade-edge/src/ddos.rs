@@ -263,6 +263,7 @@ impl Detector {
                     }
                 }
                 DdosAction::Challenge => (!req.cleared()).then_some(Verdict::Challenge(difficulty)),
+                DdosAction::Drop => Some(Verdict::Drop),
             };
             if let Some(verdict) = refuse {
                 m.refused.add(1);
@@ -451,6 +452,74 @@ impl Module for DdosModule {
     }
 }
 
+/// The sources under a `drop` mitigation in any zone of the node. Their new connections are
+/// closed (reset) as soon as they are accepted, before anything is read: a flood's attempt costs
+/// an `accept` and a `close`. No zone is known at accept, so this is node-wide. The `ddos` kill
+/// switch stops it on the next connection; a zone's `ddos` module switched off in its config
+/// stops it with the new config.
+#[derive(Default)]
+pub struct DropList {
+    /// `entries` is not empty: a connection from anywhere pays this one load.
+    any: std::sync::atomic::AtomicBool,
+    /// By source.
+    entries: ArcSwap<Vec<Dropped>>,
+}
+
+/// A source on the [`DropList`]: its mitigation, and its zone's counters.
+struct Dropped {
+    source: u64,
+    mitigation: Arc<Mitigation>,
+    stats: Arc<ZoneStats>,
+}
+
+impl DropList {
+    /// Rebuilds the list from the zones' mitigations in force (each second, and with each config).
+    pub fn refresh(&self, snap: &crate::snapshot::Snapshot) {
+        let mut entries = Vec::new();
+        for z in &snap.zones {
+            let Some(d) = &z.ddos else { continue };
+            if !z.modules.iter().any(|m| m.name == "ddos" && m.enabled()) {
+                continue;
+            }
+            for m in d.active.load().iter() {
+                if let (Target::Source(s), DdosAction::Drop) = (m.target, m.action) {
+                    entries.push(Dropped { source: s, mitigation: m.clone(), stats: d.stats.clone() });
+                }
+            }
+        }
+        entries.sort_by_key(|e| e.source);
+        if entries.is_empty() && !self.any.load(Ordering::Relaxed) {
+            return;
+        }
+        self.any.store(!entries.is_empty(), Ordering::Relaxed);
+        self.entries.store(Arc::new(entries));
+    }
+
+    /// Whether a connection from `ip` is to be dropped now; if so, it is counted as its
+    /// mitigation's traffic (which keeps the mitigation alive while the flood goes on).
+    pub fn drops(&self, ip: IpAddr, kill: &crate::kill::KillSwitches) -> bool {
+        if !self.any.load(Ordering::Relaxed) || kill.off(crate::kill::Switch::Ddos) {
+            return false;
+        }
+        let key = source_key(ip);
+        let entries = self.entries.load();
+        let Ok(i) = entries.binary_search_by_key(&key, |e| e.source) else {
+            return false;
+        };
+        if let Some(e) = entries.get(i) {
+            e.mitigation.matched.add(1);
+            e.mitigation.refused.add(1);
+            e.stats.ddos_refused.add(1);
+        }
+        true
+    }
+
+    /// Sources on the list now.
+    pub fn sources(&self) -> usize {
+        self.entries.load().len()
+    }
+}
+
 /// Once a second: every zone's detector of the active snapshot. Runs for the node's life.
 pub async fn run(shared: Arc<crate::server::EdgeShared>) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -464,6 +533,7 @@ pub async fn run(shared: Arc<crate::server::EdgeShared>) {
                 d.tick(&z.name, now);
             }
         }
+        shared.drops.refresh(&snap);
     }
 }
 

@@ -688,6 +688,10 @@ impl crate::codec::Io for Guarded<tokio::net::TcpStream> {
         self.read_into(cx, buf)
     }
 
+    fn abort(&self) {
+        let _ = self.io.set_zero_linger();
+    }
+
     fn can_splice(&self) -> bool {
         true
     }
@@ -702,6 +706,10 @@ impl crate::codec::Io for Guarded<tokio::net::TcpStream> {
 impl crate::codec::Io for Guarded<tokio_rustls::server::TlsStream<crate::codec::Rewind<tokio::net::TcpStream>>> {
     fn poll_read_into(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
         self.read_into(cx, buf)
+    }
+
+    fn abort(&self) {
+        let _ = self.io.get_ref().0.get_ref().set_zero_linger();
     }
 }
 

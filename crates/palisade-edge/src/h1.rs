@@ -218,6 +218,11 @@ pub async fn serve(
                 proxy::Begun::Answered(reply) => *reply,
                 proxy::Begun::Going(going) => proxy::forward(ctx.clone(), going).await,
             };
+            if crate::pages::is_dropped(&reply.resp) {
+                // No answer: the connection is reset when the wire is dropped.
+                crate::lock(&wire).io.abort();
+                return Ended::Closed;
+            }
             let body_read = {
                 let mut w = crate::lock(&wire);
                 w.continue_owed = None;

@@ -185,6 +185,8 @@ pub struct Metrics {
     pub connections_rejected_ip_limit: AtomicU64,
     /// Refused in the last tenth of `max_connections`: the address held its share or more.
     pub connections_rejected_fair_share: AtomicU64,
+    /// Reset at accept: the source is under a `drop` DDoS mitigation ([`crate::ddos::DropList`]).
+    pub connections_rejected_ddos: WorkerGauge,
     pub tls_handshake_failures: AtomicU64,
     pub guard_rejections: [AtomicU64; Rejection::ALL.len()],
     pub unknown_host: AtomicU64,
@@ -619,15 +621,16 @@ impl Metrics {
             o,
             "# HELP palisade_connections_active Open client connections.\n# TYPE palisade_connections_active gauge\npalisade_connections_active {}\n\
              # HELP palisade_connections_total Client connections accepted.\n# TYPE palisade_connections_total counter\npalisade_connections_total {}\n\
-             # HELP palisade_connections_rejected_total Connections closed at accept by a limit.\n# TYPE palisade_connections_rejected_total counter\n\
+             # HELP palisade_connections_rejected_total Connections closed at accept: by a limit, or reset because their source is under a drop DDoS mitigation (ddos_drop).\n# TYPE palisade_connections_rejected_total counter\n\
              palisade_connections_rejected_total{{reason=\"max_connections\"}} {}\npalisade_connections_rejected_total{{reason=\"max_connections_per_ip\"}} {}\n\
-             palisade_connections_rejected_total{{reason=\"fair_share\"}} {}\n\
+             palisade_connections_rejected_total{{reason=\"fair_share\"}} {}\npalisade_connections_rejected_total{{reason=\"ddos_drop\"}} {}\n\
              # HELP palisade_tls_handshake_failures_total Failed or timed-out TLS handshakes.\n# TYPE palisade_tls_handshake_failures_total counter\npalisade_tls_handshake_failures_total {}\n",
             ld(&self.connections_active),
             ld(&self.connections_total),
             ld(&self.connections_rejected_total_limit),
             ld(&self.connections_rejected_ip_limit),
             ld(&self.connections_rejected_fair_share),
+            self.connections_rejected_ddos.get(),
             ld(&self.tls_handshake_failures),
         );
         o.push_str("# HELP palisade_guard_rejections_total Request heads refused by the connection guard.\n# TYPE palisade_guard_rejections_total counter\n");

@@ -153,6 +153,8 @@ pub enum Verdict {
     TooMany(u64),
     /// The challenge page, with a proof of work of this many bits.
     Challenge(u8),
+    /// No answer: the connection is reset (`drop` DDoS mitigations).
+    Drop,
 }
 
 /// A module failed this request (a panic is caught and counted apart).
@@ -268,6 +270,8 @@ pub enum Outcome {
     TooMany(u64),
     /// The challenge page ([`crate::challenge`]), with a proof of work of this many bits.
     Challenge(u8),
+    /// No answer: the connection is reset (an HTTP/2 stream is).
+    Drop,
 }
 
 /// Milliseconds on a monotonic clock (the connection's per-poll time).
@@ -295,6 +299,11 @@ impl Slot {
             stats,
             early: EARLY.contains(&name),
         }
+    }
+
+    /// Whether the zone's config has it on (its kill switch aside).
+    pub fn enabled(&self) -> bool {
+        self.enabled
     }
 
     /// What the admin API shows of it.
@@ -341,6 +350,10 @@ impl Slot {
             Ok(Ok(Verdict::Challenge(difficulty))) => {
                 self.stats.answers.add(1);
                 return Outcome::Challenge(difficulty);
+            }
+            Ok(Ok(Verdict::Drop)) => {
+                self.stats.answers.add(1);
+                return Outcome::Drop;
             }
             Ok(Err(e)) => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);

@@ -62,6 +62,28 @@ static PREFIXES: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::n
     built.map(|p| &*Box::leak(p.into_boxed_str())).collect()
 });
 
+/// The status of a request dropped without an answer (a `drop` DDoS mitigation), as nginx's
+/// `return 444`: it is never sent; the HTTP/1.1 connection is reset, an HTTP/2 stream is.
+/// Access logs and status counts show it.
+pub const DROPPED: u16 = 444;
+
+/// Marks [`dropped`]'s reply: an origin may answer 444 too, and that answer is relayed.
+#[derive(Debug, Clone, Copy)]
+struct Dropped;
+
+/// A dropped request's stand-in reply ([`DROPPED`]).
+pub fn dropped() -> Reply {
+    let mut resp = Response::new(EdgeBody::empty());
+    *resp.status_mut() = StatusCode::from_u16(DROPPED).unwrap_or(StatusCode::BAD_REQUEST);
+    resp.extensions_mut().insert(Dropped);
+    resp.into()
+}
+
+/// Whether `resp` is [`dropped`]'s: nothing is to be written.
+pub fn is_dropped<B>(resp: &Response<B>) -> bool {
+    resp.extensions().get::<Dropped>().is_some()
+}
+
 /// An HTML error page. `close` adds `Connection: close` (after a framing error, the rest of the
 /// connection cannot be trusted); `retry_after` (seconds) adds `Retry-After`. Refusals under a
 /// flood are many: the page's text up to the request ID is built once per status, and its

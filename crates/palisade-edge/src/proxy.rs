@@ -246,6 +246,10 @@ fn run_modules(
             zone.stats.rate_limited.add(1);
             Some(error_page(StatusCode::TOO_MANY_REQUESTS, request_id_value, false, Some(retry_after)))
         }
+        crate::modules::Outcome::Drop => {
+            zone.stats.blocked.add(1);
+            Some(crate::pages::dropped())
+        }
         // The answer to a challenge is what a challenged client must be able to send.
         crate::modules::Outcome::Challenge(_) if answering => None,
         crate::modules::Outcome::Challenge(difficulty) => {

@@ -2,7 +2,6 @@
 //! [`crate::h1`], HTTP/2 by hyper), reload and graceful shutdown.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -107,6 +106,8 @@ pub struct EdgeShared {
     pub artifacts: crate::artifacts::Store,
     /// Signs challenge tokens and clearance cookies ([`crate::challenge`]).
     pub challenge_keys: crate::challenge::Keys,
+    /// Sources whose new connections are dropped at accept ([`crate::ddos::DropList`]).
+    pub drops: crate::ddos::DropList,
     workers: usize,
 }
 
@@ -206,6 +207,7 @@ impl EdgeShared {
         }
         let version = snapshot.version();
         let hash = snapshot.hash().to_string();
+        self.drops.refresh(&snapshot);
         self.snapshot.store(snapshot);
         if let Some(dir) = &self.options.state_dir {
             // Before the file is replaced: the one it replaces becomes the previous known-good.
@@ -459,6 +461,7 @@ impl Edge {
             bound_http: std::sync::OnceLock::new(),
             artifacts,
             challenge_keys,
+            drops: crate::ddos::DropList::default(),
             workers,
         });
         shared.install(snapshot, &bytes);
@@ -651,6 +654,12 @@ async fn accept_loop(
                 continue;
             }
         };
+        // A source under a `drop` DDoS mitigation: reset before anything is read.
+        if shared.drops.drops(peer.ip(), &shared.kill) {
+            let _ = stream.set_zero_linger();
+            shared.metrics.connections_rejected_ddos.add(1);
+            continue;
+        }
         let Ok(permit) = shared.admit(peer.ip()) else {
             drop(stream);
             continue;
@@ -770,7 +779,14 @@ async fn serve_h2(
         let (parts, body) = req.into_parts();
         let mut head = proxy::Head::boxed(parts, RawHeaders::default());
         head.set_body(ClientBody::H2(body));
-        async move { Ok::<_, Infallible>(proxy::handle(ctx, head).await.into_response()) }
+        async move {
+            let resp = proxy::handle(ctx, head).await.into_response();
+            // A dropped request's stream is reset (hyper resets it on an error).
+            if crate::pages::is_dropped(&resp) {
+                return Err(std::io::Error::other("dropped"));
+            }
+            Ok(resp)
+        }
     });
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
