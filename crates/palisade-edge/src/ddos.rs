@@ -533,7 +533,8 @@ pub async fn run(shared: Arc<crate::server::EdgeShared>) {
                 d.tick(&z.name, now);
             }
         }
-        shared.drops.refresh(&snap);
+        // The snapshot in force now, not the one ticked: a config swapped in meanwhile counts.
+        shared.drops.refresh(&shared.snapshot.load());
     }
 }
 

@@ -207,8 +207,9 @@ impl EdgeShared {
         }
         let version = snapshot.version();
         let hash = snapshot.hash().to_string();
-        self.drops.refresh(&snapshot);
         self.snapshot.store(snapshot);
+        // After the swap: a refresh by the once-a-second task that started before it reads the new one too.
+        self.drops.refresh(&self.snapshot.load());
         if let Some(dir) = &self.options.state_dir {
             // Before the file is replaced: the one it replaces becomes the previous known-good.
             self.crash_guard.activated(&hash, &lkg::path_in(dir));
