@@ -6,6 +6,7 @@
 # (the first passes, the other N are refused: 429 and 503). The difference between a run with
 # N and one with 0 refused, divided by N.
 #   bench/refusal.sh            # N=2000
+#   NGINX=0 bench/refusal.sh    # Palisade only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/need.sh
@@ -96,6 +97,7 @@ NGINX
 base=$(run 0)
 with=$(run "$N")
 echo "palisade: instructions per refused request: $(( (with - base) / N )) ($N refused; $base instructions without them)"
+[ "${NGINX:-1}" = 0 ] && exit 0
 base=$(run_nginx 0)
 with=$(run_nginx "$N")
 echo "nginx:    instructions per refused request: $(( (with - base) / N )) ($N refused; $base instructions without them)"
