@@ -232,8 +232,8 @@ async fn a_concentrated_surge_is_mitigated_within_two_seconds_and_released_after
     assert!(legit_ok.load(Ordering::Relaxed) > 50);
 }
 
-/// What a connection from `src` gets before it sends anything: None when the node closed it
-/// (a reset or an end) without a byte, within a second.
+/// Whether a connection from `src` is closed by the node (a reset or an end) before it sends
+/// anything, within a second, without a byte.
 async fn closed_unasked(src: &str, edge: SocketAddr) -> bool {
     let Ok(mut s) = connect_from(src, edge).await else { return true };
     let mut byte = [0u8; 1];
