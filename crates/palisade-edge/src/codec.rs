@@ -31,6 +31,13 @@ pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {
         tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
     }
 
+    /// The request head at the start of what the last [`Self::poll_read_into`] handed over
+    /// into an empty buffer, as the guard parsed it ([`RequestHead`]), to be read without
+    /// parsing it again. Taken once, right after that read.
+    fn take_checked(&mut self) -> Option<RequestHead> {
+        None
+    }
+
     /// Makes the coming close a reset (`SO_LINGER` 0): a dropped connection ([`crate::pages::dropped`])
     /// ends at once on both sides, with no FIN exchange and no TIME_WAIT left here.
     fn abort(&self) {}
@@ -312,6 +319,22 @@ pub struct Line {
     kind: Special,
 }
 
+impl Line {
+    /// What the line's name is to the edge.
+    pub fn kind(&self) -> Special {
+        self.kind
+    }
+
+    /// The line's name and value in `head`, the bytes it was found in; None for a dropped line.
+    pub fn name_value<'a>(&self, head: &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
+        let (name, value) = ranges(&self.at);
+        if name.is_empty() {
+            return None;
+        }
+        Some((head.get(name)?, head.get(value)?))
+    }
+}
+
 /// Most lines of a spare span vector kept (a larger one is let go).
 const SPARE_SPANS: usize = 64;
 
@@ -349,11 +372,7 @@ impl RawHeaders {
 
     /// A line's name and value; None for a dropped line.
     fn name_value(&self, line: &Line) -> Option<(&[u8], &[u8])> {
-        let (name, value) = ranges(&line.at);
-        if name.is_empty() {
-            return None;
-        }
-        Some((self.head.get(name)?, self.head.get(value)?))
+        line.name_value(&self.head)
     }
 
     /// Every line not dropped, as (name as received, value).
@@ -558,6 +577,42 @@ pub fn write_line(out: &mut BytesMut, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+/// An HTTP/1.x request head, parsed once: the connection guard ([`crate::guard`]) checks it
+/// and hands it to HTTP/1.1 ([`crate::h1`]) with the bytes it was found in, which reads the
+/// request from it without parsing again. Positions are from the head's first byte.
+#[derive(Debug)]
+pub struct RequestHead {
+    /// Bytes of the head, its blank line included.
+    pub len: usize,
+    pub method: hyper::Method,
+    /// Where the request target is: start and length.
+    pub target: (usize, usize),
+    /// HTTP/1.1 (else HTTP/1.0).
+    pub http11: bool,
+    pub lines: Vec<Line>,
+}
+
+/// Parses the request head at the start of `buf`, with at most `max_headers` header lines.
+/// Ok(None): incomplete. A method `http` cannot take is a token error.
+pub fn parse_request_head(buf: &[u8], max_headers: usize) -> Result<Option<RequestHead>, httparse::Error> {
+    let mut stack: [std::mem::MaybeUninit<httparse::Header<'_>>; STACK_HEADERS] =
+        [const { std::mem::MaybeUninit::uninit() }; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let slots = header_slots(&mut stack, &mut heap, max_headers);
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, slots)? {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => return Ok(None),
+    };
+    let method = req.method.and_then(|m| hyper::Method::from_bytes(m.as_bytes()).ok());
+    let target = req.path.and_then(|p| span_of(buf, p.as_bytes()));
+    let (Some(method), Some(target), Some(version)) = (method, target, req.version) else {
+        return Err(httparse::Error::Token);
+    };
+    let lines = RawHeaders::lines(buf, req.headers).ok_or(httparse::Error::HeaderName)?;
+    Ok(Some(RequestHead { len, method, target, http11: version == 1, lines }))
 }
 
 /// Header slots kept on the stack for a parse; a configured limit above this uses the heap.
@@ -1082,26 +1137,30 @@ fn poll_write_out<W: AsyncWrite + Unpin + ?Sized>(
         if rest.is_empty() && tail.is_empty() {
             break;
         }
-        let mut slices = [io::IoSlice::new(&[]); MAX_QUEUED + 1];
-        let mut k = 0;
-        for b in rest.iter().take(MAX_QUEUED) {
-            if let Some(s) = slices.get_mut(k) {
-                *s = io::IoSlice::new(b);
-                k += 1;
-            }
-        }
-        // The tail goes out behind the queue, so only in a write that takes all of it.
-        if rest.len() <= MAX_QUEUED && !tail.is_empty() {
-            if let Some(s) = slices.get_mut(k) {
-                *s = io::IoSlice::new(tail);
-                k += 1;
-            }
-        }
         // One piece goes out with a plain write: `send`, not `writev` (which costs the kernel an
         // iovec import and its file-position lock, a tenth of a small refusal's system time).
-        let written = match slices.get(..k).unwrap_or_default() {
-            [one] => Pin::new(&mut *w).poll_write(cx, one),
-            all => Pin::new(&mut *w).poll_write_vectored(cx, all),
+        let written = if rest.is_empty() {
+            Pin::new(&mut *w).poll_write(cx, tail)
+        } else {
+            let mut slices = [io::IoSlice::new(&[]); MAX_QUEUED + 1];
+            let mut k = 0;
+            for b in rest.iter().take(MAX_QUEUED) {
+                if let Some(s) = slices.get_mut(k) {
+                    *s = io::IoSlice::new(b);
+                    k += 1;
+                }
+            }
+            // The tail goes out behind the queue, so only in a write that takes all of it.
+            if rest.len() <= MAX_QUEUED && !tail.is_empty() {
+                if let Some(s) = slices.get_mut(k) {
+                    *s = io::IoSlice::new(tail);
+                    k += 1;
+                }
+            }
+            match slices.get(..k).unwrap_or_default() {
+                [one] => Pin::new(&mut *w).poll_write(cx, one),
+                all => Pin::new(&mut *w).poll_write_vectored(cx, all),
+            }
         };
         let n = match written {
             Poll::Pending => return Poll::Pending,

@@ -29,7 +29,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::codec::{header_slots, BufPool, Chunk, STACK_HEADERS};
+use crate::codec::{parse_request_head, BufPool, Chunk, RequestHead, Special};
 
 /// The fixed request the parser sees in place of a rejected head.
 pub const PLACEHOLDER: &[u8] =
@@ -179,6 +179,9 @@ pub struct Guarded<IO> {
     raw: BytesMut,
     /// Bytes released to the parser but not yet copied out (a checked head, or the placeholder).
     out: BytesMut,
+    /// The head at the start of `out`, as parsed here, for the parser to take with the bytes
+    /// (see [`crate::codec::Io::take_checked`]).
+    checked: Option<RequestHead>,
     /// Heads released so far; the index of the next head.
     heads: u64,
     head_started: Option<Instant>,
@@ -207,6 +210,7 @@ impl<IO> Guarded<IO> {
             state: State::Head,
             raw: BytesMut::new(),
             out: BytesMut::new(),
+            checked: None,
             heads: 0,
             head_started: None,
             last_activity: now,
@@ -269,7 +273,12 @@ impl<IO> Guarded<IO> {
                     }
                     match self.check_head() {
                         Ok(None) => return false,
-                        Ok(Some((len, verdict))) => {
+                        Ok(Some((len, verdict, parsed))) => {
+                            // Only a head the parser's buffer will start with (not one behind
+                            // a pipelined request) is handed over parsed.
+                            if self.out.is_empty() {
+                                self.checked = parsed;
+                            }
                             let head = self.raw.split_to(len);
                             self.out.unsplit(head);
                             self.heads += 1;
@@ -358,30 +367,27 @@ impl<IO> Guarded<IO> {
         true
     }
 
-    /// Checks the head at the start of `raw`. `Ok(None)`: incomplete.
-    fn check_head(&mut self) -> Result<Option<(usize, HeadVerdict)>, Rejection> {
+    /// Checks the head at the start of `raw`. `Ok(None)`: incomplete. A request head comes with
+    /// what was parsed of it.
+    #[allow(clippy::type_complexity)]
+    fn check_head(&mut self) -> Result<Option<(usize, HeadVerdict, Option<RequestHead>)>, Rejection> {
         let buf = &self.raw[..];
         if self.heads == 0 {
             if buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(buf) {
                 return Ok(None);
             }
             if buf.starts_with(H2_PREFACE) {
-                return Ok(Some((buf.len(), HeadVerdict::H2Preface)));
+                return Ok(Some((buf.len(), HeadVerdict::H2Preface, None)));
             }
         }
-        let mut stack: [std::mem::MaybeUninit<httparse::Header<'_>>; STACK_HEADERS] =
-            [const { std::mem::MaybeUninit::uninit() }; STACK_HEADERS];
-        let mut heap = Vec::new();
-        let slots = header_slots(&mut stack, &mut heap, self.limits.max_headers);
-        let mut req = httparse::Request::new(&mut []);
-        let len = match req.parse_with_uninit_headers(buf, slots) {
-            Ok(httparse::Status::Partial) => {
+        let head = match parse_request_head(buf, self.limits.max_headers) {
+            Ok(None) => {
                 if buf.len() > self.limits.max_header_bytes {
                     return Err(Rejection::HeadersTooLarge);
                 }
                 return Ok(None);
             }
-            Ok(httparse::Status::Complete(n)) => n,
+            Ok(Some(head)) => head,
             Err(httparse::Error::TooManyHeaders) => return Err(Rejection::TooManyHeaders),
             Err(httparse::Error::Version | httparse::Error::Token | httparse::Error::NewLine) => {
                 return Err(if buf.len() > self.limits.max_header_bytes {
@@ -392,46 +398,49 @@ impl<IO> Guarded<IO> {
             }
             Err(_) => return Err(Rejection::BadHeader),
         };
+        let len = head.len;
         if len > self.limits.max_header_bytes {
             return Err(Rejection::HeadersTooLarge);
         }
-        let method = req.method.unwrap_or("");
-        if method.eq_ignore_ascii_case("CONNECT") {
+        if head.method.as_str().eq_ignore_ascii_case("CONNECT") {
             return Err(Rejection::MethodNotAllowed);
         }
-        let http11 = req.version == Some(1);
+        let http11 = head.http11;
         let mut content_length: Option<u64> = None;
         let mut te_seen = false;
         let mut hosts = 0usize;
         let mut upgrade = false;
         let mut connection_upgrade = false;
-        for h in req.headers.iter() {
-            let name = h.name;
-            if name.eq_ignore_ascii_case("content-length") {
-                if content_length.is_some() {
-                    return Err(Rejection::DuplicateContentLength);
+        for line in &head.lines {
+            let Some((_, value)) = line.name_value(buf) else { continue };
+            match line.kind() {
+                Special::ContentLength => {
+                    if content_length.is_some() {
+                        return Err(Rejection::DuplicateContentLength);
+                    }
+                    content_length = Some(parse_content_length(value)?);
                 }
-                content_length = Some(parse_content_length(h.value)?);
-            } else if name.eq_ignore_ascii_case("transfer-encoding") {
-                if te_seen || !http11 {
-                    return Err(Rejection::BadTransferEncoding);
+                Special::TransferEncoding => {
+                    if te_seen || !http11 {
+                        return Err(Rejection::BadTransferEncoding);
+                    }
+                    te_seen = true;
+                    let v = std::str::from_utf8(value).map_err(|_| Rejection::BadTransferEncoding)?;
+                    if !v.trim().eq_ignore_ascii_case("chunked") {
+                        return Err(if v.to_ascii_lowercase().contains("chunked") {
+                            Rejection::BadTransferEncoding
+                        } else {
+                            Rejection::UnsupportedTransferEncoding
+                        });
+                    }
                 }
-                te_seen = true;
-                let v = std::str::from_utf8(h.value).map_err(|_| Rejection::BadTransferEncoding)?;
-                if !v.trim().eq_ignore_ascii_case("chunked") {
-                    return Err(if v.to_ascii_lowercase().contains("chunked") {
-                        Rejection::BadTransferEncoding
-                    } else {
-                        Rejection::UnsupportedTransferEncoding
-                    });
+                Special::Host => hosts += 1,
+                Special::Upgrade => upgrade = true,
+                Special::Connection => {
+                    connection_upgrade |=
+                        value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
                 }
-            } else if name.eq_ignore_ascii_case("host") {
-                hosts += 1;
-            } else if name.eq_ignore_ascii_case("upgrade") {
-                upgrade = true;
-            } else if name.eq_ignore_ascii_case("connection") {
-                connection_upgrade |=
-                    h.value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
+                _ => {}
             }
         }
         if te_seen && content_length.is_some() {
@@ -447,10 +456,10 @@ impl<IO> Guarded<IO> {
         if upgrade && connection_upgrade {
             self.upgrade_after_body = true;
             if let HeadVerdict::Body(0) = verdict {
-                return Ok(Some((len, HeadVerdict::Upgrade)));
+                return Ok(Some((len, HeadVerdict::Upgrade, None)));
             }
         }
-        Ok(Some((len, verdict)))
+        Ok(Some((len, verdict, Some(head))))
     }
 
     /// The deadline that applies now, if any.
@@ -607,6 +616,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
             buf.put_slice(part);
         }
         this.out.advance(n);
+        this.checked = None;
         if this.out.is_empty() {
             // Let go of the shared buffer, so `raw` can start over at its front.
             this.out = BytesMut::new();
@@ -620,6 +630,8 @@ impl<IO: AsyncRead + Unpin> Guarded<IO> {
     /// were read into when `buf` is empty (a request head is not copied on its way to the
     /// parser), and appended otherwise.
     fn read_into(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        // What was parsed belongs to the bytes handed over in this call, if any.
+        self.checked = None;
         if buf.is_empty() {
             // An empty buffer may still hold a part of a lent read buffer (what is left after
             // the last head was cut off it): let go of it, so that buffer can be lent again.
@@ -638,6 +650,7 @@ impl<IO: AsyncRead + Unpin> Guarded<IO> {
         } else {
             buf.extend_from_slice(&self.out);
             self.out = BytesMut::new();
+            self.checked = None;
         }
         Poll::Ready(Ok(n))
     }
@@ -688,6 +701,10 @@ impl crate::codec::Io for Guarded<tokio::net::TcpStream> {
         self.read_into(cx, buf)
     }
 
+    fn take_checked(&mut self) -> Option<RequestHead> {
+        self.checked.take()
+    }
+
     fn abort(&self) {
         let _ = self.io.set_zero_linger();
     }
@@ -706,6 +723,10 @@ impl crate::codec::Io for Guarded<tokio::net::TcpStream> {
 impl crate::codec::Io for Guarded<tokio_rustls::server::TlsStream<crate::codec::Rewind<tokio::net::TcpStream>>> {
     fn poll_read_into(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
         self.read_into(cx, buf)
+    }
+
+    fn take_checked(&mut self) -> Option<RequestHead> {
+        self.checked.take()
     }
 
     fn abort(&self) {

@@ -21,10 +21,10 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{watch, Notify};
 
 use crate::body::{BoxError, ClientBody, EdgeBody};
-use crate::codec::{self, header_slots, BodyReader, Framing, Io, RawHeaders, Rewind, Special, STACK_HEADERS};
+use crate::codec::{self, BodyReader, Framing, Io, RawHeaders, RequestHead, Rewind, Special};
 use crate::guard::GuardLimits;
 use crate::pages::error_page;
-use crate::proxy::{self, ConnCtx, Reply};
+use crate::proxy::{self, Answer, ConnCtx, Reply};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
@@ -211,33 +211,40 @@ pub async fn serve(
             }
             proxy::begin(&ctx, head)
         };
-        // The same for the reply, which moves into the future that writes it.
-        let writing = {
+        // The same for the answer, which moves into the future that writes it.
+        let written = {
             // A request answered in its first steps (a refusal) has no future to wait for.
-            let reply = match handling {
-                proxy::Begun::Answered(reply) => *reply,
+            let answer = match handling {
+                proxy::Begun::Page(page) => Answer::Page(page),
+                proxy::Begun::Answered(reply) => Answer::Reply(*reply),
                 proxy::Begun::Going(going) => proxy::forward(ctx.clone(), going).await,
             };
-            if crate::pages::is_dropped(&reply.resp) {
-                // No answer: the connection is reset when the wire is dropped.
-                crate::lock(&wire).io.abort();
-                return Ended::Closed;
+            let http10 = version == Version::HTTP_10;
+            match answer {
+                Answer::Page(page) => {
+                    let settled = settle(&wire, &mut unread_body, &draining);
+                    let keep_alive = keep_alive && settled && !page.close;
+                    write_page(&wire, page, keep_alive, http10, head_request).await
+                }
+                Answer::Reply(reply) => {
+                    if crate::pages::is_dropped(&reply.resp) {
+                        // No answer: the connection is reset when the wire is dropped.
+                        crate::lock(&wire).io.abort();
+                        return Ended::Closed;
+                    }
+                    let closing = reply
+                        .resp
+                        .headers()
+                        .get(CONNECTION)
+                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+                    let settled = settle(&wire, &mut unread_body, &draining);
+                    let keep_alive = keep_alive && settled && !closing;
+                    let splice = !ctx.edge.kill.off(crate::kill::Switch::Splice);
+                    write_response(&wire, reply, keep_alive, version, head_request, splice).await
+                }
             }
-            let body_read = {
-                let mut w = crate::lock(&wire);
-                w.continue_owed = None;
-                let done = w.body.take().is_none_or(|b| b.is_done());
-                w.cut = !done;
-                done
-            };
-            let closing =
-                reply.resp.headers().get(CONNECTION).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-            unread_body = !body_read;
-            let keep_alive = keep_alive && body_read && !closing && !draining.has_changed().unwrap_or(true);
-            let splice = !ctx.edge.kill.off(crate::kill::Switch::Splice);
-            write_response(&wire, reply, keep_alive, version, head_request, splice)
         };
-        match writing.await {
+        match written {
             Ok(Next::KeepAlive) => continue,
             Ok(Next::Tunnel(up, up_leftover)) => {
                 tunnel(wire, up, up_leftover).await;
@@ -248,6 +255,41 @@ pub async fn serve(
     }
     close(&wire, unread_body).await;
     Ended::Closed
+}
+
+/// Settles the request's side once its answer is known: the body it still owes, if any, is
+/// cut off. True when the connection may carry another request as far as this side goes (the
+/// body was read to its end, and the node is not draining); `unread_body`: the client may still
+/// be sending a body that was not read.
+fn settle(wire: &SharedWire, unread_body: &mut bool, draining: &watch::Receiver<bool>) -> bool {
+    let body_read = {
+        let mut w = crate::lock(wire);
+        w.continue_owed = None;
+        let done = w.body.take().is_none_or(|b| b.is_done());
+        w.cut = !done;
+        done
+    };
+    *unread_body = !body_read;
+    body_read && !draining.has_changed().unwrap_or(true)
+}
+
+/// Writes the edge's own page ([`crate::pages::Page`]), head and body in one piece. Not an
+/// `async fn`, as [`write_response`]: the future holds the bytes and the request's record,
+/// which is dropped (and so counted) once they are out.
+fn write_page(
+    wire: &SharedWire,
+    page: crate::pages::Page,
+    keep_alive: bool,
+    http10: bool,
+    head_request: bool,
+) -> impl std::future::Future<Output = Result<Next, codec::WriteError>> + Send + '_ {
+    let mut head = codec::HeadBuf::take();
+    let finish = page.write_h1(&mut head, keep_alive, http10, head_request);
+    async move {
+        codec::flush(&mut WireWriter(wire), &mut Vec::new(), &mut head).await?;
+        drop(finish);
+        Ok(if keep_alive { Next::KeepAlive } else { Next::Close })
+    }
 }
 
 /// Closes the write side. With `linger` (a request body was left unread), reads and drops what the
@@ -280,6 +322,8 @@ async fn close(wire: &SharedWire, linger: bool) {
 fn poll_head(wire: &SharedWire, cx: &mut Context<'_>, first: bool, max_headers: usize) -> Poll<io::Result<HeadRead>> {
     let mut guard = crate::lock(wire);
     let w = &mut *guard;
+    // The head the guard parsed at the start of what it just handed over.
+    let mut checked = None;
     loop {
         if first
             && !w.buf.is_empty()
@@ -289,7 +333,7 @@ fn poll_head(wire: &SharedWire, cx: &mut Context<'_>, first: bool, max_headers: 
                 return Poll::Ready(Ok(HeadRead::Preface));
             }
         } else if !w.buf.is_empty() {
-            match parse_request(&mut w.buf, max_headers) {
+            match parse_request(&mut w.buf, max_headers, checked.take()) {
                 Ok(Some(parsed)) => return Poll::Ready(Ok(HeadRead::Head(parsed))),
                 Ok(None) => {}
                 Err(()) => return Poll::Ready(Ok(HeadRead::Invalid)),
@@ -300,7 +344,7 @@ fn poll_head(wire: &SharedWire, cx: &mut Context<'_>, first: bool, max_headers: 
         match w.io.poll_read_into(cx, &mut w.buf) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Ok(0)) => return Poll::Ready(Ok(HeadRead::Eof)),
-            Poll::Ready(Ok(_)) => {}
+            Poll::Ready(Ok(_)) => checked = w.io.take_checked(),
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
         }
     }
@@ -315,23 +359,20 @@ struct Parsed {
     head: Box<proxy::Head>,
 }
 
-/// Parses the request head at the start of `buf` (once) and takes it out. Ok(None): incomplete;
-/// Err: not a request this server can read (the guard refuses those before they get here).
-fn parse_request(buf: &mut BytesMut, max_headers: usize) -> Result<Option<Parsed>, ()> {
-    let mut stack: [std::mem::MaybeUninit<httparse::Header<'_>>; STACK_HEADERS] =
-        [const { std::mem::MaybeUninit::uninit() }; STACK_HEADERS];
-    let mut heap = Vec::new();
-    let slots = header_slots(&mut stack, &mut heap, max_headers);
-    let mut parsed = httparse::Request::new(&mut []);
-    let len = match parsed.parse_with_uninit_headers(buf, slots) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(()),
+/// Reads the request head at the start of `buf` and takes it out: as the guard parsed it
+/// (`checked`, found in these bytes), else parsed here. Ok(None): incomplete; Err: not a request
+/// this server can read (the guard refuses those before they get here).
+fn parse_request(buf: &mut BytesMut, max_headers: usize, checked: Option<RequestHead>) -> Result<Option<Parsed>, ()> {
+    let parsed = match checked.filter(|h| h.len <= buf.len()) {
+        Some(h) => h,
+        None => match codec::parse_request_head(buf, max_headers) {
+            Ok(Some(h)) => h,
+            Ok(None) => return Ok(None),
+            Err(_) => return Err(()),
+        },
     };
-    let method = Method::from_bytes(parsed.method.ok_or(())?.as_bytes()).map_err(|_| ())?;
-    let (path_start, path_len) = codec::span_of(buf, parsed.path.ok_or(())?.as_bytes()).ok_or(())?;
-    let version = if parsed.version.ok_or(())? == 1 { Version::HTTP_11 } else { Version::HTTP_10 };
-    let lines = RawHeaders::lines(buf, parsed.headers).ok_or(())?;
+    let RequestHead { len, method, target: (path_start, path_len), http11, lines } = parsed;
+    let version = if http11 { Version::HTTP_11 } else { Version::HTTP_10 };
     let head = buf.split_to(len).freeze();
     if path_start + path_len > head.len() {
         return Err(());
@@ -387,8 +428,8 @@ fn write_response(
     let mut head = codec::HeadBuf::take();
     let (Framed { framing, keep_alive, switching }, mut body) =
         write_head(&mut head, reply, keep_alive, request_version, head_request);
-    // A small body in hand (an error page, a refusal under a flood) goes out with its head in
-    // one piece, without the frame-by-frame writer.
+    // A small body in hand (a challenge page) goes out with its head in one piece, without the
+    // frame-by-frame writer.
     let in_hand = match framing {
         Framing::Length(n) if head.len() as u64 + n <= codec::WHOLE as u64 => body.take_in_hand(n, &mut head),
         _ => false,
@@ -535,7 +576,7 @@ thread_local! {
         const { std::cell::RefCell::new((None, String::new())) };
 }
 
-fn date_now(out: &mut BytesMut) {
+pub(crate) fn date_now(out: &mut BytesMut) {
     let now = crate::clock::now();
     DATE_CACHE.with(|c| match c.try_borrow_mut() {
         Ok(mut c) => {
@@ -562,4 +603,81 @@ async fn tunnel(wire: SharedWire, mut up: tokio::net::TcpStream, up_leftover: By
         return;
     }
     let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pages::{error_page, H1};
+    use hyper::header::HeaderValue;
+
+    /// A response's status line, its header lines as a sorted set (name lowercased) and its body.
+    fn read(bytes: &[u8]) -> (String, Vec<(String, String)>, Vec<u8>) {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut resp = httparse::Response::new(&mut headers);
+        let httparse::Status::Complete(len) = resp.parse(bytes).unwrap() else { panic!("incomplete") };
+        let status = format!("{} {}", resp.code.unwrap(), resp.reason.unwrap());
+        let mut lines: Vec<(String, String)> = resp
+            .headers
+            .iter()
+            .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8(h.value.to_vec()).unwrap()))
+            .collect();
+        lines.sort();
+        (status, lines, bytes[len..].to_vec())
+    }
+
+    /// The fast path that writes the edge's own pages (`Page::write_h1`) says what the general
+    /// path says for the same page as a response (`error_page`, then `write_head`): the same
+    /// status, header lines and body, for every shape of page and connection.
+    #[test]
+    fn a_page_written_out_reads_as_its_reply_written_out() {
+        let id = HeaderValue::from_static("0123456789abcdef");
+        for (status, close, retry_after) in
+            [(429, false, Some(3600)), (404, false, None), (400, true, None), (418, false, None), (503, false, Some(1))]
+        {
+            for (keep_alive, http10) in [(true, false), (false, false), (true, true), (false, true)] {
+                let keep_alive = keep_alive && !close;
+                let status = StatusCode::from_u16(status).unwrap();
+                let mut fast = BytesMut::new();
+                let h1 = H1 { keep_alive, http10, head_request: false };
+                let sent = crate::pages::write_h1(&mut fast, status, id.as_bytes(), retry_after, h1);
+
+                let mut slow = BytesMut::new();
+                let version = if http10 { Version::HTTP_10 } else { Version::HTTP_11 };
+                let reply = error_page(status, &id, close, retry_after);
+                let (framed, mut body) = write_head(&mut slow, reply, keep_alive, version, false);
+                let Framing::Length(n) = framed.framing else { panic!("a page has a length") };
+                assert!(body.take_in_hand(n, &mut slow));
+
+                let (mut fast, mut slow) = (read(&fast), read(&slow));
+                // Both say the date; the second may turn between the two writes.
+                for (_, lines, _) in [&mut fast, &mut slow] {
+                    let dates = lines.iter().filter(|(k, _)| k == "date").count();
+                    assert_eq!(dates, 1);
+                    lines.retain(|(k, _)| k != "date");
+                }
+                assert_eq!(fast, slow, "{status} close={close} keep_alive={keep_alive} http10={http10}");
+                assert_eq!(sent, n);
+                assert!(fast.1.iter().any(|(k, v)| k == "x-request-id" && v == "0123456789abcdef"));
+            }
+        }
+    }
+
+    /// A HEAD request gets the head alone, with the length the page would have.
+    #[test]
+    fn a_page_to_a_head_request_has_no_body() {
+        let id = HeaderValue::from_static("0123456789abcdef");
+        let mut out = BytesMut::new();
+        let h1 = H1 { keep_alive: true, http10: false, head_request: true };
+        assert_eq!(crate::pages::write_h1(&mut out, StatusCode::TOO_MANY_REQUESTS, id.as_bytes(), Some(5), h1), 0);
+        let (status, lines, body) = read(&out);
+        assert_eq!(status, "429 Too Many Requests");
+        assert!(body.is_empty());
+        let length: usize = lines.iter().find(|(k, _)| k == "content-length").unwrap().1.parse().unwrap();
+        let mut get = BytesMut::new();
+        let get_h1 = H1 { head_request: false, ..h1 };
+        crate::pages::write_h1(&mut get, StatusCode::TOO_MANY_REQUESTS, id.as_bytes(), Some(5), get_h1);
+        assert_eq!(read(&get).2.len(), length);
+        assert!(lines.iter().any(|(k, v)| k == "retry-after" && v == "5"));
+    }
 }

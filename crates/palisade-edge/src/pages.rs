@@ -1,12 +1,13 @@
 //! Local responses: error pages with the request ID and nothing internal (no origin addresses,
 //! no node names, no error chains).
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hyper::header::{HeaderValue, CONNECTION};
 use hyper::{Response, StatusCode};
 
 use crate::body::EdgeBody;
 use crate::codec::{RawHeaders, Special};
+use crate::finish::Finish;
 use crate::proxy::Reply;
 
 fn reason(status: StatusCode) -> (&'static str, &'static str) {
@@ -55,11 +56,19 @@ fn prefix(status: StatusCode) -> String {
     html
 }
 
-/// The known statuses' prefixes, built once and kept for the life of the process (a few KiB):
-/// under a flood, a refusal's page is this text as it is and a small second piece.
-static PREFIXES: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
-    let built = KNOWN.iter().map(|c| prefix(StatusCode::from_u16(*c).unwrap_or(StatusCode::BAD_REQUEST)));
-    built.map(|p| &*Box::leak(p.into_boxed_str())).collect()
+/// A status's HTTP/1.1 head up to the request ID: its status line and the lines every page has.
+fn h1_start(status: StatusCode) -> String {
+    let reason = status.canonical_reason().unwrap_or("Unknown");
+    ["HTTP/1.1 ", status.as_str(), " ", reason, "\r\n", H1_LINES].concat()
+}
+
+/// The known statuses' page prefixes and HTTP/1.1 head starts, built once and kept for the life
+/// of the process (a few KiB): under a flood, a refusal is these texts as they are and a few
+/// small pieces.
+static KNOWN_PAGES: std::sync::LazyLock<Vec<(&'static str, &'static str)>> = std::sync::LazyLock::new(|| {
+    let leak = |s: String| &*Box::leak(s.into_boxed_str());
+    let statuses = KNOWN.iter().map(|c| StatusCode::from_u16(*c).unwrap_or(StatusCode::BAD_REQUEST));
+    statuses.map(|s| (leak(prefix(s)), leak(h1_start(s)))).collect()
 });
 
 /// The status of a request dropped without an answer (a `drop` DDoS mitigation), as nginx's
@@ -84,6 +93,109 @@ pub fn is_dropped<B>(resp: &Response<B>) -> bool {
     resp.extensions().get::<Dropped>().is_some()
 }
 
+/// The header lines every page carries besides `x-request-id` (and `retry-after`), as
+/// [`error_page`] sets them and as [`Page::write_h1`] writes them.
+const CONTENT_TYPE: &[u8] = b"text/html; charset=utf-8";
+const CACHE_CONTROL: &[u8] = b"no-store";
+const H1_LINES: &str = "content-type: text/html; charset=utf-8\r\ncache-control: no-store\r\nx-request-id: ";
+
+/// A page the edge answers with itself (an error, a refusal), held as what varies in it, with
+/// the request's record. HTTP/1.1 writes it out in one piece ([`Page::write_h1`]): no response,
+/// header map or body is made for it, which was two fifths of the CPU a flood's refusal cost
+/// (callgrind, `bench/refusal.sh`). Anything else takes it as a [`Reply`] ([`Page::into_reply`]).
+pub struct Page {
+    status: StatusCode,
+    /// Close the connection after it (after a framing error, the rest of the connection
+    /// cannot be trusted).
+    pub close: bool,
+    /// Seconds, for `Retry-After`.
+    retry_after: Option<u64>,
+    request_id: HeaderValue,
+    finish: Box<Finish>,
+}
+
+impl Page {
+    pub fn new(
+        status: StatusCode,
+        request_id: HeaderValue,
+        close: bool,
+        retry_after: Option<u64>,
+        mut finish: Box<Finish>,
+    ) -> Self {
+        finish.status = status.as_u16();
+        Self { status, close, retry_after, request_id, finish }
+    }
+
+    /// The page as a response ([`error_page`]), carrying the request's record.
+    pub fn into_reply(self) -> Reply {
+        let mut reply = error_page(self.status, &self.request_id, self.close, self.retry_after);
+        reply.resp.body_mut().set_finish(self.finish);
+        reply
+    }
+
+    /// Writes the whole HTTP/1.1 response to `out`, the same head lines and body as
+    /// [`Self::into_reply`]'s. `keep_alive`: the connection stays open after it (`Connection:
+    /// close` otherwise; `Connection: keep-alive` to an HTTP/1.0 client); `head_request`: the
+    /// head only (with the length the body would have). The page counts as sent and complete;
+    /// its record is returned, to be dropped (and so counted) once the bytes are out.
+    pub fn write_h1(self, out: &mut BytesMut, keep_alive: bool, http10: bool, head_request: bool) -> Box<Finish> {
+        let Page { status, retry_after, request_id, mut finish, .. } = self;
+        let h1 = H1 { keep_alive, http10, head_request };
+        finish.bytes_sent += write_h1(out, status, request_id.as_bytes(), retry_after, h1);
+        finish.completed = true;
+        finish
+    }
+}
+
+/// How an HTTP/1.1 page is written: see [`Page::write_h1`].
+#[derive(Debug, Clone, Copy)]
+pub struct H1 {
+    pub keep_alive: bool,
+    pub http10: bool,
+    pub head_request: bool,
+}
+
+/// [`Page::write_h1`]'s bytes; returns the body's length (0 for a HEAD request).
+pub fn write_h1(out: &mut BytesMut, status: StatusCode, id: &[u8], retry_after: Option<u64>, h1: H1) -> u64 {
+    let built;
+    let (prefix, start) = match known(status) {
+        Some(k) => k,
+        None => {
+            built = (prefix(status), h1_start(status));
+            (&*built.0, &*built.1)
+        }
+    };
+    let len = prefix.len() + id.len() + TAIL.len();
+    out.reserve(start.len() + 128 + if h1.head_request { 0 } else { len });
+    out.extend_from_slice(start.as_bytes());
+    out.extend_from_slice(id);
+    out.extend_from_slice(b"\r\ncontent-length: ");
+    out.extend_from_slice(crate::codec::decimal(len as u64, &mut [0; 20]));
+    out.extend_from_slice(b"\r\ndate: ");
+    crate::h1::date_now(out);
+    if let Some(seconds) = retry_after {
+        out.extend_from_slice(b"\r\nretry-after: ");
+        out.extend_from_slice(crate::codec::decimal(seconds, &mut [0; 20]));
+    }
+    out.extend_from_slice(match (h1.keep_alive, h1.http10) {
+        (false, _) => b"\r\nconnection: close\r\n\r\n".as_slice(),
+        (true, true) => b"\r\nconnection: keep-alive\r\n\r\n",
+        (true, false) => b"\r\n\r\n",
+    });
+    if h1.head_request {
+        return 0;
+    }
+    out.extend_from_slice(prefix.as_bytes());
+    out.extend_from_slice(id);
+    out.extend_from_slice(TAIL.as_bytes());
+    len as u64
+}
+
+/// A known status's page text and HTTP/1.1 head, each up to the request ID, built once.
+fn known(status: StatusCode) -> Option<(&'static str, &'static str)> {
+    KNOWN.iter().position(|c| *c == status.as_u16()).and_then(|i| KNOWN_PAGES.get(i)).copied()
+}
+
 /// An HTML error page. `close` adds `Connection: close` (after a framing error, the rest of the
 /// connection cannot be trusted); `retry_after` (seconds) adds `Retry-After`. Refusals under a
 /// flood are many: the page's text up to the request ID is built once per status, and its
@@ -91,8 +203,8 @@ pub fn is_dropped<B>(resp: &Response<B>) -> bool {
 /// a fifth of a refusal's own work: callgrind, `bench/refusal.sh`).
 pub fn error_page(status: StatusCode, request_id_value: &HeaderValue, close: bool, retry_after: Option<u64>) -> Reply {
     let request_id = request_id_value.to_str().unwrap_or("-");
-    let head = match KNOWN.iter().position(|c| *c == status.as_u16()).and_then(|i| PREFIXES.get(i)) {
-        Some(p) => Bytes::from_static(p.as_bytes()),
+    let head = match known(status) {
+        Some((p, _)) => Bytes::from_static(p.as_bytes()),
         None => Bytes::from(prefix(status)),
     };
     let mut rest = String::with_capacity(request_id.len() + TAIL.len());
@@ -105,8 +217,8 @@ pub fn error_page(status: StatusCode, request_id_value: &HeaderValue, close: boo
     }
     let mut digits = [0; 20];
     let mut lines: [(Special, &[u8], &[u8]); 4] = [
-        (Special::Other, b"content-type", b"text/html; charset=utf-8"),
-        (Special::Other, b"cache-control", b"no-store"),
+        (Special::Other, b"content-type", CONTENT_TYPE),
+        (Special::Other, b"cache-control", CACHE_CONTROL),
         (Special::XRequestId, b"x-request-id", request_id.as_bytes()),
         (Special::Other, b"retry-after", b""),
     ];

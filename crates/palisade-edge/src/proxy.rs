@@ -19,7 +19,7 @@ use crate::cache::{CacheStatus, Judged, Lookup, Plan, Served, ZonePolicy};
 use crate::codec::{self, RawHeaders, Special};
 use crate::finish::Finish;
 use crate::guard::ConnShared;
-use crate::pages::error_page;
+use crate::pages::Page;
 use crate::pool::{fast_random, stable_hash, OriginLease, Outcome};
 use crate::server::EdgeShared;
 use crate::snapshot::{normalize_host, Via};
@@ -117,11 +117,16 @@ impl From<Response<EdgeBody>> for Reply {
     }
 }
 
-fn respond(reply: impl Into<Reply>, mut finish: Box<Finish>) -> Reply {
+fn respond(reply: impl Into<Reply>, finish: Box<Finish>) -> Reply {
     let mut reply = reply.into();
+    attach(&mut reply, finish);
+    reply
+}
+
+/// Hands the request's record to the reply's body, with the status it answers.
+fn attach(reply: &mut Reply, mut finish: Box<Finish>) {
     finish.status = reply.resp.status().as_u16();
     reply.resp.body_mut().set_finish(finish);
-    reply
 }
 
 /// A request: its head's parts, an HTTP/1.1 client's header lines as received, and its body;
@@ -218,7 +223,14 @@ fn view<'a>(ctx: &'a ConnCtx, head: &'a Head, zone: &'a str) -> crate::modules::
     }
 }
 
-/// The zone's modules for this request; the page to answer with when one answers.
+/// How the security modules refused a request: with an error page (its status, and the
+/// seconds for `Retry-After`), or another answer (a challenge, no answer at all).
+enum Refused {
+    Page(StatusCode, Option<u64>),
+    Reply(Box<Reply>),
+}
+
+/// The zone's modules for this request; how to answer when one refuses it.
 #[inline(never)]
 fn run_modules(
     ctx: &ConnCtx,
@@ -227,7 +239,7 @@ fn run_modules(
     finish: &mut Finish,
     request_id_value: &HeaderValue,
     answering: bool,
-) -> Option<Reply> {
+) -> Option<Refused> {
     let view = view(ctx, head, &zone.name);
     let (kill, name) = (&ctx.edge.kill, &zone.name);
     let outcome = crate::modules::run_all(&zone.modules, &view, kill, name, &mut finish.degraded, answering);
@@ -239,16 +251,15 @@ fn run_modules(
         crate::modules::Outcome::Continue => None,
         crate::modules::Outcome::Respond(status) => {
             zone.stats.blocked.add(1);
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
-            Some(error_page(status, request_id_value, false, None))
+            Some(Refused::Page(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), None))
         }
         crate::modules::Outcome::TooMany(retry_after) => {
             zone.stats.rate_limited.add(1);
-            Some(error_page(StatusCode::TOO_MANY_REQUESTS, request_id_value, false, Some(retry_after)))
+            Some(Refused::Page(StatusCode::TOO_MANY_REQUESTS, Some(retry_after)))
         }
         crate::modules::Outcome::Drop => {
             zone.stats.blocked.add(1);
-            Some(crate::pages::dropped())
+            Some(Refused::Reply(Box::new(crate::pages::dropped())))
         }
         // The answer to a challenge is what a challenged client must be able to send.
         crate::modules::Outcome::Challenge(_) if answering => None,
@@ -256,7 +267,8 @@ fn run_modules(
             zone.stats.challenges_issued.fetch_add(1, Ordering::Relaxed);
             let keys = &ctx.edge.challenge_keys;
             let request_id = request_id_value.to_str().unwrap_or_default();
-            Some(crate::challenge::page(keys, &zone.name, &zone.challenge, &view, difficulty, request_id).into())
+            let page = crate::challenge::page(keys, &zone.name, &zone.challenge, &view, difficulty, request_id);
+            Some(Refused::Reply(Box::new(page.into())))
         }
     }
 }
@@ -476,17 +488,43 @@ fn judge(policy: &ZonePolicy, plan: Box<Plan>, parts: &hyper::http::response::Pa
 /// Handles one request. Never fails: every problem becomes a response.
 pub async fn handle(ctx: Arc<ConnCtx>, head: Box<Head>) -> Reply {
     match begin(&ctx, head) {
+        Begun::Page(page) => page.into_reply(),
         Begun::Answered(reply) => *reply,
-        Begun::Going(going) => forward(ctx, going).await,
+        Begun::Going(going) => forward(ctx, going).await.into_reply(),
     }
 }
 
-/// A request after its first steps: answered already (boxed: the answer travels through a few
-/// functions, and a refusal's is a few hundred bytes), or on its way to the cache and origins
-/// ([`forward`]).
+/// A request after its first steps: answered already, with a page of the edge's own (an error,
+/// a refusal) or another answer (boxed: it travels through a few functions, and a challenge
+/// page's is a few hundred bytes), or on its way to the cache and origins ([`forward`]).
 pub enum Begun {
+    Page(Page),
     Answered(Box<Reply>),
     Going(Going),
+}
+
+/// What [`forward`] answers: a page of the edge's own, or a response. The response is not
+/// boxed: it is what nearly every forwarded request answers, and a box would cost each one an
+/// allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Answer {
+    Page(Page),
+    Reply(Reply),
+}
+
+impl Answer {
+    pub fn into_reply(self) -> Reply {
+        match self {
+            Answer::Page(page) => page.into_reply(),
+            Answer::Reply(reply) => reply,
+        }
+    }
+}
+
+impl From<Reply> for Answer {
+    fn from(reply: Reply) -> Self {
+        Answer::Reply(reply)
+    }
 }
 
 /// A request that passed its first steps, with what they found out.
@@ -539,7 +577,7 @@ pub fn begin(ctx: &Arc<ConnCtx>, mut head: Box<Head>) -> Begun {
     if let Some(rejection) = ctx.conn.rejection_for(index).filter(|_| !background) {
         ctx.edge.metrics.reject(rejection);
         let status = StatusCode::from_u16(rejection.status()).unwrap_or(StatusCode::BAD_REQUEST);
-        return Begun::Answered(Box::new(respond(error_page(status, &request_id_value, true, None), finish)));
+        return Begun::Page(Page::new(status, request_id_value, true, None, finish));
     }
 
     if !lines_forwardable(&head.lines) {
@@ -561,33 +599,21 @@ pub fn begin(ctx: &Arc<ConnCtx>, mut head: Box<Head>) -> Begun {
             finish.host = host.to_string();
         }
         if host.is_empty() {
-            return Begun::Answered(Box::new(respond(
-                error_page(StatusCode::BAD_REQUEST, &request_id_value, false, None),
-                finish,
-            )));
+            return Begun::Page(Page::new(StatusCode::BAD_REQUEST, request_id_value, false, None, finish));
         }
         let snap = ctx.edge.snapshot.load();
         let Some(zone_index) = snap.zone_index(&host) else {
             ctx.edge.metrics.unknown_host.fetch_add(1, Ordering::Relaxed);
-            return Begun::Answered(Box::new(respond(
-                error_page(StatusCode::NOT_FOUND, &request_id_value, false, None),
-                finish,
-            )));
+            return Begun::Page(Page::new(StatusCode::NOT_FOUND, request_id_value, false, None, finish));
         };
         if let Some(sni) = &ctx.sni {
             if snap.zone_index(&normalize_host(sni)) != Some(zone_index) {
                 ctx.edge.metrics.misdirected.fetch_add(1, Ordering::Relaxed);
-                return Begun::Answered(Box::new(respond(
-                    error_page(StatusCode::MISDIRECTED_REQUEST, &request_id_value, false, None),
-                    finish,
-                )));
+                return Begun::Page(Page::new(StatusCode::MISDIRECTED_REQUEST, request_id_value, false, None, finish));
             }
         }
         let Some(zone) = snap.zone_for_worker(zone_index).cloned() else {
-            return Begun::Answered(Box::new(respond(
-                error_page(StatusCode::NOT_FOUND, &request_id_value, false, None),
-                finish,
-            )));
+            return Begun::Page(Page::new(StatusCode::NOT_FOUND, request_id_value, false, None, finish));
         };
         zone
     };
@@ -606,26 +632,28 @@ pub fn begin(ctx: &Arc<ConnCtx>, mut head: Box<Head>) -> Begun {
     // The security modules (early drop first), each behind its failure policy. Out of line: a
     // zone without modules pays one check, and the request path's code stays together.
     if !zone.modules.is_empty() && !background {
-        if let Some(page) = run_modules(ctx, &head, &zone, &mut finish, &request_id_value, answering) {
-            return Begun::Answered(Box::new(respond(page, finish)));
+        if let Some(refused) = run_modules(ctx, &head, &zone, &mut finish, &request_id_value, answering) {
+            return match refused {
+                Refused::Page(status, retry_after) => {
+                    Begun::Page(Page::new(status, request_id_value, false, retry_after, finish))
+                }
+                Refused::Reply(mut reply) => {
+                    attach(&mut reply, finish);
+                    Begun::Answered(reply)
+                }
+            };
         }
     }
     if answering {
         return Begun::Answered(Box::new(respond(answer_challenge(ctx, &head, &zone, id()), finish)));
     }
     if head.parts.method == Method::CONNECT {
-        return Begun::Answered(Box::new(respond(
-            error_page(StatusCode::METHOD_NOT_ALLOWED, &request_id_value, false, None),
-            finish,
-        )));
+        return Begun::Page(Page::new(StatusCode::METHOD_NOT_ALLOWED, request_id_value, false, None, finish));
     }
     // An origin that points back at the fleet would multiply every request without end.
     if loop_hops(&head) >= MAX_LOOP_HOPS {
         ctx.edge.metrics.loops.fetch_add(1, Ordering::Relaxed);
-        return Begun::Answered(Box::new(respond(
-            error_page(StatusCode::LOOP_DETECTED, &request_id_value, true, None),
-            finish,
-        )));
+        return Begun::Page(Page::new(StatusCode::LOOP_DETECTED, request_id_value, true, None, finish));
     }
 
     // Refuse an oversized body before reading any of it.
@@ -633,17 +661,14 @@ pub fn begin(ctx: &Arc<ConnCtx>, mut head: Box<Head>) -> Begun {
         head.first(Special::ContentLength, CONTENT_LENGTH.as_str()).and_then(codec::parse_content_length);
     if declared_len.is_some_and(|n| n > zone.max_body_bytes) {
         zone.stats.body_too_large.fetch_add(1, Ordering::Relaxed);
-        return Begun::Answered(Box::new(respond(
-            error_page(StatusCode::PAYLOAD_TOO_LARGE, &request_id_value, true, None),
-            finish,
-        )));
+        return Begun::Page(Page::new(StatusCode::PAYLOAD_TOO_LARGE, request_id_value, true, None, finish));
     }
 
     Begun::Going(Going { head, zone, finish, request_id_value, index, log })
 }
 
 /// A request on its way to the cache and the origins, after [`begin`].
-pub async fn forward(ctx: Arc<ConnCtx>, going: Going) -> Reply {
+pub async fn forward(ctx: Arc<ConnCtx>, going: Going) -> Answer {
     let Going { mut head, zone, mut finish, request_id_value, index, log } = going;
     let via = &zone.via;
 
@@ -656,7 +681,7 @@ pub async fn forward(ctx: Arc<ConnCtx>, going: Going) -> Reply {
         } else {
             match cache_lookup(&ctx, &head, &zone, policy).await {
                 CacheStep::Answer(served, status, browser_ttl) => {
-                    return cache_reply(served, status, browser_ttl, &zone, &request_id_value, finish);
+                    return cache_reply(served, status, browser_ttl, &zone, &request_id_value, finish).into();
                 }
                 CacheStep::Fetch(p) => plan = Some(p),
                 CacheStep::Bypass => {
@@ -672,7 +697,13 @@ pub async fn forward(ctx: Arc<ConnCtx>, going: Going) -> Reply {
         match queue.acquire(ctx.peer.ip()).await {
             Ok(permit) => finish.slot = Some(permit),
             Err(_) => {
-                return respond(error_page(StatusCode::SERVICE_UNAVAILABLE, &request_id_value, false, Some(1)), finish);
+                return Answer::Page(Page::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    request_id_value,
+                    false,
+                    Some(1),
+                    finish,
+                ));
             }
         }
     }
@@ -855,7 +886,8 @@ pub async fn forward(ctx: Arc<ConnCtx>, going: Going) -> Reply {
                 let browser_ttl = plan.as_ref().and_then(|p| p.browser_ttl);
                 if let Some(served) = crate::cache::serve(policy, &object, &NoHeaders, is_head, browser_ttl) {
                     drop(failed);
-                    return cache_reply(served, CacheStatus::Stale, browser_ttl, &zone, &request_id_value, finish);
+                    return cache_reply(served, CacheStatus::Stale, browser_ttl, &zone, &request_id_value, finish)
+                        .into();
                 }
             }
             match failed {
@@ -866,7 +898,7 @@ pub async fn forward(ctx: Arc<ConnCtx>, going: Going) -> Reply {
                         finish.cache = Some(CacheStatus::Miss);
                     }
                     let close = matches!(status, StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE);
-                    return respond(error_page(status, &request_id_value, close, None), finish);
+                    return Answer::Page(Page::new(status, request_id_value, close, None, finish));
                 }
             }
         }
@@ -880,7 +912,7 @@ pub async fn forward(ctx: Arc<ConnCtx>, going: Going) -> Reply {
         // The client connection's task takes the origin connection out of the body and
         // becomes the tunnel once this 101 is written.
         if !is_upgrade {
-            return respond(error_page(StatusCode::BAD_GATEWAY, &request_id_value, true, None), finish);
+            return Answer::Page(Page::new(StatusCode::BAD_GATEWAY, request_id_value, true, None, finish));
         }
         ctx.conn.upgraded.store(true, Ordering::Relaxed);
     }
@@ -912,8 +944,9 @@ pub async fn forward(ctx: Arc<ConnCtx>, going: Going) -> Reply {
                 return match crate::cache::serve(policy, &object, &NoHeaders, is_head, browser_ttl) {
                     Some(served) => {
                         cache_reply(served, CacheStatus::Revalidated, browser_ttl, &zone, &request_id_value, finish)
+                            .into()
                     }
-                    None => respond(error_page(StatusCode::BAD_GATEWAY, &request_id_value, false, None), finish),
+                    None => Answer::Page(Page::new(StatusCode::BAD_GATEWAY, request_id_value, false, None, finish)),
                 };
             }
             Judged::Record(mut r, status, browser_ttl) => {
@@ -942,7 +975,7 @@ pub async fn forward(ctx: Arc<ConnCtx>, going: Going) -> Reply {
     let resp = Response::from_parts(parts, body);
     let mut reply = respond(resp, finish);
     reply.origin_headers = origin_headers;
-    reply
+    Answer::Reply(reply)
 }
 
 /// Whether the values of a `Connection` header name no header to remove.

@@ -123,13 +123,25 @@ impl Snapshot {
 
 /// Lowercases a Host value and strips the port and a trailing dot.
 pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
+    // One plain pass over a few bytes (every request has a host): its last colon, and whether
+    // it has capitals.
+    let (mut colon, mut upper) = (None, false);
+    for (i, b) in raw.bytes().enumerate() {
+        if b == b':' {
+            colon = Some(i);
+        }
+        upper |= b.is_ascii_uppercase();
+    }
     let no_port = if raw.starts_with('[') {
         raw.split_once(']').map(|(h, _)| h.trim_start_matches('[')).unwrap_or(raw)
     } else {
-        raw.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map(|(h, _)| h).unwrap_or(raw)
+        match colon {
+            Some(i) if raw.bytes().skip(i + 1).all(|b| b.is_ascii_digit()) => raw.get(..i).unwrap_or(raw),
+            _ => raw,
+        }
     };
     let trimmed = no_port.strip_suffix('.').unwrap_or(no_port);
-    if trimmed.bytes().any(|b| b.is_ascii_uppercase()) {
+    if upper {
         std::borrow::Cow::Owned(trimmed.to_ascii_lowercase())
     } else {
         std::borrow::Cow::Borrowed(trimmed)
@@ -423,5 +435,7 @@ mod tests {
         assert_eq!(normalize_host("example.com."), "example.com");
         assert_eq!(normalize_host("[::1]:80"), "::1");
         assert_eq!(normalize_host("plain"), "plain");
+        assert_eq!(normalize_host("site.example:"), "site.example");
+        assert_eq!(normalize_host("odd:port"), "odd:port");
     }
 }
