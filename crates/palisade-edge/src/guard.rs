@@ -856,6 +856,40 @@ GET /c HTTP/1.1\r\nHost: x\r\n\r\n";
         assert_eq!(READ_BUFS.with(BufPool::take).as_ptr(), lent);
     }
 
+    /// The head the guard hands over parsed is always the one the handed-over bytes start with:
+    /// never one behind a pipelined request or a body, never a stale one, never with bytes
+    /// appended to a buffer that held others.
+    #[tokio::test(start_paused = true)]
+    async fn a_head_handed_over_parsed_is_the_one_the_bytes_start_with() {
+        for step in [1, 2, 7, 64, 4096] {
+            let mut g = Guarded::new(Trickle { data: PIPELINE.to_vec(), pos: 0, step }, Arc::default(), limits());
+            let mut checked_heads = 0;
+            let mut buf = BytesMut::new();
+            loop {
+                let n = std::future::poll_fn(|cx| g.read_into(cx, &mut buf)).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                if let Some(head) = g.checked.take() {
+                    checked_heads += 1;
+                    let again = parse_request_head(&buf, 16).unwrap().unwrap();
+                    assert_eq!((head.len, &head.method, head.target), (again.len, &again.method, again.target));
+                    let lines = |h: &RequestHead| h.lines.iter().map(|l| l.name_value(&buf)).collect::<Vec<_>>();
+                    assert_eq!(lines(&head), lines(&again));
+                }
+                buf.clear();
+            }
+            // Each head starts a handover of its own (the guard hands over a head and its body
+            // at a time), so none is parsed twice.
+            assert_eq!(checked_heads, 3, "step {step}");
+        }
+        // Bytes appended to a buffer that holds others come with nothing parsed.
+        let mut g = Guarded::new(Trickle { data: PIPELINE.to_vec(), pos: 0, step: 4096 }, Arc::default(), limits());
+        let mut buf = BytesMut::from(&b"left over"[..]);
+        std::future::poll_fn(|cx| g.read_into(cx, &mut buf)).await.unwrap();
+        assert!(g.checked.is_none());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn ambiguous_heads_become_the_placeholder() {
         let cases: &[(&[u8], Rejection)] = &[
