@@ -16,6 +16,8 @@
 #   bench/shield.sh                          # DURATION=30 WARMUP=12 PROXIES="palisade nginx haproxy" ATTACKS="a b c"
 #   DURATION=10 ATTACKS=b bench/shield.sh     # a quick look at one attack
 #   DDOS_ACTION=drop ATTACKS=a bench/shield.sh  # mitigated floods dropped, not answered
+#   PIN=1 ATTACKS=a bench/shield.sh         # the proxy alone on core 0 (one worker), everything
+#                                           # else on the other cores: steadier CPU figures
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/need.sh
@@ -24,7 +26,14 @@ export PATH="$PATH:/usr/sbin"
 cargo build --release --locked -p palisade-cli -p palisade-loadgen >&2
 BIN=target/release/palisade
 GEN=target/release/palisade-loadgen
-DURATION=${DURATION:-30} WARMUP=${WARMUP:-12}
+DURATION=${DURATION:-30} WARMUP=${WARMUP:-12} PIN=${PIN:-0}
+# With PIN=1, the proxy runs alone on core 0 with one worker, the origin and the load generators
+# on the others: no contender shares a core with the load it is measured under.
+if [ "$PIN" = 1 ]; then
+  WORKERS=1 ON_PROXY="taskset -c 0" ON_REST="taskset -c 1-$(($(nproc) - 1))"
+else
+  WORKERS=2 ON_PROXY="" ON_REST=""
+fi
 PROXIES=${PROXIES:-"palisade nginx haproxy"} ATTACKS=${ATTACKS:-"a b c"} DDOS_ACTION=${DDOS_ACTION:-block}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 work=$(mktemp -d)
@@ -33,7 +42,7 @@ PORT=18480
 results=target/shield
 mkdir -p "$results"
 
-"$BIN" origin --listen 127.0.0.1:0 --workers 8 --delay-ms 10 > "$work/origin.out" 2>/dev/null &
+$ON_REST "$BIN" origin --listen 127.0.0.1:0 --workers 8 --delay-ms 10 > "$work/origin.out" 2>/dev/null &
 until grep -q "ready" "$work/origin.out"; do sleep 0.05; done
 origin=$(grep -o 'http=[^ ]*' "$work/origin.out" | head -1 | cut -d= -f2)
 
@@ -65,7 +74,7 @@ action = "$DDOS_ACTION"
 TOML
 
 cat > "$work/nginx.conf" <<NGINX
-worker_processes 2;
+worker_processes $WORKERS;
 daemon off;
 pid $work/nginx.pid;
 error_log $work/nginx.err crit;
@@ -100,7 +109,7 @@ NGINX
 cat > "$work/haproxy.cfg" <<HAPROXY
 global
   maxconn 9000
-  nbthread 2
+  nbthread $WORKERS
 defaults
   mode http
   option http-keep-alive
@@ -124,11 +133,11 @@ HAPROXY
 start_proxy() {
   case $1 in
     palisade)
-      PALISADE_LOG=error "$BIN" edge --config "$work/palisade.toml" --workers 2 > "$work/p.out" 2> "$work/p.err" &
+      PALISADE_LOG=error $ON_PROXY "$BIN" edge --config "$work/palisade.toml" --workers "$WORKERS" > "$work/p.out" 2> "$work/p.err" &
       until grep -q "ready" "$work/p.out"; do sleep 0.05; done
       ;;
-    nginx) nginx -c "$work/nginx.conf" 2> "$work/p.err" & ;;
-    haproxy) haproxy -f "$work/haproxy.cfg" > /dev/null 2> "$work/p.err" & ;;
+    nginx) $ON_PROXY nginx -c "$work/nginx.conf" 2> "$work/p.err" & ;;
+    haproxy) $ON_PROXY haproxy -f "$work/haproxy.cfg" > /dev/null 2> "$work/p.err" & ;;
   esac
   pid=$!
   for _ in $(seq 200); do curl -s -o /dev/null -H "Host: site.example" "http://127.0.0.1:$PORT/" && return; kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
@@ -151,7 +160,7 @@ attack_args() {
   esac
 }
 
-echo "origin: 8 workers x 10 ms; 50 legitimate clients at 1 req/s; ${WARMUP}s warm-up, then ${DURATION}s of attack; $(nproc) cores"
+echo "origin: 8 workers x 10 ms; 50 legitimate clients at 1 req/s; ${WARMUP}s warm-up, then ${DURATION}s of attack; $(nproc) cores; proxy workers: $WORKERS$([ "$PIN" = 1 ] && echo ", pinned to core 0")"
 printf "%-9s %-6s %9s %9s %9s %14s %13s %10s %14s %10s\n" proxy attack legit_ok% legit_p50 legit_p99 mitigated_after attack_2xx refused cpu_ms/1k_refused user/sys
 for attack in $ATTACKS; do
   for proxy in $PROXIES; do
@@ -159,10 +168,10 @@ for attack in $ATTACKS; do
     before=$(cpu_ticks)
     # Legitimate clients and the attack in processes of their own: a client's latency is the
     # proxy's, not the attacking process's scheduling.
-    "$GEN" --target "127.0.0.1:$PORT" --warmup-s "$WARMUP" --duration-s "$DURATION" > "$work/legit.json" 2> "$work/legit.err" &
+    $ON_REST "$GEN" --target "127.0.0.1:$PORT" --warmup-s "$WARMUP" --duration-s "$DURATION" > "$work/legit.json" 2> "$work/legit.err" &
     legit_pid=$!
     # shellcheck disable=SC2046
-    "$GEN" --target "127.0.0.1:$PORT" --warmup-s "$WARMUP" --duration-s "$DURATION" --legit 0 $(attack_args "$attack") > "$work/attack.json"
+    $ON_REST "$GEN" --target "127.0.0.1:$PORT" --warmup-s "$WARMUP" --duration-s "$DURATION" --legit 0 $(attack_args "$attack") > "$work/attack.json"
     wait $legit_pid
     after=$(cpu_ticks)
     python3 -c 'import json,sys; l=json.load(open(sys.argv[1])); a=json.load(open(sys.argv[2])); a["legit"]=l["legit"]; a["legit_before"]=l["legit_before"]; print(json.dumps(a))' \
