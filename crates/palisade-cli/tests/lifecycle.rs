@@ -186,6 +186,28 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     assert!(tokio::net::TcpStream::connect(e.http()).await.is_err(), "still accepting after shutdown");
 }
 
+/// A kept-alive connection waiting for its next request is closed as soon as shutdown begins,
+/// not at the drain deadline: it was woken by its worker's signal, which it registered for on
+/// its first wait and did not poll again on the later ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_kept_alive_connection_is_closed_at_once_on_shutdown() {
+    use tokio::io::AsyncReadExt;
+    let o = origin("o");
+    let mut e = edge(&format!("[limits]\ndrain_timeout_ms = 5000\n{}", zone_config(&["site.test"], &[o.addr], "")));
+    let mut s = tokio::net::TcpStream::connect(e.http()).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(get_on(&mut s, "site.test", "/").await.0, 200);
+    }
+    let t = Instant::now();
+    e.proc.signal("TERM");
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "not closed: {closed:?}");
+    let status = e.proc.wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "{status:?}");
+    assert!(t.elapsed() < Duration::from_secs(3), "shutdown took {:?}", t.elapsed());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_does_not_wait_past_the_drain_deadline() {
     let o = origin("o");

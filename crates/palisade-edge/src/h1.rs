@@ -154,13 +154,29 @@ pub async fn serve(
     let draining = shutdown.clone();
     // Polled each time the connection waits for a request: this worker's own signal (see
     // `server::worker`), registered before the node-wide flag is read so that none is missed.
+    // It is polled once, which hands it this task's waker (valid for the task's life); after
+    // that it wakes this task when shutdown begins, and each wait asks the watch channel (a
+    // version compare) instead of taking the signal's lock to re-check the waker.
     let shutdown_signal = async move {
         let notified = local_shutdown.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if !*shutdown.borrow() {
-            notified.await;
+        if *shutdown.borrow() {
+            return;
         }
+        let mut registered = false;
+        std::future::poll_fn(|cx| {
+            if !std::mem::replace(&mut registered, true) && std::future::Future::poll(notified.as_mut(), cx).is_ready()
+            {
+                return Poll::Ready(());
+            }
+            if shutdown.has_changed().unwrap_or(true) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
     };
     tokio::pin!(shutdown_signal);
     let mut first = true;

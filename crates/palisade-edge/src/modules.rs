@@ -326,8 +326,9 @@ impl Slot {
         if !self.enabled || kill.off(self.kill) {
             return Outcome::Continue;
         }
-        let now = now_ms();
-        let open = self.breaker.is_open(now);
+        // A breaker that never opened needs no clock (the common case, on every request).
+        let opened = self.breaker.open_until_ms.load(Ordering::Relaxed) != 0;
+        let open = opened && self.breaker.is_open(now_ms());
         // Written when it changes only: a store per request would pass its line between cores.
         if self.stats.breaker_open.load(Ordering::Relaxed) != open {
             self.stats.breaker_open.store(open, Ordering::Relaxed);
@@ -370,7 +371,7 @@ impl Slot {
                 format!("panicked: {what}")
             }
         };
-        if self.breaker.failure(now, panicked) {
+        if self.breaker.failure(now_ms(), panicked) {
             self.stats.breaker_trips.fetch_add(1, Ordering::Relaxed);
             self.stats.breaker_open.store(true, Ordering::Relaxed);
             if log_budget() {

@@ -123,20 +123,16 @@ impl Snapshot {
 
 /// Lowercases a Host value and strips the port and a trailing dot.
 pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
-    // One plain pass over a few bytes (every request has a host): its last colon, and whether
-    // it has capitals.
-    let (mut colon, mut upper) = (None, false);
-    for (i, b) in raw.bytes().enumerate() {
-        if b == b':' {
-            colon = Some(i);
-        }
-        upper |= b.is_ascii_uppercase();
-    }
+    // Every request has a host, of a few bytes: whether it has capitals is one pass without
+    // branches, and a port (digits after the last colon) is looked for among the last bytes only.
+    let upper = raw.bytes().fold(false, |u, b| u | b.is_ascii_uppercase());
     let no_port = if raw.starts_with('[') {
         raw.split_once(']').map(|(h, _)| h.trim_start_matches('[')).unwrap_or(raw)
     } else {
-        match colon {
-            Some(i) if raw.bytes().skip(i + 1).all(|b| b.is_ascii_digit()) => raw.get(..i).unwrap_or(raw),
+        let bytes = raw.as_bytes();
+        let digits = bytes.iter().rev().take_while(|b| b.is_ascii_digit()).count();
+        match bytes.len().checked_sub(digits + 1) {
+            Some(colon) if bytes.get(colon) == Some(&b':') => raw.get(..colon).unwrap_or(raw),
             _ => raw,
         }
     };
