@@ -161,6 +161,9 @@ enum State {
     Passthrough,
 }
 
+/// A complete head: its length, what follows it, and (a request head) what was parsed of it.
+type Checked = (usize, HeadVerdict, Option<RequestHead>);
+
 /// What a complete head tells about what follows it.
 enum HeadVerdict {
     Body(u64),
@@ -367,10 +370,8 @@ impl<IO> Guarded<IO> {
         true
     }
 
-    /// Checks the head at the start of `raw`. `Ok(None)`: incomplete. A request head comes with
-    /// what was parsed of it.
-    #[allow(clippy::type_complexity)]
-    fn check_head(&mut self) -> Result<Option<(usize, HeadVerdict, Option<RequestHead>)>, Rejection> {
+    /// Checks the head at the start of `raw`. `Ok(None)`: incomplete.
+    fn check_head(&mut self) -> Result<Option<Checked>, Rejection> {
         let buf = &self.raw[..];
         if self.heads == 0 {
             if buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(buf) {

@@ -59,7 +59,8 @@ fn prefix(status: StatusCode) -> String {
 /// A status's HTTP/1.1 head up to the request ID: its status line and the lines every page has.
 fn h1_start(status: StatusCode) -> String {
     let reason = status.canonical_reason().unwrap_or("Unknown");
-    ["HTTP/1.1 ", status.as_str(), " ", reason, "\r\n", H1_LINES].concat()
+    let lines = ["\r\ncontent-type: ", CONTENT_TYPE, "\r\ncache-control: ", CACHE_CONTROL, "\r\nx-request-id: "];
+    ["HTTP/1.1 ", status.as_str(), " ", reason].into_iter().chain(lines).collect()
 }
 
 /// The known statuses' page prefixes and HTTP/1.1 head starts, built once and kept for the life
@@ -95,9 +96,8 @@ pub fn is_dropped<B>(resp: &Response<B>) -> bool {
 
 /// The header lines every page carries besides `x-request-id` (and `retry-after`), as
 /// [`error_page`] sets them and as [`Page::write_h1`] writes them.
-const CONTENT_TYPE: &[u8] = b"text/html; charset=utf-8";
-const CACHE_CONTROL: &[u8] = b"no-store";
-const H1_LINES: &str = "content-type: text/html; charset=utf-8\r\ncache-control: no-store\r\nx-request-id: ";
+const CONTENT_TYPE: &str = "text/html; charset=utf-8";
+const CACHE_CONTROL: &str = "no-store";
 
 /// A page the edge answers with itself (an error, a refusal), held as what varies in it, with
 /// the request's record. HTTP/1.1 writes it out in one piece ([`Page::write_h1`]): no response,
@@ -217,8 +217,8 @@ pub fn error_page(status: StatusCode, request_id_value: &HeaderValue, close: boo
     }
     let mut digits = [0; 20];
     let mut lines: [(Special, &[u8], &[u8]); 4] = [
-        (Special::Other, b"content-type", CONTENT_TYPE),
-        (Special::Other, b"cache-control", CACHE_CONTROL),
+        (Special::Other, b"content-type", CONTENT_TYPE.as_bytes()),
+        (Special::Other, b"cache-control", CACHE_CONTROL.as_bytes()),
         (Special::XRequestId, b"x-request-id", request_id.as_bytes()),
         (Special::Other, b"retry-after", b""),
     ];
